@@ -1,0 +1,1 @@
+//! Bencode (BEP 3): placeholder, filled in by the bencode work.
