@@ -392,7 +392,7 @@ pub fn text(rng: &mut Rng, n: usize) -> Vec<u8> {
 /// - 25% `Documents/{Finance,HR,Projects,Letters}/WORD-nnnn.txt`: compressible text from
 ///   [`WORDS`], 4 KiB to 512 KiB (capped at `total/32`, at least 16 KiB);
 /// - 15% `src/...`: a tree 1 to 6 directories deep of small source-like text files
-///   (200 B to 24 KiB, mode 0644);
+///   (200 B to 24 KiB, mode 0644, 1 to 30 to a directory);
 /// - 10% `Desktop/copies/copy-nnnn-NAME`: exact duplicates of earlier files;
 /// - 10% `Documents/Versions/report-nnn-vN.docx`: 2 to 5 versions of a random base
 ///   document (256 KiB to 2 MiB, capped at `total/16`), each with 1 to 4 random inserts of
@@ -436,21 +436,28 @@ pub fn office(out: &Path, total_bytes: u64, seed: u64) -> io::Result<TreeStats> 
         i += 1;
     }
 
-    // Source tree: many small files, deep.
+    // Source tree: many small files, deep. Files come in runs of 1 to 30 per directory,
+    // like a real source tree, rather than one directory chain per file.
     let mut left = share(15);
     let mut i = 0u64;
+    let mut dir = String::new();
+    let mut run = 0u64;
     while left > 0 {
-        let n = left.min(rng.range(200, 24 * KIB));
-        let depth = rng.range(1, 6);
-        let mut rel = String::from("src");
-        for _ in 0..depth {
-            let word = *rng.choose(WORDS);
-            let digit = rng.below(10);
-            rel.push('/');
-            rel.push_str(word);
-            rel.push_str(&digit.to_string());
+        if run == 0 {
+            run = rng.range(1, 30);
+            let depth = rng.range(1, 6);
+            dir = String::from("src");
+            for _ in 0..depth {
+                let word = *rng.choose(WORDS);
+                let digit = rng.below(10);
+                dir.push('/');
+                dir.push_str(word);
+                dir.push_str(&digit.to_string());
+            }
         }
-        rel.push_str(&format!("/mod_{i:05}.rs"));
+        run -= 1;
+        let n = left.min(rng.range(200, 24 * KIB));
+        let rel = format!("{dir}/mod_{i:05}.rs");
         let data = text(&mut rng, n as usize);
         let p = w.write(&rel, &data)?;
         set_mode(&p, 0o644)?;
