@@ -1,0 +1,183 @@
+//! swarmbak's keys inside the info dictionary.
+
+use swarmbak_bencode::{OwnedValue, Value};
+
+use crate::error::MetainfoError;
+
+/// The `swarmbak` format version this build reads and writes.
+pub const SWARMBAK_FORMAT: u32 = 1;
+
+/// The `swarmbak` dictionary of a swarmbak torrent's info dictionary:
+///
+/// ```text
+/// "swarmbak": { "format": 1, "k": <int>, "m": <int>, "stripes": <int>,
+///               "payload length": <int>, "manifest offset": <int>,
+///               "manifest length": <int>, "id": <16 raw bytes> }
+/// ```
+///
+/// The torrent's data is `stripes` stripes of `k` data shards then `m` parity shards,
+/// one shard per piece, so it has `stripes * (k + m)` pieces, and it is a single file of
+/// exactly that many whole pieces. The first `payload length` bytes of the data shards
+/// (taken in order) are the encrypted payload; the manifest is at `manifest offset`,
+/// `manifest length` bytes long, inside it.
+///
+/// On parsing: every key is required and must be a non-negative integer in range (`id`
+/// a 16-byte string); `format` above [`SWARMBAK_FORMAT`] is refused with a message
+/// asking for an upgrade; `k >= 1`, `k + m <= 256`, the piece count, the payload and
+/// manifest bounds and the single whole-piece file are checked. Unknown keys are ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmbakParams {
+    /// Format version (1).
+    pub format: u32,
+    /// Data shards per stripe.
+    pub k: u16,
+    /// Parity shards per stripe.
+    pub m: u16,
+    /// Number of stripes.
+    pub stripes: u64,
+    /// Bytes of encrypted payload in the data shards.
+    pub payload_length: u64,
+    /// Where the manifest starts in the payload.
+    pub manifest_offset: u64,
+    /// Manifest length.
+    pub manifest_length: u64,
+    /// The backup's random identifier.
+    pub id: [u8; 16],
+}
+
+fn int_in<T: TryFrom<i64>>(d: &swarmbak_bencode::Dict<'_>, key: &str) -> Result<T, MetainfoError> {
+    let bad = |what: String| MetainfoError::BadSwarmbak(format!("`{key}` {what}"));
+    match d.get(key.as_bytes()) {
+        None => Err(bad("is missing".into())),
+        Some(Value::Int(n)) => {
+            if *n < 0 {
+                return Err(bad(format!("is negative ({n})")));
+            }
+            T::try_from(*n).map_err(|_| bad(format!("is too large ({n})")))
+        }
+        Some(v) => Err(bad(format!("is a {}, not an integer", v.type_name()))),
+    }
+}
+
+impl SwarmbakParams {
+    pub(crate) fn parse(
+        v: &Value<'_>,
+        multi_file: bool,
+        piece_length: u64,
+        total_length: u64,
+        pieces: u64,
+    ) -> Result<SwarmbakParams, MetainfoError> {
+        let bad = |s: String| MetainfoError::BadSwarmbak(s);
+        let d = v.as_dict().ok_or_else(|| {
+            bad(format!(
+                "`swarmbak` is a {}, not a dictionary",
+                v.type_name()
+            ))
+        })?;
+        let format = match d.get(b"format") {
+            Some(Value::Int(n)) if *n > i64::from(SWARMBAK_FORMAT) => {
+                return Err(MetainfoError::NewerSwarmbakFormat {
+                    found: *n,
+                    known: SWARMBAK_FORMAT,
+                })
+            }
+            Some(Value::Int(n)) if *n == i64::from(SWARMBAK_FORMAT) => SWARMBAK_FORMAT,
+            Some(Value::Int(n)) => return Err(bad(format!("`format` {n} is not a valid version"))),
+            Some(v) => {
+                return Err(bad(format!(
+                    "`format` is a {}, not an integer",
+                    v.type_name()
+                )))
+            }
+            None => return Err(bad("`format` is missing".into())),
+        };
+        let id = match d.get(b"id") {
+            Some(Value::Bytes(b)) => <[u8; 16]>::try_from(*b)
+                .map_err(|_| bad(format!("`id` is {} bytes, not 16", b.len())))?,
+            Some(v) => return Err(bad(format!("`id` is a {}, not a string", v.type_name()))),
+            None => return Err(bad("`id` is missing".into())),
+        };
+        let p = SwarmbakParams {
+            format,
+            k: int_in(d, "k")?,
+            m: int_in(d, "m")?,
+            stripes: int_in(d, "stripes")?,
+            payload_length: int_in(d, "payload length")?,
+            manifest_offset: int_in(d, "manifest offset")?,
+            manifest_length: int_in(d, "manifest length")?,
+            id,
+        };
+        p.check(multi_file, piece_length, total_length, pieces)?;
+        Ok(p)
+    }
+
+    /// The consistency rules, shared by the parser and the builder.
+    pub(crate) fn check(
+        &self,
+        multi_file: bool,
+        piece_length: u64,
+        total_length: u64,
+        pieces: u64,
+    ) -> Result<(), MetainfoError> {
+        let bad = |s: String| Err(MetainfoError::BadSwarmbak(s));
+        let (k, m) = (u64::from(self.k), u64::from(self.m));
+        if k == 0 {
+            return bad("`k` is 0; a stripe needs at least one data shard".into());
+        }
+        if k + m > 256 {
+            return bad(format!(
+                "`k` + `m` is {}; at most 256 shards per stripe",
+                k + m
+            ));
+        }
+        if multi_file {
+            return bad("a swarmbak torrent must be a single file".into());
+        }
+        if self.stripes.checked_mul(k + m) != Some(pieces) {
+            return bad(format!(
+                "{} stripes of {} shards make {} pieces, but the torrent has {pieces}",
+                self.stripes,
+                k + m,
+                self.stripes.saturating_mul(k + m)
+            ));
+        }
+        if pieces.checked_mul(piece_length) != Some(total_length) {
+            return bad(format!(
+                "the torrent is {total_length} bytes, not {pieces} whole pieces of {piece_length} bytes"
+            ));
+        }
+        // Cannot overflow: stripes * k <= pieces, and pieces * piece_length fits.
+        let capacity = self.stripes * k * piece_length;
+        if self.payload_length > capacity {
+            return bad(format!(
+                "`payload length` {} is more than the {capacity} bytes the data shards hold",
+                self.payload_length
+            ));
+        }
+        match self.manifest_offset.checked_add(self.manifest_length) {
+            Some(end) if end <= self.payload_length => Ok(()),
+            _ => bad(format!(
+                "the manifest ({} bytes at offset {}) does not lie within the {}-byte payload",
+                self.manifest_length, self.manifest_offset, self.payload_length
+            )),
+        }
+    }
+
+    pub(crate) fn to_value(&self) -> OwnedValue {
+        OwnedValue::dict()
+            .with("format", self.format)
+            .with("k", self.k)
+            .with("m", self.m)
+            .with("stripes", clamp(self.stripes))
+            .with("payload length", clamp(self.payload_length))
+            .with("manifest offset", clamp(self.manifest_offset))
+            .with("manifest length", clamp(self.manifest_length))
+            .with("id", self.id)
+            .build()
+    }
+}
+
+/// Values above `i64::MAX` cannot be bencoded; they fail the checks anyway.
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
