@@ -1,3 +1,190 @@
-fn main() {
-    println!("swarmbak");
+//! The `swarmbak` command. Contract: MISSION.md's command line contract, restated in
+//! README.md.
+
+mod cmd;
+mod demo;
+mod ui;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "swarmbak",
+    version,
+    about = "Peer-to-peer backup over private BitTorrent"
+)]
+struct Cli {
+    /// Node state directory (default: $SWARMBAK_HOME, else $XDG_DATA_HOME/swarmbak).
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// Machine-readable output: one JSON object per line on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Until {
+    Published,
+    Durable,
+    Forever,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create this machine's keys and settings (run again: change only the options given).
+    Init {
+        #[arg(long)]
+        name: Option<String>,
+        /// The tracker's base URL, e.g. http://tracker.example:6969
+        #[arg(long)]
+        tracker: Option<String>,
+        #[arg(long)]
+        enroll: Option<String>,
+        /// An organisation recovery key (age1...); repeat for several.
+        #[arg(long = "recovery-recipient", value_name = "AGE_PUBKEY")]
+        recovery_recipient: Vec<String>,
+        /// Distinct machines other than the owner that should hold each shard.
+        #[arg(long)]
+        copies: Option<u32>,
+        /// Data shards per stripe (organisation setting).
+        #[arg(long, hide = true)]
+        k: Option<u16>,
+        /// Parity shards per stripe (organisation setting).
+        #[arg(long, hide = true)]
+        m: Option<u16>,
+    },
+    /// Back up PATHs as a new snapshot, publish it and seed it.
+    Seed {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "durable")]
+        until: Until,
+        #[arg(long)]
+        copies: Option<u32>,
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
+    /// Restore a snapshot (or part of it) into DIR.
+    Fetch {
+        /// INFOHASH, magnet link or .torrent file.
+        snapshot: String,
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Restore only this path (relative to the snapshot's root); repeatable.
+        #[arg(long = "path", value_name = "SUBPATH")]
+        paths: Vec<String>,
+        /// Decrypt with this age identity file only (e.g. the organisation's recovery key).
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
+    /// Print a torrent's metainfo (a .torrent file or a snapshot in the store).
+    Inspect { what: String },
+    /// Write a snapshot's metainfo as a .torrent file.
+    Export { infohash: String, file: PathBuf },
+    /// List this machine's snapshots (or another machine's, from the tracker).
+    Snapshots {
+        #[arg(long, value_name = "NAME|KEY")]
+        machine: Option<String>,
+    },
+    /// Is a snapshot recoverable now? Shards per stripe, copies per shard.
+    Health { infohash: String },
+    /// The long-running peer.
+    Agent {
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// The company tracker.
+    Tracker {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// An end-to-end run on a generated tree: back up, lose shards, restore with the
+    /// recovery key, compare byte for byte.
+    Demo {
+        /// Size of the generated office tree.
+        #[arg(long, default_value = "48M")]
+        size: String,
+        /// Back up this tree instead of a generated one.
+        #[arg(long)]
+        tree: Option<PathBuf>,
+        /// Keep the demo's working directory.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+pub struct Ctx {
+    pub home: PathBuf,
+    pub json: bool,
+}
+
+fn default_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("SWARMBAK_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(x).join("swarmbak");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    PathBuf::from(home).join(".local/share/swarmbak")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Ctx {
+        home: cli.home.clone().unwrap_or_else(default_home),
+        json: cli.json,
+    };
+    let r = match cli.command {
+        Command::Init {
+            name,
+            tracker,
+            enroll,
+            recovery_recipient,
+            copies,
+            k,
+            m,
+        } => cmd::init(&ctx, name, tracker, enroll, recovery_recipient, copies, k, m),
+        Command::Seed {
+            paths,
+            until,
+            copies,
+            timeout,
+        } => cmd::seed(&ctx, paths, until, copies, timeout),
+        Command::Fetch {
+            snapshot,
+            to,
+            paths,
+            identity,
+        } => cmd::fetch(&ctx, &snapshot, &to, paths, identity),
+        Command::Inspect { what } => cmd::inspect(&ctx, &what),
+        Command::Export { infohash, file } => cmd::export(&ctx, &infohash, &file),
+        Command::Snapshots { machine } => cmd::snapshots(&ctx, machine),
+        Command::Health { infohash } => cmd::health(&ctx, &infohash),
+        Command::Agent { .. } | Command::Tracker { .. } => Err(cmd::Failure::new(
+            2,
+            "the swarm (agent, tracker) is not in this build yet; snapshots are made and restored locally for now (`seed --until published`, `fetch`)",
+        )),
+        Command::Demo { size, tree, keep } => cmd::demo(&ctx, &size, tree, keep),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if ctx.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "error", "error": f.message})
+                );
+            }
+            eprintln!("swarmbak: error: {}", f.message);
+            ExitCode::from(f.status)
+        }
+    }
 }

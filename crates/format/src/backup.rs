@@ -1,0 +1,860 @@
+//! The backup pipeline: walk, chunk, dedup, compress, pack, encrypt, stripe, publish.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rayon::prelude::*;
+use sha1::{Digest, Sha1};
+
+use crate::chunker::Chunker;
+use crate::crypto::{self, Recipient};
+use crate::erasure::{self, Layout};
+use crate::home::Home;
+use crate::manifest::{self, ChunkId, ChunkRef, Entry, Kind, Manifest, PackRef};
+use crate::store::{write_atomic, SnapshotInfo};
+use crate::{FormatError, InfoHash, FORMAT_VERSION};
+
+/// Packs are closed once their plaintext reaches this size.
+pub const PACK_TARGET: usize = 16 << 20;
+/// First bytes of every pack's plaintext.
+pub const PACK_MAGIC: &[u8; 8] = b"SWBPACK1";
+/// Chunk codecs (the `codec` field of a chunk reference).
+pub const CODEC_NONE: u8 = 0;
+pub const CODEC_ZSTD: u8 = 1;
+
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    /// zstd level for chunk compression.
+    pub zstd_level: i32,
+    /// Tracker announce URL written into the torrent, if any.
+    pub announce: Option<String>,
+}
+
+impl BackupOptions {
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        BackupOptions {
+            paths,
+            zstd_level: 3,
+            announce: None,
+        }
+    }
+}
+
+/// Where the pipeline reports what it is doing (a progress bar, JSON lines, nothing).
+pub trait Progress: Sync {
+    /// The walk finished: how much file data will be read (changed files only).
+    fn scanned(&self, _files: u64, _bytes_to_read: u64, _unchanged_files: u64) {}
+    /// `n` more bytes of file data were chunked.
+    fn advance(&self, _n: u64) {}
+    /// Moving to another stage ("erasure coding", "publishing").
+    fn stage(&self, _name: &str) {}
+    /// Something was skipped (an unreadable file); the backup goes on.
+    fn warn(&self, _msg: &str) {}
+}
+
+/// A progress sink that reports nothing.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+#[derive(Clone, Debug)]
+pub struct BackupReport {
+    pub infohash: InfoHash,
+    pub info: SnapshotInfo,
+}
+
+/// Where an already-stored chunk lives.
+#[derive(Clone, Copy, Debug)]
+struct OldLoc {
+    snapshot: InfoHash,
+    pack_offset: u64,
+    pack_len: u64,
+    offset: u64,
+    stored_len: u32,
+    raw_len: u32,
+    codec: u8,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Known {
+    Old(OldLoc),
+    Pending,
+    New {
+        pack: u32,
+        offset: u64,
+        stored_len: u32,
+        raw_len: u32,
+        codec: u8,
+    },
+}
+
+struct WalkEntry {
+    fs_path: PathBuf,
+    entry: Entry,
+}
+
+fn now() -> (i64, u32) {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs() as i64, d.subsec_nanos())
+}
+
+fn entry_from_meta(path: Vec<u8>, md: &fs::Metadata) -> Option<Entry> {
+    let ft = md.file_type();
+    let kind = if ft.is_file() {
+        Kind::File
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else {
+        return None;
+    };
+    Some(Entry {
+        path,
+        kind,
+        mode: md.mode() & 0o7777,
+        mtime: md.mtime(),
+        mtime_ns: md.mtime_nsec() as u32,
+        size: if kind == Kind::File { md.size() } else { 0 },
+        chunks: Vec::new(),
+        target: Vec::new(),
+        ino: md.ino(),
+        ctime: md.ctime(),
+        ctime_ns: md.ctime_nsec() as u32,
+    })
+}
+
+/// The name a backed-up PATH gets at the snapshot's root.
+pub fn root_name(path: &Path) -> Result<Vec<u8>, FormatError> {
+    let name = match path.file_name() {
+        Some(n) => n.to_os_string(),
+        None => {
+            let c = fs::canonicalize(path).map_err(|e| FormatError::io(path, e))?;
+            match c.file_name() {
+                Some(n) => n.to_os_string(),
+                None => std::ffi::OsString::from("root"),
+            }
+        }
+    };
+    Ok(name.as_bytes().to_vec())
+}
+
+fn walk(
+    roots: &[PathBuf],
+    progress: &dyn Progress,
+    skipped: &mut Vec<String>,
+) -> Result<Vec<WalkEntry>, FormatError> {
+    let mut out = Vec::new();
+    let mut names: HashMap<Vec<u8>, PathBuf> = HashMap::new();
+    for root in roots {
+        let name = root_name(root)?;
+        if let Some(other) = names.insert(name.clone(), root.clone()) {
+            return Err(FormatError::Invalid(format!(
+                "{} and {} would both be named {:?} at the snapshot's root; back them up separately or from a common parent",
+                other.display(),
+                root.display(),
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        let md = fs::symlink_metadata(root).map_err(|e| FormatError::io(root, e))?;
+        // Depth-first, children sorted by name, with an explicit stack.
+        let mut stack = vec![(name, root.clone(), md)];
+        while let Some((rel, p, md)) = stack.pop() {
+            let Some(mut e) = entry_from_meta(rel.clone(), &md) else {
+                let msg = format!(
+                    "{}: not a regular file, directory or symlink; skipped",
+                    p.display()
+                );
+                progress.warn(&msg);
+                skipped.push(msg);
+                continue;
+            };
+            match e.kind {
+                Kind::Symlink => match fs::read_link(&p) {
+                    Ok(t) => e.target = t.as_os_str().as_bytes().to_vec(),
+                    Err(err) => {
+                        let msg = format!("{}: cannot read link: {err}; skipped", p.display());
+                        progress.warn(&msg);
+                        skipped.push(msg);
+                        continue;
+                    }
+                },
+                Kind::Dir => match fs::read_dir(&p) {
+                    Ok(rd) => {
+                        let mut kids: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+                        for d in rd {
+                            match d {
+                                Ok(d) => kids.push((d.file_name().as_bytes().to_vec(), d.path())),
+                                Err(err) => {
+                                    let msg =
+                                        format!("{}: {err}; some entries skipped", p.display());
+                                    progress.warn(&msg);
+                                    skipped.push(msg);
+                                }
+                            }
+                        }
+                        kids.sort();
+                        for (n, kp) in kids.into_iter().rev() {
+                            match fs::symlink_metadata(&kp) {
+                                Ok(kmd) => {
+                                    let mut r = rel.clone();
+                                    r.push(b'/');
+                                    r.extend_from_slice(&n);
+                                    stack.push((r, kp, kmd));
+                                }
+                                Err(err) => {
+                                    let msg = format!("{}: {err}; skipped", kp.display());
+                                    progress.warn(&msg);
+                                    skipped.push(msg);
+                                }
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        let msg = format!(
+                            "{}: cannot list directory: {err}; its contents are skipped",
+                            p.display()
+                        );
+                        progress.warn(&msg);
+                        skipped.push(msg);
+                    }
+                },
+                Kind::File => {}
+            }
+            out.push(WalkEntry {
+                fs_path: p,
+                entry: e,
+            });
+        }
+    }
+    Ok(out)
+}
+
+thread_local! {
+    static ZSTD: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+}
+
+fn compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
+    ZSTD.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().map(|(l, _)| *l) != Some(level) {
+            *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
+        }
+        let (_, z) = c.as_mut()?;
+        z.compress(data).ok()
+    })
+}
+
+struct PackState {
+    cur: Vec<u8>,
+    cur_idx: u32,
+    next_idx: u32,
+}
+
+struct PayloadOut {
+    file: fs::File,
+    len: u64,
+    /// Per pack index: (payload offset, encrypted length).
+    packs: Vec<Option<(u64, u64)>>,
+}
+
+struct Packer<'a> {
+    level: i32,
+    recipients: &'a [Recipient],
+    known: Mutex<HashMap<ChunkId, Known>>,
+    state: Mutex<PackState>,
+    out: Mutex<PayloadOut>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<'a> Packer<'a> {
+    /// Stores one chunk unless it is already known; returns whether it was new.
+    fn add(&self, id: ChunkId, data: &[u8]) -> Result<bool, FormatError> {
+        {
+            let mut k = lock(&self.known);
+            if k.contains_key(&id) {
+                return Ok(false);
+            }
+            k.insert(id, Known::Pending);
+        }
+        let (codec, blob) = match compress(self.level, data) {
+            Some(c) if c.len() < data.len() => (CODEC_ZSTD, c),
+            _ => (CODEC_NONE, data.to_vec()),
+        };
+        let (pack, offset, full) = {
+            let mut s = lock(&self.state);
+            if s.cur.is_empty() {
+                s.cur.reserve(PACK_TARGET + blob.len() + 8);
+                s.cur.extend_from_slice(PACK_MAGIC);
+            }
+            let offset = s.cur.len() as u64;
+            s.cur.extend_from_slice(&blob);
+            let pack = s.cur_idx;
+            let full = if s.cur.len() >= PACK_TARGET {
+                s.cur_idx = s.next_idx;
+                s.next_idx += 1;
+                Some((pack, std::mem::take(&mut s.cur)))
+            } else {
+                None
+            };
+            (pack, offset, full)
+        };
+        lock(&self.known).insert(
+            id,
+            Known::New {
+                pack,
+                offset,
+                stored_len: blob.len() as u32,
+                raw_len: data.len() as u32,
+                codec,
+            },
+        );
+        if let Some((idx, plain)) = full {
+            self.write_pack(idx, &plain)?;
+        }
+        Ok(true)
+    }
+
+    fn write_pack(&self, idx: u32, plain: &[u8]) -> Result<(), FormatError> {
+        let ct = crypto::encrypt(self.recipients, plain)?;
+        let mut o = lock(&self.out);
+        let off = o.len;
+        o.file
+            .write_all_at(&ct, off)
+            .map_err(|e| FormatError::io(Path::new("payload"), e))?;
+        o.len += ct.len() as u64;
+        let i = idx as usize;
+        if o.packs.len() <= i {
+            o.packs.resize(i + 1, None);
+        }
+        o.packs[i] = Some((off, ct.len() as u64));
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), FormatError> {
+        let last = {
+            let mut s = lock(&self.state);
+            if s.cur.is_empty() {
+                None
+            } else {
+                Some((s.cur_idx, std::mem::take(&mut s.cur)))
+            }
+        };
+        if let Some((idx, plain)) = last {
+            self.write_pack(idx, &plain)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a rescan may reuse from the parent snapshot.
+struct Parent {
+    manifest: Manifest,
+    infohash: InfoHash,
+}
+
+fn load_parent(home: &Home, roots: &[Vec<u8>]) -> Result<Vec<Parent>, FormatError> {
+    let store = home.store();
+    let own = store.own_snapshots()?;
+    let mut picks: Vec<&SnapshotInfo> = Vec::new();
+    // The latest snapshot of the same set of paths, then the latest of all.
+    let mut want: Vec<String> = roots
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    want.sort();
+    if let Some(s) = own.iter().rev().find(|s| {
+        let mut names: Vec<String> = s
+            .paths
+            .iter()
+            .map(|p| {
+                Path::new(p)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        names.sort();
+        names == want
+    }) {
+        picks.push(s);
+    }
+    if let Some(last) = own.last() {
+        if picks
+            .first()
+            .map(|p| p.infohash != last.infohash)
+            .unwrap_or(true)
+        {
+            picks.push(last);
+        }
+    }
+    let mut out = Vec::new();
+    for s in picks {
+        let ih = InfoHash::from_hex(&s.infohash)?;
+        if let Some(bytes) = store.manifest_cache(&ih)? {
+            out.push(Parent {
+                manifest: Manifest::decode(&bytes)?,
+                infohash: ih,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn old_loc(m: &Manifest, self_ih: InfoHash, c: &ChunkRef) -> Option<OldLoc> {
+    let p = m.packs.get(c.pack as usize)?;
+    let snapshot = if p.snapshot == 0 {
+        self_ih
+    } else {
+        *m.snapshots.get(p.snapshot as usize - 1)?
+    };
+    Some(OldLoc {
+        snapshot,
+        pack_offset: p.offset,
+        pack_len: p.len,
+        offset: c.offset,
+        stored_len: c.stored_len,
+        raw_len: c.raw_len,
+        codec: c.codec,
+    })
+}
+
+fn keyed_id(key: &[u8; 32], data: &[u8]) -> ChunkId {
+    *blake3::keyed_hash(key, data).as_bytes()
+}
+
+/// Backs up `opts.paths` as a new snapshot in the home's store. Takes the store lock.
+pub fn backup(
+    home: &Home,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport, FormatError> {
+    let _lock = home.lock()?;
+    let store = home.store();
+    store.clean_tmp()?;
+    let cfg = home.config();
+    let (k, m) = (cfg.k as usize, cfg.m as usize);
+    erasure::check_params(k, m)?;
+    let recipients = home.recipients()?;
+    let chunk_key = home.chunk_key()?;
+    let (time, time_ns) = now();
+
+    if opts.paths.is_empty() {
+        return Err(FormatError::Invalid(
+            "nothing to back up: give at least one PATH".into(),
+        ));
+    }
+    let mut roots = Vec::new();
+    for p in &opts.paths {
+        fs::symlink_metadata(p).map_err(|e| FormatError::io(p, e))?;
+        roots.push(root_name(p)?);
+    }
+
+    // The parent (for unchanged files) and the dedup index.
+    let parents = load_parent(home, &roots)?;
+    let mut known: HashMap<ChunkId, Known> = HashMap::new();
+    let mut prev_files: HashMap<&[u8], &Entry> = HashMap::new();
+    for (i, p) in parents.iter().enumerate() {
+        for c in &p.manifest.chunks {
+            if let Some(l) = old_loc(&p.manifest, p.infohash, c) {
+                known.entry(c.id).or_insert(Known::Old(l));
+            }
+        }
+        if i == 0 {
+            for e in &p.manifest.entries {
+                if e.kind == Kind::File {
+                    prev_files.insert(&e.path, e);
+                }
+            }
+        }
+    }
+
+    let mut skipped = Vec::new();
+    let mut entries = walk(&opts.paths, progress, &mut skipped)?;
+
+    // Files whose size, mtime, ctime and inode match the parent keep its chunks.
+    let mut reuse: Vec<Option<Vec<ChunkId>>> = Vec::with_capacity(entries.len());
+    let (mut to_read, mut bytes_to_read, mut unchanged) = (0u64, 0u64, 0u64);
+    for w in &entries {
+        let e = &w.entry;
+        let mut r = None;
+        if e.kind == Kind::File {
+            if let (Some(pe), Some(p)) = (prev_files.get(e.path.as_slice()), parents.first()) {
+                if pe.size == e.size
+                    && pe.mtime == e.mtime
+                    && pe.mtime_ns == e.mtime_ns
+                    && pe.ctime == e.ctime
+                    && pe.ctime_ns == e.ctime_ns
+                    && pe.ino == e.ino
+                {
+                    let ids: Option<Vec<ChunkId>> = pe
+                        .chunks
+                        .iter()
+                        .map(|&i| p.manifest.chunks.get(i as usize).map(|c| c.id))
+                        .collect();
+                    r = ids.filter(|ids| ids.iter().all(|id| known.contains_key(id)));
+                }
+            }
+            if r.is_some() {
+                unchanged += 1;
+            } else {
+                to_read += 1;
+                bytes_to_read += e.size;
+            }
+        }
+        reuse.push(r);
+    }
+    progress.scanned(to_read, bytes_to_read, unchanged);
+
+    // The snapshot is built in a fresh directory under tmp/.
+    let build = store
+        .tmp_dir()
+        .join(format!("build-{}", hex::encode(rand::random::<[u8; 8]>())));
+    let shards_dir = build.join("shards");
+    fs::create_dir_all(&shards_dir).map_err(|e| FormatError::io(&shards_dir, e))?;
+    let payload_path = build.join("payload");
+    let payload_file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&payload_path)
+        .map_err(|e| FormatError::io(&payload_path, e))?;
+
+    let packer = Packer {
+        level: opts.zstd_level,
+        recipients: &recipients,
+        known: Mutex::new(known),
+        state: Mutex::new(PackState {
+            cur: Vec::new(),
+            cur_idx: 0,
+            next_idx: 1,
+        }),
+        out: Mutex::new(PayloadOut {
+            file: payload_file,
+            len: 0,
+            packs: Vec::new(),
+        }),
+    };
+
+    // Chunk every changed file, in parallel across files.
+    let new_bytes = std::sync::atomic::AtomicU64::new(0);
+    let new_chunks = std::sync::atomic::AtomicU64::new(0);
+    let results: Vec<Result<Option<(Vec<ChunkId>, u64)>, FormatError>> = entries
+        .par_iter()
+        .zip(reuse.into_par_iter())
+        .map(|(w, r)| {
+            if w.entry.kind != Kind::File {
+                return Ok(None);
+            }
+            if let Some(ids) = r {
+                return Ok(Some((ids, w.entry.size)));
+            }
+            let f = match fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&w.fs_path)
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    return Err(FormatError::io(&w.fs_path, e));
+                }
+            };
+            let mut ch = Chunker::with_size_hint(f, w.entry.size);
+            let mut ids = Vec::new();
+            let mut size = 0u64;
+            loop {
+                let c = match ch.next_chunk() {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    Err(e) => return Err(FormatError::io(&w.fs_path, e)),
+                };
+                let id = keyed_id(&chunk_key, c);
+                size += c.len() as u64;
+                progress.advance(c.len() as u64);
+                if packer.add(id, c)? {
+                    new_bytes.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    new_chunks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                ids.push(id);
+            }
+            Ok(Some((ids, size)))
+        })
+        .collect();
+    packer.finish()?;
+
+    // Unreadable files are reported and left out; anything else stops the backup.
+    let mut kept = Vec::with_capacity(entries.len());
+    for (w, r) in entries.drain(..).zip(results) {
+        match r {
+            Ok(Some((ids, size))) => kept.push((w, ids, size)),
+            Ok(None) => kept.push((w, Vec::new(), 0)),
+            Err(FormatError::Io { path, source })
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound
+                ) || source.raw_os_error() == Some(libc::ELOOP) =>
+            {
+                let msg = format!("{}: {source}; skipped", path.display());
+                progress.warn(&msg);
+                skipped.push(msg);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    progress.stage("writing manifest");
+    let known = packer.known.into_inner().unwrap_or_else(|p| p.into_inner());
+    let out = packer.out.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut snapshots: Vec<InfoHash> = Vec::new();
+    let mut snap_idx: HashMap<InfoHash, u32> = HashMap::new();
+    let mut packs: Vec<PackRef> = Vec::new();
+    let mut pack_idx: HashMap<(u32, u64), u32> = HashMap::new();
+    let mut chunks: Vec<ChunkRef> = Vec::new();
+    let mut chunk_idx: HashMap<ChunkId, u32> = HashMap::new();
+    let mut m_entries = Vec::with_capacity(kept.len());
+    let (mut files, mut dirs, mut symlinks, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    for (w, ids, size) in kept {
+        let mut e = w.entry;
+        match e.kind {
+            Kind::File => {
+                files += 1;
+                e.size = size;
+                bytes += size;
+            }
+            Kind::Dir => dirs += 1,
+            Kind::Symlink => symlinks += 1,
+        }
+        for id in ids {
+            let ci = match chunk_idx.get(&id) {
+                Some(&ci) => ci,
+                None => {
+                    let known = known.get(&id).copied().ok_or_else(|| {
+                        FormatError::Invalid("internal: a chunk has no location".into())
+                    })?;
+                    let (sref, poff, plen, off, stored, raw, codec) = match known {
+                        Known::Old(l) => {
+                            let n = snapshots.len() as u32 + 1;
+                            let s = *snap_idx.entry(l.snapshot).or_insert_with(|| {
+                                snapshots.push(l.snapshot);
+                                n
+                            });
+                            (
+                                s,
+                                l.pack_offset,
+                                l.pack_len,
+                                l.offset,
+                                l.stored_len,
+                                l.raw_len,
+                                l.codec,
+                            )
+                        }
+                        Known::New {
+                            pack,
+                            offset,
+                            stored_len,
+                            raw_len,
+                            codec,
+                        } => {
+                            let (po, pl) =
+                                out.packs.get(pack as usize).copied().flatten().ok_or_else(
+                                    || FormatError::Invalid("internal: pack not written".into()),
+                                )?;
+                            (0, po, pl, offset, stored_len, raw_len, codec)
+                        }
+                        Known::Pending => {
+                            return Err(FormatError::Invalid(
+                                "internal: chunk still pending".into(),
+                            ))
+                        }
+                    };
+                    let np = packs.len() as u32;
+                    let pi = *pack_idx.entry((sref, poff)).or_insert_with(|| {
+                        packs.push(PackRef {
+                            snapshot: sref,
+                            offset: poff,
+                            len: plen,
+                        });
+                        np
+                    });
+                    let ci = chunks.len() as u32;
+                    chunks.push(ChunkRef {
+                        id,
+                        pack: pi,
+                        offset: off,
+                        stored_len: stored,
+                        raw_len: raw,
+                        codec,
+                    });
+                    chunk_idx.insert(id, ci);
+                    ci
+                }
+            };
+            e.chunks.push(ci);
+        }
+        m_entries.push(e);
+    }
+
+    let parent_ihs: Vec<InfoHash> = parents
+        .first()
+        .map(|p| vec![p.infohash])
+        .unwrap_or_default();
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        time,
+        time_ns,
+        machine_name: cfg.name.clone(),
+        machine_key: cfg.public_key.clone(),
+        source_paths: opts
+            .paths
+            .iter()
+            .map(|p| {
+                fs::canonicalize(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec()
+            })
+            .collect(),
+        parents: parent_ihs.clone(),
+        snapshots,
+        chunk_key,
+        packs,
+        chunks,
+        entries: m_entries,
+    };
+    manifest.validate()?;
+    let plain_manifest = manifest.encode();
+    let sealed = manifest::seal(&plain_manifest)?;
+    let manifest_ct = crypto::encrypt(&recipients, &sealed)?;
+    let manifest_offset = out.len;
+    out.file
+        .write_all_at(&manifest_ct, manifest_offset)
+        .map_err(|e| FormatError::io(&payload_path, e))?;
+    let payload_len = manifest_offset + manifest_ct.len() as u64;
+
+    // Stripes: Reed-Solomon parity and SHA-1 of every shard, in parallel over stripes.
+    progress.stage("erasure coding");
+    let layout = Layout::for_payload(payload_len, k, m)?;
+    let s = layout.shard_size;
+    let hashes: Vec<Result<Vec<[u8; 20]>, FormatError>> = (0..layout.stripes)
+        .into_par_iter()
+        .map(|stripe| {
+            let mut data = vec![0u8; layout.stripe_data_len()];
+            let start = stripe as u64 * layout.stripe_data_len() as u64;
+            let avail = payload_len.saturating_sub(start).min(data.len() as u64) as usize;
+            out.file
+                .read_exact_at(&mut data[..avail], start)
+                .map_err(|e| FormatError::io(&payload_path, e))?;
+            let parity = erasure::encode(k, m, &data)?;
+            let mut hs = Vec::with_capacity(k + m);
+            for (i, shard) in data
+                .chunks(s)
+                .chain(parity.iter().map(|p| p.as_slice()))
+                .enumerate()
+            {
+                hs.push(Sha1::digest(shard).into());
+                let p = shards_dir.join(layout.piece(stripe, i).to_string());
+                fs::write(&p, shard).map_err(|e| FormatError::io(&p, e))?;
+            }
+            Ok(hs)
+        })
+        .collect();
+    let mut pieces = Vec::with_capacity(layout.pieces());
+    for h in hashes {
+        pieces.extend(h?);
+    }
+    drop(out);
+    fs::remove_file(&payload_path).map_err(|e| FormatError::io(&payload_path, e))?;
+
+    progress.stage("publishing");
+    let id: [u8; 16] = rand::random();
+    let torrent = swarmbak_metainfo::build_swarmbak_torrent(&swarmbak_metainfo::SwarmbakTorrent {
+        announce: opts.announce.clone(),
+        name: format!("swarmbak-{}.shards", hex::encode(&id[..8])),
+        piece_length: s as u64,
+        piece_hashes: pieces,
+        creation_date: time,
+        params: swarmbak_metainfo::SwarmbakParams {
+            format: FORMAT_VERSION,
+            k: k as u16,
+            m: m as u16,
+            stripes: layout.stripes as u64,
+            payload_length: payload_len,
+            manifest_offset,
+            manifest_length: manifest_ct.len() as u64,
+            id,
+        },
+    })
+    .map_err(|e| FormatError::Metainfo(format!("internal: cannot build the torrent: {e}")))?;
+    let mi = swarmbak_metainfo::Metainfo::from_bytes(&torrent).map_err(|e| {
+        FormatError::Metainfo(format!("internal: built an unreadable torrent: {e}"))
+    })?;
+    let infohash = InfoHash(mi.info_hash());
+
+    let info = SnapshotInfo {
+        infohash: infohash.to_hex(),
+        time,
+        machine: cfg.name.clone(),
+        paths: opts
+            .paths
+            .iter()
+            .map(|p| {
+                fs::canonicalize(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string()
+            })
+            .collect(),
+        parents: parent_ihs.iter().map(|p| p.to_hex()).collect(),
+        files,
+        dirs,
+        symlinks,
+        bytes,
+        new_bytes: new_bytes.into_inner(),
+        payload_bytes: payload_len,
+        shard_bytes: (layout.pieces() * s) as u64,
+        chunks: manifest.chunks.len() as u64,
+        new_chunks: new_chunks.into_inner(),
+        skipped,
+    };
+    write_atomic(&build.join("torrent"), &torrent, 0o644, false)
+        .map_err(|e| FormatError::io(&build, e))?;
+    write_atomic(&build.join("manifest"), &plain_manifest, 0o600, false)
+        .map_err(|e| FormatError::io(&build, e))?;
+    let json = serde_json::to_vec_pretty(&info)
+        .map_err(|e| FormatError::Invalid(format!("cannot encode snapshot info: {e}")))?;
+    write_atomic(&build.join("local.json"), &json, 0o644, false)
+        .map_err(|e| FormatError::io(&build, e))?;
+    // Everything reaches the disk before the snapshot becomes visible.
+    sync_fs(&build)?;
+    let dest = store.snapshot_dir(&infohash);
+    fs::rename(&build, &dest).map_err(|e| FormatError::io(&dest, e))?;
+    sync_fs(&store.snapshots_dir())?;
+    Ok(BackupReport { infohash, info })
+}
+
+/// Flushes the file system holding `dir` (one syncfs call instead of an fsync per shard).
+fn sync_fs(dir: &Path) -> Result<(), FormatError> {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(dir).map_err(|e| FormatError::io(dir, e))?;
+    // SAFETY: syncfs takes a valid open file descriptor and has no other preconditions.
+    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
+    if rc != 0 {
+        return Err(FormatError::io(dir, io::Error::last_os_error()));
+    }
+    f.sync_all().map_err(|e| FormatError::io(dir, e))?;
+    Ok(())
+}

@@ -1,0 +1,663 @@
+//! The restore pipeline: verify shards (SHA-1), rebuild stripes from any k shards,
+//! decrypt, decompress, verify chunks (keyed BLAKE3) and rebuild the tree, never writing
+//! outside the target directory.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
+use sha1::{Digest, Sha1};
+
+use crate::backup::{Progress, CODEC_NONE, CODEC_ZSTD, PACK_MAGIC};
+use crate::chunker::MAX_SIZE;
+use crate::crypto::{self, Identities};
+use crate::erasure::{self, Layout};
+use crate::manifest::{self, Entry, Kind, Manifest};
+use crate::store::Store;
+use crate::{FormatError, InfoHash, FORMAT_VERSION};
+
+/// Where shards come from: the local store, or (later) peers.
+pub trait ShardSource: Sync {
+    /// The bytes this source has for a piece, or `None`. They are verified by the caller.
+    fn shard(&self, ih: &InfoHash, piece: usize) -> Result<Option<Vec<u8>>, FormatError>;
+    /// Called with a rebuilt shard the source lacked or held damaged.
+    fn repaired(&self, _ih: &InfoHash, _piece: usize, _data: &[u8]) -> Result<(), FormatError> {
+        Ok(())
+    }
+    /// The snapshot's metainfo (canonical .torrent bytes).
+    fn torrent(&self, ih: &InfoHash) -> Result<Vec<u8>, FormatError>;
+}
+
+/// The machine's own store as a shard source; rebuilt shards are written back (repair).
+pub struct LocalSource<'a> {
+    pub store: &'a Store,
+    pub repair: bool,
+}
+
+impl ShardSource for LocalSource<'_> {
+    fn shard(&self, ih: &InfoHash, piece: usize) -> Result<Option<Vec<u8>>, FormatError> {
+        self.store.read_shard(ih, piece)
+    }
+    fn repaired(&self, ih: &InfoHash, piece: usize, data: &[u8]) -> Result<(), FormatError> {
+        if self.repair {
+            self.store.write_shard(ih, piece, data)?;
+        }
+        Ok(())
+    }
+    fn torrent(&self, ih: &InfoHash) -> Result<Vec<u8>, FormatError> {
+        self.store.torrent_bytes(ih)
+    }
+}
+
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    /// Subpaths (relative to the snapshot's root) to restore; empty = everything.
+    pub paths: Vec<String>,
+    pub identities: Identities,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    pub resumed: bool,
+    /// Shards that were missing or damaged and were rebuilt from the others.
+    pub repaired: Vec<String>,
+}
+
+/// A snapshot's swarmbak parameters and piece hashes, read from its metainfo.
+pub struct SnapshotMeta {
+    pub infohash: InfoHash,
+    pub layout: Layout,
+    pub hashes: Vec<[u8; 20]>,
+    pub manifest_offset: u64,
+    pub manifest_length: u64,
+}
+
+impl SnapshotMeta {
+    pub fn parse(expect: &InfoHash, torrent: &[u8]) -> Result<SnapshotMeta, FormatError> {
+        let mi = swarmbak_metainfo::Metainfo::from_bytes(torrent)
+            .map_err(|e| FormatError::Metainfo(format!("snapshot {expect}: {e}")))?;
+        if mi.info_hash() != expect.0 {
+            return Err(FormatError::Damaged(format!(
+                "the metainfo stored for {expect} has infohash {}: the store is damaged",
+                hex::encode(mi.info_hash())
+            )));
+        }
+        let p = mi.swarmbak().cloned().ok_or_else(|| {
+            FormatError::Metainfo(format!(
+                "{expect} is a plain torrent, not a swarmbak snapshot"
+            ))
+        })?;
+        if p.format != FORMAT_VERSION {
+            return Err(FormatError::Metainfo(format!(
+                "snapshot {expect} uses format {}, this swarmbak reads only {FORMAT_VERSION}; upgrade swarmbak",
+                p.format
+            )));
+        }
+        let (k, m) = (p.k as usize, p.m as usize);
+        let layout = Layout::for_payload(p.payload_length, k, m)?;
+        if layout.shard_size as u64 != mi.piece_length()
+            || layout.stripes as u64 != p.stripes
+            || mi.pieces().len() != layout.pieces()
+        {
+            return Err(FormatError::Metainfo(format!(
+                "snapshot {expect}: piece length {} and {} stripes do not match format v1's layout for {} payload bytes",
+                mi.piece_length(), p.stripes, p.payload_length
+            )));
+        }
+        if p.manifest_offset.checked_add(p.manifest_length) != Some(p.payload_length) {
+            return Err(FormatError::Metainfo(format!(
+                "snapshot {expect}: the manifest does not end the payload"
+            )));
+        }
+        Ok(SnapshotMeta {
+            infohash: *expect,
+            layout,
+            hashes: mi.pieces().to_vec(),
+            manifest_offset: p.manifest_offset,
+            manifest_length: p.manifest_length,
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads byte ranges of one snapshot's payload, rebuilding stripes as needed.
+pub struct SnapshotReader<'a> {
+    src: &'a dyn ShardSource,
+    pub meta: SnapshotMeta,
+    slots: Vec<Mutex<Option<Arc<Vec<u8>>>>>,
+    uses: Vec<AtomicUsize>,
+    repaired: Mutex<Vec<String>>,
+    progress: &'a dyn Progress,
+}
+
+impl<'a> SnapshotReader<'a> {
+    pub fn open(
+        src: &'a dyn ShardSource,
+        ih: &InfoHash,
+        progress: &'a dyn Progress,
+    ) -> Result<Self, FormatError> {
+        let meta = SnapshotMeta::parse(ih, &src.torrent(ih)?)?;
+        let n = meta.layout.stripes;
+        Ok(SnapshotReader {
+            src,
+            meta,
+            slots: (0..n).map(|_| Mutex::new(None)).collect(),
+            uses: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            repaired: Mutex::new(Vec::new()),
+            progress,
+        })
+    }
+
+    /// Announces a future `read` of this range, so its stripes stay cached until then.
+    pub fn plan(&self, off: u64, len: u64) {
+        for s in self.meta.layout.stripes_for(off, len) {
+            if let Some(u) = self.uses.get(s) {
+                u.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn check_range(&self, off: u64, len: u64) -> Result<(), FormatError> {
+        match off.checked_add(len) {
+            Some(end) if end <= self.meta.layout.payload_len => Ok(()),
+            _ => Err(FormatError::Manifest(format!(
+                "range {off}+{len} lies outside snapshot {}'s payload of {} bytes",
+                self.meta.infohash, self.meta.layout.payload_len
+            ))),
+        }
+    }
+
+    /// Payload bytes `[off, off + len)`.
+    pub fn read(&self, off: u64, len: u64) -> Result<Vec<u8>, FormatError> {
+        self.check_range(off, len)?;
+        let sd = self.meta.layout.stripe_data_len() as u64;
+        let mut out = Vec::with_capacity(len as usize);
+        for s in self.meta.layout.stripes_for(off, len) {
+            let data = {
+                let mut slot = lock(&self.slots[s]);
+                match &*slot {
+                    Some(d) => d.clone(),
+                    None => {
+                        let d = Arc::new(self.load_stripe(s)?);
+                        *slot = Some(d.clone());
+                        d
+                    }
+                }
+            };
+            let base = s as u64 * sd;
+            let a = off.max(base) - base;
+            let b = (off + len).min(base + sd) - base;
+            out.extend_from_slice(&data[a as usize..b as usize]);
+            let prev = self.uses[s].load(Ordering::Relaxed);
+            if prev <= 1 {
+                self.uses[s].store(0, Ordering::Relaxed);
+                *lock(&self.slots[s]) = None;
+            } else {
+                self.uses[s].fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One stripe's data bytes, from any k verified shards.
+    fn load_stripe(&self, stripe: usize) -> Result<Vec<u8>, FormatError> {
+        let l = self.meta.layout;
+        let (k, n) = (l.k, l.n());
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut bad: Vec<(usize, &'static str)> = Vec::new();
+        let mut have = 0;
+        // Data shards first (no decoding needed when all are good), then parity.
+        for i in 0..n {
+            if have == k {
+                break;
+            }
+            let piece = l.piece(stripe, i);
+            match self.src.shard(&self.meta.infohash, piece)? {
+                Some(b)
+                    if b.len() == l.shard_size
+                        && Sha1::digest(&b)[..] == self.meta.hashes[piece][..] =>
+                {
+                    shards[i] = Some(b);
+                    have += 1;
+                }
+                Some(_) => bad.push((i, "failed its SHA-1 check")),
+                None => bad.push((i, "is missing")),
+            }
+        }
+        if have < k {
+            return Err(FormatError::Damaged(format!(
+                "snapshot {}: only {have} of the {k} shards needed for stripe {stripe} are available ({} missing or damaged); the snapshot cannot be restored from here",
+                self.meta.infohash,
+                bad.len()
+            )));
+        }
+        if !bad.is_empty() {
+            erasure::reconstruct(stripe, k, l.m, &mut shards)?;
+            for (i, why) in &bad {
+                let piece = l.piece(stripe, *i);
+                let msg = format!(
+                    "snapshot {} piece {piece} (stripe {stripe}, shard {i}) {why}; rebuilt from {k} others",
+                    self.meta.infohash
+                );
+                if let Some(data) = &shards[*i] {
+                    self.src.repaired(&self.meta.infohash, piece, data)?;
+                }
+                self.progress.warn(&msg);
+                lock(&self.repaired).push(msg);
+            }
+        }
+        let mut out = Vec::with_capacity(l.stripe_data_len());
+        for s in shards.into_iter().take(k) {
+            out.extend_from_slice(&s.unwrap_or_default());
+        }
+        Ok(out)
+    }
+
+    /// Decrypts and decodes this snapshot's manifest.
+    pub fn manifest(&self, ids: &Identities) -> Result<Manifest, FormatError> {
+        let ct = self.read(self.meta.manifest_offset, self.meta.manifest_length)?;
+        let sealed = crypto::decrypt(ids, &ct).map_err(|e| match e {
+            crypto::CryptoError::NoMatchingKey => FormatError::Crypto(crypto::CryptoError::Decrypt(format!(
+                "snapshot {}'s manifest is not encrypted to this identity; use --identity with the owner's key or the organisation's recovery key",
+                self.meta.infohash
+            ))),
+            e => FormatError::Crypto(e),
+        })?;
+        let plain = manifest::unseal(&sealed)?;
+        let m = Manifest::decode(&plain)?;
+        m.validate()?;
+        Ok(m)
+    }
+}
+
+const MARKER: &str = ".swarmbak-restore";
+
+/// Joins validated snapshot-relative path bytes onto the target.
+fn target_path(target: &Path, rel: &[u8]) -> PathBuf {
+    target.join(std::ffi::OsStr::from_bytes(rel))
+}
+
+fn parent_of(p: &[u8]) -> Option<&[u8]> {
+    p.iter().rposition(|&b| b == b'/').map(|i| &p[..i])
+}
+
+/// Which entries a `--path` selection keeps: the entries at or under each subpath, and
+/// the directories above them.
+fn select(m: &Manifest, paths: &[String]) -> Result<Vec<bool>, FormatError> {
+    if paths.is_empty() {
+        return Ok(vec![true; m.entries.len()]);
+    }
+    let mut want: Vec<Vec<u8>> = Vec::new();
+    for p in paths {
+        let t = p.trim_matches('/');
+        manifest::check_path(t.as_bytes())
+            .map_err(|e| FormatError::Invalid(format!("--path {p:?}: {e}")))?;
+        want.push(t.as_bytes().to_vec());
+    }
+    let mut keep = vec![false; m.entries.len()];
+    let mut ancestors: HashSet<Vec<u8>> = HashSet::new();
+    let mut matched = vec![false; want.len()];
+    for (i, e) in m.entries.iter().enumerate() {
+        for (j, w) in want.iter().enumerate() {
+            let under = e.path == *w
+                || (e.path.len() > w.len() && e.path.starts_with(w) && e.path[w.len()] == b'/');
+            if under {
+                keep[i] = true;
+                matched[j] = true;
+                let mut p = parent_of(&e.path);
+                while let Some(a) = p {
+                    ancestors.insert(a.to_vec());
+                    p = parent_of(a);
+                }
+            }
+        }
+    }
+    if let Some(j) = matched.iter().position(|m| !m) {
+        let tops: Vec<String> = m
+            .entries
+            .iter()
+            .filter(|e| !e.path.contains(&b'/'))
+            .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+            .collect();
+        return Err(FormatError::NotFound(format!(
+            "--path {:?} is not in this snapshot; paths start with one of: {}",
+            paths[j],
+            tops.join(", ")
+        )));
+    }
+    for (i, e) in m.entries.iter().enumerate() {
+        if ancestors.contains(&e.path) {
+            keep[i] = true;
+        }
+    }
+    Ok(keep)
+}
+
+struct Marker {
+    file: Mutex<fs::File>,
+    done: HashSet<(u32, u64)>,
+}
+
+/// Prepares the target directory: new, empty, or an unfinished restore of the same
+/// snapshot (then its record of finished packs is returned).
+fn prepare_target(
+    target: &Path,
+    ih: &InfoHash,
+    sel_key: &str,
+) -> Result<(Marker, bool), FormatError> {
+    let header = format!("swarmbak restore {ih} {sel_key}");
+    let marker = target.join(MARKER);
+    let mut resumed = false;
+    let mut done = HashSet::new();
+    match fs::symlink_metadata(target) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(target).map_err(|e| FormatError::io(target, e))?;
+        }
+        Err(e) => return Err(FormatError::io(target, e)),
+        Ok(md) if !md.is_dir() => {
+            return Err(FormatError::Invalid(format!(
+                "{} exists and is not a directory; give a new or empty directory",
+                target.display()
+            )))
+        }
+        Ok(_) => {
+            let mut names = fs::read_dir(target)
+                .map_err(|e| FormatError::io(target, e))?
+                .flatten()
+                .map(|e| e.file_name());
+            if names.next().is_some() {
+                let text = fs::read_to_string(&marker).unwrap_or_default();
+                let mut lines = text.lines();
+                if lines.next() != Some(header.as_str()) {
+                    return Err(FormatError::Invalid(format!(
+                        "{} is not empty and holds no unfinished restore of this snapshot; give a new or empty directory",
+                        target.display()
+                    )));
+                }
+                for l in lines {
+                    let mut it = l.split_whitespace();
+                    if let (Some(a), Some(b)) = (it.next(), it.next()) {
+                        if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+                            done.insert((a, b));
+                        }
+                    }
+                }
+                resumed = true;
+            }
+        }
+    }
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&marker)
+        .map_err(|e| FormatError::io(&marker, e))?;
+    if !resumed {
+        writeln!(f, "{header}").map_err(|e| FormatError::io(&marker, e))?;
+    }
+    Ok((
+        Marker {
+            file: Mutex::new(f),
+            done,
+        },
+        resumed,
+    ))
+}
+
+fn decode_chunk(m: &Manifest, plain: &[u8], ci: usize) -> Result<Vec<u8>, FormatError> {
+    let c = &m.chunks[ci];
+    let start = c.offset as usize;
+    let end = start
+        .checked_add(c.stored_len as usize)
+        .filter(|&e| e <= plain.len() && start >= PACK_MAGIC.len())
+        .ok_or_else(|| FormatError::Manifest(format!("chunk {ci} lies outside its pack")))?;
+    let stored = &plain[start..end];
+    let raw = match c.codec {
+        CODEC_NONE => stored.to_vec(),
+        CODEC_ZSTD => {
+            let cap = (c.raw_len as usize).min(MAX_SIZE);
+            let v = zstd::bulk::decompress(stored, cap).map_err(|e| {
+                FormatError::Damaged(format!("chunk {ci} does not decompress: {e}"))
+            })?;
+            v
+        }
+        other => {
+            return Err(FormatError::Manifest(format!(
+                "chunk {ci} has unknown codec {other}"
+            )))
+        }
+    };
+    if raw.len() != c.raw_len as usize || *blake3::keyed_hash(&m.chunk_key, &raw).as_bytes() != c.id
+    {
+        return Err(FormatError::Damaged(format!(
+            "chunk {ci} ({}) failed its BLAKE3 check",
+            hex::encode(&c.id[..8])
+        )));
+    }
+    Ok(raw)
+}
+
+/// Restores snapshot `ih` from `src` into `opts.target`.
+pub fn restore(
+    src: &dyn ShardSource,
+    ih: &InfoHash,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport, FormatError> {
+    let main = SnapshotReader::open(src, ih, progress)?;
+    let m = main.manifest(&opts.identities)?;
+    // Readers for the snapshots whose packs this one reuses.
+    let mut readers: Vec<SnapshotReader> = Vec::with_capacity(m.snapshots.len());
+    for p in &m.snapshots {
+        readers.push(SnapshotReader::open(src, p, progress).map_err(|e| match e {
+            FormatError::NotFound(_) => FormatError::NotFound(format!(
+                "snapshot {ih} reuses data of earlier snapshot {p}, which is not available: {e}"
+            )),
+            e => e,
+        })?);
+    }
+    let reader_for = |sref: u32| -> &SnapshotReader {
+        if sref == 0 {
+            &main
+        } else {
+            &readers[sref as usize - 1]
+        }
+    };
+
+    let keep = select(&m, &opts.paths)?;
+    let mut sel: Vec<String> = opts
+        .paths
+        .iter()
+        .map(|p| p.trim_matches('/').to_string())
+        .collect();
+    sel.sort();
+    let (marker, resumed) = prepare_target(&opts.target, ih, &hex::encode(sel.join("\0")))?;
+    let target = opts.target.as_path();
+
+    // Directories first (owner-writable until their real modes are set at the end), then
+    // every file at its full size.
+    let mut report = RestoreReport {
+        resumed,
+        ..Default::default()
+    };
+    for (i, e) in m.entries.iter().enumerate() {
+        if !keep[i] {
+            continue;
+        }
+        let p = target_path(target, &e.path);
+        match e.kind {
+            Kind::Dir => {
+                match fs::symlink_metadata(&p) {
+                    Ok(md) if md.is_dir() => {}
+                    Ok(_) => {
+                        return Err(FormatError::Unsafe(format!(
+                            "{} exists and is not a directory",
+                            p.display()
+                        )))
+                    }
+                    Err(_) => fs::create_dir(&p).map_err(|e| FormatError::io(&p, e))?,
+                }
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| FormatError::io(&p, e))?;
+                report.dirs += 1;
+            }
+            Kind::File => {
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(!resumed)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&p)
+                    .map_err(|e| FormatError::io(&p, e))?;
+                f.set_len(e.size).map_err(|e| FormatError::io(&p, e))?;
+                report.files += 1;
+                report.bytes += e.size;
+            }
+            Kind::Symlink => report.symlinks += 1,
+        }
+    }
+
+    // Where each chunk goes: (entry, offset in file), grouped by pack.
+    let mut by_pack: HashMap<u32, Vec<(usize, usize, u64)>> = HashMap::new();
+    for (i, e) in m.entries.iter().enumerate() {
+        if !keep[i] || e.kind != Kind::File {
+            continue;
+        }
+        let mut off = 0u64;
+        for &ci in &e.chunks {
+            let c = &m.chunks[ci as usize];
+            by_pack
+                .entry(c.pack)
+                .or_default()
+                .push((ci as usize, i, off));
+            off += c.raw_len as u64;
+        }
+    }
+    let mut work: Vec<(u32, Vec<(usize, usize, u64)>)> = by_pack
+        .into_iter()
+        .filter(|(p, _)| {
+            let pr = &m.packs[*p as usize];
+            !marker.done.contains(&(pr.snapshot, pr.offset))
+        })
+        .collect();
+    work.sort_by_key(|(p, _)| {
+        let pr = &m.packs[*p as usize];
+        (pr.snapshot, pr.offset)
+    });
+    let total: u64 = work
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .map(|(ci, _, _)| m.chunks[*ci].raw_len as u64)
+        .sum();
+    progress.scanned(report.files, total, 0);
+    for (p, _) in &work {
+        let pr = &m.packs[*p as usize];
+        reader_for(pr.snapshot).plan(pr.offset, pr.len);
+    }
+
+    work.par_iter()
+        .try_for_each(|(p, uses)| -> Result<(), FormatError> {
+            let pr = &m.packs[*p as usize];
+            let r = reader_for(pr.snapshot);
+            let ct = r.read(pr.offset, pr.len)?;
+            let plain = crypto::decrypt(&opts.identities, &ct)?;
+            if !plain.starts_with(PACK_MAGIC) {
+                return Err(FormatError::Damaged(format!(
+                    "pack at {} of {} has no pack header",
+                    pr.offset, r.meta.infohash
+                )));
+            }
+            let mut decoded: HashMap<usize, Vec<u8>> = HashMap::new();
+            for (ci, entry, off) in uses {
+                if !decoded.contains_key(ci) {
+                    decoded.insert(*ci, decode_chunk(&m, &plain, *ci)?);
+                }
+                let data = &decoded[ci];
+                let path = target_path(target, &m.entries[*entry].path);
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+                    .map_err(|e| FormatError::io(&path, e))?;
+                f.write_all_at(data, *off)
+                    .map_err(|e| FormatError::io(&path, e))?;
+                progress.advance(data.len() as u64);
+            }
+            let mut mf = lock(&marker.file);
+            writeln!(mf, "{} {}", pr.snapshot, pr.offset)
+                .map_err(|e| FormatError::io(target, e))?;
+            Ok(())
+        })?;
+
+    // Symlinks, then metadata: files and links, then directories deepest first.
+    progress.stage("setting metadata");
+    for (i, e) in m.entries.iter().enumerate() {
+        if !keep[i] {
+            continue;
+        }
+        let p = target_path(target, &e.path);
+        let mtime = filetime::FileTime::from_unix_time(e.mtime, e.mtime_ns);
+        match e.kind {
+            Kind::Symlink => {
+                if let Ok(md) = fs::symlink_metadata(&p) {
+                    if md.file_type().is_symlink() {
+                        fs::remove_file(&p).map_err(|e| FormatError::io(&p, e))?;
+                    } else {
+                        return Err(FormatError::Unsafe(format!(
+                            "{} exists and is not a symlink",
+                            p.display()
+                        )));
+                    }
+                }
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&e.target), &p)
+                    .map_err(|e| FormatError::io(&p, e))?;
+                filetime::set_symlink_file_times(&p, mtime, mtime)
+                    .map_err(|e| FormatError::io(&p, e))?;
+            }
+            Kind::File => {
+                fs::set_permissions(&p, fs::Permissions::from_mode(e.mode))
+                    .map_err(|e| FormatError::io(&p, e))?;
+                filetime::set_symlink_file_times(&p, mtime, mtime)
+                    .map_err(|e| FormatError::io(&p, e))?;
+            }
+            Kind::Dir => {}
+        }
+    }
+    for (i, e) in m.entries.iter().enumerate().rev() {
+        if !keep[i] || e.kind != Kind::Dir {
+            continue;
+        }
+        let p = target_path(target, &e.path);
+        let mtime = filetime::FileTime::from_unix_time(e.mtime, e.mtime_ns);
+        fs::set_permissions(&p, fs::Permissions::from_mode(e.mode))
+            .map_err(|e| FormatError::io(&p, e))?;
+        filetime::set_symlink_file_times(&p, mtime, mtime).map_err(|e| FormatError::io(&p, e))?;
+    }
+    drop(marker);
+    let mp = target.join(MARKER);
+    fs::remove_file(&mp).map_err(|e| FormatError::io(&mp, e))?;
+    report.repaired = lock(&main.repaired).clone();
+    for r in &readers {
+        report.repaired.extend(lock(&r.repaired).iter().cloned());
+    }
+    Ok(report)
+}
+
+/// The entries a manifest would restore, for listing (`inspect`, tests).
+pub fn entries(m: &Manifest) -> &[Entry] {
+    &m.entries
+}

@@ -1,0 +1,240 @@
+//! The machine's local store.
+//!
+//! ```text
+//! store/snapshots/<infohash>/torrent        the snapshot's metainfo (canonical bencode)
+//! store/snapshots/<infohash>/shards/<piece> one file per shard (= piece), exactly piece-length bytes
+//! store/snapshots/<infohash>/local.json     only for this machine's own snapshots: time, paths, stats
+//! store/snapshots/<infohash>/manifest       only for own snapshots: the plaintext manifest (mode 0600),
+//!                                           kept for fast rescans and dedup; never leaves the machine
+//! store/tmp/                                snapshots being built; removed at the next start
+//! ```
+//!
+//! A snapshot becomes visible in one step: it is built under `tmp/`, synced, and renamed
+//! into `snapshots/`. A backup killed at any moment therefore leaves either nothing or a
+//! complete snapshot; leftovers in `tmp/` are removed by the next writer.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{FormatError, InfoHash};
+
+/// What this machine remembers of one of its own snapshots.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub infohash: String,
+    /// Unix time (seconds) the snapshot was taken.
+    pub time: i64,
+    pub machine: String,
+    pub paths: Vec<String>,
+    pub parents: Vec<String>,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Bytes of file data the snapshot describes.
+    pub bytes: u64,
+    /// Bytes of file data that were new (not found in earlier snapshots).
+    pub new_bytes: u64,
+    /// Encrypted payload bytes this snapshot's torrent carries (before erasure coding).
+    pub payload_bytes: u64,
+    /// Bytes of shards this snapshot's torrent carries (payload + padding + parity).
+    pub shard_bytes: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    #[serde(default)]
+    pub skipped: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32, sync: bool) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    if sync {
+        f.sync_data()?;
+    }
+    fs::rename(&tmp, path)
+}
+
+impl Store {
+    pub fn new(dir: PathBuf) -> Store {
+        Store { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn create(&self) -> Result<(), FormatError> {
+        for d in [self.snapshots_dir(), self.tmp_dir()] {
+            fs::create_dir_all(&d).map_err(|e| FormatError::io(&d, e))?;
+        }
+        Ok(())
+    }
+
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.dir.join("snapshots")
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+    pub fn snapshot_dir(&self, ih: &InfoHash) -> PathBuf {
+        self.snapshots_dir().join(ih.to_hex())
+    }
+
+    /// Removes what an interrupted writer left behind. Call with the store lock held.
+    pub fn clean_tmp(&self) -> Result<usize, FormatError> {
+        let t = self.tmp_dir();
+        let mut n = 0;
+        match fs::read_dir(&t) {
+            Ok(rd) => {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    let r = if p.is_dir() {
+                        fs::remove_dir_all(&p)
+                    } else {
+                        fs::remove_file(&p)
+                    };
+                    r.map_err(|e| FormatError::io(&p, e))?;
+                    n += 1;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(FormatError::io(&t, e)),
+        }
+        fs::create_dir_all(&t).map_err(|e| FormatError::io(&t, e))?;
+        Ok(n)
+    }
+
+    pub fn has(&self, ih: &InfoHash) -> bool {
+        self.snapshot_dir(ih).join("torrent").is_file()
+    }
+
+    /// Every snapshot in the store (own and held), by infohash.
+    pub fn list(&self) -> Result<Vec<InfoHash>, FormatError> {
+        let d = self.snapshots_dir();
+        let mut v = Vec::new();
+        let rd = match fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(v),
+            Err(e) => return Err(FormatError::io(&d, e)),
+        };
+        for e in rd.flatten() {
+            if let Some(ih) = e
+                .file_name()
+                .to_str()
+                .and_then(|s| InfoHash::from_hex(s).ok())
+            {
+                v.push(ih);
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+
+    /// This machine's own snapshots, oldest first.
+    pub fn own_snapshots(&self) -> Result<Vec<SnapshotInfo>, FormatError> {
+        let mut v = Vec::new();
+        for ih in self.list()? {
+            let p = self.snapshot_dir(&ih).join("local.json");
+            match fs::read(&p) {
+                Ok(b) => {
+                    let info: SnapshotInfo = serde_json::from_slice(&b).map_err(|e| {
+                        FormatError::Invalid(format!("{} is damaged: {e}", p.display()))
+                    })?;
+                    v.push(info);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(FormatError::io(&p, e)),
+            }
+        }
+        v.sort_by(|a, b| a.time.cmp(&b.time).then(a.infohash.cmp(&b.infohash)));
+        Ok(v)
+    }
+
+    /// Finds a snapshot by full infohash or by a unique prefix of at least 6 hex digits.
+    pub fn resolve(&self, s: &str) -> Result<InfoHash, FormatError> {
+        let s = s.trim().to_ascii_lowercase();
+        if let Ok(ih) = InfoHash::from_hex(&s) {
+            return Ok(ih);
+        }
+        if s.len() < 6 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(FormatError::Invalid(format!(
+                "{s:?} is not an infohash (40 hex digits)"
+            )));
+        }
+        let hits: Vec<InfoHash> = self
+            .list()?
+            .into_iter()
+            .filter(|ih| ih.to_hex().starts_with(&s))
+            .collect();
+        match hits.len() {
+            1 => Ok(hits[0]),
+            0 => Err(FormatError::NotFound(format!(
+                "no snapshot in the local store starts with {s}; `swarmbak snapshots` lists them"
+            ))),
+            n => Err(FormatError::Invalid(format!(
+                "{s} matches {n} snapshots; give more digits"
+            ))),
+        }
+    }
+
+    pub fn torrent_bytes(&self, ih: &InfoHash) -> Result<Vec<u8>, FormatError> {
+        let p = self.snapshot_dir(ih).join("torrent");
+        fs::read(&p).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                FormatError::NotFound(format!(
+                    "snapshot {} is not in the local store ({})",
+                    ih.to_hex(),
+                    self.dir.display()
+                ))
+            } else {
+                FormatError::io(&p, e)
+            }
+        })
+    }
+
+    pub fn shard_path(&self, ih: &InfoHash, piece: usize) -> PathBuf {
+        self.snapshot_dir(ih).join("shards").join(piece.to_string())
+    }
+
+    /// A shard's bytes, or `None` when this store does not hold it.
+    pub fn read_shard(&self, ih: &InfoHash, piece: usize) -> Result<Option<Vec<u8>>, FormatError> {
+        let p = self.shard_path(ih, piece);
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FormatError::io(&p, e)),
+        }
+    }
+
+    /// Replaces a shard atomically (used by repair).
+    pub fn write_shard(&self, ih: &InfoHash, piece: usize, data: &[u8]) -> Result<(), FormatError> {
+        let p = self.shard_path(ih, piece);
+        write_atomic(&p, data, 0o644, true).map_err(|e| FormatError::io(&p, e))
+    }
+
+    /// The plaintext manifest this machine kept of one of its own snapshots.
+    pub fn manifest_cache(&self, ih: &InfoHash) -> Result<Option<Vec<u8>>, FormatError> {
+        let p = self.snapshot_dir(ih).join("manifest");
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FormatError::io(&p, e)),
+        }
+    }
+}

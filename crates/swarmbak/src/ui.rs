@@ -1,0 +1,77 @@
+//! Progress on a terminal (indicatif), JSON lines for scripts, nothing otherwise.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use swarmbak_format::Progress;
+
+pub struct Ui {
+    bar: Option<ProgressBar>,
+    json: bool,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Ui {
+    pub fn new(json: bool, what: &str) -> Ui {
+        let bar = if !json && std::io::stderr().is_terminal() {
+            let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_prefix(what.to_string());
+            Some(b)
+        } else {
+            None
+        };
+        Ui {
+            bar,
+            json,
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Ui {
+    fn scanned(&self, files: u64, bytes: u64, unchanged: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(bytes);
+            b.set_message(format!("{files} files to read, {unchanged} unchanged"));
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+    fn stage(&self, name: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(name.to_string());
+        }
+    }
+    fn warn(&self, msg: &str) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "warning", "message": msg})
+            );
+        } else if let Some(b) = &self.bar {
+            b.suspend(|| eprintln!("swarmbak: warning: {msg}"));
+        } else {
+            eprintln!("swarmbak: warning: {msg}");
+        }
+        if let Ok(mut w) = self.warnings.lock() {
+            w.push(msg.to_string());
+        }
+    }
+}
