@@ -95,6 +95,9 @@ enum Known {
     },
 }
 
+/// A file's chunk names in order, and the bytes read.
+type FileChunks = (Vec<ChunkId>, u64);
+
 struct WalkEntry {
     fs_path: PathBuf,
     entry: Entry,
@@ -522,8 +525,7 @@ pub fn backup(
     let build = store
         .tmp_dir()
         .join(format!("build-{}", hex::encode(rand::random::<[u8; 8]>())));
-    let shards_dir = build.join("shards");
-    fs::create_dir_all(&shards_dir).map_err(|e| FormatError::io(&shards_dir, e))?;
+    fs::create_dir_all(&build).map_err(|e| FormatError::io(&build, e))?;
     let payload_path = build.join("payload");
     let payload_file = fs::OpenOptions::new()
         .read(true)
@@ -552,7 +554,7 @@ pub fn backup(
     // Chunk every changed file, in parallel across files.
     let new_bytes = std::sync::atomic::AtomicU64::new(0);
     let new_chunks = std::sync::atomic::AtomicU64::new(0);
-    let results: Vec<Result<Option<(Vec<ChunkId>, u64)>, FormatError>> = entries
+    let results: Vec<Result<Option<FileChunks>, FormatError>> = entries
         .par_iter()
         .zip(reuse.into_par_iter())
         .map(|(w, r)| {
@@ -745,64 +747,21 @@ pub fn backup(
         .map_err(|e| FormatError::io(&payload_path, e))?;
     let payload_len = manifest_offset + manifest_ct.len() as u64;
 
-    // Stripes: Reed-Solomon parity and SHA-1 of every shard, in parallel over stripes.
     progress.stage("erasure coding");
-    let layout = Layout::for_payload(payload_len, k, m)?;
-    let s = layout.shard_size;
-    let hashes: Vec<Result<Vec<[u8; 20]>, FormatError>> = (0..layout.stripes)
-        .into_par_iter()
-        .map(|stripe| {
-            let mut data = vec![0u8; layout.stripe_data_len()];
-            let start = stripe as u64 * layout.stripe_data_len() as u64;
-            let avail = payload_len.saturating_sub(start).min(data.len() as u64) as usize;
-            out.file
-                .read_exact_at(&mut data[..avail], start)
-                .map_err(|e| FormatError::io(&payload_path, e))?;
-            let parity = erasure::encode(k, m, &data)?;
-            let mut hs = Vec::with_capacity(k + m);
-            for (i, shard) in data
-                .chunks(s)
-                .chain(parity.iter().map(|p| p.as_slice()))
-                .enumerate()
-            {
-                hs.push(Sha1::digest(shard).into());
-                let p = shards_dir.join(layout.piece(stripe, i).to_string());
-                fs::write(&p, shard).map_err(|e| FormatError::io(&p, e))?;
-            }
-            Ok(hs)
-        })
-        .collect();
-    let mut pieces = Vec::with_capacity(layout.pieces());
-    for h in hashes {
-        pieces.extend(h?);
-    }
+    let built = build_torrent(
+        &out.file,
+        &build,
+        payload_len,
+        manifest_offset,
+        (k, m),
+        opts.announce.clone(),
+        time,
+    )?;
     drop(out);
     fs::remove_file(&payload_path).map_err(|e| FormatError::io(&payload_path, e))?;
-
     progress.stage("publishing");
-    let id: [u8; 16] = rand::random();
-    let torrent = swarmbak_metainfo::build_swarmbak_torrent(&swarmbak_metainfo::SwarmbakTorrent {
-        announce: opts.announce.clone(),
-        name: format!("swarmbak-{}.shards", hex::encode(&id[..8])),
-        piece_length: s as u64,
-        piece_hashes: pieces,
-        creation_date: time,
-        params: swarmbak_metainfo::SwarmbakParams {
-            format: FORMAT_VERSION,
-            k: k as u16,
-            m: m as u16,
-            stripes: layout.stripes as u64,
-            payload_length: payload_len,
-            manifest_offset,
-            manifest_length: manifest_ct.len() as u64,
-            id,
-        },
-    })
-    .map_err(|e| FormatError::Metainfo(format!("internal: cannot build the torrent: {e}")))?;
-    let mi = swarmbak_metainfo::Metainfo::from_bytes(&torrent).map_err(|e| {
-        FormatError::Metainfo(format!("internal: built an unreadable torrent: {e}"))
-    })?;
-    let infohash = InfoHash(mi.info_hash());
+    let (torrent, infohash, layout) = (built.torrent, built.infohash, built.layout);
+    let s = layout.shard_size;
 
     let info = SnapshotInfo {
         infohash: infohash.to_hex(),
@@ -830,20 +789,122 @@ pub fn backup(
         new_chunks: new_chunks.into_inner(),
         skipped,
     };
-    write_atomic(&build.join("torrent"), &torrent, 0o644, false)
-        .map_err(|e| FormatError::io(&build, e))?;
-    write_atomic(&build.join("manifest"), &plain_manifest, 0o600, false)
-        .map_err(|e| FormatError::io(&build, e))?;
-    let json = serde_json::to_vec_pretty(&info)
-        .map_err(|e| FormatError::Invalid(format!("cannot encode snapshot info: {e}")))?;
-    write_atomic(&build.join("local.json"), &json, 0o644, false)
-        .map_err(|e| FormatError::io(&build, e))?;
-    // Everything reaches the disk before the snapshot becomes visible.
-    sync_fs(&build)?;
-    let dest = store.snapshot_dir(&infohash);
-    fs::rename(&build, &dest).map_err(|e| FormatError::io(&dest, e))?;
-    sync_fs(&store.snapshots_dir())?;
+    commit(
+        &store,
+        &build,
+        &infohash,
+        &torrent,
+        Some((&plain_manifest, &info)),
+    )?;
     Ok(BackupReport { infohash, info })
+}
+
+pub(crate) struct Built {
+    pub torrent: Vec<u8>,
+    pub infohash: InfoHash,
+    pub layout: Layout,
+}
+
+/// Cuts the payload in `payload` into stripes, computes parity and the SHA-1 of every
+/// shard (in parallel over stripes), writes the shards under `build/shards/`, and builds
+/// the snapshot's torrent.
+pub(crate) fn build_torrent(
+    payload: &fs::File,
+    build: &Path,
+    payload_len: u64,
+    manifest_offset: u64,
+    (k, m): (usize, usize),
+    announce: Option<String>,
+    time: i64,
+) -> Result<Built, FormatError> {
+    let layout = Layout::for_payload(payload_len, k, m)?;
+    let s = layout.shard_size;
+    let shards_dir = build.join("shards");
+    fs::create_dir_all(&shards_dir).map_err(|e| FormatError::io(&shards_dir, e))?;
+    let hashes: Vec<Result<Vec<[u8; 20]>, FormatError>> = (0..layout.stripes)
+        .into_par_iter()
+        .map(|stripe| {
+            let mut data = vec![0u8; layout.stripe_data_len()];
+            let start = stripe as u64 * layout.stripe_data_len() as u64;
+            let avail = payload_len.saturating_sub(start).min(data.len() as u64) as usize;
+            payload
+                .read_exact_at(&mut data[..avail], start)
+                .map_err(|e| FormatError::io(build, e))?;
+            let parity = erasure::encode(k, m, &data)?;
+            let mut hs = Vec::with_capacity(k + m);
+            for (i, shard) in data
+                .chunks(s)
+                .chain(parity.iter().map(|p| p.as_slice()))
+                .enumerate()
+            {
+                hs.push(Sha1::digest(shard).into());
+                let p = shards_dir.join(layout.piece(stripe, i).to_string());
+                fs::write(&p, shard).map_err(|e| FormatError::io(&p, e))?;
+            }
+            Ok(hs)
+        })
+        .collect();
+    let mut pieces = Vec::with_capacity(layout.pieces());
+    for h in hashes {
+        pieces.extend(h?);
+    }
+    let id: [u8; 16] = rand::random();
+    let torrent = swarmbak_metainfo::build_swarmbak_torrent(&swarmbak_metainfo::SwarmbakTorrent {
+        announce,
+        name: format!("swarmbak-{}.shards", hex::encode(&id[..8])),
+        piece_length: s as u64,
+        piece_hashes: pieces,
+        creation_date: time,
+        params: swarmbak_metainfo::SwarmbakParams {
+            format: FORMAT_VERSION,
+            k: k as u16,
+            m: m as u16,
+            stripes: layout.stripes as u64,
+            payload_length: payload_len,
+            manifest_offset,
+            manifest_length: payload_len - manifest_offset,
+            id,
+        },
+    })
+    .map_err(|e| FormatError::Metainfo(format!("internal: cannot build the torrent: {e}")))?;
+    let mi = swarmbak_metainfo::Metainfo::from_bytes(&torrent).map_err(|e| {
+        FormatError::Metainfo(format!("internal: built an unreadable torrent: {e}"))
+    })?;
+    Ok(Built {
+        torrent,
+        infohash: InfoHash(mi.info_hash()),
+        layout,
+    })
+}
+
+/// Makes a snapshot built under `build` visible in the store in one step (the commit
+/// point): its files reach the disk first, then the directory is renamed into place.
+pub(crate) fn commit(
+    store: &crate::store::Store,
+    build: &Path,
+    infohash: &InfoHash,
+    torrent: &[u8],
+    own: Option<(&[u8], &SnapshotInfo)>,
+) -> Result<(), FormatError> {
+    write_atomic(&build.join("torrent"), torrent, 0o644, false)
+        .map_err(|e| FormatError::io(build, e))?;
+    if let Some((plain_manifest, info)) = own {
+        write_atomic(&build.join("manifest"), plain_manifest, 0o600, false)
+            .map_err(|e| FormatError::io(build, e))?;
+        let json = serde_json::to_vec_pretty(info)
+            .map_err(|e| FormatError::Invalid(format!("cannot encode snapshot info: {e}")))?;
+        write_atomic(&build.join("local.json"), &json, 0o644, false)
+            .map_err(|e| FormatError::io(build, e))?;
+    }
+    sync_fs(build)?;
+    let dest = store.snapshot_dir(infohash);
+    if dest.exists() {
+        fs::remove_dir_all(build).map_err(|e| FormatError::io(build, e))?;
+        return Ok(());
+    }
+    fs::rename(build, &dest).map_err(|e| FormatError::io(&dest, e))?;
+    sync_fs(&store.snapshots_dir())?;
+    Ok(())
 }
 
 /// Flushes the file system holding `dir` (one syncfs call instead of an fsync per shard).

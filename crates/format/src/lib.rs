@@ -14,6 +14,8 @@ pub mod home;
 pub mod manifest;
 pub mod restore;
 pub mod store;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 
 use std::path::{Path, PathBuf};
 

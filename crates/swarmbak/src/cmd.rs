@@ -502,45 +502,59 @@ pub fn snapshots(ctx: &Ctx, machine: Option<String>) -> R {
 }
 
 pub fn health(ctx: &Ctx, infohash: &str) -> R {
+    scrub(ctx, infohash, false)
+}
+
+pub fn repair(ctx: &Ctx, infohash: &str) -> R {
+    scrub(ctx, infohash, true)
+}
+
+/// Checks every shard of a snapshot in the local store; with `repair`, rebuilds missing
+/// and damaged ones from the rest of their stripe (no key needed).
+fn scrub(ctx: &Ctx, infohash: &str, repair: bool) -> R {
     let store = swarmbak_format::Store::new(ctx.home.join("store"));
     let ih = store.resolve(infohash)?;
-    let meta = swarmbak_format::restore::SnapshotMeta::parse(&ih, &store.torrent_bytes(&ih)?)?;
-    let l = meta.layout;
-    let mut worst = usize::MAX;
-    let mut per_stripe = Vec::new();
-    for s in 0..l.stripes {
-        let mut ok = 0;
-        for i in 0..l.n() {
-            let piece = l.piece(s, i);
-            if let Some(b) = store.read_shard(&ih, piece)? {
-                use sha1::Digest;
-                if sha1::Sha1::digest(&b)[..] == meta.hashes[piece][..] {
-                    ok += 1;
-                }
-            }
-        }
-        worst = worst.min(ok);
-        per_stripe.push(ok);
-    }
-    let recoverable = worst >= l.k;
+    let _lock = if repair {
+        Some(Home::open(&ctx.home)?.lock()?)
+    } else {
+        None
+    };
+    let src = swarmbak_format::restore::LocalSource {
+        store: &store,
+        repair,
+    };
+    let reader = swarmbak_format::restore::SnapshotReader::open(
+        &src,
+        &ih,
+        &swarmbak_format::backup::NoProgress,
+    )?;
+    let l = reader.meta.layout;
+    let sc = reader.scrub(repair)?;
+    let worst = sc.good_per_stripe.iter().copied().min().unwrap_or(0);
     out(
         ctx,
-        json!({"infohash": ih.to_hex(), "recoverable": recoverable, "k": l.k, "m": l.m,
-               "stripes": l.stripes, "local_shards_per_stripe": per_stripe, "scope": "local store only"}),
+        json!({"infohash": ih.to_hex(), "recoverable": sc.recoverable, "k": l.k, "m": l.m,
+               "stripes": l.stripes, "local_shards_per_stripe": sc.good_per_stripe,
+               "problems": sc.problems, "repaired": repair && sc.recoverable && !sc.problems.is_empty(),
+               "scope": "local store"}),
         || {
-            format!(
-                "{ih}: {} from the local store; {} stripes of {}+{} shards; fewest good shards in a stripe: {} (need {})\n(other machines' copies are counted once the swarm is in this build)",
-                if recoverable { "recoverable now" } else { "NOT recoverable" },
+            let mut s = format!(
+                "{ih}: {} from the local store; {} stripes of {}+{} shards; fewest good shards in a stripe: {} (need {})",
+                if sc.recoverable { "recoverable now" } else { "NOT recoverable" },
                 l.stripes, l.k, l.m, worst, l.k
-            )
+            );
+            for p in &sc.problems {
+                s.push_str(&format!("\n  {p}"));
+            }
+            s
         },
     );
-    if recoverable {
+    if sc.recoverable {
         Ok(())
     } else {
         Err(Failure::new(
             1,
-            format!("snapshot {ih} cannot be restored from here"),
+            format!("snapshot {ih} cannot be restored from this store: a stripe has only {worst} of the {} good shards it needs", l.k),
         ))
     }
 }

@@ -93,6 +93,9 @@ enum Command {
     },
     /// Is a snapshot recoverable now? Shards per stripe, copies per shard.
     Health { infohash: String },
+    /// Check every shard of a snapshot in the local store and rebuild the missing or
+    /// damaged ones from the others (no decryption key needed).
+    Repair { infohash: String },
     /// The long-running peer.
     Agent {
         #[arg(long)]
@@ -168,6 +171,7 @@ fn main() -> ExitCode {
         Command::Export { infohash, file } => cmd::export(&ctx, &infohash, &file),
         Command::Snapshots { machine } => cmd::snapshots(&ctx, machine),
         Command::Health { infohash } => cmd::health(&ctx, &infohash),
+        Command::Repair { infohash } => cmd::repair(&ctx, &infohash),
         Command::Agent { .. } | Command::Tracker { .. } => Err(cmd::Failure::new(
             2,
             "the swarm (agent, tracker) is not in this build yet; snapshots are made and restored locally for now (`seed --until published`, `fetch`)",
