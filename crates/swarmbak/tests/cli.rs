@@ -1,0 +1,171 @@
+//! The command line contract (MISSION.md): what the commands accept and print.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+#[test]
+fn init_twice_keeps_keys_and_changes_only_what_is_given() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("h");
+    let a = ok(&home, &["--json", "init", "--name", "one"]);
+    let a: serde_json::Value = serde_json::from_str(a.trim()).unwrap();
+    assert_eq!(a["created"], true);
+    let id = fs::read(home.join("identity.txt")).unwrap();
+    // --home after the command works too.
+    let o = std::process::Command::new(BIN)
+        .args(["init", "--copies", "3", "--json", "--home"])
+        .arg(&home)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(b["created"], false);
+    assert_eq!(b["name"], "one");
+    assert_eq!(b["copies"], 3);
+    assert_eq!(b["public_key"], a["public_key"]);
+    assert_eq!(fs::read(home.join("identity.txt")).unwrap(), id);
+    let err = fails(&home, &["init", "--recovery-recipient", "age1notakey"]);
+    assert!(err.contains("recipient"), "{err}");
+}
+
+#[test]
+fn seed_without_a_tracker_needs_until_published() {
+    let t = tempfile::tempdir().unwrap();
+    let m = machine(t.path());
+    let tree = t.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("f"), b"data").unwrap();
+    let err = fails(&m.home, &["seed", tree.to_str().unwrap()]);
+    assert!(err.contains("--until published"), "{err}");
+    let list = ok(&m.home, &["--json", "snapshots"]);
+    assert!(list.trim().is_empty(), "nothing was made: {list}");
+    // With --json, every line is JSON and the first holds the infohash.
+    let out = ok(
+        &m.home,
+        &[
+            "seed",
+            tree.to_str().unwrap(),
+            "--until",
+            "published",
+            "--json",
+        ],
+    );
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["infohash"].as_str().unwrap().len(), 40);
+    let list = ok(&m.home, &["snapshots"]);
+    assert!(list.contains(lines[0]["infohash"].as_str().unwrap()));
+}
+
+#[test]
+fn not_initialised_and_missing_paths_say_what_to_do() {
+    let t = tempfile::tempdir().unwrap();
+    let err = fails(
+        &t.path().join("none"),
+        &["seed", "/tmp", "--until", "published"],
+    );
+    assert!(err.contains("swarmbak init"), "{err}");
+    let m = machine(t.path());
+    let err = fails(
+        &m.home,
+        &["seed", "/definitely/not/here", "--until", "published"],
+    );
+    assert!(err.contains("/definitely/not/here"), "{err}");
+    let err = fails(
+        &m.home,
+        &[
+            "fetch",
+            "0123456789abcdef0123456789abcdef01234567",
+            "--to",
+            "/tmp/x-none",
+        ],
+    );
+    assert!(err.contains("not in the local store"), "{err}");
+}
+
+#[test]
+fn inspect_refuses_garbage_with_a_clear_error_and_exits_zero_on_metainfo() {
+    let t = tempfile::tempdir().unwrap();
+    let m = machine(t.path());
+    for (name, bytes) in [
+        ("empty.torrent", &b""[..]),
+        ("junk.torrent", b"this is not bencode"),
+        ("truncated.torrent", b"d8:announce3:abc4:infod6:lengthi5e"),
+        (
+            "nopieces.torrent",
+            b"d4:infod6:lengthi5e4:name1:a12:piece lengthi16384eee",
+        ),
+    ] {
+        let p = t.path().join(name);
+        fs::write(&p, bytes).unwrap();
+        let err = fails(&m.home, &["inspect", p.to_str().unwrap()]);
+        assert!(err.contains("not valid metainfo"), "{name}: {err}");
+    }
+    let tree = t.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("f"), b"data").unwrap();
+    let ih = seed(&m.home, &[&tree]);
+    let out = ok(&m.home, &["inspect", &ih]);
+    for want in [
+        "infohash:",
+        "piece length:",
+        "private:      yes",
+        "stripes of",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+}
+
+#[test]
+fn fetch_with_the_wrong_key_says_which_key_to_use() {
+    let t = tempfile::tempdir().unwrap();
+    let m = machine(t.path());
+    let tree = t.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("f"), b"data").unwrap();
+    let ih = seed(&m.home, &[&tree]);
+    let other = t.path().join("other.txt");
+    fs::write(
+        &other,
+        swarmbak_format::Identity::generate().to_identity_file(),
+    )
+    .unwrap();
+    let err = fails(
+        &m.home,
+        &[
+            "fetch",
+            &ih,
+            "--to",
+            t.path().join("o").to_str().unwrap(),
+            "--identity",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("recovery key"), "{err}");
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let t = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(BIN)
+        .args(["demo", "--size", "6M"])
+        .env("TMPDIR", t.path())
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("OK: the restored tree is byte-for-byte identical"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_dir(t.path()).unwrap().count(),
+        0,
+        "the demo cleans up"
+    );
+}
