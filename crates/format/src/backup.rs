@@ -368,9 +368,27 @@ struct Parent {
     infohash: InfoHash,
 }
 
-fn load_parent(home: &Home, roots: &[Vec<u8>]) -> Result<Vec<Parent>, FormatError> {
+/// The recipients as recorded with a snapshot (sorted, so order does not matter).
+fn recipient_set(r: &[Recipient]) -> Vec<String> {
+    let mut v: Vec<String> = r.iter().map(|r| r.to_string()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn load_parent(
+    home: &Home,
+    roots: &[Vec<u8>],
+    recipients: &[String],
+) -> Result<Vec<Parent>, FormatError> {
     let store = home.store();
-    let own = store.own_snapshots()?;
+    // Packs encrypted to another set of recipients are never reused: a recovery key added
+    // since could not decrypt them.
+    let own: Vec<SnapshotInfo> = store
+        .own_snapshots()?
+        .into_iter()
+        .filter(|s| s.recipients == recipients)
+        .collect();
     let mut picks: Vec<&SnapshotInfo> = Vec::new();
     // The latest snapshot of the same set of paths, then the latest of all.
     let mut want: Vec<String> = roots
@@ -466,7 +484,7 @@ pub fn backup(
     }
 
     // The parent (for unchanged files) and the dedup index.
-    let parents = load_parent(home, &roots)?;
+    let parents = load_parent(home, &roots, &recipient_set(&recipients))?;
     let mut known: HashMap<ChunkId, Known> = HashMap::new();
     let mut prev_files: HashMap<&[u8], &Entry> = HashMap::new();
     for (i, p) in parents.iter().enumerate() {
@@ -788,6 +806,7 @@ pub fn backup(
         chunks: manifest.chunks.len() as u64,
         new_chunks: new_chunks.into_inner(),
         skipped,
+        recipients: recipient_set(&recipients),
     };
     commit(
         &store,
@@ -908,7 +927,7 @@ pub(crate) fn commit(
 }
 
 /// Flushes the file system holding `dir` (one syncfs call instead of an fsync per shard).
-fn sync_fs(dir: &Path) -> Result<(), FormatError> {
+pub(crate) fn sync_fs(dir: &Path) -> Result<(), FormatError> {
     use std::os::fd::AsRawFd;
     let f = fs::File::open(dir).map_err(|e| FormatError::io(dir, e))?;
     // SAFETY: syncfs takes a valid open file descriptor and has no other preconditions.

@@ -133,6 +133,9 @@ impl Manifest {
                 self.format
             )));
         }
+        if self.time_ns >= 1_000_000_000 {
+            return Err(bad("`time ns` is a second or more"));
+        }
         for (i, p) in self.packs.iter().enumerate() {
             if p.snapshot as usize > self.snapshots.len() {
                 return Err(bad(format!(
@@ -181,6 +184,11 @@ impl Manifest {
             }
             if !seen.insert(&e.path) {
                 return Err(bad(format!("{shown:?} appears twice")));
+            }
+            if e.mtime_ns >= 1_000_000_000 || e.ctime_ns >= 1_000_000_000 {
+                return Err(bad(format!(
+                    "{shown:?} has a nanosecond field of a second or more"
+                )));
             }
             if e.mode > 0o7777 {
                 return Err(bad(format!("{shown:?} has mode {:o}", e.mode)));
@@ -323,7 +331,7 @@ impl Manifest {
         )
         .map_err(|e| bad(format!("not bencode: {e}")))?;
         let d = v.as_dict().ok_or_else(|| bad("not a dictionary"))?;
-        let format = uint(d, "format")? as u32;
+        let format: u32 = narrow(uint(d, "format")?)?;
         if format != FORMAT_VERSION {
             return Err(bad(format!(
                 "manifest format {format} is not one this swarmbak knows ({FORMAT_VERSION}); upgrade swarmbak"
@@ -414,9 +422,9 @@ impl Manifest {
                 } else {
                     Vec::new()
                 },
-                ino: x.get(b"i").and_then(|v| v.as_int()).unwrap_or(0) as u64,
-                ctime: x.get(b"ct").and_then(|v| v.as_int()).unwrap_or(0),
-                ctime_ns: x.get(b"cn").and_then(|v| v.as_int()).unwrap_or(0) as u32,
+                ino: uint(x, "i")?,
+                ctime: int(x, "ct")?,
+                ctime_ns: narrow(uint(x, "cn")?)?,
             });
         }
         let hashes = |key: &str| -> Result<Vec<InfoHash>, FormatError> {

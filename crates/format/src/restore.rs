@@ -92,6 +92,11 @@ impl SnapshotMeta {
                 hex::encode(mi.info_hash())
             )));
         }
+        if !mi.is_private() {
+            return Err(FormatError::Metainfo(format!(
+                "{expect} is not marked private; swarmbak snapshots always are (BEP 27)"
+            )));
+        }
         let p = mi.swarmbak().cloned().ok_or_else(|| {
             FormatError::Metainfo(format!(
                 "{expect} is a plain torrent, not a swarmbak snapshot"
@@ -416,8 +421,27 @@ fn select(m: &Manifest, paths: &[String]) -> Result<Vec<bool>, FormatError> {
 }
 
 struct Marker {
-    file: Mutex<fs::File>,
+    file: Mutex<(fs::File, Vec<String>)>,
     done: HashSet<(u32, u64)>,
+}
+
+/// Finished packs are recorded in batches, each after the data it covers reached the
+/// disk (syncfs): a resume after a power cut never skips a pack whose bytes were lost.
+const MARKER_BATCH: usize = 8;
+
+impl Marker {
+    fn done_with(&self, target: &Path, snapshot: u32, offset: u64) -> Result<(), FormatError> {
+        let mut g = lock(&self.file);
+        g.1.push(format!("{snapshot} {offset}"));
+        if g.1.len() >= MARKER_BATCH {
+            crate::backup::sync_fs(target)?;
+            let lines: String = g.1.drain(..).map(|l| l + "\n").collect();
+            g.0.write_all(lines.as_bytes())
+                .and_then(|_| g.0.sync_data())
+                .map_err(|e| FormatError::io(target, e))?;
+        }
+        Ok(())
+    }
 }
 
 /// Prepares the target directory: new, empty, or an unfinished restore of the same
@@ -479,7 +503,7 @@ fn prepare_target(
     }
     Ok((
         Marker {
-            file: Mutex::new(f),
+            file: Mutex::new((f, Vec::new())),
             done,
         },
         resumed,
@@ -528,25 +552,56 @@ pub fn restore(
 ) -> Result<RestoreReport, FormatError> {
     let main = SnapshotReader::open(src, ih, progress)?;
     let m = main.manifest(&opts.identities)?;
-    // Readers for the snapshots whose packs this one reuses.
-    let mut readers: Vec<SnapshotReader> = Vec::with_capacity(m.snapshots.len());
-    for p in &m.snapshots {
-        readers.push(SnapshotReader::open(src, p, progress).map_err(|e| match e {
-            FormatError::NotFound(_) => FormatError::NotFound(format!(
+    let keep = select(&m, &opts.paths)?;
+    if m.entries
+        .iter()
+        .zip(&keep)
+        .any(|(e, k)| *k && e.path == MARKER.as_bytes())
+    {
+        return Err(FormatError::Unsafe(format!(
+            "the snapshot has a top-level entry named {MARKER}, which restore uses for its own bookkeeping; restore the other paths with --path"
+        )));
+    }
+    // Readers for the earlier snapshots whose packs the selected files need (only those:
+    // a partial restore does not need every earlier snapshot).
+    let mut needed = vec![false; m.snapshots.len()];
+    for (i, e) in m.entries.iter().enumerate() {
+        if keep[i] {
+            for &ci in &e.chunks {
+                let sref = m.packs[m.chunks[ci as usize].pack as usize].snapshot as usize;
+                if sref > 0 {
+                    needed[sref - 1] = true;
+                }
+            }
+        }
+    }
+    let mut readers: Vec<Option<SnapshotReader>> = Vec::with_capacity(m.snapshots.len());
+    for (p, need) in m.snapshots.iter().zip(&needed) {
+        if !need {
+            readers.push(None);
+            continue;
+        }
+        readers.push(Some(SnapshotReader::open(src, p, progress).map_err(
+            |e| match e {
+                FormatError::NotFound(_) => FormatError::NotFound(format!(
                 "snapshot {ih} reuses data of earlier snapshot {p}, which is not available: {e}"
             )),
-            e => e,
-        })?);
+                e => e,
+            },
+        )?));
     }
-    let reader_for = |sref: u32| -> &SnapshotReader {
+    let reader_for = |sref: u32| -> Result<&SnapshotReader, FormatError> {
         if sref == 0 {
-            &main
+            Ok(&main)
         } else {
-            &readers[sref as usize - 1]
+            readers
+                .get(sref as usize - 1)
+                .and_then(|r| r.as_ref())
+                .ok_or_else(|| {
+                    FormatError::Manifest(format!("snapshot reference {sref} was not opened"))
+                })
         }
     };
-
-    let keep = select(&m, &opts.paths)?;
     let mut sel: Vec<String> = opts
         .paths
         .iter()
@@ -635,13 +690,13 @@ pub fn restore(
     progress.scanned(report.files, total, 0);
     for (p, _) in &work {
         let pr = &m.packs[*p as usize];
-        reader_for(pr.snapshot).plan(pr.offset, pr.len);
+        reader_for(pr.snapshot)?.plan(pr.offset, pr.len);
     }
 
     work.par_iter()
         .try_for_each(|(p, uses)| -> Result<(), FormatError> {
             let pr = &m.packs[*p as usize];
-            let r = reader_for(pr.snapshot);
+            let r = reader_for(pr.snapshot)?;
             let ct = r.read(pr.offset, pr.len)?;
             let plain = crypto::decrypt(&opts.identities, &ct)?;
             if !plain.starts_with(PACK_MAGIC) {
@@ -666,10 +721,7 @@ pub fn restore(
                     .map_err(|e| FormatError::io(&path, e))?;
                 progress.advance(data.len() as u64);
             }
-            let mut mf = lock(&marker.file);
-            writeln!(mf, "{} {}", pr.snapshot, pr.offset)
-                .map_err(|e| FormatError::io(target, e))?;
-            Ok(())
+            marker.done_with(target, pr.snapshot, pr.offset)
         })?;
 
     // Symlinks, then metadata: files and links, then directories deepest first.
@@ -720,7 +772,7 @@ pub fn restore(
     let mp = target.join(MARKER);
     fs::remove_file(&mp).map_err(|e| FormatError::io(&mp, e))?;
     report.repaired = lock(&main.repaired).clone();
-    for r in &readers {
+    for r in readers.iter().flatten() {
         report.repaired.extend(lock(&r.repaired).iter().cloned());
     }
     Ok(report)

@@ -46,6 +46,10 @@ pub struct SnapshotInfo {
     pub new_chunks: u64,
     #[serde(default)]
     pub skipped: Vec<String>,
+    /// Everyone the snapshot's packs are encrypted to. A later snapshot reuses these packs
+    /// only when its own recipients are exactly the same.
+    #[serde(default)]
+    pub recipients: Vec<String>,
 }
 
 #[derive(Clone, Debug)]

@@ -23,7 +23,7 @@ pub const SWARMBAK_FORMAT: u32 = 1;
 ///
 /// On parsing: every key is required and must be a non-negative integer in range (`id`
 /// a 16-byte string); `format` above [`SWARMBAK_FORMAT`] is refused with a message
-/// asking for an upgrade; `k >= 1`, `k + m <= 256`, the piece count, the payload and
+/// asking for an upgrade; `k >= 1`, `m >= 1`, `k + m <= 256`, the piece count, the payload and
 /// manifest bounds and the single whole-piece file are checked. Unknown keys are ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwarmbakParams {
@@ -123,6 +123,9 @@ impl SwarmbakParams {
         let (k, m) = (u64::from(self.k), u64::from(self.m));
         if k == 0 {
             return bad("`k` is 0; a stripe needs at least one data shard".into());
+        }
+        if m == 0 {
+            return bad("`m` is 0; a stripe needs at least one parity shard".into());
         }
         if k + m > 256 {
             return bad(format!(

@@ -76,13 +76,13 @@ fn build_then_parse() {
 
 #[test]
 fn smallest_swarmbak_torrent() {
-    let mut t = sample(1, 0, 1, 1);
+    let mut t = sample(1, 1, 1, 1);
     t.params.payload_length = 1;
     t.params.manifest_offset = 0;
     t.params.manifest_length = 1;
     let bytes = build_swarmbak_torrent(&t).unwrap();
     let m = Metainfo::from_bytes(&bytes).unwrap();
-    assert_eq!(m.total_length(), 1);
+    assert_eq!(m.total_length(), 2);
     assert_eq!(m.swarmbak(), Some(&t.params));
 }
 
@@ -220,7 +220,7 @@ fn swarmbak_torrent_must_be_single_file_of_whole_pieces() {
     let sb = OwnedValue::dict()
         .with("format", 1)
         .with("k", 1)
-        .with("m", 0)
+        .with("m", 1)
         .with("stripes", 1)
         .with("payload length", 1)
         .with("manifest offset", 0)
@@ -228,14 +228,14 @@ fn swarmbak_torrent_must_be_single_file_of_whole_pieces() {
         .with("id", [0u8; 16])
         .build();
     let file = OwnedValue::dict()
-        .with("length", 16384)
+        .with("length", 32768)
         .with("path", OwnedValue::list([OwnedValue::str("x")]))
         .build();
     let info = OwnedValue::dict()
         .with("files", OwnedValue::list([file]))
         .with("name", "d")
         .with("piece length", 16384)
-        .with("pieces", [0u8; 20])
+        .with("pieces", [0u8; 40])
         .with("swarmbak", sb.clone())
         .build();
     let t = OwnedValue::dict().with("info", info).build();
@@ -243,10 +243,10 @@ fn swarmbak_torrent_must_be_single_file_of_whole_pieces() {
     assert!(e.to_string().contains("single file"), "{e}");
     // A short last piece.
     let info = OwnedValue::dict()
-        .with("length", 16000)
+        .with("length", 32000)
         .with("name", "d")
         .with("piece length", 16384)
-        .with("pieces", [0u8; 20])
+        .with("pieces", [0u8; 40])
         .with("swarmbak", sb)
         .build();
     let t = OwnedValue::dict().with("info", info).build();
@@ -257,7 +257,7 @@ fn swarmbak_torrent_must_be_single_file_of_whole_pieces() {
 fn torrent_strategy() -> impl Strategy<Value = SwarmbakTorrent> {
     (
         1u16..=20,
-        0u16..=8,
+        1u16..=8,
         1u64..=6,
         prop_oneof![Just(16384u64), 1u64..=100_000, Just((1u64 << 30) - 1)],
         any::<[u8; 16]>(),
@@ -334,4 +334,12 @@ proptest! {
             let _ = m.with_announce(None);
         }
     }
+}
+
+#[test]
+fn zero_parity_shards_are_refused() {
+    let e = bad(|sb| {
+        sb.insert(b"m".to_vec(), OwnedValue::int(0));
+    });
+    assert!(e.contains("`m` is 0"), "{e}");
 }

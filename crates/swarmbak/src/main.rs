@@ -140,6 +140,11 @@ fn default_home() -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends quietly, as for other Unix tools.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let ctx = Ctx {
         home: cli.home.clone().unwrap_or_else(default_home),

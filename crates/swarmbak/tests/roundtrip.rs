@@ -284,3 +284,38 @@ fn magnet_and_torrent_file_name_the_same_snapshot_and_export_round_trips() {
     ok(&m.home, &["fetch", &magnet, "--to", to.to_str().unwrap()]);
     assert_same(&edge, &to.join("edge"));
 }
+
+#[test]
+fn a_recovery_key_added_later_restores_the_next_snapshot() {
+    let t = tempfile::tempdir().unwrap();
+    let m = machine(t.path());
+    let (office, _) = office_and_edge(t.path(), 2);
+    seed(&m.home, &[&office]);
+    // The organisation adds a second recovery key; unchanged data is re-encrypted to it
+    // rather than reused from packs it cannot open.
+    let newkey = swarmbak_format::Identity::generate();
+    let newfile = t.path().join("new-recovery.txt");
+    fs::write(&newfile, newkey.to_identity_file()).unwrap();
+    ok(
+        &m.home,
+        &[
+            "init",
+            "--recovery-recipient",
+            &newkey.to_public().to_string(),
+        ],
+    );
+    let second = seed(&m.home, &[&office]);
+    let to = t.path().join("restored");
+    ok(
+        &m.home,
+        &[
+            "fetch",
+            &second,
+            "--to",
+            to.to_str().unwrap(),
+            "--identity",
+            newfile.to_str().unwrap(),
+        ],
+    );
+    assert_same(&office, &to.join("office"));
+}
