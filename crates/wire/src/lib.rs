@@ -1,0 +1,25 @@
+//! The BitTorrent peer wire protocol for swarmbak, without I/O.
+//!
+//! - [`Handshake`], [`Message`], [`decode_message`] and [`PeerCodec`]: BEP 3 framing with
+//!   the Fast extension (BEP 6) and the extension protocol (BEP 10), bounded by [`Limits`].
+//! - [`ExtensionHandshake`]: the BEP 10 handshake dictionary, with swarmbak's `sb_key`.
+//! - [`MetadataMessage`] and [`MetadataAssembler`]: BEP 9 metadata exchange.
+//! - [`Bitfield`], [`Choker`], [`PiecePicker`] and [`PeerSession`]: the state machines an
+//!   engine drives with received messages and timer ticks.
+//!
+//! The rules (limits, what gets a peer disconnected or banned) are in
+//! `protocol-spec/wire.md`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod bitfield;
+mod codec;
+mod error;
+mod handshake;
+mod message;
+
+pub use bitfield::Bitfield;
+pub use codec::{Frame, PeerCodec};
+pub use error::{BitfieldError, CodecError, ExtensionError, MetadataError, PickerError, WireError};
+pub use handshake::{Handshake, InfoHash, PeerId, Reserved, HANDSHAKE_LEN, PROTOCOL};
+pub use message::{decode_message, id, BlockRef, Limits, Message, BLOCK_SIZE};
