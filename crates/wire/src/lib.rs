@@ -13,13 +13,24 @@
 #![warn(missing_docs)]
 
 mod bitfield;
+mod choker;
 mod codec;
 mod error;
+mod extension;
 mod handshake;
 mod message;
+mod metadata;
+mod rng;
 
 pub use bitfield::Bitfield;
+pub use choker::{ChokeDecision, Choker, ChokerConfig, PeerStats};
 pub use codec::{Frame, PeerCodec};
 pub use error::{BitfieldError, CodecError, ExtensionError, MetadataError, PickerError, WireError};
+pub use extension::{
+    ExtensionHandshake, EXTENSION_HANDSHAKE_ID, MAX_SB_KEY_LEN, SB_MACHINE, UT_METADATA,
+};
 pub use handshake::{Handshake, InfoHash, PeerId, Reserved, HANDSHAKE_LEN, PROTOCOL};
 pub use message::{decode_message, id, BlockRef, Limits, Message, BLOCK_SIZE};
+pub use metadata::{
+    metadata_pieces, MetadataAssembler, MetadataMessage, MAX_METADATA_SIZE, METADATA_PIECE_SIZE,
+};
