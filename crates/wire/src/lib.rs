@@ -20,6 +20,7 @@ mod extension;
 mod handshake;
 mod message;
 mod metadata;
+mod picker;
 mod rng;
 
 pub use bitfield::Bitfield;
@@ -34,3 +35,4 @@ pub use message::{decode_message, id, BlockRef, Limits, Message, BLOCK_SIZE};
 pub use metadata::{
     metadata_pieces, MetadataAssembler, MetadataMessage, MAX_METADATA_SIZE, METADATA_PIECE_SIZE,
 };
+pub use picker::{BlockOutcome, PiecePicker, MAX_PIECE_LENGTH};
