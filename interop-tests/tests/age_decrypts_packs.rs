@@ -103,7 +103,7 @@ fn age_decrypts_packs() {
     );
 
     // (b) Every pack in the cached manifest's pack table opens with the recovery identity.
-    let cached = fs::read(snap.join("manifest")).unwrap();
+    let cached = unseal(&fs::read(snap.join("manifest")).unwrap()).unwrap();
     let manifest = Manifest::decode(&cached).unwrap();
     let from_age = Manifest::decode(&unseal(&man_pt).unwrap()).unwrap();
     assert_eq!(

@@ -808,13 +808,9 @@ pub fn backup(
         skipped,
         recipients: recipient_set(&recipients),
     };
-    commit(
-        &store,
-        &build,
-        &infohash,
-        &torrent,
-        Some((&plain_manifest, &info)),
-    )?;
+    progress.stage("syncing to disk");
+    commit(&store, &build, &infohash, &torrent, Some((&sealed, &info)))?;
+    progress.stage("published");
     Ok(BackupReport { infohash, info })
 }
 
@@ -907,8 +903,8 @@ pub(crate) fn commit(
 ) -> Result<(), FormatError> {
     write_atomic(&build.join("torrent"), torrent, 0o644, false)
         .map_err(|e| FormatError::io(build, e))?;
-    if let Some((plain_manifest, info)) = own {
-        write_atomic(&build.join("manifest"), plain_manifest, 0o600, false)
+    if let Some((sealed_manifest, info)) = own {
+        write_atomic(&build.join("manifest"), sealed_manifest, 0o600, false)
             .map_err(|e| FormatError::io(build, e))?;
         let json = serde_json::to_vec_pretty(info)
             .map_err(|e| FormatError::Invalid(format!("cannot encode snapshot info: {e}")))?;
@@ -917,6 +913,7 @@ pub(crate) fn commit(
     }
     sync_fs(build)?;
     let dest = store.snapshot_dir(infohash);
+
     if dest.exists() {
         fs::remove_dir_all(build).map_err(|e| FormatError::io(build, e))?;
         return Ok(());

@@ -26,6 +26,8 @@ pub struct Layout {
 pub enum ErasureError {
     #[error("unsupported erasure parameters k={k} m={m} (need 1 <= k, 1 <= m, k + m <= 256)")]
     BadParams { k: usize, m: usize },
+    #[error("shard size {0} is not a power of two between 16 KiB and 1 MiB")]
+    BadShardSize(usize),
     #[error("stripe {stripe}: only {have} of the {k} shards needed are available")]
     NotEnoughShards {
         stripe: usize,
@@ -44,13 +46,42 @@ pub fn check_params(k: usize, m: usize) -> Result<(), ErasureError> {
 }
 
 impl Layout {
-    /// The layout format v1 prescribes for a payload of `payload_len` bytes: the shard
-    /// size is the smallest power of two >= `payload_len / k`, within
-    /// [`MIN_SHARD`, `MAX_SHARD`]; as many stripes as needed (at least one).
+    /// The layout a writer chooses for a payload of `payload_len` bytes: the largest
+    /// power-of-two shard size in [`MIN_SHARD`, `MAX_SHARD`], no larger than needed
+    /// (`payload_len / k` rounded up to a power of two), whose padding of the last stripe
+    /// is at most an eighth of the payload; when none is, the one with the least padding.
+    /// Any power-of-two shard size in range is valid for readers ([`Layout::with_shard_size`]).
     pub fn for_payload(payload_len: u64, k: usize, m: usize) -> Result<Layout, ErasureError> {
         check_params(k, m)?;
         let per = payload_len.div_ceil(k as u64).max(1);
-        let shard_size = (per.next_power_of_two() as usize).clamp(MIN_SHARD, MAX_SHARD);
+        let top = (per.next_power_of_two() as usize).clamp(MIN_SHARD, MAX_SHARD);
+        let mut best: Option<Layout> = None;
+        let mut s = top;
+        while s >= MIN_SHARD {
+            let l = Self::with_shard_size(payload_len, k, m, s)?;
+            if l.padding() <= payload_len / 8 {
+                return Ok(l);
+            }
+            if best.map(|b| l.padding() < b.padding()).unwrap_or(true) {
+                best = Some(l);
+            }
+            s /= 2;
+        }
+        best.ok_or(ErasureError::BadParams { k, m })
+    }
+
+    /// The layout of a payload cut into shards of `shard_size` bytes (a power of two in
+    /// [`MIN_SHARD`, `MAX_SHARD`]): as many stripes as needed, at least one.
+    pub fn with_shard_size(
+        payload_len: u64,
+        k: usize,
+        m: usize,
+        shard_size: usize,
+    ) -> Result<Layout, ErasureError> {
+        check_params(k, m)?;
+        if !shard_size.is_power_of_two() || !(MIN_SHARD..=MAX_SHARD).contains(&shard_size) {
+            return Err(ErasureError::BadShardSize(shard_size));
+        }
         let stripe_bytes = (k * shard_size) as u64;
         let stripes = payload_len.div_ceil(stripe_bytes).max(1) as usize;
         Ok(Layout {
@@ -60,6 +91,11 @@ impl Layout {
             stripes,
             payload_len,
         })
+    }
+
+    /// Zero bytes added after the payload to fill the last stripe.
+    pub fn padding(&self) -> u64 {
+        (self.stripes * self.stripe_data_len()) as u64 - self.payload_len
     }
 
     pub fn n(&self) -> usize {
@@ -168,7 +204,10 @@ mod tests {
             ((8 * MIN_SHARD) as u64, 8, MIN_SHARD, 1),
             ((8 * MIN_SHARD + 1) as u64, 8, 2 * MIN_SHARD, 1),
             (8 << 20, 8, MAX_SHARD, 1),
-            ((8 << 20) + 1, 8, MAX_SHARD, 2),
+            // Just over a stripe: 1 MiB shards would pad 8 MiB, 512 KiB shards 4 MiB,
+            // 256 KiB shards 2 MiB; 128 KiB shards (9 stripes) pad under an eighth.
+            ((8 << 20) + 1, 8, 128 << 10, 9),
+            (12_000_000, 8, 512 << 10, 3),
             (16 << 20, 8, MAX_SHARD, 2),
             (256 << 20, 8, MAX_SHARD, 32),
         ] {

@@ -109,11 +109,8 @@ impl SnapshotMeta {
             )));
         }
         let (k, m) = (p.k as usize, p.m as usize);
-        let layout = Layout::for_payload(p.payload_length, k, m)?;
-        if layout.shard_size as u64 != mi.piece_length()
-            || layout.stripes as u64 != p.stripes
-            || mi.pieces().len() != layout.pieces()
-        {
+        let layout = Layout::with_shard_size(p.payload_length, k, m, mi.piece_length() as usize)?;
+        if layout.stripes as u64 != p.stripes || mi.pieces().len() != layout.pieces() {
             return Err(FormatError::Metainfo(format!(
                 "snapshot {expect}: piece length {} and {} stripes do not match format v1's layout for {} payload bytes",
                 mi.piece_length(), p.stripes, p.payload_length
@@ -421,26 +418,18 @@ fn select(m: &Manifest, paths: &[String]) -> Result<Vec<bool>, FormatError> {
 }
 
 struct Marker {
-    file: Mutex<(fs::File, Vec<String>)>,
+    file: Mutex<fs::File>,
     done: HashSet<(u32, u64)>,
 }
 
-/// Finished packs are recorded in batches, each after the data it covers reached the
-/// disk (syncfs): a resume after a power cut never skips a pack whose bytes were lost.
-const MARKER_BATCH: usize = 8;
-
 impl Marker {
+    /// Records a finished pack. The record is a hint, not a promise: a resumed restore
+    /// re-reads every chunk a recorded pack wrote and checks it against its BLAKE3 name
+    /// before skipping the pack, so a power cut that lost data (or a file changed since)
+    /// only means that pack is written again. No flush of the file system is needed.
     fn done_with(&self, target: &Path, snapshot: u32, offset: u64) -> Result<(), FormatError> {
         let mut g = lock(&self.file);
-        g.1.push(format!("{snapshot} {offset}"));
-        if g.1.len() >= MARKER_BATCH {
-            crate::backup::sync_fs(target)?;
-            let lines: String = g.1.drain(..).map(|l| l + "\n").collect();
-            g.0.write_all(lines.as_bytes())
-                .and_then(|_| g.0.sync_data())
-                .map_err(|e| FormatError::io(target, e))?;
-        }
-        Ok(())
+        writeln!(g, "{snapshot} {offset}").map_err(|e| FormatError::io(target, e))
     }
 }
 
@@ -503,7 +492,7 @@ fn prepare_target(
     }
     Ok((
         Marker {
-            file: Mutex::new((f, Vec::new())),
+            file: Mutex::new(f),
             done,
         },
         resumed,
@@ -541,6 +530,34 @@ fn decode_chunk(m: &Manifest, plain: &[u8], ci: usize) -> Result<Vec<u8>, Format
         )));
     }
     Ok(raw)
+}
+
+/// Whether every chunk of `uses` is already in place in the target (for resume).
+fn written(m: &Manifest, target: &Path, uses: &[(usize, usize, u64)]) -> bool {
+    uses.iter().all(|(ci, entry, off)| {
+        let c = &m.chunks[*ci];
+        let path = target_path(target, &m.entries[*entry].path);
+        let Ok(f) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        else {
+            return false;
+        };
+        let mut buf = vec![0u8; c.raw_len as usize];
+        f.read_exact_at(&mut buf, *off).is_ok()
+            && *blake3::keyed_hash(&m.chunk_key, &buf).as_bytes() == c.id
+    })
+}
+
+/// Gives a fully written file its length, mode and mtime.
+fn finish_file(f: &fs::File, e: &Entry, p: &Path) -> Result<(), FormatError> {
+    f.set_len(e.size).map_err(|err| FormatError::io(p, err))?;
+    f.set_permissions(fs::Permissions::from_mode(e.mode))
+        .map_err(|err| FormatError::io(p, err))?;
+    let mtime = filetime::FileTime::from_unix_time(e.mtime, e.mtime_ns);
+    filetime::set_file_handle_times(f, Some(mtime), Some(mtime))
+        .map_err(|err| FormatError::io(p, err))
 }
 
 /// Restores snapshot `ih` from `src` into `opts.target`.
@@ -611,8 +628,9 @@ pub fn restore(
     let (marker, resumed) = prepare_target(&opts.target, ih, &hex::encode(sel.join("\0")))?;
     let target = opts.target.as_path();
 
-    // Directories first (owner-writable until their real modes are set at the end), then
-    // every file at its full size.
+    // Directories first (owner-writable until their real modes are set at the end). Files
+    // are created by the first write of their data and finished (length, mode, mtime) by
+    // the last, so a file costs one open per chunk and no more.
     let mut report = RestoreReport {
         resumed,
         ..Default::default()
@@ -632,22 +650,21 @@ pub fn restore(
                             p.display()
                         )))
                     }
-                    Err(_) => fs::create_dir(&p).map_err(|e| FormatError::io(&p, e))?,
+                    Err(_) => {
+                        use std::os::unix::fs::DirBuilderExt;
+                        fs::DirBuilder::new()
+                            .mode(0o700)
+                            .create(&p)
+                            .map_err(|e| FormatError::io(&p, e))?
+                    }
                 }
-                fs::set_permissions(&p, fs::Permissions::from_mode(0o700))
-                    .map_err(|e| FormatError::io(&p, e))?;
+                if resumed {
+                    fs::set_permissions(&p, fs::Permissions::from_mode(0o700))
+                        .map_err(|e| FormatError::io(&p, e))?;
+                }
                 report.dirs += 1;
             }
             Kind::File => {
-                let f = fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(!resumed)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&p)
-                    .map_err(|e| FormatError::io(&p, e))?;
-                f.set_len(e.size).map_err(|e| FormatError::io(&p, e))?;
                 report.files += 1;
                 report.bytes += e.size;
             }
@@ -671,11 +688,13 @@ pub fn restore(
             off += c.raw_len as u64;
         }
     }
+    // Packs an interrupted run recorded as finished are skipped only if every chunk they
+    // wrote reads back with the right BLAKE3 name.
     let mut work: Vec<PackWork> = by_pack
-        .into_iter()
-        .filter(|(p, _)| {
+        .into_par_iter()
+        .filter(|(p, uses)| {
             let pr = &m.packs[*p as usize];
-            !marker.done.contains(&(pr.snapshot, pr.offset))
+            !(marker.done.contains(&(pr.snapshot, pr.offset)) && written(&m, target, uses))
         })
         .collect();
     work.sort_by_key(|(p, _)| {
@@ -688,6 +707,17 @@ pub fn restore(
         .map(|(ci, _, _)| m.chunks[*ci].raw_len as u64)
         .sum();
     progress.scanned(report.files, total, 0);
+    // Chunk writes each file still needs in this run; the last one finishes the file.
+    let remaining: Vec<AtomicUsize> = (0..m.entries.len()).map(|_| AtomicUsize::new(0)).collect();
+    for (_, uses) in &work {
+        for (_, entry, _) in uses {
+            remaining[*entry].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let untouched: Vec<bool> = remaining
+        .iter()
+        .map(|r| r.load(Ordering::Relaxed) == 0)
+        .collect();
     for (p, _) in &work {
         let pr = &m.packs[*p as usize];
         reader_for(pr.snapshot)?.plan(pr.offset, pr.len);
@@ -714,11 +744,16 @@ pub fn restore(
                 let path = target_path(target, &m.entries[*entry].path);
                 let f = fs::OpenOptions::new()
                     .write(true)
+                    .create(true)
+                    .mode(0o600)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&path)
                     .map_err(|e| FormatError::io(&path, e))?;
                 f.write_all_at(data, *off)
                     .map_err(|e| FormatError::io(&path, e))?;
+                if remaining[*entry].fetch_sub(1, Ordering::AcqRel) == 1 {
+                    finish_file(&f, &m.entries[*entry], &path)?;
+                }
                 progress.advance(data.len() as u64);
             }
             marker.done_with(target, pr.snapshot, pr.offset)
@@ -749,12 +784,34 @@ pub fn restore(
                 filetime::set_symlink_file_times(&p, mtime, mtime)
                     .map_err(|e| FormatError::io(&p, e))?;
             }
-            Kind::File => {
-                fs::set_permissions(&p, fs::Permissions::from_mode(e.mode))
-                    .map_err(|e| FormatError::io(&p, e))?;
-                filetime::set_symlink_file_times(&p, mtime, mtime)
-                    .map_err(|e| FormatError::io(&p, e))?;
+            Kind::File if untouched[i] => {
+                // Empty files, and files whose data an earlier (resumed) run wrote.
+                match fs::symlink_metadata(&p) {
+                    Ok(md) if md.is_file() && md.len() == e.size => {
+                        fs::set_permissions(&p, fs::Permissions::from_mode(e.mode))
+                            .map_err(|e| FormatError::io(&p, e))?;
+                        filetime::set_symlink_file_times(&p, mtime, mtime)
+                            .map_err(|e| FormatError::io(&p, e))?;
+                    }
+                    Ok(md) if !md.is_file() => {
+                        return Err(FormatError::Unsafe(format!(
+                            "{} exists and is not a regular file",
+                            p.display()
+                        )))
+                    }
+                    _ => {
+                        let f = fs::OpenOptions::new()
+                            .write(true)
+                            .create(true)
+                            .mode(0o600)
+                            .custom_flags(libc::O_NOFOLLOW)
+                            .open(&p)
+                            .map_err(|e| FormatError::io(&p, e))?;
+                        finish_file(&f, e, &p)?;
+                    }
+                }
             }
+            Kind::File => {}
             Kind::Dir => {}
         }
     }

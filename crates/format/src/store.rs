@@ -4,7 +4,8 @@
 //! store/snapshots/<infohash>/torrent        the snapshot's metainfo (canonical bencode)
 //! store/snapshots/<infohash>/shards/<piece> one file per shard (= piece), exactly piece-length bytes
 //! store/snapshots/<infohash>/local.json     only for this machine's own snapshots: time, paths, stats
-//! store/snapshots/<infohash>/manifest       only for own snapshots: the plaintext manifest (mode 0600),
+//! store/snapshots/<infohash>/manifest       only for own snapshots: the sealed (compressed, not
+//!                                           encrypted) manifest (mode 0600),
 //!                                           kept for fast rescans and dedup; never leaves the machine
 //! store/tmp/                                snapshots being built; removed at the next start
 //! ```
@@ -232,11 +233,12 @@ impl Store {
         write_atomic(&p, data, 0o644, true).map_err(|e| FormatError::io(&p, e))
     }
 
-    /// The plaintext manifest this machine kept of one of its own snapshots.
+    /// The plaintext manifest this machine kept of one of its own snapshots (stored
+    /// sealed: magic + zstd, unencrypted, mode 0600).
     pub fn manifest_cache(&self, ih: &InfoHash) -> Result<Option<Vec<u8>>, FormatError> {
         let p = self.snapshot_dir(ih).join("manifest");
         match fs::read(&p) {
-            Ok(b) => Ok(Some(b)),
+            Ok(b) => Ok(Some(crate::manifest::unseal(&b)?)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(FormatError::io(&p, e)),
         }

@@ -7,6 +7,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use swarmbak_format::Progress;
 
 pub struct Ui {
+    /// With SWARMBAK_TIMINGS=1, each stage's start is written to stderr with its time.
+    timings: Option<std::time::Instant>,
     bar: Option<ProgressBar>,
     json: bool,
     warnings: Mutex<Vec<String>>,
@@ -29,6 +31,7 @@ impl Ui {
             None
         };
         Ui {
+            timings: std::env::var_os("SWARMBAK_TIMINGS").map(|_| std::time::Instant::now()),
             bar,
             json,
             warnings: Mutex::new(Vec::new()),
@@ -44,6 +47,9 @@ impl Ui {
 
 impl Progress for Ui {
     fn scanned(&self, files: u64, bytes: u64, unchanged: u64) {
+        if let Some(t) = self.timings {
+            eprintln!("swarmbak: {:8.3}s scanned: {files} files ({bytes} bytes) to read, {unchanged} unchanged", t.elapsed().as_secs_f64());
+        }
         if let Some(b) = &self.bar {
             b.set_length(bytes);
             b.set_message(format!("{files} files to read, {unchanged} unchanged"));
@@ -55,6 +61,9 @@ impl Progress for Ui {
         }
     }
     fn stage(&self, name: &str) {
+        if let Some(t) = self.timings {
+            eprintln!("swarmbak: {:8.3}s {name}", t.elapsed().as_secs_f64());
+        }
         if let Some(b) = &self.bar {
             b.set_message(name.to_string());
         }

@@ -8,6 +8,20 @@ use std::path::Path;
 
 use common::*;
 
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            v.extend(walk_files(&p));
+        } else if fs::metadata(&p).unwrap().len() > 0 {
+            v.push(p);
+        }
+    }
+    v.sort();
+    v
+}
+
 fn office_and_edge(dir: &Path, mb: u64) -> (std::path::PathBuf, std::path::PathBuf) {
     let office = dir.join("src/office");
     let edge = dir.join("src/edge");
@@ -242,21 +256,31 @@ fn non_empty_target_is_refused_and_an_unfinished_restore_resumes() {
     assert!(err.contains("not empty"), "{err}");
     assert_eq!(fs::read(to.join("precious.txt")).unwrap(), b"mine");
 
-    // An interrupted restore (its marker left behind) is resumed.
+    // An interrupted restore (its marker left behind) is resumed: packs it recorded as
+    // finished are checked, and the damage a power cut could leave is rewritten.
     let to = t.path().join("resume");
     ok(&m.home, &["fetch", &ih, "--to", to.to_str().unwrap()]);
-    let marker_text = format!("swarmbak restore {ih} {}\n", "");
-    fs::write(to.join(".swarmbak-restore"), marker_text).unwrap();
-    fs::remove_file(
-        to.join("office")
-            .read_dir()
+    let home = swarmbak_format::Home::open(&m.home).unwrap();
+    let man = swarmbak_format::Manifest::decode(
+        &home
+            .store()
+            .manifest_cache(&swarmbak_format::InfoHash::from_hex(&ih).unwrap())
             .unwrap()
-            .flatten()
-            .find(|e| e.path().is_file())
-            .map(|e| e.path())
-            .unwrap_or_else(|| to.join("x")),
+            .unwrap(),
     )
-    .ok();
+    .unwrap();
+    let mut marker = format!("swarmbak restore {ih} \n");
+    for p in &man.packs {
+        marker.push_str(&format!("{} {}\n", p.snapshot, p.offset));
+    }
+    fs::write(to.join(".swarmbak-restore"), marker).unwrap();
+    // One file lost its data, another was zeroed, a third is gone.
+    let files: Vec<std::path::PathBuf> = walk_files(&to.join("office"));
+    assert!(files.len() >= 3);
+    fs::write(&files[0], b"").unwrap();
+    let len = fs::metadata(&files[1]).unwrap().len();
+    fs::write(&files[1], vec![0u8; len as usize]).unwrap();
+    fs::remove_file(&files[2]).unwrap();
     let out = ok(&m.home, &["fetch", &ih, "--to", to.to_str().unwrap()]);
     assert!(out.contains("resumed"), "{out}");
     assert_same(&office, &to.join("office"));
