@@ -1,0 +1,590 @@
+//! The tracker client used by swarmbak machines: announce and scrape (any BEP 3 tracker,
+//! opentracker included) and swarmbak's own calls (publish, metainfo, snapshots).
+//!
+//! Plain `http://` only, over a small HTTP/1.1 exchange per call (hyper's client
+//! connection on a tokio `TcpStream`); `https://` is refused with a clear error.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+
+use crate::proto::{
+    parse_announce_response, parse_scrape_response, AnnounceRequest, AnnounceResponse, InfoHash,
+    ReplyError, ScrapeResponse,
+};
+use crate::query::percent_encode_into;
+use crate::store::{MachineRecord, SnapshotRecord};
+
+/// Largest reply the client reads (a torrent from `/metainfo`, a full scrape).
+pub const MAX_REPLY_BYTES: usize = 64 << 20;
+
+/// What went wrong talking to a tracker.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The tracker URL is not usable.
+    #[error("invalid tracker URL: {0}")]
+    InvalidUrl(String),
+    /// The URL's scheme is not supported (https, udp).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Could not connect (tracker down, refused).
+    #[error("cannot connect to the tracker at {addr}: {message}")]
+    Connect {
+        /// host:port tried.
+        addr: String,
+        /// The system's message.
+        message: String,
+    },
+    /// The tracker did not answer in time.
+    #[error("the tracker did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection broke during the exchange.
+    #[error("talking to the tracker: {0}")]
+    Io(String),
+    /// An HTTP error status.
+    #[error("tracker answered HTTP {status}: {message}")]
+    Http {
+        /// The status code.
+        status: u16,
+        /// The tracker's error message, or the status text.
+        message: String,
+    },
+    /// The tracker refused the request with a bencoded `failure reason`.
+    #[error("tracker refused: {0}")]
+    Failure(String),
+    /// The reply could not be understood.
+    #[error("unreadable tracker reply: {0}")]
+    BadResponse(String),
+    /// Retried until the caller's deadline; the last error is kept.
+    #[error("gave up after {attempts} attempts in {elapsed:?}: {last}")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// Time spent.
+        elapsed: Duration,
+        /// The last attempt's error.
+        last: Box<ClientError>,
+    },
+}
+
+impl ClientError {
+    /// Worth trying again later: the tracker is down, refusing connections, overloaded
+    /// or timing out. A `failure reason` or a 4xx is a final answer.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Timeout(_) | ClientError::Io(_) => true,
+            ClientError::Http { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            _ => false,
+        }
+    }
+
+    /// The tracker's `failure reason`, if that is what this is (also inside `GaveUp`).
+    pub fn failure_reason(&self) -> Option<&str> {
+        match self {
+            ClientError::Failure(m) => Some(m),
+            ClientError::GaveUp { last, .. } => last.failure_reason(),
+            _ => None,
+        }
+    }
+}
+
+/// How long to keep trying when the tracker is down: exponential backoff from
+/// `first_delay`, doubling up to `max_delay`, each wait jittered to between half and all
+/// of it, until `give_up_after` has passed since the first attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Stop trying once this much time has passed (zero: one attempt only).
+    pub give_up_after: Duration,
+    /// The first wait.
+    pub first_delay: Duration,
+    /// The longest wait.
+    pub max_delay: Duration,
+}
+
+impl Retry {
+    /// One attempt, no retry.
+    pub fn none() -> Retry {
+        Retry {
+            give_up_after: Duration::ZERO,
+            first_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+
+    /// Retry for up to `d` (250 ms first wait, 30 s at most between attempts).
+    pub fn for_duration(d: Duration) -> Retry {
+        Retry {
+            give_up_after: d,
+            ..Retry::none()
+        }
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry::none()
+    }
+}
+
+/// A tracker, by its base URL.
+#[derive(Debug, Clone)]
+pub struct TrackerClient {
+    host: String,
+    port: u16,
+    announce_path: String,
+    scrape_path: String,
+    api_base: String,
+    extra_query: Option<String>,
+    retry: Retry,
+    timeout: Duration,
+}
+
+/// The JSON answer to a publish.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Published {
+    /// The torrent's info-hash, 40 hex digits.
+    pub infohash: String,
+    /// False when it had already been published (by the same machine).
+    pub new: bool,
+    /// When it was first published, Unix seconds.
+    pub published: i64,
+}
+
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    percent_encode_into(s.as_bytes(), &mut out);
+    out
+}
+
+impl TrackerClient {
+    /// A client for the tracker at `base_url`, `http://HOST[:PORT][/PATH]`.
+    ///
+    /// Announces go to `PATH/announce` and scrapes to `PATH/scrape`, so a bare
+    /// `http://host:port` works with swarmbak's tracker and opentracker alike. A URL
+    /// whose last path segment starts with `announce` (as in a .torrent) is used as the
+    /// announce URL as is, with the BEP 48 convention for the scrape URL (that segment's
+    /// `announce` replaced by `scrape`). swarmbak's own endpoints (`/publish`, ...)
+    /// hang off `PATH`.
+    pub fn new(base_url: &str) -> Result<TrackerClient, ClientError> {
+        let url = base_url.trim();
+        let Some(rest) = url.strip_prefix("http://") else {
+            if let Some((scheme, _)) = url.split_once("://") {
+                return Err(ClientError::Unsupported(format!(
+                    "{scheme}:// trackers are not supported (yet): give the tracker as http://HOST:PORT"
+                )));
+            }
+            return Err(ClientError::InvalidUrl(format!(
+                "{url:?}: expected http://HOST:PORT"
+            )));
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q.to_owned()).filter(|q| !q.is_empty())),
+            None => (rest, None),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err(ClientError::InvalidUrl(format!("{url:?}: bad host")));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| ClientError::InvalidUrl(format!("{url:?}: bad IPv6 host")))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse::<u16>().ok(),
+                None if after.is_empty() => Some(80),
+                None => None,
+            };
+            (format!("[{h}]"), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), p.parse::<u16>().ok()),
+                None => (authority.to_owned(), Some(80)),
+            }
+        };
+        let port = port
+            .filter(|&p| p != 0)
+            .ok_or_else(|| ClientError::InvalidUrl(format!("{url:?}: bad port")))?;
+        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '#') {
+            return Err(ClientError::InvalidUrl(format!("{url:?}: bad host")));
+        }
+        let path = path.trim_end_matches('/');
+        let (dir, last) = match path.rfind('/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => ("", path),
+        };
+        let (announce_path, scrape_path, api_base) = if last.starts_with("announce") {
+            (
+                path.to_owned(),
+                format!("{dir}/{}", last.replacen("announce", "scrape", 1)),
+                dir.to_owned(),
+            )
+        } else {
+            (
+                format!("{path}/announce"),
+                format!("{path}/scrape"),
+                path.to_owned(),
+            )
+        };
+        Ok(TrackerClient {
+            host,
+            port,
+            announce_path,
+            scrape_path,
+            api_base,
+            extra_query: query,
+            retry: Retry::none(),
+            timeout: Duration::from_secs(15),
+        })
+    }
+
+    /// Retry calls with backoff as `retry` says (default: no retry).
+    pub fn with_retry(mut self, retry: Retry) -> TrackerClient {
+        self.retry = retry;
+        self
+    }
+
+    /// Time allowed for one attempt, connecting included (default 15 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> TrackerClient {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The announce URL this client uses.
+    pub fn announce_url(&self) -> String {
+        format!("http://{}:{}{}", self.host, self.port, self.announce_path)
+    }
+
+    /// The scrape URL this client uses.
+    pub fn scrape_url(&self) -> String {
+        format!("http://{}:{}{}", self.host, self.port, self.scrape_path)
+    }
+
+    fn bt_target(&self, path: &str, query: &str) -> String {
+        let mut t = String::with_capacity(path.len() + query.len() + 2);
+        t.push_str(if path.is_empty() { "/" } else { path });
+        let mut sep = '?';
+        if let Some(q) = &self.extra_query {
+            t.push('?');
+            t.push_str(q);
+            sep = '&';
+        }
+        if !query.is_empty() {
+            t.push(sep);
+            t.push_str(query);
+        }
+        t
+    }
+
+    /// Announces (BEP 3). A `failure reason` is [`ClientError::Failure`]; a
+    /// `warning message` is in the reply.
+    pub async fn announce(&self, req: &AnnounceRequest) -> Result<AnnounceResponse, ClientError> {
+        let target = self.bt_target(&self.announce_path, &req.to_query());
+        self.with_retries(|| async {
+            let (status, body) = self.exchange(Method::GET, &target, None).await?;
+            bt_reply(status, &body, parse_announce_response)
+        })
+        .await
+    }
+
+    /// Scrapes (BEP 48) the given torrents, or every torrent the tracker has when
+    /// `info_hashes` is empty (a full scrape). Torrents the tracker does not know are
+    /// absent from the answer.
+    pub async fn scrape(&self, info_hashes: &[InfoHash]) -> Result<ScrapeResponse, ClientError> {
+        let mut q = String::with_capacity(info_hashes.len() * 70);
+        for (i, ih) in info_hashes.iter().enumerate() {
+            if i > 0 {
+                q.push('&');
+            }
+            q.push_str("info_hash=");
+            percent_encode_into(ih, &mut q);
+        }
+        let target = self.bt_target(&self.scrape_path, &q);
+        self.with_retries(|| async {
+            let (status, body) = self.exchange(Method::GET, &target, None).await?;
+            bt_reply(status, &body, parse_scrape_response)
+        })
+        .await
+    }
+
+    /// Publishes a snapshot's torrent as `machine_key`'s, named `machine_name`.
+    /// Idempotent: publishing it again gives `new: false`.
+    pub async fn publish(
+        &self,
+        torrent: &[u8],
+        machine_key: &str,
+        machine_name: &str,
+    ) -> Result<Published, ClientError> {
+        let target = format!(
+            "{}/publish?machine={}&name={}",
+            self.api_base,
+            url_encode(machine_key),
+            url_encode(machine_name)
+        );
+        let body = Bytes::copy_from_slice(torrent);
+        self.with_retries(|| async {
+            let (status, reply) = self
+                .exchange(Method::POST, &target, Some(body.clone()))
+                .await?;
+            json_reply(status, &reply)
+        })
+        .await
+    }
+
+    /// The torrent published as `info_hash`, or `None` if the tracker has none. The
+    /// bytes are checked to be a torrent with that info-hash.
+    pub async fn metainfo(&self, info_hash: &InfoHash) -> Result<Option<Vec<u8>>, ClientError> {
+        let target = format!("{}/metainfo/{}", self.api_base, hex::encode(info_hash));
+        self.with_retries(|| async {
+            let (status, body) = self.exchange(Method::GET, &target, None).await?;
+            if status == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if status != StatusCode::OK {
+                return Err(http_error(status, &body));
+            }
+            let mi = swarmbak_metainfo::Metainfo::from_bytes(&body)
+                .map_err(|e| ClientError::BadResponse(format!("metainfo: {e}")))?;
+            if mi.info_hash() != *info_hash {
+                return Err(ClientError::BadResponse(format!(
+                    "asked for {}, got a torrent with info-hash {}",
+                    hex::encode(info_hash),
+                    mi.info_hash_hex()
+                )));
+            }
+            Ok(Some(body.to_vec()))
+        })
+        .await
+    }
+
+    /// Snapshots of the machine named or keyed `machine` (all when `None`), newest first.
+    pub async fn snapshots(
+        &self,
+        machine: Option<&str>,
+    ) -> Result<Vec<SnapshotRecord>, ClientError> {
+        let target = match machine {
+            Some(m) => format!("{}/snapshots?machine={}", self.api_base, url_encode(m)),
+            None => format!("{}/snapshots", self.api_base),
+        };
+        self.with_retries(|| async {
+            let (status, body) = self.exchange(Method::GET, &target, None).await?;
+            json_reply(status, &body)
+        })
+        .await
+    }
+
+    /// Every machine that published, most recent first.
+    pub async fn machines(&self) -> Result<Vec<MachineRecord>, ClientError> {
+        let target = format!("{}/machines", self.api_base);
+        self.with_retries(|| async {
+            let (status, body) = self.exchange(Method::GET, &target, None).await?;
+            json_reply(status, &body)
+        })
+        .await
+    }
+
+    async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let start = Instant::now();
+        let mut delay = self.retry.first_delay.max(Duration::from_millis(1));
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let err = match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if !err.is_retryable() || self.retry.give_up_after.is_zero() {
+                return Err(err);
+            }
+            let elapsed = start.elapsed();
+            let jittered = delay / 2 + delay.mul_f64(rand::random::<f64>() / 2.0);
+            if elapsed + jittered >= self.retry.give_up_after {
+                // Sleep out what is left, then one last try, unless nothing is left.
+                let left = self.retry.give_up_after.saturating_sub(elapsed);
+                if left < Duration::from_millis(20) {
+                    return Err(ClientError::GaveUp {
+                        attempts,
+                        elapsed,
+                        last: Box::new(err),
+                    });
+                }
+                tokio::time::sleep(left).await;
+                attempts += 1;
+                return match attempt().await {
+                    Ok(v) => Ok(v),
+                    Err(e) if e.is_retryable() => Err(ClientError::GaveUp {
+                        attempts,
+                        elapsed: start.elapsed(),
+                        last: Box::new(e),
+                    }),
+                    Err(e) => Err(e),
+                };
+            }
+            tokio::time::sleep(jittered).await;
+            delay = (delay * 2).min(self.retry.max_delay.max(self.retry.first_delay));
+        }
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        target: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.exchange_inner(method, target, body)).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout(timeout)),
+        }
+    }
+
+    async fn exchange_inner(
+        &self,
+        method: Method,
+        target: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
+        let addr_text = format!("{}:{}", self.host, self.port);
+        let connect_err = |e: std::io::Error| ClientError::Connect {
+            addr: addr_text.clone(),
+            message: e.to_string(),
+        };
+        let stream = match bare.parse::<std::net::IpAddr>() {
+            Ok(ip) => TcpStream::connect(SocketAddr::new(ip, self.port)).await,
+            Err(_) => TcpStream::connect((bare, self.port)).await,
+        }
+        .map_err(connect_err)?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Io(e.to_string()))?;
+        let conn_task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::new(Full::new(body.unwrap_or_default()));
+        *req.method_mut() = method;
+        *req.uri_mut() = target
+            .parse()
+            .map_err(|e| ClientError::InvalidUrl(format!("{target:?}: {e}")))?;
+        let h = req.headers_mut();
+        h.insert(
+            HOST,
+            HeaderValue::from_str(&addr_text)
+                .map_err(|_| ClientError::InvalidUrl(format!("bad host {addr_text:?}")))?,
+        );
+        h.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("swarmbak/", env!("CARGO_PKG_VERSION"))),
+        );
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+        if req.method() == Method::POST {
+            req.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-bittorrent"),
+            );
+        }
+        let result = async {
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| ClientError::Io(e.to_string()))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_REPLY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| ClientError::Io(format!("reading the reply: {e}")))?
+                .to_bytes();
+            Ok((status, body))
+        }
+        .await;
+        drop(sender);
+        conn_task.abort();
+        result
+    }
+}
+
+fn http_error(status: StatusCode, body: &[u8]) -> ClientError {
+    #[derive(Deserialize)]
+    struct E {
+        error: String,
+    }
+    let message = serde_json::from_slice::<E>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| status.canonical_reason().unwrap_or("error").to_owned());
+    ClientError::Http {
+        status: status.as_u16(),
+        message,
+    }
+}
+
+fn bt_reply<T>(
+    status: StatusCode,
+    body: &[u8],
+    parse: fn(&[u8]) -> Result<T, ReplyError>,
+) -> Result<T, ClientError> {
+    match parse(body) {
+        Ok(v) if status.is_success() => Ok(v),
+        Err(ReplyError::Failure(m)) => Err(ClientError::Failure(m)),
+        _ if !status.is_success() => Err(http_error(status, body)),
+        Err(ReplyError::Malformed(m)) => Err(ClientError::BadResponse(m)),
+        Ok(_) => Err(http_error(status, body)),
+    }
+}
+
+fn json_reply<T: serde::de::DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+) -> Result<T, ClientError> {
+    if !status.is_success() {
+        return Err(http_error(status, body));
+    }
+    serde_json::from_slice(body).map_err(|e| ClientError::BadResponse(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let c = TrackerClient::new("http://127.0.0.1:6969").unwrap();
+        assert_eq!(c.announce_url(), "http://127.0.0.1:6969/announce");
+        assert_eq!(c.scrape_url(), "http://127.0.0.1:6969/scrape");
+        assert_eq!(c.api_base, "");
+        let c = TrackerClient::new("http://tracker.example:80/bt/announce.php").unwrap();
+        assert_eq!(c.scrape_url(), "http://tracker.example:80/bt/scrape.php");
+        assert_eq!(c.api_base, "/bt");
+        let c = TrackerClient::new("http://[::1]:7000/x/").unwrap();
+        assert_eq!(c.announce_url(), "http://[::1]:7000/x/announce");
+        let c = TrackerClient::new("http://h/announce?pk=abc").unwrap();
+        assert_eq!(c.bt_target(&c.announce_path, "a=1"), "/announce?pk=abc&a=1");
+        assert!(matches!(
+            TrackerClient::new("https://h:1"),
+            Err(ClientError::Unsupported(_))
+        ));
+        assert!(matches!(
+            TrackerClient::new("udp://h:1"),
+            Err(ClientError::Unsupported(_))
+        ));
+        for bad in ["h:1", "http://", "http://h:0", "http://h:x", "http://u@h:1"] {
+            assert!(
+                matches!(TrackerClient::new(bad), Err(ClientError::InvalidUrl(_))),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! swarmbak's tracker and tracker client.
+//!
+//! The server ([`serve`], [`Tracker`]) is a BitTorrent HTTP tracker (announce and scrape,
+//! BEP 3, 23, 48) for private torrents only (BEP 27: it answers only for torrents that
+//! were published to it), plus swarmbak's endpoints to publish a snapshot's torrent,
+//! fetch it back by info-hash and list a machine's snapshots. Its state lives in a data
+//! directory ([`store`]) and survives restarts; peer lists are in memory.
+//!
+//! The client ([`TrackerClient`]) speaks to it, and its announce and scrape to any
+//! BitTorrent HTTP tracker (opentracker included). The HTTP interface is described in
+//! `protocol-spec/tracker.md`.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod proto;
+pub mod query;
+pub mod server;
+pub mod store;
+pub mod swarm;
+
+pub use client::{ClientError, Published, Retry, TrackerClient, MAX_REPLY_BYTES};
+pub use proto::{
+    AnnounceEvent, AnnounceRequest, AnnounceResponse, InfoHash, PeerId, PeerInfo, ScrapeResponse,
+    ScrapeStats,
+};
+pub use server::{serve, Tracker, TrackerConfig, TrackerError, UNKNOWN_TORRENT};
+pub use store::{LoadReport, MachineRecord, SnapshotRecord};
