@@ -22,6 +22,7 @@ mod message;
 mod metadata;
 mod picker;
 mod rng;
+mod session;
 
 pub use bitfield::Bitfield;
 pub use choker::{ChokeDecision, Choker, ChokerConfig, PeerStats};
@@ -36,3 +37,4 @@ pub use metadata::{
     metadata_pieces, MetadataAssembler, MetadataMessage, MAX_METADATA_SIZE, METADATA_PIECE_SIZE,
 };
 pub use picker::{BlockOutcome, PiecePicker, MAX_PIECE_LENGTH};
+pub use session::{Action, DisconnectReason, PeerSession, SessionConfig};

@@ -1,0 +1,688 @@
+//! One peer connection's protocol state, without I/O: it consumes received messages and
+//! timer ticks and returns [`Action`]s for the engine that owns the socket and the disk.
+//!
+//! The session starts once the handshake is done and the torrent's piece count is known
+//! (a magnet fetch first gets the metadata with [`MetadataAssembler`](crate::MetadataAssembler),
+//! keeping any early `bitfield`/`have` messages to replay here afterwards).
+
+use std::collections::VecDeque;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::bitfield::Bitfield;
+use crate::extension::{ExtensionHandshake, EXTENSION_HANDSHAKE_ID, UT_METADATA};
+use crate::handshake::Reserved;
+use crate::message::{BlockRef, Message, BLOCK_SIZE};
+use crate::metadata::MetadataMessage;
+use crate::picker::{BlockOutcome, PiecePicker};
+
+/// Session parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Most requests of ours outstanding at once (capped by the peer's `reqq`). Default 64
+    /// (1 MiB in flight in 16 KiB blocks).
+    pub pipeline_depth: usize,
+    /// A request unanswered this long is dropped and the peer marked snubbed. Default 30 s.
+    pub request_timeout: Duration,
+    /// Nothing received for this long closes the connection. Default 120 s.
+    pub idle_timeout: Duration,
+    /// A keep-alive is sent after this long without sending. Default 90 s.
+    pub keepalive_interval: Duration,
+    /// Longest block we serve. Default 16 KiB; longer requests are refused.
+    pub max_request_len: u32,
+    /// Most requests of the peer's we queue. Default 500 (our `reqq`).
+    pub max_incoming_requests: usize,
+    /// Our extension handshake (sent when both sides set the BEP 10 bit); its `m` also
+    /// tells which extended ids we receive under which name.
+    pub extensions: ExtensionHandshake,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            pipeline_depth: 64,
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            keepalive_interval: Duration::from_secs(90),
+            max_request_len: BLOCK_SIZE,
+            max_incoming_requests: 500,
+            extensions: ExtensionHandshake::default(),
+        }
+    }
+}
+
+/// Why a session ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// A message that could not be understood (bad bitfield, bad extension payload).
+    Malformed(String),
+    /// A message not allowed here (fast messages without BEP 6, a late bitfield, ...).
+    ProtocolViolation(&'static str),
+    /// A `piece` for a block we never requested.
+    UnrequestedBlock(BlockRef),
+    /// A piece index at or past the piece count.
+    PieceOutOfRange(u32),
+    /// The peer alone sent a piece that failed its hash check.
+    HashFailed(u32),
+    /// Nothing heard from the peer for the idle timeout.
+    Idle,
+}
+
+impl DisconnectReason {
+    /// Should the peer be banned from this torrent? Everything but an idle timeout.
+    pub fn bans(&self) -> bool {
+        !matches!(self, DisconnectReason::Idle)
+    }
+}
+
+/// What the engine should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action<P> {
+    /// Send this message to the peer.
+    Send(Message),
+    /// Write these bytes (new data for a block we requested).
+    StoreBlock {
+        /// Piece index.
+        piece: u32,
+        /// Offset in the piece.
+        offset: u32,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// Every block of this piece is in: hash it, then tell the picker
+    /// (`piece_verified`, or `piece_failed` and [`PeerSession::hash_failed`] for its
+    /// senders).
+    VerifyPiece(u32),
+    /// Cancel this request at another peer's session ([`PeerSession::cancel`]): endgame.
+    CancelAt {
+        /// The other peer.
+        peer: P,
+        /// The block.
+        block: BlockRef,
+    },
+    /// The peer's extension handshake arrived (its `sb_key` names its machine).
+    ExtensionHandshake(Box<ExtensionHandshake>),
+    /// A `ut_metadata` message from the peer.
+    Metadata(MetadataMessage),
+    /// An extended message for another extension we advertised (e.g. `sb_machine`).
+    Extended {
+        /// The extension's name.
+        name: String,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// The peer's DHT port (BEP 5).
+    DhtPort(u16),
+    /// Close the connection; ban the peer from this torrent if `ban`.
+    Disconnect {
+        /// Why.
+        reason: DisconnectReason,
+        /// Report the peer for banning.
+        ban: bool,
+    },
+}
+
+/// One peer connection.
+#[derive(Debug, Clone)]
+pub struct PeerSession<P> {
+    key: P,
+    config: SessionConfig,
+    num_pieces: u32,
+    fast: bool,
+    extended: bool,
+    am_choking: bool,
+    am_interested: bool,
+    peer_choking: bool,
+    peer_interested: bool,
+    peer_has: Bitfield,
+    got_availability: bool,
+    pending: Vec<(BlockRef, Instant)>,
+    dropped: VecDeque<BlockRef>,
+    allowed_fast: Vec<u32>,
+    incoming: VecDeque<BlockRef>,
+    peer_extensions: Option<ExtensionHandshake>,
+    last_received: Instant,
+    last_sent: Instant,
+    snubbed: bool,
+    closed: bool,
+    released: bool,
+    downloaded: u64,
+}
+
+const MAX_ALLOWED_FAST: usize = 64;
+
+impl<P: Clone + Eq + Hash> PeerSession<P> {
+    /// A session after the handshakes: `common` is our reserved bits and the peer's,
+    /// anded ([`Reserved::common`]).
+    pub fn new(
+        key: P,
+        config: SessionConfig,
+        num_pieces: u32,
+        common: Reserved,
+        now: Instant,
+    ) -> Self {
+        PeerSession {
+            key,
+            config,
+            num_pieces,
+            fast: common.fast(),
+            extended: common.extension_protocol(),
+            am_choking: true,
+            am_interested: false,
+            peer_choking: true,
+            peer_interested: false,
+            peer_has: Bitfield::new(num_pieces),
+            got_availability: false,
+            pending: Vec::new(),
+            dropped: VecDeque::new(),
+            allowed_fast: Vec::new(),
+            incoming: VecDeque::new(),
+            peer_extensions: None,
+            last_received: now,
+            last_sent: now,
+            snubbed: false,
+            closed: false,
+            released: false,
+            downloaded: 0,
+        }
+    }
+
+    /// The caller's key for this peer.
+    pub fn key(&self) -> &P {
+        &self.key
+    }
+    /// Are we choking the peer?
+    pub fn am_choking(&self) -> bool {
+        self.am_choking
+    }
+    /// Are we interested in the peer?
+    pub fn am_interested(&self) -> bool {
+        self.am_interested
+    }
+    /// Is the peer choking us?
+    pub fn peer_choking(&self) -> bool {
+        self.peer_choking
+    }
+    /// Is the peer interested in us?
+    pub fn peer_interested(&self) -> bool {
+        self.peer_interested
+    }
+    /// The peer's pieces.
+    pub fn peer_has(&self) -> &Bitfield {
+        &self.peer_has
+    }
+    /// The peer's extension handshake, once received.
+    pub fn peer_extensions(&self) -> Option<&ExtensionHandshake> {
+        self.peer_extensions.as_ref()
+    }
+    /// Requests of ours awaiting an answer.
+    pub fn pending_requests(&self) -> impl Iterator<Item = &BlockRef> {
+        self.pending.iter().map(|(b, _)| b)
+    }
+    /// Has a request of ours timed out since the last block arrived?
+    pub fn is_snubbed(&self) -> bool {
+        self.snubbed
+    }
+    /// Payload bytes accepted from the peer.
+    pub fn downloaded(&self) -> u64 {
+        self.downloaded
+    }
+    /// Has the session decided to disconnect?
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn send(&mut self, now: Instant, out: &mut Vec<Action<P>>, m: Message) {
+        self.last_sent = now;
+        out.push(Action::Send(m));
+    }
+
+    /// The first messages: our pieces (a `have all`/`have none` when the Fast extension
+    /// allows and fits, else a `bitfield` unless we have nothing) and our extension
+    /// handshake.
+    pub fn start(&mut self, now: Instant, picker: &PiecePicker<P>) -> Vec<Action<P>> {
+        let mut out = Vec::new();
+        let have = picker.have();
+        if self.fast && have.has_all() {
+            self.send(now, &mut out, Message::HaveAll);
+        } else if self.fast && have.has_none() {
+            self.send(now, &mut out, Message::HaveNone);
+        } else if !have.has_none() {
+            let bits = Bytes::copy_from_slice(have.as_bytes());
+            self.send(now, &mut out, Message::Bitfield(bits));
+        }
+        if self.extended {
+            let payload = Bytes::from(self.config.extensions.encode());
+            self.send(
+                now,
+                &mut out,
+                Message::Extended {
+                    id: EXTENSION_HANDSHAKE_ID,
+                    payload,
+                },
+            );
+        }
+        out
+    }
+
+    fn disconnect(
+        &mut self,
+        picker: &mut PiecePicker<P>,
+        reason: DisconnectReason,
+    ) -> Vec<Action<P>> {
+        self.closed = true;
+        self.close(picker);
+        vec![Action::Disconnect {
+            ban: reason.bans(),
+            reason,
+        }]
+    }
+
+    /// Releases this peer's share of the picker (availability and requests). Call once
+    /// when the connection ends for any reason; the session calls it itself when it
+    /// decides to disconnect. Idempotent.
+    pub fn close(&mut self, picker: &mut PiecePicker<P>) {
+        self.closed = true;
+        if !self.released {
+            self.released = true;
+            picker.remove_peer(&self.key, &self.peer_has);
+            self.pending.clear();
+        }
+    }
+
+    /// Handles one message from the peer.
+    pub fn on_message(
+        &mut self,
+        now: Instant,
+        message: Message,
+        picker: &mut PiecePicker<P>,
+    ) -> Vec<Action<P>> {
+        if self.closed {
+            return Vec::new();
+        }
+        self.last_received = now;
+        let mut out = Vec::new();
+        let fast_only = |m: &Message| {
+            matches!(
+                m,
+                Message::Suggest(_)
+                    | Message::HaveAll
+                    | Message::HaveNone
+                    | Message::Reject(_)
+                    | Message::AllowedFast(_)
+            )
+        };
+        if !self.fast && fast_only(&message) {
+            return self.disconnect(
+                picker,
+                DisconnectReason::ProtocolViolation("fast extension message without BEP 6"),
+            );
+        }
+        match message {
+            Message::KeepAlive | Message::Suggest(_) | Message::Unknown { .. } => {}
+            Message::Choke => {
+                self.peer_choking = true;
+                if !self.fast {
+                    // Without BEP 6 a choke drops every pending request.
+                    for (b, _) in std::mem::take(&mut self.pending) {
+                        picker.request_failed(&self.key, &b);
+                        self.remember_dropped(b);
+                    }
+                }
+            }
+            Message::Unchoke => {
+                self.peer_choking = false;
+                self.fill_into(now, picker, &mut out);
+            }
+            Message::Interested => self.peer_interested = true,
+            Message::NotInterested => self.peer_interested = false,
+            Message::Have(piece) => {
+                if piece >= self.num_pieces {
+                    return self.disconnect(picker, DisconnectReason::PieceOutOfRange(piece));
+                }
+                self.got_availability = true;
+                if !self.peer_has.set(piece, true) {
+                    picker.add_have(piece);
+                }
+                self.update_interest(now, picker, &mut out);
+                self.fill_into(now, picker, &mut out);
+            }
+            Message::Bitfield(bytes) => {
+                if self.got_availability {
+                    return self.disconnect(
+                        picker,
+                        DisconnectReason::ProtocolViolation("bitfield after other availability"),
+                    );
+                }
+                match Bitfield::from_bytes(&bytes, self.num_pieces) {
+                    Ok(b) => self.set_availability(b, picker),
+                    Err(e) => {
+                        return self.disconnect(picker, DisconnectReason::Malformed(e.to_string()))
+                    }
+                }
+                self.update_interest(now, picker, &mut out);
+            }
+            Message::HaveAll | Message::HaveNone => {
+                if self.got_availability {
+                    return self.disconnect(
+                        picker,
+                        DisconnectReason::ProtocolViolation(
+                            "have all/none after other availability",
+                        ),
+                    );
+                }
+                let b = if message == Message::HaveAll {
+                    Bitfield::full(self.num_pieces)
+                } else {
+                    Bitfield::new(self.num_pieces)
+                };
+                self.set_availability(b, picker);
+                self.update_interest(now, picker, &mut out);
+            }
+            Message::Request(block) => self.on_request(now, block, picker, &mut out),
+            Message::Cancel(block) => self.incoming.retain(|b| *b != block),
+            Message::Piece {
+                piece,
+                offset,
+                data,
+            } => {
+                if piece >= self.num_pieces {
+                    return self.disconnect(picker, DisconnectReason::PieceOutOfRange(piece));
+                }
+                let block = BlockRef::new(piece, offset, data.len() as u32);
+                if let Some(i) = self.pending.iter().position(|(b, _)| *b == block) {
+                    self.pending.swap_remove(i);
+                } else if let Some(i) = self.dropped.iter().position(|b| *b == block) {
+                    // cancelled or timed out, then answered anyway: harmless
+                    self.dropped.remove(i);
+                    return out;
+                } else {
+                    return self.disconnect(picker, DisconnectReason::UnrequestedBlock(block));
+                }
+                self.snubbed = false;
+                match picker.block_received(&self.key, &block) {
+                    BlockOutcome::Accepted {
+                        piece_complete,
+                        cancel,
+                    } => {
+                        self.downloaded += u64::from(block.length);
+                        out.push(Action::StoreBlock {
+                            piece,
+                            offset,
+                            data,
+                        });
+                        out.extend(
+                            cancel
+                                .into_iter()
+                                .map(|peer| Action::CancelAt { peer, block }),
+                        );
+                        if piece_complete {
+                            out.push(Action::VerifyPiece(piece));
+                        }
+                    }
+                    BlockOutcome::Duplicate | BlockOutcome::Unrequested => {}
+                }
+                self.fill_into(now, picker, &mut out);
+            }
+            Message::Port(port) => out.push(Action::DhtPort(port)),
+            Message::Reject(block) => {
+                if let Some(i) = self.pending.iter().position(|(b, _)| *b == block) {
+                    self.pending.swap_remove(i);
+                    picker.request_failed(&self.key, &block);
+                    // not re-requested until the next tick, so a peer that rejects
+                    // everything cannot make us spin
+                }
+            }
+            Message::AllowedFast(piece) => {
+                if piece < self.num_pieces
+                    && self.allowed_fast.len() < MAX_ALLOWED_FAST
+                    && !self.allowed_fast.contains(&piece)
+                {
+                    self.allowed_fast.push(piece);
+                    self.fill_into(now, picker, &mut out);
+                }
+            }
+            Message::Extended { id, payload } => {
+                if !self.extended {
+                    return self.disconnect(
+                        picker,
+                        DisconnectReason::ProtocolViolation("extended message without BEP 10"),
+                    );
+                }
+                if id == EXTENSION_HANDSHAKE_ID {
+                    match ExtensionHandshake::parse(&payload) {
+                        Ok(h) => {
+                            self.peer_extensions = Some(h.clone());
+                            out.push(Action::ExtensionHandshake(Box::new(h)));
+                        }
+                        Err(e) => {
+                            return self
+                                .disconnect(picker, DisconnectReason::Malformed(e.to_string()))
+                        }
+                    }
+                } else if let Some(name) = self.our_extension_name(id) {
+                    if name == UT_METADATA {
+                        match MetadataMessage::parse(&payload) {
+                            Ok(m) => out.push(Action::Metadata(m)),
+                            Err(e) => {
+                                return self
+                                    .disconnect(picker, DisconnectReason::Malformed(e.to_string()))
+                            }
+                        }
+                    } else {
+                        out.push(Action::Extended { name, payload });
+                    }
+                }
+                // an id we never advertised: ignored
+            }
+        }
+        out
+    }
+
+    fn our_extension_name(&self, id: u8) -> Option<String> {
+        self.config
+            .extensions
+            .extensions
+            .iter()
+            .find(|(_, v)| **v == id)
+            .map(|(k, _)| k.clone())
+    }
+
+    fn set_availability(&mut self, b: Bitfield, picker: &mut PiecePicker<P>) {
+        self.got_availability = true;
+        picker.add_peer(&b);
+        self.peer_has = b;
+    }
+
+    fn remember_dropped(&mut self, b: BlockRef) {
+        if self.dropped.len() >= 2 * self.config.pipeline_depth.max(16) {
+            self.dropped.pop_front();
+        }
+        self.dropped.push_back(b);
+    }
+
+    fn on_request(
+        &mut self,
+        now: Instant,
+        block: BlockRef,
+        picker: &PiecePicker<P>,
+        out: &mut Vec<Action<P>>,
+    ) {
+        let size = picker.piece_size(block.piece);
+        let fits = block.length > 0
+            && block.length <= self.config.max_request_len
+            && u64::from(block.offset) + u64::from(block.length) <= u64::from(size);
+        let ok = !self.am_choking
+            && fits
+            && picker.have().get(block.piece)
+            && self.incoming.len() < self.config.max_incoming_requests
+            && !self.incoming.contains(&block);
+        if ok {
+            self.incoming.push_back(block);
+        } else if self.fast {
+            self.send(now, out, Message::Reject(block));
+        }
+    }
+
+    /// The next block the peer asked for, to read and send as `piece`.
+    pub fn pop_request(&mut self) -> Option<BlockRef> {
+        self.incoming.pop_front()
+    }
+
+    /// The choker's decision. Choking drops the peer's queued requests (each rejected
+    /// under BEP 6).
+    pub fn set_choking(&mut self, now: Instant, choke: bool) -> Vec<Action<P>> {
+        let mut out = Vec::new();
+        if self.closed || self.am_choking == choke {
+            return out;
+        }
+        self.am_choking = choke;
+        if choke {
+            self.send(now, &mut out, Message::Choke);
+            for b in std::mem::take(&mut self.incoming) {
+                if self.fast {
+                    self.send(now, &mut out, Message::Reject(b));
+                }
+            }
+        } else {
+            self.send(now, &mut out, Message::Unchoke);
+        }
+        out
+    }
+
+    /// We verified `piece`: announce it and reconsider interest.
+    pub fn we_have(
+        &mut self,
+        now: Instant,
+        piece: u32,
+        picker: &mut PiecePicker<P>,
+    ) -> Vec<Action<P>> {
+        let mut out = Vec::new();
+        if self.closed {
+            return out;
+        }
+        self.send(now, &mut out, Message::Have(piece));
+        self.update_interest(now, picker, &mut out);
+        self.fill_into(now, picker, &mut out);
+        out
+    }
+
+    /// Cancels our request for `block` (another peer delivered it first, or the piece is
+    /// no longer wanted).
+    pub fn cancel(
+        &mut self,
+        now: Instant,
+        block: BlockRef,
+        picker: &mut PiecePicker<P>,
+    ) -> Vec<Action<P>> {
+        let mut out = Vec::new();
+        if let Some(i) = self.pending.iter().position(|(b, _)| *b == block) {
+            self.pending.swap_remove(i);
+            picker.request_failed(&self.key, &block);
+            self.remember_dropped(block);
+            self.send(now, &mut out, Message::Cancel(block));
+        }
+        out
+    }
+
+    /// `piece`, to which this peer contributed, failed its hash check. `sole_sender`: the
+    /// peer sent every block of it (the picker refetches failed pieces from one peer, so
+    /// a liar is caught the second time at the latest). A sole sender is disconnected and
+    /// banned.
+    pub fn hash_failed(
+        &mut self,
+        piece: u32,
+        sole_sender: bool,
+        picker: &mut PiecePicker<P>,
+    ) -> Vec<Action<P>> {
+        if sole_sender && !self.closed {
+            return self.disconnect(picker, DisconnectReason::HashFailed(piece));
+        }
+        Vec::new()
+    }
+
+    /// Requests more blocks if the pipeline has room.
+    pub fn fill_requests(&mut self, now: Instant, picker: &mut PiecePicker<P>) -> Vec<Action<P>> {
+        let mut out = Vec::new();
+        self.fill_into(now, picker, &mut out);
+        out
+    }
+
+    fn fill_into(&mut self, now: Instant, picker: &mut PiecePicker<P>, out: &mut Vec<Action<P>>) {
+        if self.closed || !self.am_interested {
+            return;
+        }
+        let allowed = if self.peer_choking {
+            if !self.fast || self.allowed_fast.is_empty() {
+                return;
+            }
+            Some(self.allowed_fast.as_slice())
+        } else {
+            None
+        };
+        let depth = match self.peer_extensions.as_ref().and_then(|e| e.reqq) {
+            Some(q) => self.config.pipeline_depth.min(q.max(1) as usize),
+            None => self.config.pipeline_depth,
+        };
+        let room = depth.saturating_sub(self.pending.len());
+        if room == 0 {
+            return;
+        }
+        let blocks = picker.pick(&self.key, &self.peer_has, room, allowed);
+        for b in blocks {
+            self.pending.push((b, now));
+            self.send(now, out, Message::Request(b));
+        }
+    }
+
+    fn update_interest(&mut self, now: Instant, picker: &PiecePicker<P>, out: &mut Vec<Action<P>>) {
+        let want = picker.is_interesting(&self.peer_has);
+        if want != self.am_interested {
+            self.am_interested = want;
+            let m = if want {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            };
+            self.send(now, out, m);
+        }
+    }
+
+    /// Timer tick (every second or so): request timeouts, idle timeout, keep-alive,
+    /// refilling the pipeline.
+    pub fn tick(&mut self, now: Instant, picker: &mut PiecePicker<P>) -> Vec<Action<P>> {
+        let mut out = Vec::new();
+        if self.closed {
+            return out;
+        }
+        if now.saturating_duration_since(self.last_received) >= self.config.idle_timeout {
+            return self.disconnect(picker, DisconnectReason::Idle);
+        }
+        let timeout = self.config.request_timeout;
+        let (expired, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(_, t)| now.saturating_duration_since(*t) >= timeout);
+        self.pending = live;
+        let timed_out = !expired.is_empty();
+        if timed_out {
+            self.snubbed = true;
+        }
+        for (b, _) in expired {
+            picker.request_failed(&self.key, &b);
+            self.remember_dropped(b);
+        }
+        self.update_interest(now, picker, &mut out);
+        // after a timeout, wait a tick so other peers may take the freed blocks first
+        if !timed_out {
+            self.fill_into(now, picker, &mut out);
+        }
+        if now.saturating_duration_since(self.last_sent) >= self.config.keepalive_interval {
+            self.send(now, &mut out, Message::KeepAlive);
+        }
+        out
+    }
+}
