@@ -347,3 +347,69 @@ pub fn torrent_path(dir: &Path, ih: &InfoHash) -> PathBuf {
     dir.join("torrents")
         .join(format!("{}.torrent", hex::encode(ih)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec_line(ih: &str) -> String {
+        format!(
+            "{{\"v\":1,\"infohash\":\"{ih}\",\"machine_key\":\"k\",\"machine_name\":\"n\",\"published\":1,\"total_length\":2,\"payload_length\":1}}"
+        )
+    }
+
+    #[test]
+    fn index_repairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = "aa".repeat(20);
+        let b = "bb".repeat(20);
+        let c = "cc".repeat(20);
+        Store::open(dir.path()).unwrap();
+        for ih in [&a, &b] {
+            fs::write(
+                dir.path().join("torrents").join(format!("{ih}.torrent")),
+                b"x",
+            )
+            .unwrap();
+        }
+        // a: good; garbage line; c: torrent missing; b: good but no final newline.
+        let content = format!(
+            "{}\nnot json\n{}\n\n{}",
+            rec_line(&a),
+            rec_line(&c),
+            rec_line(&b)
+        );
+        fs::write(dir.path().join("index.jsonl"), &content).unwrap();
+        let (store, report) = Store::open(dir.path()).unwrap();
+        assert_eq!(report.records, 2);
+        assert_eq!(report.bad_lines, 1);
+        assert_eq!(report.missing_torrents, 1);
+        assert!(!report.torn_tail);
+        assert_eq!(store.records()[1].infohash, b);
+        drop(store);
+        let now = fs::read_to_string(dir.path().join("index.jsonl")).unwrap();
+        assert_eq!(now, format!("{content}\n"), "the missing newline is added");
+
+        // A torn tail is cut off, and what follows starts on a fresh line.
+        let torn = format!("{now}{{\"v\":1,\"infoh");
+        fs::write(dir.path().join("index.jsonl"), &torn).unwrap();
+        let (_, report) = Store::open(dir.path()).unwrap();
+        assert!(report.torn_tail);
+        assert_eq!(report.records, 2);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("index.jsonl")).unwrap(),
+            now
+        );
+    }
+
+    #[test]
+    fn names_and_keys() {
+        assert!(check_machine_key("age1qqq").is_ok());
+        assert!(check_machine_key("").is_err());
+        assert!(check_machine_key("a b").is_err());
+        assert!(check_machine_key(&"k".repeat(257)).is_err());
+        assert!(check_machine_name("Ana's laptop (ß)").is_ok());
+        assert!(check_machine_name("a\nb").is_err());
+        assert!(check_machine_name("").is_err());
+    }
+}

@@ -325,3 +325,81 @@ fn write_peers(swarm: &Swarm, a: &PeerAnnounce<'_>, want: usize, enc: &mut Encod
         enc.end();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann<'a>(id: &'a PeerId, port: u16, left: u64) -> PeerAnnounce<'a> {
+        PeerAnnounce {
+            peer_id: id,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            left,
+            event: None,
+            numwant: 50,
+            compact: true,
+            machine: None,
+        }
+    }
+
+    fn peers_of(swarms: &Swarms, ih: &InfoHash, a: &PeerAnnounce<'_>, now: Instant) -> Vec<u8> {
+        let mut e = Encoder::new();
+        e.begin_dict();
+        swarms.announce(ih, a, now, (60, 30), &mut e).unwrap();
+        e.end();
+        let out = e.finish().unwrap();
+        let v = swarmbak_bencode::decode(&out).unwrap();
+        v.as_dict()
+            .unwrap()
+            .get(b"peers")
+            .unwrap()
+            .as_bytes()
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn expiry_and_replacement() {
+        let s = Swarms::new(Duration::from_secs(10));
+        let ih = [1; 20];
+        let mut e = Encoder::new();
+        assert!(s
+            .announce(
+                &[2; 20],
+                &ann(&[0; 20], 1, 0),
+                Instant::now(),
+                (1, 1),
+                &mut e
+            )
+            .is_none());
+        s.add_torrent(ih);
+        let t0 = Instant::now();
+        let (p1, p2, p3) = ([1; 20], [2; 20], [3; 20]);
+        peers_of(&s, &ih, &ann(&p1, 1001, 0), t0);
+        assert_eq!(peers_of(&s, &ih, &ann(&p2, 1002, 5), t0).len(), 6);
+        // p1 silent for 11 s: gone; p2 announced at t0 + 5 s stays.
+        peers_of(&s, &ih, &ann(&p2, 1002, 5), t0 + Duration::from_secs(5));
+        let seen = peers_of(&s, &ih, &ann(&p3, 1003, 5), t0 + Duration::from_secs(11));
+        assert_eq!(seen, [127, 0, 0, 1, 0x03, 0xea]);
+        assert_eq!(
+            s.counts(&ih, t0 + Duration::from_secs(11)),
+            Some(Counts {
+                complete: 0,
+                downloaded: 0,
+                incomplete: 2
+            })
+        );
+        // A new id on p3's address replaces p3.
+        let p4 = [4; 20];
+        peers_of(&s, &ih, &ann(&p4, 1003, 0), t0 + Duration::from_secs(11));
+        assert_eq!(
+            s.counts(&ih, t0 + Duration::from_secs(11)),
+            Some(Counts {
+                complete: 1,
+                downloaded: 0,
+                incomplete: 1
+            })
+        );
+        assert_eq!(s.sweep_all(t0 + Duration::from_secs(30)), 0);
+    }
+}

@@ -729,3 +729,34 @@ async fn lenient_with_foreign_trackers() {
     let err = c.announce(&req).await.unwrap_err();
     assert_eq!(err.failure_reason(), Some("access denied"));
 }
+
+/// Many announces at once, from many peers, over keep-alive-less connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_announces() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), |_| {}).await;
+    let ih = published(&server, 15).await;
+    let mut tasks = Vec::new();
+    for n in 0..40u8 {
+        let c = server.client();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..10u64 {
+                let mut a = AnnounceRequest::new(ih, pid(n), 8000 + u16::from(n), round % 2);
+                a.numwant = Some(25);
+                let r = c.announce(&a).await.unwrap();
+                assert!(r.peers.len() <= 25);
+                assert!(r.peers.iter().all(|p| p.addr.port() != 8000 + u16::from(n)));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = server.client().scrape(&[ih]).await.unwrap();
+    assert_eq!(s[&ih].complete + s[&ih].incomplete, 40);
+    assert_eq!(
+        s[&ih].incomplete, 40,
+        "the last announce of each had left=1"
+    );
+    server.stop().await;
+}
