@@ -10,6 +10,7 @@
 //! BitTorrent HTTP tracker (opentracker included). The HTTP interface is described in
 //! `protocol-spec/tracker.md`.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod client;

@@ -199,29 +199,11 @@ impl Tracker {
             };
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
-            let mut stop = stop_rx.clone();
+            let stop = stop_rx.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                let svc = {
-                    let shared = shared.clone();
-                    service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(handle(&shared, remote, req).await) }
-                    })
-                };
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(20))
-                    .max_buf_size(shared.config.max_url_len.max(8192) + 8192)
-                    .serve_connection(TokioIo::new(stream), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = stop.changed() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                    }
-                }
+                serve_connection(shared, stream, remote, stop).await;
+                // Only now: every reference to the shared state is gone.
+                drop(permit);
             });
         };
         let _ = stop_tx.send(true);
@@ -231,6 +213,32 @@ impl Tracker {
         let all = u32::try_from(shared.config.max_connections.max(1)).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(Duration::from_secs(6), permits.acquire_many(all)).await;
         result
+    }
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let max_buf = shared.config.max_url_len.max(8192) + 8192;
+    let svc = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, remote, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(20))
+        .max_buf_size(max_buf)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
     }
 }
 
@@ -322,7 +330,12 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
         }
         (Method::GET | Method::HEAD, "/snapshots") => snapshots(shared, query),
         (Method::GET | Method::HEAD, "/machines") => {
-            let list = lock_store(shared).machines();
+            let mut list = lock_store(shared).machines();
+            let online = shared.swarms.online_machines();
+            for m in &mut list {
+                m.online = online.contains(&hex::encode(&m.machine_key))
+                    || online.contains(&m.machine_key);
+            }
             json(StatusCode::OK, &list)
         }
         (Method::GET | Method::HEAD, "/" | "/health") => health(shared),

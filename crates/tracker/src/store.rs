@@ -8,6 +8,8 @@
 //!   reports/                             (reserved: backup reports from machines)
 //! ```
 //!
+//! One tracker at a time: `DATA/lock` is held (flock) while the store is open.
+//!
 //! A record is appended only after its torrent file is durable, so every record on disk
 //! has its torrent. A torn last line (a crash mid-append) is cut off on the next start;
 //! a torrent without a record (a crash between the two writes) is ignored until the
@@ -59,6 +61,10 @@ pub struct MachineRecord {
     pub last_published: i64,
     /// Sum of its snapshots' payload lengths.
     pub payload_bytes: u64,
+    /// A peer announcing with this machine's key (`machine` = hex of the key) is in a
+    /// swarm now.
+    #[serde(default)]
+    pub online: bool,
 }
 
 /// Why a publish was refused.
@@ -97,6 +103,8 @@ struct Line {
 
 /// The on-disk state, loaded.
 pub struct Store {
+    // Held for the store's lifetime: the flock is released when the file is closed.
+    _lock: fd_lock::RwLock<File>,
     dir: PathBuf,
     index: File,
     records: Vec<SnapshotRecord>,
@@ -138,10 +146,29 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the data directory and loads the index.
+    /// Opens (creating if needed) the data directory and loads the index. Fails with
+    /// `WouldBlock` if another tracker has the directory open.
     pub fn open(dir: &Path) -> io::Result<(Store, LoadReport)> {
         for sub in ["torrents", "machines", "reports"] {
             fs::create_dir_all(dir.join(sub))?;
+        }
+        let mut lock = fd_lock::RwLock::new(
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join("lock"))?,
+        );
+        match lock.try_write() {
+            // Keep the lock until the file is closed (when the store is dropped).
+            Ok(guard) => std::mem::forget(guard),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "in use by another tracker (DATA/lock is held)",
+                ))
+            }
+            Err(e) => return Err(e),
         }
         let index_path = dir.join("index.jsonl");
         let content = match fs::read(&index_path) {
@@ -204,6 +231,7 @@ impl Store {
         report.records = records.len();
         Ok((
             Store {
+                _lock: lock,
                 dir: dir.to_path_buf(),
                 index,
                 records,
@@ -324,6 +352,7 @@ impl Store {
                     snapshots: 0,
                     last_published: i64::MIN,
                     payload_bytes: 0,
+                    online: false,
                 });
             m.snapshots += 1;
             m.payload_bytes = m.payload_bytes.saturating_add(r.payload_length);
@@ -364,7 +393,7 @@ mod tests {
         let a = "aa".repeat(20);
         let b = "bb".repeat(20);
         let c = "cc".repeat(20);
-        Store::open(dir.path()).unwrap();
+        drop(Store::open(dir.path()).unwrap());
         for ih in [&a, &b] {
             fs::write(
                 dir.path().join("torrents").join(format!("{ih}.torrent")),
@@ -393,8 +422,13 @@ mod tests {
         // A torn tail is cut off, and what follows starts on a fresh line.
         let torn = format!("{now}{{\"v\":1,\"infoh");
         fs::write(dir.path().join("index.jsonl"), &torn).unwrap();
-        let (_, report) = Store::open(dir.path()).unwrap();
+        let (store, report) = Store::open(dir.path()).unwrap();
         assert!(report.torn_tail);
+        // A second tracker on the same directory is refused while this one runs.
+        let err = Store::open(dir.path()).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        drop(store);
+        assert!(Store::open(dir.path()).is_ok());
         assert_eq!(report.records, 2);
         assert_eq!(
             fs::read_to_string(dir.path().join("index.jsonl")).unwrap(),

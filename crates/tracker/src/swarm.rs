@@ -255,6 +255,24 @@ impl Swarms {
             .sum()
     }
 
+    /// Every `machine` value announced by a peer present now, all swarms together.
+    pub fn online_machines(&self) -> std::collections::HashSet<String> {
+        let mut out = std::collections::HashSet::new();
+        for s in &self.shards {
+            let shard = s.lock().unwrap_or_else(|p| p.into_inner());
+            for swarm in shard.values() {
+                for p in &swarm.peers {
+                    if let Some(m) = p.machine.as_deref() {
+                        if !out.contains(m) {
+                            out.insert(m.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Machine keys (as announced) of the peers of `ih`.
     pub fn machines(&self, ih: &InfoHash) -> Vec<String> {
         let shard = self.lock(ih);

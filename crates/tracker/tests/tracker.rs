@@ -348,6 +348,16 @@ async fn publish_metainfo_snapshots() {
         .unwrap();
     assert_eq!(alpha.snapshots, 2);
     assert_eq!(alpha.machine_name, "alpha laptop");
+    assert!(!alpha.online);
+    let mut a = AnnounceRequest::new(ih_of(&t1), pid(1), 7801, 0);
+    a.machine = Some(hex::encode("age1alpha"));
+    c.announce(&a).await.unwrap();
+    let machines = c.machines().await.unwrap();
+    let online: Vec<_> = machines
+        .iter()
+        .map(|m| (m.machine_key.as_str(), m.online))
+        .collect();
+    assert!(online.contains(&("age1alpha", true)) && online.contains(&("age1beta", false)));
 
     // A torrent that is not swarmbak's, garbage, and missing parameters: 400.
     let plain = b"d4:infod6:lengthi1e4:name1:a12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaa7:privatei1eee";
@@ -396,6 +406,14 @@ async fn state_survives_restart_and_torn_index() {
         .unwrap()
         .load_report()
         .clone();
+    // The directory is free again once that tracker is gone; while one runs, it is not.
+    let server = Server::start(dir.path(), |_| {}).await;
+    let err = Tracker::open(TrackerConfig::new(dir.path())).err().unwrap();
+    assert!(
+        err.to_string().contains("in use by another tracker"),
+        "{err}"
+    );
+    server.stop().await;
     assert!(report.torn_tail);
     assert_eq!(report.records, 2);
 
@@ -516,7 +534,8 @@ async fn malformed_requests_get_clear_failures() {
         );
     }
     // A body bigger than the limit without a Content-Length (chunked) is refused too.
-    let small = Server::start(dir.path(), |c| c.max_publish_bytes = 1000).await;
+    let dir2 = tempfile::tempdir().unwrap();
+    let small = Server::start(dir2.path(), |c| c.max_publish_bytes = 1000).await;
     let mut req =
         b"POST /publish?machine=a&name=b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
             .to_vec();
