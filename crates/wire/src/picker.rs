@@ -133,7 +133,6 @@ impl<P: Clone + Eq + Hash> PiecePicker<P> {
     /// Is `block` exactly one of this torrent's blocks?
     pub fn is_valid_block(&self, block: &BlockRef) -> bool {
         block.piece < self.num_pieces()
-            && block.offset % BLOCK_SIZE == 0
             && block.length > 0
             && *block == self.block(block.piece, block.offset / BLOCK_SIZE)
     }
@@ -338,7 +337,7 @@ impl<P: Clone + Eq + Hash> PiecePicker<P> {
             }
             match self.progress.get(&p) {
                 None => true,
-                Some(progress) => progress.blocks.iter().any(|s| *s == BlockState::Missing),
+                Some(progress) => progress.blocks.contains(&BlockState::Missing),
             }
         });
         !any_unrequested && !self.progress.is_empty()
