@@ -463,6 +463,15 @@ pub fn backup(
     progress: &dyn Progress,
 ) -> Result<BackupReport, FormatError> {
     let _lock = home.lock()?;
+    backup_locked(home, opts, progress)
+}
+
+/// [`backup`] for a caller that already holds the store lock (the agent).
+pub fn backup_locked(
+    home: &Home,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport, FormatError> {
     let store = home.store();
     store.clean_tmp()?;
     let cfg = home.config();

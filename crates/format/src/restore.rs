@@ -255,7 +255,11 @@ impl<'a> SnapshotReader<'a> {
                 if let Some(data) = &shards[*i] {
                     self.src.repaired(&self.meta.infohash, piece, data)?;
                 }
-                self.progress.warn(&msg);
+                // Damage is worth a warning; a shard this source never held is not
+                // (a machine that fetched from the swarm holds only k of each stripe).
+                if *why != "is missing" {
+                    self.progress.warn(&msg);
+                }
                 lock(&self.repaired).push(msg);
             }
         }

@@ -198,6 +198,19 @@ impl Store {
         }
     }
 
+    /// Starts holding a snapshot of another machine (or one being fetched): its metainfo,
+    /// and an empty shard directory for the shards that arrive. Idempotent.
+    pub fn add_torrent(&self, ih: &InfoHash, torrent: &[u8]) -> Result<(), FormatError> {
+        let d = self.snapshot_dir(ih);
+        let shards = d.join("shards");
+        fs::create_dir_all(&shards).map_err(|e| FormatError::io(&shards, e))?;
+        let p = d.join("torrent");
+        if !p.is_file() {
+            write_atomic(&p, torrent, 0o644, true).map_err(|e| FormatError::io(&p, e))?;
+        }
+        Ok(())
+    }
+
     pub fn torrent_bytes(&self, ih: &InfoHash) -> Result<Vec<u8>, FormatError> {
         let p = self.snapshot_dir(ih).join("torrent");
         fs::read(&p).map_err(|e| {

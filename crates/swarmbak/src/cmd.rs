@@ -124,47 +124,75 @@ pub fn seed(
     paths: Vec<PathBuf>,
     until: Until,
     copies: Option<u32>,
-    _timeout: Option<u64>,
+    timeout: Option<u64>,
 ) -> R {
     let home = Home::open(&ctx.home)?;
-    let tracker = home.config().tracker.clone();
-    if tracker.is_none() && until != Until::Published {
+    if home.config().tracker.is_none() && until != Until::Published {
         return Err(Failure::new(
             2,
             "no tracker is configured, so no other machine can hold this backup: run `swarmbak init --tracker http://HOST:PORT`, or use `--until published` to make the snapshot in the local store only",
         ));
     }
-    if let Some(t) = &tracker {
-        return Err(Failure::new(
-            2,
-            format!("a tracker is configured ({t}), but publishing to a tracker is not in this build yet; remove it with a fresh home, or wait for the swarm release"),
-        ));
-    }
-    let _ = copies;
+    crate::net::seed(ctx, paths, until, copies, timeout)
+}
+
+/// Backs up `paths` into the store (this process takes the lock) and prints the
+/// infohash line first.
+pub fn make_snapshot(ctx: &Ctx, home: &Home, paths: Vec<PathBuf>) -> Result<InfoHash, Failure> {
     let mut opts = BackupOptions::new(paths);
-    opts.announce = None;
+    opts.announce = home
+        .config()
+        .tracker
+        .as_ref()
+        .map(|t| format!("{t}/announce"));
     let ui = Ui::new(ctx.json, "backup");
     let t0 = Instant::now();
-    let r = backup(&home, &opts, &ui);
+    let r = backup(home, &opts, &ui);
     ui.finish();
     let r = r?;
-    let i = &r.info;
-    let secs = t0.elapsed().as_secs_f64();
+    print_snapshot(
+        ctx,
+        &r.infohash,
+        &Some(r.info.clone()),
+        t0.elapsed().as_secs_f64(),
+        home.config().tracker.is_some(),
+    );
+    Ok(r.infohash)
+}
+
+/// The lines `seed` prints once a snapshot exists: the infohash first.
+pub fn print_snapshot(
+    ctx: &Ctx,
+    ih: &InfoHash,
+    info: &Option<swarmbak_format::SnapshotInfo>,
+    secs: f64,
+    tracker: bool,
+) {
+    let Some(i) = info else {
+        if ctx.json {
+            println!("{}", json!({"infohash": ih.to_hex(), "event": "snapshot"}));
+        } else {
+            println!("{ih}");
+        }
+        return;
+    };
     if ctx.json {
         println!(
             "{}",
-            json!({"infohash": r.infohash.to_hex(), "event": "snapshot", "files": i.files, "dirs": i.dirs,
+            json!({"infohash": ih.to_hex(), "event": "snapshot", "files": i.files, "dirs": i.dirs,
                    "symlinks": i.symlinks, "bytes": i.bytes, "new_bytes": i.new_bytes,
                    "payload_bytes": i.payload_bytes, "shard_bytes": i.shard_bytes,
                    "chunks": i.chunks, "new_chunks": i.new_chunks, "parents": i.parents,
                    "skipped": i.skipped, "seconds": secs})
         );
-        println!(
-            "{}",
-            json!({"event": "published", "infohash": r.infohash.to_hex(), "tracker": null})
-        );
+        if !tracker {
+            println!(
+                "{}",
+                json!({"event": "published", "infohash": ih.to_hex(), "tracker": null})
+            );
+        }
     } else {
-        println!("{}", r.infohash);
+        println!("{ih}");
         println!(
             "snapshot of {} files, {} dirs, {} symlinks ({}): {} new in {} of {} chunks; payload {}, shards {}; {:.1}s",
             i.files,
@@ -184,9 +212,10 @@ pub fn seed(
                 i.skipped.len()
             );
         }
-        println!("published in the local store (no tracker configured)");
+        if !tracker {
+            println!("published in the local store (no tracker configured)");
+        }
     }
-    Ok(())
 }
 
 /// Accepts a 40-hex infohash, a 32-character base32 one, a magnet link, or a .torrent file.
@@ -214,6 +243,47 @@ fn parse_target(s: &str, home: &Path) -> Result<InfoHash, Failure> {
     }
     let store = swarmbak_format::Store::new(home.join("store"));
     Ok(store.resolve(s)?)
+}
+
+/// The bytes of a .torrent given as the fetch target, if it is one.
+fn torrent_file(s: &str) -> Option<Vec<u8>> {
+    let p = Path::new(s);
+    if s.starts_with("magnet:") || !p.is_file() {
+        return None;
+    }
+    fs::read(p).ok()
+}
+
+/// A tracker base URL from a magnet's `tr=` or a .torrent's `announce`.
+fn tracker_of(target: &str, torrent: Option<&[u8]>) -> Option<String> {
+    let announce = if let Some(rest) = target.strip_prefix("magnet:?") {
+        rest.split('&')
+            .find_map(|kv| kv.strip_prefix("tr="))
+            .map(percent_decode)
+    } else {
+        torrent
+            .and_then(|b| swarmbak_metainfo::Metainfo::from_bytes(b).ok())
+            .and_then(|m| m.announce().map(|a| a.to_string()))
+    }?;
+    Some(announce.trim_end_matches("/announce").to_string())
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn parse_hash(v: &str) -> Result<InfoHash, Failure> {
@@ -272,6 +342,18 @@ pub fn fetch(
             .identities()?,
     };
     let store = swarmbak_format::Store::new(ctx.home.join("store"));
+    let home = Home::open(&ctx.home).ok();
+    let torrent = torrent_file(target);
+    let tracker = home
+        .as_ref()
+        .and_then(|h| h.config().tracker.clone())
+        .or_else(|| tracker_of(target, torrent.as_deref()));
+    let me = match &home {
+        Some(h) => h.config().public_key.as_bytes().to_vec(),
+        None => format!("fetch-{}", hex::encode(rand::random::<[u8; 8]>())).into_bytes(),
+    };
+    let downloaded =
+        crate::net::fetch_into_store(ctx, &store, &ih, torrent, tracker, &identities, me)?;
     // Repairs are written back only when no other process is writing the store.
     let lock = Home::open(&ctx.home).ok().and_then(|h| h.lock().ok());
     let src = swarmbak_format::restore::LocalSource {
@@ -293,7 +375,7 @@ pub fn fetch(
         ctx,
         json!({"event": "restored", "infohash": ih.to_hex(), "to": to, "files": r.files, "dirs": r.dirs,
                "symlinks": r.symlinks, "bytes": r.bytes, "resumed": r.resumed, "repaired": r.repaired,
-               "seconds": secs}),
+               "downloaded_bytes": downloaded, "seconds": secs}),
         || {
             let mut s = format!(
                 "restored {} files, {} dirs, {} symlinks ({}) into {}{} in {:.1}s",
@@ -447,7 +529,7 @@ pub fn export(ctx: &Ctx, infohash: &str, file: &Path) -> R {
     Ok(())
 }
 
-fn utc(t: i64) -> String {
+pub fn utc(t: i64) -> String {
     // Civil date from Unix time (UTC), without a date library.
     let days = t.div_euclid(86400);
     let secs = t.rem_euclid(86400);
@@ -471,10 +553,7 @@ fn utc(t: i64) -> String {
 
 pub fn snapshots(ctx: &Ctx, machine: Option<String>) -> R {
     if let Some(m) = machine {
-        return Err(Failure::new(
-            2,
-            format!("listing machine {m:?}'s snapshots needs the tracker, which is not in this build yet"),
-        ));
+        return crate::net::machine_snapshots(ctx, &m);
     }
     let home = Home::open(&ctx.home)?;
     let list = home.store().own_snapshots()?;
@@ -502,6 +581,17 @@ pub fn snapshots(ctx: &Ctx, machine: Option<String>) -> R {
 }
 
 pub fn health(ctx: &Ctx, infohash: &str) -> R {
+    if let Ok(home) = Home::open(&ctx.home) {
+        if let Some(t) = home.config().tracker.clone() {
+            let ih = parse_target(infohash, &ctx.home)?;
+            return crate::net::swarm_health(
+                ctx,
+                &ih,
+                &t,
+                home.config().public_key.as_bytes().to_vec(),
+            );
+        }
+    }
     scrub(ctx, infohash, false)
 }
 

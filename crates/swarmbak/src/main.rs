@@ -3,6 +3,7 @@
 
 mod cmd;
 mod demo;
+mod net;
 mod ui;
 
 use std::path::PathBuf;
@@ -107,6 +108,9 @@ enum Command {
         listen: String,
         #[arg(long)]
         data: PathBuf,
+        /// Announce interval handed to peers, in seconds (default 60).
+        #[arg(long, value_name = "SECONDS")]
+        interval: Option<u64>,
     },
     /// An end-to-end run on a generated tree: back up, lose shards, restore with the
     /// recovery key, compare byte for byte.
@@ -159,7 +163,16 @@ fn main() -> ExitCode {
             copies,
             k,
             m,
-        } => cmd::init(&ctx, name, tracker, enroll, recovery_recipient, copies, k, m),
+        } => cmd::init(
+            &ctx,
+            name,
+            tracker,
+            enroll,
+            recovery_recipient,
+            copies,
+            k,
+            m,
+        ),
         Command::Seed {
             paths,
             until,
@@ -177,10 +190,12 @@ fn main() -> ExitCode {
         Command::Snapshots { machine } => cmd::snapshots(&ctx, machine),
         Command::Health { infohash } => cmd::health(&ctx, &infohash),
         Command::Repair { infohash } => cmd::repair(&ctx, &infohash),
-        Command::Agent { .. } | Command::Tracker { .. } => Err(cmd::Failure::new(
-            2,
-            "the swarm (agent, tracker) is not in this build yet; snapshots are made and restored locally for now (`seed --until published`, `fetch`)",
-        )),
+        Command::Agent { listen } => net::agent(&ctx, listen.as_deref()),
+        Command::Tracker {
+            listen,
+            data,
+            interval,
+        } => net::tracker(&ctx, &listen, &data, interval),
         Command::Demo { size, tree, keep } => cmd::demo(&ctx, &size, tree, keep),
     };
     match r {

@@ -38,6 +38,24 @@ impl Ui {
         }
     }
 
+    /// Turns the bar into a plain counter of `total` units (pieces, copies).
+    pub fn counter(&self, total: u64) {
+        if let Some(b) = &self.bar {
+            b.set_style(
+                ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            b.set_length(total);
+        }
+    }
+
+    pub fn set(&self, pos: u64) {
+        if let Some(b) = &self.bar {
+            b.set_position(pos);
+        }
+    }
+
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();

@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_swarmbak");
 
+pub mod procs;
+
 /// Runs `swarmbak --home HOME args...` and returns its output (whatever the status).
 pub fn run(home: &Path, args: &[&str]) -> Output {
     let mut c = Command::new(BIN);

@@ -1,0 +1,352 @@
+//! The engine: a listening socket, the torrents this machine takes part in, their
+//! announces and connections, and the choker.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use swarmbak_format::InfoHash;
+use swarmbak_tracker::{AnnounceEvent, AnnounceRequest, TrackerClient};
+use swarmbak_wire::{
+    ChokeDecision, Choker, ChokerConfig, Frame, Handshake, Limits, PeerCodec, PeerStats, Reserved,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+use crate::peer::{self, Conn, Control, End};
+use crate::torrent::{PeerKey, Torrent};
+
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub listen: SocketAddr,
+    /// This machine's key (sent as `sb_key`; machines are counted by it).
+    pub machine_key: Vec<u8>,
+    pub tracker: Option<TrackerClient>,
+    /// Announce at least this often (the tracker's interval permitting less).
+    pub announce_every: Duration,
+    /// Print connection events to stderr.
+    pub verbose: bool,
+}
+
+struct Entry {
+    torrent: Arc<Torrent>,
+    choker: Choker<PeerKey>,
+    /// Bytes counted at the last choker round, for rates.
+    last: HashMap<PeerKey, (u64, u64)>,
+}
+
+/// A live connection: its torrent, remote address and control channel.
+type ConnEntry = (InfoHash, SocketAddr, mpsc::UnboundedSender<Control>);
+
+struct Inner {
+    cfg: EngineConfig,
+    local: SocketAddr,
+    peer_id: [u8; 20],
+    next_key: AtomicU64,
+    torrents: Mutex<HashMap<InfoHash, Entry>>,
+    /// Connections by (torrent, remote address), and each one's control channel.
+    conns: Mutex<HashMap<PeerKey, ConnEntry>>,
+}
+
+/// A running engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine(Arc<Inner>);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn new_peer_id() -> [u8; 20] {
+    let mut id = [0u8; 20];
+    id[..8].copy_from_slice(b"-SB0100-");
+    let r: [u8; 12] = rand::random();
+    id[8..].copy_from_slice(&r);
+    id
+}
+
+impl Engine {
+    /// Binds the listening socket and starts accepting and choking.
+    pub async fn start(cfg: EngineConfig) -> std::io::Result<Engine> {
+        let listener = TcpListener::bind(cfg.listen).await?;
+        let local = listener.local_addr()?;
+        let e = Engine(Arc::new(Inner {
+            cfg,
+            local,
+            peer_id: new_peer_id(),
+            next_key: AtomicU64::new(1),
+            torrents: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
+        }));
+        let acc = e.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((s, addr)) => {
+                        let e = acc.clone();
+                        tokio::spawn(async move { e.accept(s, addr).await });
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        let ch = e.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                t.tick().await;
+                ch.choke_round();
+            }
+        });
+        Ok(e)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.0.local
+    }
+
+    pub fn machine_key(&self) -> &[u8] {
+        &self.0.cfg.machine_key
+    }
+
+    pub fn torrent(&self, ih: &InfoHash) -> Option<Arc<Torrent>> {
+        lock(&self.0.torrents).get(ih).map(|e| e.torrent.clone())
+    }
+
+    pub fn torrents(&self) -> Vec<Arc<Torrent>> {
+        lock(&self.0.torrents)
+            .values()
+            .map(|e| e.torrent.clone())
+            .collect()
+    }
+
+    /// Takes part in a torrent: announces it (when a tracker is configured) and connects
+    /// to its peers.
+    pub fn add(&self, t: Arc<Torrent>) {
+        let ih = t.ih;
+        {
+            let mut g = lock(&self.0.torrents);
+            if g.contains_key(&ih) {
+                return;
+            }
+            // An office LAN: more regular slots and quicker rechokes than on the
+            // Internet, so a new machine gets data within seconds.
+            let cfg = ChokerConfig {
+                unchoke_slots: 8,
+                rechoke_interval: Duration::from_secs(2),
+                seed: rand::random(),
+                ..ChokerConfig::default()
+            };
+            g.insert(
+                ih,
+                Entry {
+                    torrent: t,
+                    choker: Choker::new(cfg),
+                    last: HashMap::new(),
+                },
+            );
+        }
+        if let Some(tr) = self.0.cfg.tracker.clone() {
+            let e = self.clone();
+            tokio::spawn(async move { e.announce_loop(tr, ih).await });
+        }
+    }
+
+    /// Leaves a torrent: closes its connections and stops announcing it.
+    pub fn remove(&self, ih: &InfoHash) {
+        lock(&self.0.torrents).remove(ih);
+        for (_, (t, _, tx)) in lock(&self.0.conns).iter() {
+            if t == ih {
+                let _ = tx.send(Control::Close);
+            }
+        }
+    }
+
+    async fn announce_loop(&self, tr: TrackerClient, ih: InfoHash) {
+        let mut event = Some(AnnounceEvent::Started);
+        loop {
+            let Some(t) = self.torrent(&ih) else {
+                // Left the torrent: say so, once, without retrying.
+                let mut req = AnnounceRequest::new(ih.0, self.0.peer_id, self.0.local.port(), 0);
+                req.event = Some(AnnounceEvent::Stopped);
+                let _ = tokio::time::timeout(Duration::from_secs(2), tr.announce(&req)).await;
+                return;
+            };
+            let have = t.have();
+            let left = (t.num_pieces() - have.count()) as u64 * t.layout().shard_size as u64;
+            let (up, down) = {
+                let g = t.inner();
+                g.peers
+                    .values()
+                    .fold((0, 0), |a, p| (a.0 + p.uploaded, a.1 + p.downloaded))
+            };
+            let mut req = AnnounceRequest::new(ih.0, self.0.peer_id, self.0.local.port(), left);
+            req.event = event;
+            req.uploaded = up;
+            req.downloaded = down;
+            req.machine = Some(hex::encode(&self.0.cfg.machine_key));
+            req.numwant = Some(200);
+            let mut wait = self.0.cfg.announce_every;
+            match tokio::time::timeout(Duration::from_secs(20), tr.announce(&req)).await {
+                Ok(Ok(resp)) => {
+                    event = None;
+                    for p in resp.peers {
+                        self.connect(ih, p.addr);
+                    }
+                    wait = wait.min(resp.interval.max(Duration::from_millis(200)));
+                }
+                Ok(Err(e)) => {
+                    if self.0.cfg.verbose {
+                        eprintln!("swarmbak: announce {ih}: {e}");
+                    }
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn is_self(&self, addr: SocketAddr) -> bool {
+        addr.port() == self.0.local.port()
+            && (addr.ip() == self.0.local.ip()
+                || addr.ip().is_loopback()
+                || self.0.local.ip().is_unspecified())
+    }
+
+    /// Connects to a peer of a torrent unless already connected or banned.
+    pub fn connect(&self, ih: InfoHash, addr: SocketAddr) {
+        if self.is_self(addr) {
+            return;
+        }
+        let Some(t) = self.torrent(&ih) else { return };
+        if t.inner().banned_addrs.contains(&addr) {
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let key = self.0.next_key.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut c = lock(&self.0.conns);
+            if c.values().any(|(i, a, _)| *i == ih && *a == addr) {
+                return;
+            }
+            c.insert(key, (ih, addr, tx));
+        }
+        let conn = Conn {
+            key,
+            addr,
+            torrent: t,
+            peer_id: self.0.peer_id,
+            listen_port: self.0.local.port(),
+            control: rx,
+        };
+        let e = self.clone();
+        tokio::spawn(async move {
+            let end = peer::connect(conn).await;
+            e.ended(key, ih, addr, end);
+        });
+    }
+
+    fn ended(&self, key: PeerKey, ih: InfoHash, addr: SocketAddr, end: End) {
+        lock(&self.0.conns).remove(&key);
+        if self.0.cfg.verbose {
+            eprintln!("swarmbak: peer {addr} ({ih}): {end:?}");
+        }
+    }
+
+    async fn accept(&self, s: TcpStream, addr: SocketAddr) {
+        let _ = s.set_nodelay(true);
+        let mut framed = Framed::new(s, PeerCodec::new(Limits::default()));
+        let theirs = match tokio::time::timeout(Duration::from_secs(10), framed.next()).await {
+            Ok(Some(Ok(Frame::Handshake(h)))) => h,
+            _ => return,
+        };
+        let ih = InfoHash(theirs.info_hash);
+        let Some(t) = self.torrent(&ih) else { return };
+        if theirs.peer_id == self.0.peer_id || t.inner().banned_addrs.contains(&addr) {
+            return;
+        }
+        *framed.codec_mut().limits_mut() = Limits::for_pieces(t.num_pieces());
+        let mut hs = Handshake::new(ih.0, self.0.peer_id);
+        hs.reserved = Reserved::default()
+            .with_fast(true)
+            .with_extension_protocol(true);
+        if framed.send(Frame::Handshake(hs)).await.is_err() {
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let key = self.0.next_key.fetch_add(1, Ordering::Relaxed);
+        lock(&self.0.conns).insert(key, (ih, addr, tx));
+        let conn = Conn {
+            key,
+            addr,
+            torrent: t,
+            peer_id: self.0.peer_id,
+            listen_port: self.0.local.port(),
+            control: rx,
+        };
+        let end = peer::accepted(conn, framed, theirs.reserved).await;
+        self.ended(key, ih, addr, end);
+    }
+
+    /// One round of the choker for every torrent (rates over the last second).
+    fn choke_round(&self) {
+        let now = Instant::now();
+        let mut decisions: Vec<(PeerKey, ChokeDecision)> = Vec::new();
+        {
+            let mut g = lock(&self.0.torrents);
+            for e in g.values_mut() {
+                let seeding = e.torrent.inner().picker.is_complete() || {
+                    let inner = e.torrent.inner();
+                    (0..inner.picker.num_pieces()).all(|p| !inner.picker.is_wanted(p))
+                };
+                e.choker.set_seeding(seeding);
+                let stats: Vec<PeerStats<PeerKey>> = {
+                    let inner = e.torrent.inner();
+                    inner
+                        .peers
+                        .iter()
+                        .map(|(k, v)| {
+                            let (d0, u0) =
+                                e.last.get(k).copied().unwrap_or((v.downloaded, v.uploaded));
+                            PeerStats {
+                                key: *k,
+                                interested: v.interested,
+                                download_rate: v.downloaded.saturating_sub(d0),
+                                upload_rate: v.uploaded.saturating_sub(u0),
+                                snubbed: false,
+                            }
+                        })
+                        .collect()
+                };
+                e.last = e
+                    .torrent
+                    .inner()
+                    .peers
+                    .iter()
+                    .map(|(k, v)| (*k, (v.downloaded, v.uploaded)))
+                    .collect();
+                decisions.extend(e.choker.tick(now, &stats));
+            }
+        }
+        let c = lock(&self.0.conns);
+        for (k, d) in decisions {
+            if let Some((_, _, tx)) = c.get(&k) {
+                let _ = tx.send(match d {
+                    ChokeDecision::Choke => Control::Choke,
+                    ChokeDecision::Unchoke => Control::Unchoke,
+                });
+            }
+        }
+    }
+
+    /// Connected peers per torrent (for status).
+    pub fn connections(&self) -> HashSet<(InfoHash, SocketAddr)> {
+        lock(&self.0.conns)
+            .values()
+            .map(|(i, a, _)| (*i, *a))
+            .collect()
+    }
+}

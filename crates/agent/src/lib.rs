@@ -1,0 +1,9 @@
+//! swarmbak's peer engine: seeds, fetches and replicates snapshots over the BitTorrent
+//! wire protocol (crates/wire), finding peers through the tracker (crates/tracker).
+
+pub mod engine;
+pub mod peer;
+pub mod torrent;
+
+pub use engine::{Engine, EngineConfig};
+pub use torrent::{Role, Torrent};

@@ -1,0 +1,519 @@
+//! One peer connection: handshake, extension handshake, then serve and download blocks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use swarmbak_wire::{
+    Bitfield, BlockOutcome, BlockRef, ExtensionHandshake, Frame, Handshake, Limits, Message,
+    MetadataMessage, PeerCodec, Reserved, BLOCK_SIZE, EXTENSION_HANDSHAKE_ID, SB_MACHINE,
+    UT_METADATA,
+};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+use crate::torrent::{PeerKey, PeerView, Torrent};
+
+/// Our extension ids (what peers send to us).
+const OUR_UT_METADATA: u8 = 1;
+const OUR_SB_MACHINE: u8 = 2;
+/// Requests kept in flight per peer.
+const PIPELINE: usize = 64;
+/// Largest block a peer may request.
+const MAX_REQUEST: u32 = 128 * 1024;
+/// A peer silent this long is dropped.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Orders the engine gives a connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Control {
+    Choke,
+    Unchoke,
+    Close,
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub enum End {
+    /// Closed normally (by either side, or on our order).
+    Closed(String),
+    /// The peer misbehaved; it is banned from this torrent.
+    Banned(String),
+}
+
+pub struct Conn {
+    pub key: PeerKey,
+    pub addr: SocketAddr,
+    pub torrent: Arc<Torrent>,
+    pub peer_id: [u8; 20],
+    pub listen_port: u16,
+    pub control: mpsc::UnboundedReceiver<Control>,
+}
+
+fn reserved() -> Reserved {
+    Reserved::default()
+        .with_fast(true)
+        .with_extension_protocol(true)
+}
+
+/// Connects out and runs the connection to its end.
+pub async fn connect(conn: Conn) -> End {
+    let stream =
+        match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(conn.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return End::Closed(format!("connect: {e}")),
+            Err(_) => return End::Closed("connect: timed out".into()),
+        };
+    let _ = stream.set_nodelay(true);
+    let limits = Limits::for_pieces(conn.torrent.num_pieces());
+    let mut framed = Framed::new(stream, PeerCodec::new(limits));
+    let mut hs = Handshake::new(conn.torrent.ih.0, conn.peer_id);
+    hs.reserved = reserved();
+    if let Err(e) = framed.send(Frame::Handshake(hs)).await {
+        return End::Closed(format!("send handshake: {e}"));
+    }
+    let theirs = match tokio::time::timeout(Duration::from_secs(10), framed.next()).await {
+        Ok(Some(Ok(Frame::Handshake(h)))) => h,
+        Ok(Some(Err(e))) => return End::Closed(format!("handshake: {e}")),
+        _ => return End::Closed("no handshake".into()),
+    };
+    if theirs.info_hash != conn.torrent.ih.0 {
+        return End::Closed("handshake for another torrent".into());
+    }
+    if theirs.peer_id == conn.peer_id {
+        return End::Closed("connected to ourselves".into());
+    }
+    run(conn, framed, theirs.reserved).await
+}
+
+/// Runs an accepted connection whose handshake was read (and answered) by the engine.
+pub async fn accepted(conn: Conn, framed: Framed<TcpStream, PeerCodec>, theirs: Reserved) -> End {
+    run(conn, framed, theirs).await
+}
+
+struct State {
+    fast: bool,
+    ext: bool,
+    their_ut_metadata: Option<u8>,
+    am_choking: bool,
+    am_interested: bool,
+    peer_choking: bool,
+    in_flight: Vec<BlockRef>,
+    allowed_fast: Vec<u32>,
+    last_heard: Instant,
+    last_sent: Instant,
+}
+
+async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: Reserved) -> End {
+    let t = conn.torrent.clone();
+    let n = t.num_pieces();
+    let common = reserved().common(theirs);
+    let mut st = State {
+        fast: common.fast(),
+        ext: common.extension_protocol(),
+        their_ut_metadata: None,
+        am_choking: true,
+        am_interested: false,
+        peer_choking: true,
+        in_flight: Vec::new(),
+        allowed_fast: Vec::new(),
+        last_heard: Instant::now(),
+        last_sent: Instant::now(),
+    };
+    let mut haves = t.haves.subscribe();
+    t.inner().peers.insert(
+        conn.key,
+        PeerView {
+            addr: conn.addr,
+            machine: None,
+            has: Bitfield::new(n),
+            interested: false,
+            downloaded: 0,
+            uploaded: 0,
+        },
+    );
+    let end = async {
+        // Extension handshake, then what we have.
+        if st.ext {
+            let mut eh = ExtensionHandshake::default();
+            eh.extensions.insert(UT_METADATA.to_string(), OUR_UT_METADATA);
+            eh.extensions.insert(SB_MACHINE.to_string(), OUR_SB_MACHINE);
+            eh.client = Some(format!("swarmbak {}", env!("CARGO_PKG_VERSION")));
+            eh.port = Some(conn.listen_port);
+            eh.reqq = Some(512);
+            eh.metadata_size = Some(t.info.len() as u64);
+            eh.sb_key = Some(t.me.clone());
+            send(&mut framed, Message::Extended { id: EXTENSION_HANDSHAKE_ID, payload: Bytes::from(eh.encode()) }).await?;
+        }
+        let have = t.have();
+        if st.fast && have.has_all() {
+            send(&mut framed, Message::HaveAll).await?;
+        } else if st.fast && have.has_none() {
+            send(&mut framed, Message::HaveNone).await?;
+        } else if !have.has_none() {
+            send(&mut framed, Message::Bitfield(Bytes::copy_from_slice(have.as_bytes()))).await?;
+        }
+        update_interest(&t, conn.key, &mut st, &mut framed).await?;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                frame = framed.next() => {
+                    let msg = match frame {
+                        Some(Ok(Frame::Message(m))) => m,
+                        Some(Ok(Frame::Handshake(_))) => return Err(End::Banned("a second handshake".into())),
+                        Some(Err(e)) => return Err(End::Banned(format!("malformed message: {e}"))),
+                        None => return Err(End::Closed("peer closed the connection".into())),
+                    };
+                    st.last_heard = Instant::now();
+                    on_message(&t, conn.key, &mut st, &mut framed, msg).await?;
+                }
+                have = haves.recv() => {
+                    match have {
+                        Ok(p) => {
+                            send(&mut framed, Message::Have(p)).await?;
+                            st.last_sent = Instant::now();
+                            update_interest(&t, conn.key, &mut st, &mut framed).await?;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => return Err(End::Closed("torrent closed".into())),
+                    }
+                }
+                c = conn.control.recv() => {
+                    match c {
+                        Some(Control::Choke) if !st.am_choking => {
+                            st.am_choking = true;
+                            send(&mut framed, Message::Choke).await?;
+                        }
+                        Some(Control::Unchoke) if st.am_choking => {
+                            st.am_choking = false;
+                            send(&mut framed, Message::Unchoke).await?;
+                        }
+                        Some(Control::Close) | None => return Err(End::Closed("closed by us".into())),
+                        _ => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    if st.last_heard.elapsed() > IDLE_TIMEOUT {
+                        return Err(End::Closed("peer idle".into()));
+                    }
+                    if st.last_sent.elapsed() > Duration::from_secs(60) {
+                        send(&mut framed, Message::KeepAlive).await?;
+                        st.last_sent = Instant::now();
+                    }
+                    update_interest(&t, conn.key, &mut st, &mut framed).await?;
+                    request_more(&t, conn.key, &mut st, &mut framed).await?;
+                }
+            }
+        }
+    }
+    .await;
+    let end = match end {
+        Ok(()) => End::Closed("done".into()),
+        Err(e) => e,
+    };
+    let mut g = t.inner();
+    if let Some(v) = g.peers.remove(&conn.key) {
+        g.picker.remove_peer(&conn.key, &v.has);
+    }
+    if let End::Banned(_) = &end {
+        g.banned_addrs.insert(conn.addr);
+    }
+    drop(g);
+    t.update_wanted();
+    end
+}
+
+type F = Framed<TcpStream, PeerCodec>;
+
+async fn send(framed: &mut F, m: Message) -> Result<(), End> {
+    framed
+        .send(Frame::Message(m))
+        .await
+        .map_err(|e| End::Closed(format!("send: {e}")))
+}
+
+async fn update_interest(
+    t: &Torrent,
+    key: PeerKey,
+    st: &mut State,
+    framed: &mut F,
+) -> Result<(), End> {
+    let want = {
+        let g = t.inner();
+        g.peers
+            .get(&key)
+            .map(|v| g.picker.is_interesting(&v.has))
+            .unwrap_or(false)
+    };
+    if want != st.am_interested {
+        st.am_interested = want;
+        send(
+            framed,
+            if want {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn request_more(
+    t: &Torrent,
+    key: PeerKey,
+    st: &mut State,
+    framed: &mut F,
+) -> Result<(), End> {
+    if !st.am_interested || st.in_flight.len() >= PIPELINE {
+        return Ok(());
+    }
+    if st.peer_choking && (!st.fast || st.allowed_fast.is_empty()) {
+        return Ok(());
+    }
+    let blocks = {
+        let mut g = t.inner();
+        let Some(has) = g.peers.get(&key).map(|v| v.has.clone()) else {
+            return Ok(());
+        };
+        let allowed = if st.peer_choking {
+            Some(st.allowed_fast.as_slice())
+        } else {
+            None
+        };
+        g.picker
+            .pick(&key, &has, PIPELINE - st.in_flight.len(), allowed)
+    };
+    for b in blocks {
+        st.in_flight.push(b);
+        send(framed, Message::Request(b)).await?;
+    }
+    Ok(())
+}
+
+fn forget(st: &mut State, b: &BlockRef) {
+    if let Some(i) = st.in_flight.iter().position(|x| x == b) {
+        st.in_flight.swap_remove(i);
+    }
+}
+
+async fn on_message(
+    t: &Torrent,
+    key: PeerKey,
+    st: &mut State,
+    framed: &mut F,
+    msg: Message,
+) -> Result<(), End> {
+    let n = t.num_pieces();
+    match msg {
+        Message::KeepAlive | Message::Port(_) | Message::Suggest(_) | Message::Unknown { .. } => {}
+        Message::Choke => {
+            st.peer_choking = true;
+            if !st.fast {
+                // Without the fast extension a choke drops every outstanding request.
+                let mut g = t.inner();
+                for b in st.in_flight.drain(..) {
+                    g.picker.request_failed(&key, &b);
+                }
+            }
+        }
+        Message::Unchoke => {
+            st.peer_choking = false;
+            request_more(t, key, st, framed).await?;
+        }
+        Message::Interested | Message::NotInterested => {
+            let on = matches!(msg, Message::Interested);
+            if let Some(v) = t.inner().peers.get_mut(&key) {
+                v.interested = on;
+            }
+        }
+        Message::Have(p) => {
+            if p >= n {
+                return Err(End::Banned(format!("have for piece {p} of {n}")));
+            }
+            {
+                let mut g = t.inner();
+                let newly = g.peers.get_mut(&key).map(|v| {
+                    !v.has.get(p) && {
+                        v.has.set(p, true);
+                        true
+                    }
+                });
+                if newly == Some(true) {
+                    g.picker.add_have(p);
+                }
+            }
+            t.update_wanted();
+            update_interest(t, key, st, framed).await?;
+        }
+        Message::Bitfield(b) => {
+            let bf = Bitfield::from_bytes(&b, n)
+                .map_err(|e| End::Banned(format!("bad bitfield: {e}")))?;
+            set_has(t, key, bf);
+            update_interest(t, key, st, framed).await?;
+        }
+        Message::HaveAll | Message::HaveNone => {
+            let bf = if matches!(msg, Message::HaveAll) {
+                Bitfield::full(n)
+            } else {
+                Bitfield::new(n)
+            };
+            set_has(t, key, bf);
+            update_interest(t, key, st, framed).await?;
+        }
+        Message::AllowedFast(p) if p < n && !st.allowed_fast.contains(&p) => {
+            st.allowed_fast.push(p);
+        }
+        Message::Request(b) => {
+            let valid = b.piece < n
+                && b.length > 0
+                && b.length <= MAX_REQUEST
+                && (b.offset as u64 + b.length as u64) <= t.layout().shard_size as u64;
+            if !valid {
+                return Err(End::Banned(format!("invalid request {b:?}")));
+            }
+            let data = if st.am_choking {
+                None
+            } else {
+                t.read_block(b.piece, b.offset, b.length)
+            };
+            match data {
+                Some(d) => {
+                    if let Some(v) = t.inner().peers.get_mut(&key) {
+                        v.uploaded += d.len() as u64;
+                    }
+                    send(
+                        framed,
+                        Message::Piece {
+                            piece: b.piece,
+                            offset: b.offset,
+                            data: Bytes::from(d),
+                        },
+                    )
+                    .await?;
+                    st.last_sent = Instant::now();
+                }
+                None if st.fast => send(framed, Message::Reject(b)).await?,
+                None => {}
+            }
+        }
+        Message::Piece {
+            piece,
+            offset,
+            data,
+        } => {
+            let b = BlockRef::new(piece, offset, data.len() as u32);
+            forget(st, &b);
+            let outcome = t.inner().picker.block_received(&key, &b);
+            match outcome {
+                BlockOutcome::Accepted {
+                    piece_complete,
+                    cancel,
+                } => {
+                    let done = {
+                        let mut g = t.inner();
+                        if let Some(v) = g.peers.get_mut(&key) {
+                            v.downloaded += data.len() as u64;
+                        }
+                        let size = t.layout().shard_size;
+                        let buf = g.partial.entry(piece).or_insert_with(|| vec![0u8; size]);
+                        let end = offset as usize + data.len();
+                        if end > buf.len() {
+                            return Err(End::Banned("block past the end of its piece".into()));
+                        }
+                        buf[offset as usize..end].copy_from_slice(&data);
+                        if piece_complete {
+                            g.partial.remove(&piece)
+                        } else {
+                            None
+                        }
+                    };
+                    let _ = cancel;
+                    if let Some(buf) = done {
+                        match t.complete_piece(piece, &buf) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                let culprits = t.inner().picker.piece_failed(piece);
+                                let _ = culprits;
+                                return Err(End::Banned(format!(
+                                    "piece {piece} failed its SHA-1 check"
+                                )));
+                            }
+                            Err(e) => {
+                                return Err(End::Closed(format!("cannot store piece {piece}: {e}")))
+                            }
+                        }
+                    }
+                    request_more(t, key, st, framed).await?;
+                }
+                BlockOutcome::Duplicate => {}
+                _ => {
+                    // A block nobody asked for: tolerated once a request was cancelled or
+                    // timed out, but a peer that sends blocks out of range is lying.
+                    if piece >= n
+                        || offset as u64 + data.len() as u64 > t.layout().shard_size as u64
+                    {
+                        return Err(End::Banned(format!("unrequested block {b:?}")));
+                    }
+                }
+            }
+        }
+        Message::Cancel(_) => {}
+        Message::Reject(b) => {
+            forget(st, &b);
+            t.inner().picker.request_failed(&key, &b);
+        }
+        Message::Extended { id, payload } => {
+            if id == EXTENSION_HANDSHAKE_ID {
+                let eh = ExtensionHandshake::parse(&payload)
+                    .map_err(|e| End::Banned(format!("bad extension handshake: {e}")))?;
+                st.their_ut_metadata = eh.extension_id(UT_METADATA);
+                if let Some(k) = eh.sb_key {
+                    if let Some(v) = t.inner().peers.get_mut(&key) {
+                        v.machine = Some(k);
+                    }
+                    t.update_wanted();
+                }
+            } else if id == OUR_UT_METADATA {
+                if let Ok(MetadataMessage::Request { piece }) = MetadataMessage::parse(&payload) {
+                    if let Some(their) = st.their_ut_metadata {
+                        let reply = MetadataMessage::data_for(&t.info, piece)
+                            .unwrap_or(MetadataMessage::Reject { piece });
+                        send(
+                            framed,
+                            Message::Extended {
+                                id: their,
+                                payload: Bytes::from(reply.encode()),
+                            },
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn set_has(t: &Torrent, key: PeerKey, bf: Bitfield) {
+    {
+        let mut g = t.inner();
+        let old = g.peers.get(&key).map(|v| v.has.clone());
+        if let Some(old) = old {
+            g.picker.remove_peer(&key, &old);
+        }
+        g.picker.add_peer(&bf);
+        if let Some(v) = g.peers.get_mut(&key) {
+            v.has = bf;
+        }
+    }
+    t.update_wanted();
+}
+
+/// Block size used for requests.
+pub const REQUEST_SIZE: u32 = BLOCK_SIZE;

@@ -1,0 +1,339 @@
+//! One snapshot's swarm state on this machine: what we have, what we want, who has what.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sha1::{Digest, Sha1};
+use swarmbak_format::restore::SnapshotMeta;
+use swarmbak_format::{InfoHash, Layout, Store};
+use swarmbak_wire::{Bitfield, PiecePicker};
+use tokio::sync::broadcast;
+
+/// A connection's key (unique per engine).
+pub type PeerKey = u64;
+
+/// What this machine does with a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Our own snapshot, or one we hold: serve what we have, want nothing.
+    Seed,
+    /// Restore: want any k verified shards of every stripe, then stop.
+    Fetch,
+    /// Hold other machines' shards: want the shards placement assigns to us.
+    Replicate {
+        /// Target number of distinct holders other than the owner.
+        copies: usize,
+    },
+}
+
+/// What we know of one connected peer.
+#[derive(Clone, Debug)]
+pub struct PeerView {
+    pub addr: SocketAddr,
+    /// The peer's machine key (BEP 10 `sb_key`), once its extension handshake arrived.
+    pub machine: Option<Vec<u8>>,
+    pub has: Bitfield,
+    pub interested: bool,
+    pub downloaded: u64,
+    pub uploaded: u64,
+}
+
+pub struct Inner {
+    pub role: Role,
+    pub picker: PiecePicker<PeerKey>,
+    pub peers: HashMap<PeerKey, PeerView>,
+    /// Pieces being assembled from blocks.
+    pub partial: HashMap<u32, Vec<u8>>,
+    /// Peers banned from this torrent (sent data that failed its hash check, or lied).
+    pub banned: HashSet<std::net::IpAddr>,
+    /// Peers banned by address and port (loopback tests put every peer on one address).
+    pub banned_addrs: HashSet<SocketAddr>,
+}
+
+/// A snapshot this engine takes part in.
+pub struct Torrent {
+    pub ih: InfoHash,
+    pub torrent_bytes: Vec<u8>,
+    /// The raw info dictionary (served over BEP 9).
+    pub info: Vec<u8>,
+    pub meta: SnapshotMeta,
+    /// The owner's machine key, when known (from the tracker's publish record).
+    pub owner: Option<Vec<u8>>,
+    /// This machine's key.
+    pub me: Vec<u8>,
+    pub store: Store,
+    inner: Mutex<Inner>,
+    /// Pieces we just verified, for every peer task to announce.
+    pub haves: broadcast::Sender<u32>,
+    /// Bytes of verified pieces this torrent downloaded (this process).
+    pub downloaded: std::sync::atomic::AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Torrent {
+    /// Opens a snapshot held in `store` (its torrent must be there), checking which
+    /// shards are present and intact.
+    pub fn open(
+        store: &Store,
+        ih: InfoHash,
+        role: Role,
+        owner: Option<Vec<u8>>,
+        me: Vec<u8>,
+    ) -> Result<Arc<Torrent>, String> {
+        let torrent_bytes = store.torrent_bytes(&ih).map_err(|e| e.to_string())?;
+        let meta = SnapshotMeta::parse(&ih, &torrent_bytes).map_err(|e| e.to_string())?;
+        let mi =
+            swarmbak_metainfo::Metainfo::from_bytes(&torrent_bytes).map_err(|e| e.to_string())?;
+        let l = meta.layout;
+        let n = l.pieces() as u32;
+        let mut picker = PiecePicker::new(
+            n,
+            l.shard_size as u64,
+            n as u64 * l.shard_size as u64,
+            rand::random(),
+        )
+        .map_err(|e| e.to_string())?;
+        for p in 0..n {
+            if let Ok(Some(b)) = store.read_shard(&ih, p as usize) {
+                if b.len() == l.shard_size && Sha1::digest(&b)[..] == meta.hashes[p as usize][..] {
+                    picker.piece_verified(p);
+                }
+            }
+        }
+        let (haves, _) = broadcast::channel(1024);
+        let t = Arc::new(Torrent {
+            ih,
+            info: mi.raw_info().to_vec(),
+            torrent_bytes,
+            meta,
+            owner,
+            me,
+            store: store.clone(),
+            inner: Mutex::new(Inner {
+                role,
+                picker,
+                peers: HashMap::new(),
+                partial: HashMap::new(),
+                banned: HashSet::new(),
+                banned_addrs: HashSet::new(),
+            }),
+            haves,
+            downloaded: std::sync::atomic::AtomicU64::new(0),
+        });
+        t.update_wanted();
+        Ok(t)
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.meta.layout
+    }
+
+    pub fn num_pieces(&self) -> u32 {
+        self.meta.layout.pieces() as u32
+    }
+
+    pub fn inner(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    pub fn have(&self) -> Bitfield {
+        self.inner().picker.have().clone()
+    }
+
+    pub fn set_role(&self, role: Role) {
+        self.inner().role = role;
+        self.update_wanted();
+    }
+
+    /// Does every stripe have at least k verified shards here?
+    pub fn restorable_here(&self) -> bool {
+        let have = self.have();
+        let l = self.layout();
+        (0..l.stripes).all(|s| {
+            (0..l.n())
+                .filter(|&i| have.get(l.piece(s, i) as u32))
+                .count()
+                >= l.k
+        })
+    }
+
+    /// Recomputes which pieces we want, from the role and what peers hold.
+    pub fn update_wanted(&self) {
+        let mut g = self.inner();
+        let l = self.meta.layout;
+        let n = l.n();
+        let role = g.role.clone();
+        let want: Vec<bool> = match role {
+            Role::Seed => vec![false; l.pieces()],
+            Role::Fetch => {
+                let mut w = vec![false; l.pieces()];
+                for s in 0..l.stripes {
+                    let have = (0..n)
+                        .filter(|&i| g.picker.have().get(l.piece(s, i) as u32))
+                        .count();
+                    if have >= l.k {
+                        continue;
+                    }
+                    // Exactly the shards still needed: data shards first (no decoding),
+                    // then the parity shards most peers have. Pieces already being
+                    // downloaded stay wanted so their blocks are not thrown away.
+                    let mut cands: Vec<(bool, u32, usize)> = (0..n)
+                        .filter(|&i| !g.picker.have().get(l.piece(s, i) as u32))
+                        .map(|i| (i >= l.k, g.picker.availability(l.piece(s, i) as u32), i))
+                        .filter(|(_, a, _)| *a > 0)
+                        .collect();
+                    cands.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+                    for (_, _, i) in cands.into_iter().take(l.k - have) {
+                        w[l.piece(s, i)] = true;
+                    }
+                }
+                w
+            }
+            Role::Replicate { copies } => {
+                let machines = self.online_machines(&g);
+                (0..l.pieces())
+                    .map(|p| {
+                        let (_, shard) = l.locate(p);
+                        assigned(&self.ih, shard, &machines, copies, Some(&self.me))
+                    })
+                    .collect()
+            }
+        };
+        for (p, w) in want.into_iter().enumerate() {
+            let p = p as u32;
+            if g.picker.is_wanted(p) != w {
+                g.picker.set_wanted(p, w);
+            }
+        }
+    }
+
+    /// Machine keys of connected peers (not the owner), plus ours.
+    fn online_machines(&self, g: &Inner) -> Vec<Vec<u8>> {
+        let me = Some(self.me.as_slice());
+        let mut v: Vec<Vec<u8>> = g
+            .peers
+            .values()
+            .filter_map(|p| p.machine.clone())
+            .filter(|k| Some(k) != self.owner.as_ref())
+            .collect();
+        if let Some(me) = me {
+            if Some(me) != self.owner.as_deref() {
+                v.push(me.to_vec());
+            }
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Distinct machines (by key) other than the owner holding each piece, among
+    /// connected peers and ourselves.
+    pub fn holders(&self) -> Vec<usize> {
+        let me = Some(self.me.as_slice());
+        let g = self.inner();
+        let n = self.num_pieces();
+        let mut sets: Vec<HashSet<Vec<u8>>> = vec![HashSet::new(); n as usize];
+        for p in g.peers.values() {
+            let Some(k) = &p.machine else { continue };
+            if Some(k) == self.owner.as_ref() {
+                continue;
+            }
+            for i in p.has.iter_ones() {
+                sets[i as usize].insert(k.clone());
+            }
+        }
+        if let Some(me) = me {
+            if Some(me) != self.owner.as_deref() {
+                for i in g.picker.have().iter_ones() {
+                    sets[i as usize].insert(me.to_vec());
+                }
+            }
+        }
+        sets.into_iter().map(|s| s.len()).collect()
+    }
+
+    /// Every machine (by key, the owner included) that holds each piece, among connected
+    /// peers and ourselves.
+    pub fn holder_sets(&self) -> Vec<Vec<Vec<u8>>> {
+        let g = self.inner();
+        let n = self.num_pieces() as usize;
+        let mut sets: Vec<Vec<Vec<u8>>> = vec![Vec::new(); n];
+        let mut add = |i: usize, k: &Vec<u8>| {
+            if !sets[i].contains(k) {
+                sets[i].push(k.clone());
+            }
+        };
+        for p in g.peers.values() {
+            if let Some(k) = &p.machine {
+                for i in p.has.iter_ones() {
+                    add(i as usize, k);
+                }
+            }
+        }
+        for i in g.picker.have().iter_ones() {
+            add(i as usize, &self.me);
+        }
+        sets
+    }
+
+    /// Verifies a completed piece and stores it. Returns false when the hash is wrong.
+    pub fn complete_piece(&self, piece: u32, data: &[u8]) -> Result<bool, String> {
+        let ok = data.len() == self.meta.layout.shard_size
+            && Sha1::digest(data)[..] == self.meta.hashes[piece as usize][..];
+        if !ok {
+            return Ok(false);
+        }
+        self.store
+            .write_shard(&self.ih, piece as usize, data)
+            .map_err(|e| e.to_string())?;
+        self.inner().picker.piece_verified(piece);
+        self.downloaded
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.haves.send(piece);
+        self.update_wanted();
+        Ok(true)
+    }
+
+    /// Reads a block of a piece we have.
+    pub fn read_block(&self, piece: u32, offset: u32, len: u32) -> Option<Vec<u8>> {
+        if !self.inner().picker.have().get(piece) {
+            return None;
+        }
+        let p = self.store.shard_path(&self.ih, piece as usize);
+        let f = std::fs::File::open(p).ok()?;
+        let mut buf = vec![0u8; len as usize];
+        use std::os::unix::fs::FileExt;
+        f.read_exact_at(&mut buf, offset as u64).ok()?;
+        Some(buf)
+    }
+}
+
+/// Placement (rendezvous hashing): the machines that should hold shard index `shard` of
+/// every stripe of snapshot `ih` are the `copies` online machines (other than the owner)
+/// with the highest SHA-1(machine key || infohash || shard). The same machines hold that
+/// shard of every stripe, so a snapshot depends on one group of machines, not on a new
+/// group per stripe (protocol-spec/durability.md). Returns whether `me` is among them.
+pub fn assigned(
+    ih: &InfoHash,
+    shard: usize,
+    machines: &[Vec<u8>],
+    copies: usize,
+    me: Option<&[u8]>,
+) -> bool {
+    let Some(me) = me else { return false };
+    let score = |k: &[u8]| -> [u8; 20] {
+        let mut h = Sha1::new();
+        h.update(k);
+        h.update(ih.0);
+        h.update((shard as u32).to_be_bytes());
+        h.finalize().into()
+    };
+    let mut ranked: Vec<([u8; 20], &[u8])> =
+        machines.iter().map(|k| (score(k), k.as_slice())).collect();
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
+    ranked.iter().take(copies).any(|(_, k)| *k == me)
+}

@@ -1,0 +1,786 @@
+//! The commands that talk to the network: tracker, agent, and the swarm side of seed,
+//! fetch, health and snapshots --machine.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use swarmbak_agent::{Engine, EngineConfig, Role, Torrent};
+use swarmbak_format::{backup, BackupOptions, Home, InfoHash, Store};
+use swarmbak_tracker::{TrackerClient, TrackerConfig};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::cmd::Failure;
+use crate::ui::Ui;
+use crate::{Ctx, Until};
+
+type R = Result<(), Failure>;
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(1, format!("cannot start the async runtime: {e}")))
+}
+
+fn client(url: &str) -> Result<TrackerClient, Failure> {
+    TrackerClient::new(url).map_err(|e| Failure::new(2, format!("tracker {url}: {e}")))
+}
+
+fn listening(ctx: &Ctx, addr: SocketAddr) {
+    // The contract: the first line of stdout of a listening command.
+    if ctx.json {
+        println!(
+            "{}",
+            json!({"event": "listening", "addr": addr.to_string()})
+        );
+    }
+    println!("listening {addr}");
+}
+
+/// Seconds from an environment variable (for tests and the demo), or a default.
+fn env_secs(name: &str, default: f64) -> Duration {
+    let s = std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(default);
+    Duration::from_secs_f64(s.max(0.05))
+}
+
+fn bind_addr(listen: Option<&str>) -> Result<SocketAddr, Failure> {
+    let s = listen.unwrap_or("0.0.0.0:0");
+    s.parse().map_err(|_| {
+        Failure::new(
+            2,
+            format!("--listen {s:?}: give HOST:PORT, like 0.0.0.0:6881 (port 0 picks one)"),
+        )
+    })
+}
+
+pub fn tracker(ctx: &Ctx, listen: &str, data: &Path, interval: Option<u64>) -> R {
+    let addr = bind_addr(Some(listen))?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut cfg = TrackerConfig::new(data);
+        if let Some(i) = interval {
+            cfg.interval = Duration::from_secs(i.max(1));
+            cfg.min_interval = Duration::from_secs((i / 2).max(1));
+        }
+        let data = data.to_path_buf();
+        let t = tokio::task::spawn_blocking(move || swarmbak_tracker::Tracker::open(cfg))
+            .await
+            .map_err(|e| Failure::new(1, e.to_string()))?
+            .map_err(|e| Failure::new(1, format!("{e}")))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Failure::new(1, format!("cannot listen on {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Failure::new(1, e.to_string()))?;
+        listening(ctx, local);
+        let r = t.load_report();
+        eprintln!("swarmbak tracker: data in {}; {r:?}", data.display());
+        t.serve(listener)
+            .await
+            .map_err(|e| Failure::new(1, e.to_string()))
+    })
+}
+
+fn machine_key(home: &Home) -> Vec<u8> {
+    home.config().public_key.as_bytes().to_vec()
+}
+
+async fn engine_for(home: &Home, listen: Option<&str>, verbose: bool) -> Result<Engine, Failure> {
+    let tracker = match &home.config().tracker {
+        Some(t) => Some(client(t)?),
+        None => None,
+    };
+    Engine::start(EngineConfig {
+        listen: bind_addr(listen)?,
+        machine_key: machine_key(home),
+        tracker,
+        announce_every: env_secs("SWARMBAK_ANNOUNCE_SECS", 30.0),
+        verbose,
+    })
+    .await
+    .map_err(|e| Failure::new(1, format!("cannot listen for peers: {e}")))
+}
+
+/// `swarmbak agent`: seeds this machine's snapshots, holds and replicates others'.
+pub fn agent(ctx: &Ctx, listen: Option<&str>) -> R {
+    let home = Home::open(&ctx.home)?;
+    let lock = home.lock()?;
+    let store = home.store();
+    store.clean_tmp()?;
+    let copies = home.config().copies as usize;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let engine = engine_for(
+            &home,
+            listen,
+            std::env::var_os("SWARMBAK_VERBOSE").is_some(),
+        )
+        .await?;
+        listening(ctx, engine.local_addr());
+        let me = machine_key(&home);
+        let own: HashSet<String> = store
+            .own_snapshots()?
+            .into_iter()
+            .map(|s| s.infohash)
+            .collect();
+        for ih in store.list()? {
+            let role = if own.contains(&ih.to_hex()) {
+                Role::Seed
+            } else {
+                Role::Replicate { copies }
+            };
+            let owner = if role == Role::Seed {
+                Some(me.clone())
+            } else {
+                None
+            };
+            match Torrent::open(&store, ih, role, owner, me.clone()) {
+                Ok(t) => engine.add(t),
+                Err(e) => eprintln!("swarmbak agent: skipping {ih}: {e}"),
+            }
+        }
+        let home = Arc::new(home);
+        // Seed hand-over from `swarmbak seed` on the same home.
+        let sock = ctx.home.join("agent.sock");
+        let _ = std::fs::remove_file(&sock);
+        let ul = tokio::net::UnixListener::bind(&sock)
+            .map_err(|e| Failure::new(1, format!("{}: {e}", sock.display())))?;
+        {
+            let (engine, home) = (engine.clone(), home.clone());
+            tokio::spawn(async move {
+                while let Ok((s, _)) = ul.accept().await {
+                    let (engine, home) = (engine.clone(), home.clone());
+                    tokio::spawn(async move { serve_local(s, engine, home).await });
+                }
+            });
+        }
+        let poll = env_secs("SWARMBAK_POLL_SECS", 30.0);
+        let tracker = home.config().tracker.clone();
+        let mut stop = Box::pin(shutdown_signal());
+        loop {
+            if let Some(url) = &tracker {
+                if let Err(e) = replicate_new(&engine, &store, url, copies, &me).await {
+                    eprintln!("swarmbak agent: {e}");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = &mut stop => break,
+            }
+        }
+        for t in engine.torrents() {
+            engine.remove(&t.ih);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = std::fs::remove_file(&sock);
+        drop(lock);
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Takes part in every published snapshot of other machines this agent does not hold yet.
+async fn replicate_new(
+    engine: &Engine,
+    store: &Store,
+    url: &str,
+    copies: usize,
+    me: &[u8],
+) -> Result<(), String> {
+    let c = client(url)
+        .map_err(|f| f.message)?
+        .with_retry(swarmbak_tracker::Retry::none());
+    let recs = c
+        .snapshots(None)
+        .await
+        .map_err(|e| format!("tracker: {e}"))?;
+    for r in recs {
+        let Ok(ih) = InfoHash::from_hex(&r.infohash) else {
+            continue;
+        };
+        if engine.torrent(&ih).is_some() || r.machine_key.as_bytes() == me {
+            continue;
+        }
+        if !store.has(&ih) {
+            let Ok(Some(bytes)) = c.metainfo(&ih.0).await else {
+                continue;
+            };
+            store.add_torrent(&ih, &bytes).map_err(|e| e.to_string())?;
+        }
+        match Torrent::open(
+            store,
+            ih,
+            Role::Replicate { copies },
+            Some(r.machine_key.as_bytes().to_vec()),
+            me.to_vec(),
+        ) {
+            Ok(t) => engine.add(t),
+            Err(e) => eprintln!("swarmbak agent: {ih}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// One request from a local `swarmbak seed` (JSON lines over HOME/agent.sock).
+async fn serve_local(s: tokio::net::UnixStream, engine: Engine, home: Arc<Home>) {
+    let (r, mut w) = s.into_split();
+    let mut lines = BufReader::new(r).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let reply = match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(v) => local_request(&v, &engine, &home).await,
+            Err(e) => json!({"error": format!("bad request: {e}")}),
+        };
+        if w.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn local_request(
+    v: &serde_json::Value,
+    engine: &Engine,
+    home: &Arc<Home>,
+) -> serde_json::Value {
+    match v["op"].as_str() {
+        Some("seed") => {
+            let paths: Vec<PathBuf> = v["paths"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| p.as_str().map(PathBuf::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let h = home.clone();
+            let made = tokio::task::spawn_blocking(move || {
+                let mut opts = BackupOptions::new(paths);
+                opts.announce = h.config().tracker.as_ref().map(|t| format!("{t}/announce"));
+                backup::backup_locked(&h, &opts, &backup::NoProgress)
+            })
+            .await;
+            let r = match made {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return json!({"error": e.to_string()}),
+                Err(e) => return json!({"error": e.to_string()}),
+            };
+            let store = home.store();
+            let me = machine_key(home);
+            if let Ok(t) = Torrent::open(&store, r.infohash, Role::Seed, Some(me.clone()), me) {
+                engine.add(t);
+            }
+            json!({"infohash": r.infohash.to_hex(), "info": r.info})
+        }
+        Some("publish") => {
+            let Some(ih) = v["infohash"]
+                .as_str()
+                .and_then(|s| InfoHash::from_hex(s).ok())
+            else {
+                return json!({"error": "publish needs an infohash"});
+            };
+            match publish(
+                home,
+                &ih,
+                Duration::from_secs(v["timeout"].as_u64().unwrap_or(600)),
+            )
+            .await
+            {
+                Ok(()) => json!({"published": true}),
+                Err(f) => json!({"error": f.message}),
+            }
+        }
+        Some("holders") => {
+            let Some(t) = v["infohash"]
+                .as_str()
+                .and_then(|s| InfoHash::from_hex(s).ok())
+                .and_then(|ih| engine.torrent(&ih))
+            else {
+                return json!({"error": "not a snapshot this agent serves"});
+            };
+            json!({"holders": t.holders()})
+        }
+        _ => json!({"error": "unknown op"}),
+    }
+}
+
+/// Publishes a snapshot to the configured tracker, retrying with backoff until `timeout`.
+async fn publish(home: &Home, ih: &InfoHash, timeout: Duration) -> Result<(), Failure> {
+    let Some(url) = home.config().tracker.clone() else {
+        return Ok(());
+    };
+    let bytes = home.store().torrent_bytes(ih)?;
+    let c = client(&url)?.with_retry(swarmbak_tracker::Retry::for_duration(timeout));
+    c.publish(&bytes, &home.config().public_key, &home.config().name)
+        .await
+        .map_err(|e| Failure::new(3, format!("could not publish {ih} to {url}: {e}")))?;
+    Ok(())
+}
+
+/// The swarm side of `swarmbak seed`: publish, then seed until durable (or forever).
+pub fn seed(
+    ctx: &Ctx,
+    paths: Vec<PathBuf>,
+    until: Until,
+    copies: Option<u32>,
+    timeout: Option<u64>,
+) -> R {
+    let home = Home::open(&ctx.home)?;
+    let copies = copies.unwrap_or(home.config().copies) as usize;
+    let deadline = timeout.map(|s| Instant::now() + Duration::from_secs(s));
+    let rt = runtime()?;
+    // An agent on this home holds the store: hand the backup to it.
+    let sock = ctx.home.join("agent.sock");
+    let handed = match home.lock() {
+        Ok(lock) => {
+            drop(lock);
+            false
+        }
+        Err(swarmbak_format::FormatError::Locked(_)) if sock.exists() => true,
+        Err(e) => return Err(e.into()),
+    };
+    let ih = if handed {
+        let reply = rt.block_on(local_call(&sock, json!({"op": "seed", "paths": paths})))?;
+        let ih = reply["infohash"]
+            .as_str()
+            .and_then(|s| InfoHash::from_hex(s).ok())
+            .ok_or_else(|| {
+                Failure::new(
+                    1,
+                    format!(
+                        "the agent could not make the snapshot: {}",
+                        reply["error"].as_str().unwrap_or("?")
+                    ),
+                )
+            })?;
+        crate::cmd::print_snapshot(
+            ctx,
+            &ih,
+            &serde_json::from_value(reply["info"].clone()).ok(),
+            0.0,
+            home.config().tracker.is_some(),
+        );
+        ih
+    } else {
+        crate::cmd::make_snapshot(ctx, &home, paths)?
+    };
+    if home.config().tracker.is_none() {
+        return Ok(());
+    }
+    let left = |d: Option<Instant>| {
+        d.map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600 * 24 * 365))
+    };
+    // Publish (retrying while the tracker refuses or is down).
+    let published = if handed {
+        rt.block_on(local_call(
+            &sock,
+            json!({"op": "publish", "infohash": ih.to_hex(), "timeout": left(deadline).as_secs()}),
+        ))
+        .and_then(|r| match r["error"].as_str() {
+            Some(e) => Err(Failure::new(3, e.to_string())),
+            None => Ok(()),
+        })
+    } else {
+        rt.block_on(publish(&home, &ih, left(deadline)))
+    };
+    match published {
+        Ok(()) => say(ctx, json!({"event": "published", "infohash": ih.to_hex(), "tracker": home.config().tracker}), || {
+            format!("published to {}", home.config().tracker.as_deref().unwrap_or(""))
+        }),
+        Err(f) => {
+            return Err(Failure::new(3, format!("{}; the snapshot is in the local store: run `swarmbak seed` again later, or start `swarmbak agent`", f.message)))
+        }
+    }
+    if until == Until::Published {
+        return Ok(());
+    }
+    if handed {
+        // The agent seeds; wait for durability through it.
+        return rt.block_on(async {
+            loop {
+                let r = local_call(&sock, json!({"op": "holders", "infohash": ih.to_hex()})).await?;
+                let holders: Vec<usize> = serde_json::from_value(r["holders"].clone()).unwrap_or_default();
+                if until == Until::Durable && !holders.is_empty() && holders.iter().all(|&h| h >= copies) {
+                    say(ctx, json!({"event": "durable", "infohash": ih.to_hex(), "copies": copies}), || {
+                        format!("durable: every shard is held by at least {copies} other machines; the agent keeps seeding")
+                    });
+                    return Ok(());
+                }
+                if deadline.is_some_and(|d| Instant::now() > d) {
+                    return Err(timeout_failure(&ih, &holders, copies));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
+    let lock = home.lock()?;
+    rt.block_on(async {
+        let engine = engine_for(&home, None, std::env::var_os("SWARMBAK_VERBOSE").is_some()).await?;
+        let me = machine_key(&home);
+        let t = Torrent::open(&home.store(), ih, Role::Seed, Some(me.clone()), me).map_err(|e| Failure::new(1, e))?;
+        engine.add(t.clone());
+        let ui = Ui::new(ctx.json, "durable");
+        ui.counter(t.num_pieces() as u64 * copies as u64);
+        let mut last = Vec::new();
+        loop {
+            let holders = t.holders();
+            ui.set(holders.iter().map(|&h| h.min(copies) as u64).sum());
+            if until == Until::Durable && holders.iter().all(|&h| h >= copies) {
+                ui.finish();
+                say(ctx, json!({"event": "durable", "infohash": ih.to_hex(), "copies": copies}), || {
+                    format!("durable: every shard is held by at least {copies} other machines")
+                });
+                drop(lock);
+                return Ok(());
+            }
+            if holders != last {
+                last = holders.clone();
+                if ctx.json {
+                    println!("{}", json!({"event": "holders", "infohash": ih.to_hex(), "min": holders.iter().min(), "copies": copies}));
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                ui.finish();
+                return Err(timeout_failure(&ih, &holders, copies));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+fn timeout_failure(ih: &InfoHash, holders: &[usize], copies: usize) -> Failure {
+    let short = holders.iter().filter(|&&h| h < copies).count();
+    Failure::new(
+        3,
+        format!(
+            "timed out: {short} of {} shards of {ih} are held by fewer than {copies} other machines (fewest: {}); start more agents or lower --copies; the snapshot stays published",
+            holders.len(),
+            holders.iter().min().copied().unwrap_or(0)
+        ),
+    )
+}
+
+fn say(ctx: &Ctx, v: serde_json::Value, human: impl FnOnce() -> String) {
+    if ctx.json {
+        println!("{v}");
+    } else {
+        println!("{}", human());
+    }
+}
+
+async fn local_call(sock: &Path, req: serde_json::Value) -> Result<serde_json::Value, Failure> {
+    let s = tokio::net::UnixStream::connect(sock).await.map_err(|e| {
+        Failure::new(
+            1,
+            format!("cannot reach the agent at {}: {e}", sock.display()),
+        )
+    })?;
+    let (r, mut w) = s.into_split();
+    w.write_all(format!("{req}\n").as_bytes())
+        .await
+        .map_err(|e| Failure::new(1, format!("agent: {e}")))?;
+    let mut lines = BufReader::new(r).lines();
+    match lines.next_line().await {
+        Ok(Some(l)) => serde_json::from_str(&l).map_err(|e| Failure::new(1, format!("agent: {e}"))),
+        _ => Err(Failure::new(
+            1,
+            "the agent closed the connection".to_string(),
+        )),
+    }
+}
+
+/// Makes sure `ih`'s metainfo is in the store: from a .torrent, or the tracker.
+pub async fn ensure_metainfo(
+    store: &Store,
+    ih: &InfoHash,
+    torrent: Option<&[u8]>,
+    tracker: Option<&str>,
+) -> Result<(), Failure> {
+    if store.has(ih) {
+        return Ok(());
+    }
+    if let Some(b) = torrent {
+        store.add_torrent(ih, b)?;
+        return Ok(());
+    }
+    let Some(url) = tracker else {
+        return Err(Failure::new(
+            1,
+            format!("snapshot {ih} is not in the local store and no tracker is configured: `swarmbak init --tracker http://HOST:PORT`, or give the .torrent file"),
+        ));
+    };
+    let c = client(url)?.with_retry(swarmbak_tracker::Retry::for_duration(Duration::from_secs(
+        30,
+    )));
+    match c.metainfo(&ih.0).await {
+        Ok(Some(b)) => {
+            store.add_torrent(ih, &b)?;
+            Ok(())
+        }
+        Ok(None) => Err(Failure::new(1, format!("the tracker at {url} knows no snapshot {ih}; `swarmbak snapshots --machine NAME` lists a machine's snapshots"))),
+        Err(e) => Err(Failure::new(1, format!("cannot get {ih}'s metainfo from {url}: {e}"))),
+    }
+}
+
+/// Downloads any k shards of every stripe of `ih` from the swarm into the local store;
+/// returns the bytes downloaded.
+pub async fn download(
+    ctx: &Ctx,
+    engine: &Engine,
+    store: &Store,
+    ih: &InfoHash,
+    me: &[u8],
+    timeout: Duration,
+) -> Result<u64, Failure> {
+    let t = Torrent::open(store, *ih, Role::Fetch, None, me.to_vec())
+        .map_err(|e| Failure::new(1, e))?;
+    if t.restorable_here() {
+        return Ok(0);
+    }
+    engine.add(t.clone());
+    let ui = Ui::new(ctx.json, "fetch");
+    let l = t.layout();
+    ui.counter((l.stripes * l.k) as u64);
+    let start = Instant::now();
+    let r = loop {
+        let have = t.have();
+        let got: u64 = (0..l.stripes)
+            .map(|s| {
+                (0..l.n())
+                    .filter(|&i| have.get(l.piece(s, i) as u32))
+                    .count()
+                    .min(l.k) as u64
+            })
+            .sum();
+        ui.set(got);
+        if t.restorable_here() {
+            break Ok(());
+        }
+        if start.elapsed() > timeout {
+            let avail = t.holder_sets();
+            let worst = (0..l.stripes)
+                .map(|s| {
+                    (
+                        s,
+                        (0..l.n())
+                            .filter(|&i| {
+                                have.get(l.piece(s, i) as u32) || !avail[l.piece(s, i)].is_empty()
+                            })
+                            .count(),
+                    )
+                })
+                .min_by_key(|x| x.1)
+                .unwrap_or((0, 0));
+            let peers = t.inner().peers.len();
+            break Err(Failure::new(
+                1,
+                format!(
+                    "could not get {ih}: only {} of the {} shards needed for stripe {} are reachable; {peers} peers are online; run fetch again to resume",
+                    worst.1, l.k, worst.0
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ui.finish();
+    engine.remove(ih);
+    r.map(|()| t.downloaded.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+fn restorable_locally(store: &Store, ih: &InfoHash) -> bool {
+    if !store.has(ih) {
+        return false;
+    }
+    let Ok(bytes) = store.torrent_bytes(ih) else {
+        return false;
+    };
+    let Ok(meta) = swarmbak_format::restore::SnapshotMeta::parse(ih, &bytes) else {
+        return false;
+    };
+    let l = meta.layout;
+    (0..l.stripes).all(|s| {
+        (0..l.n())
+            .filter(|&i| {
+                let p = l.piece(s, i);
+                store
+                    .shard_path(ih, p)
+                    .metadata()
+                    .map(|m| m.len() == l.shard_size as u64)
+                    .unwrap_or(false)
+            })
+            .count()
+            >= l.k
+    })
+}
+
+/// Makes `ih` and every earlier snapshot it reuses restorable from the local store,
+/// downloading from the swarm what is missing (resumable: shards already here stay).
+pub fn fetch_into_store(
+    ctx: &Ctx,
+    store: &Store,
+    ih: &InfoHash,
+    torrent: Option<Vec<u8>>,
+    tracker: Option<String>,
+    ids: &swarmbak_format::Identities,
+    me: Vec<u8>,
+) -> Result<u64, Failure> {
+    if restorable_locally(store, ih) {
+        // Parents are checked by the restore itself.
+        let src = swarmbak_format::restore::LocalSource {
+            store,
+            repair: false,
+        };
+        let reader = swarmbak_format::restore::SnapshotReader::open(
+            &src,
+            ih,
+            &swarmbak_format::backup::NoProgress,
+        )?;
+        let m = reader.manifest(ids)?;
+        if m.snapshots.iter().all(|p| restorable_locally(store, p)) {
+            return Ok(0);
+        }
+    }
+    let timeout = env_secs("SWARMBAK_FETCH_TIMEOUT_SECS", 120.0);
+    let rt = runtime()?;
+    rt.block_on(async {
+        ensure_metainfo(store, ih, torrent.as_deref(), tracker.as_deref()).await?;
+        let engine = Engine::start(EngineConfig {
+            listen: bind_addr(None)?,
+            machine_key: me.clone(),
+            tracker: match &tracker {
+                Some(t) => Some(client(t)?),
+                None => None,
+            },
+            announce_every: env_secs("SWARMBAK_ANNOUNCE_SECS", 5.0).min(Duration::from_secs(5)),
+            verbose: std::env::var_os("SWARMBAK_VERBOSE").is_some(),
+        })
+        .await
+        .map_err(|e| Failure::new(1, format!("cannot listen for peers: {e}")))?;
+        let mut got = download(ctx, &engine, store, ih, &me, timeout).await?;
+        let src = swarmbak_format::restore::LocalSource {
+            store,
+            repair: false,
+        };
+        let reader = swarmbak_format::restore::SnapshotReader::open(
+            &src,
+            ih,
+            &swarmbak_format::backup::NoProgress,
+        )?;
+        let m = reader.manifest(ids)?;
+        for p in &m.snapshots {
+            ensure_metainfo(store, p, None, tracker.as_deref()).await?;
+            got += download(ctx, &engine, store, p, &me, timeout).await?;
+        }
+        Ok(got)
+    })
+}
+
+/// `snapshots --machine NAME|KEY`: what the tracker knows of another machine.
+pub fn machine_snapshots(ctx: &Ctx, machine: &str) -> R {
+    let home = Home::open(&ctx.home)?;
+    let Some(url) = home.config().tracker.clone() else {
+        return Err(Failure::new(2, "listing another machine's snapshots needs the tracker: `swarmbak init --tracker http://HOST:PORT`"));
+    };
+    let rt = runtime()?;
+    let recs = rt.block_on(async {
+        client(&url)?
+            .snapshots(Some(machine))
+            .await
+            .map_err(|e| Failure::new(1, format!("tracker {url}: {e}")))
+    })?;
+    if recs.is_empty() {
+        return Err(Failure::new(
+            1,
+            format!("the tracker knows no snapshot of a machine named or keyed {machine:?}"),
+        ));
+    }
+    for r in &recs {
+        if ctx.json {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        } else {
+            println!(
+                "{}  {}  {:>10}  {}",
+                r.infohash,
+                crate::cmd::utc(r.published),
+                indicatif::HumanBytes(r.payload_length).to_string(),
+                r.machine_name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `health INFOHASH` against the swarm: who holds which shard right now.
+pub fn swarm_health(ctx: &Ctx, ih: &InfoHash, tracker: &str, me: Vec<u8>) -> R {
+    let store = Store::new(ctx.home.join("store"));
+    let rt = runtime()?;
+    rt.block_on(async {
+        ensure_metainfo(&store, ih, None, Some(tracker)).await?;
+        let engine = Engine::start(EngineConfig {
+            listen: bind_addr(None)?,
+            machine_key: me.clone(),
+            tracker: Some(client(tracker)?),
+            announce_every: Duration::from_secs(2),
+            verbose: false,
+        })
+        .await
+        .map_err(|e| Failure::new(1, format!("cannot listen for peers: {e}")))?;
+        let t = Torrent::open(&store, *ih, Role::Seed, None, me.clone()).map_err(|e| Failure::new(1, e))?;
+        engine.add(t.clone());
+        // Listen to the swarm for a moment: peers' bitfields arrive right after connecting.
+        let wait = env_secs("SWARMBAK_HEALTH_SECS", 3.0);
+        tokio::time::sleep(wait).await;
+        let sets = t.holder_sets();
+        let l = t.layout();
+        let mut stripes = Vec::new();
+        let mut recoverable = true;
+        for s in 0..l.stripes {
+            let reachable = (0..l.n()).filter(|&i| !sets[l.piece(s, i)].is_empty()).count();
+            recoverable &= reachable >= l.k;
+            stripes.push(reachable);
+        }
+        let machines: HashSet<&Vec<u8>> = sets.iter().flatten().collect();
+        let per_shard: Vec<usize> = sets.iter().map(|s| s.len()).collect();
+        let v = json!({"infohash": ih.to_hex(), "recoverable": recoverable, "k": l.k, "m": l.m,
+                       "stripes": l.stripes, "reachable_shards_per_stripe": stripes,
+                       "holders_per_shard": per_shard, "machines_online": machines.len(), "scope": "swarm"});
+        if ctx.json {
+            println!("{v}");
+        } else {
+            println!(
+                "{ih}: {} now; {} machines online hold its shards; {} stripes of {}+{}; fewest reachable shards in a stripe: {} (need {}); fewest holders of a shard: {}",
+                if recoverable { "recoverable" } else { "NOT recoverable" },
+                machines.len(),
+                l.stripes,
+                l.k,
+                l.m,
+                stripes.iter().min().copied().unwrap_or(0),
+                l.k,
+                per_shard.iter().min().copied().unwrap_or(0)
+            );
+        }
+        if recoverable {
+            Ok(())
+        } else {
+            Err(Failure::new(1, format!("snapshot {ih} cannot be restored from the machines online now")))
+        }
+    })
+}

@@ -1,0 +1,265 @@
+//! The swarm with real processes on 127.0.0.1: a tracker and agents; a machine backs up
+//! until durable, is lost, and a new machine restores it with the recovery key.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::procs::*;
+use common::*;
+
+struct Org {
+    dir: tempfile::TempDir,
+    tracker: Proc,
+    agents: Vec<(std::path::PathBuf, Proc)>,
+    recovery: std::path::PathBuf,
+    recovery_pub: String,
+}
+
+fn org(agents: usize) -> Org {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = tracker(dir.path());
+    let rec = swarmbak_format::Identity::generate();
+    let recovery = dir.path().join("recovery.txt");
+    fs::write(&recovery, rec.to_identity_file()).unwrap();
+    let recovery_pub = rec.to_public().to_string();
+    let mut v = Vec::new();
+    for i in 0..agents {
+        let home = dir.path().join(format!("agent{i}"));
+        init(&home, &format!("agent{i}"), &tracker.addr, &recovery_pub);
+        let p = agent(&home, &format!("agent{i}"));
+        v.push((home, p));
+    }
+    Org {
+        dir,
+        tracker,
+        agents: v,
+        recovery,
+        recovery_pub,
+    }
+}
+
+/// The owner backs up `tree` until durable; returns (owner home, infohash).
+fn seed_durable(o: &Org, tree: &Path) -> (std::path::PathBuf, String) {
+    let owner = o.dir.path().join("owner");
+    init(&owner, "owner", &o.tracker.addr, &o.recovery_pub);
+    let out = run_fast(&owner, &["seed", tree.to_str().unwrap(), "--timeout", "90"]);
+    let (so, se) = text(&out);
+    assert!(
+        out.status.success(),
+        "seed failed ({:?})\n{so}\n{se}",
+        out.status
+    );
+    let ih = so.lines().next().unwrap().to_string();
+    assert_eq!(ih.len(), 40, "{so}");
+    assert!(
+        so.contains("published to") && so.contains("durable"),
+        "{so}"
+    );
+    (owner, ih)
+}
+
+fn new_machine(o: &Org, name: &str) -> std::path::PathBuf {
+    let home = o.dir.path().join(name);
+    ok(
+        &home,
+        &[
+            "init",
+            "--name",
+            name,
+            "--tracker",
+            &format!("http://{}", o.tracker.addr),
+        ],
+    );
+    home
+}
+
+fn fetch_json(home: &Path, ih: &str, to: &Path, recovery: &Path) -> serde_json::Value {
+    let out = run_fast(
+        home,
+        &[
+            "--json",
+            "fetch",
+            ih,
+            "--to",
+            to.to_str().unwrap(),
+            "--identity",
+            recovery.to_str().unwrap(),
+        ],
+    );
+    let (so, se) = text(&out);
+    assert!(
+        out.status.success(),
+        "fetch failed ({:?})\n{so}\n{se}",
+        out.status
+    );
+    serde_json::from_str(so.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn durable_backup_of_a_lost_machine_restores_on_a_new_one_with_the_recovery_key() {
+    let o = org(5);
+    let tree = o.dir.path().join("laptop");
+    swarmbak_gentree::office(&tree, 16 << 20, 7).unwrap();
+    swarmbak_gentree::edge_with_big_file(&tree.join("edge"), 7, 1 << 20).unwrap();
+    let (owner, ih) = seed_durable(&o, &tree);
+    // Every shard has at least 2 holders other than the owner (the default copies).
+    let l = inspect_json(&owner, &ih);
+    let pieces = l["pieces"].as_u64().unwrap() as usize;
+    let mut count = vec![0; pieces];
+    for (home, _) in &o.agents {
+        for p in held(home, &ih) {
+            count[p] += 1;
+        }
+    }
+    assert!(count.iter().all(|&c| c >= 2), "copies per shard: {count:?}");
+    // The laptop is stolen.
+    fs::remove_dir_all(&owner).unwrap();
+    let newm = new_machine(&o, "replacement");
+    let list = ok(&newm, &["snapshots", "--machine", "owner"]);
+    assert!(list.contains(&ih), "{list}");
+    let to = o.dir.path().join("restored");
+    let v = fetch_json(&newm, &ih, &to, &o.recovery);
+    assert_same(&tree, &to.join("laptop"));
+    // Only what was needed: k shards of each stripe, not all k + m.
+    let k = l["swarmbak"]["k"].as_u64().unwrap();
+    let stripes = l["swarmbak"]["stripes"].as_u64().unwrap();
+    let need = k * stripes * l["piece_length"].as_u64().unwrap();
+    let got = v["downloaded_bytes"].as_u64().unwrap();
+    assert!(got <= need + need / 4, "downloaded {got} for {need} needed");
+    // Health from the swarm: recoverable, with holders per shard.
+    let h = run_fast(&newm, &["--json", "health", &ih]);
+    let hv: serde_json::Value = serde_json::from_slice(&h.stdout).unwrap();
+    assert_eq!(hv["recoverable"], true, "{hv}");
+}
+
+/// Picks agents to kill so that every stripe keeps at least k reachable shards, and some
+/// stripe is left with exactly k if that is possible.
+fn kill_set(holders: &[Vec<usize>], pieces: usize, k: usize, n: usize) -> Vec<usize> {
+    let reachable = |dead: &[usize]| -> usize {
+        let mut have = vec![false; pieces];
+        for (a, h) in holders.iter().enumerate() {
+            if !dead.contains(&a) {
+                for &p in h {
+                    have[p] = true;
+                }
+            }
+        }
+        (0..pieces / n)
+            .map(|s| (0..n).filter(|&i| have[s * n + i]).count())
+            .min()
+            .unwrap_or(0)
+    };
+    let mut dead = Vec::new();
+    loop {
+        let best = (0..holders.len())
+            .filter(|a| !dead.contains(a))
+            .map(|a| {
+                let mut d = dead.clone();
+                d.push(a);
+                (reachable(&d), a)
+            })
+            .filter(|(r, _)| *r >= k)
+            .min();
+        match best {
+            Some((_, a)) => dead.push(a),
+            None => return dead,
+        }
+    }
+}
+
+#[test]
+fn agents_killed_during_the_fetch_until_only_k_shards_of_a_stripe_remain() {
+    let o = org(5);
+    let tree = o.dir.path().join("desk");
+    swarmbak_gentree::office(&tree, 48 << 20, 9).unwrap();
+    let (owner, ih) = seed_durable(&o, &tree);
+    let l = inspect_json(&owner, &ih);
+    let (k, m) = (
+        l["swarmbak"]["k"].as_u64().unwrap() as usize,
+        l["swarmbak"]["m"].as_u64().unwrap() as usize,
+    );
+    let pieces = l["pieces"].as_u64().unwrap() as usize;
+    fs::remove_dir_all(&owner).unwrap();
+    let holders: Vec<Vec<usize>> = o.agents.iter().map(|(h, _)| held(h, &ih)).collect();
+    let dead = kill_set(&holders, pieces, k, k + m);
+    assert!(!dead.is_empty(), "some agent can be lost");
+    let newm = new_machine(&o, "replacement");
+    let to = o.dir.path().join("restored");
+    let mut agents = o.agents;
+    let ihc = ih.clone();
+    let (newc, toc, rec) = (newm.clone(), to.clone(), o.recovery.clone());
+    let fetch = std::thread::spawn(move || fetch_json(&newc, &ihc, &toc, &rec));
+    std::thread::sleep(Duration::from_millis(300));
+    for a in &dead {
+        agents[*a].1.kill();
+    }
+    fetch.join().unwrap();
+    assert_same(&tree, &to.join("desk"));
+}
+
+#[test]
+fn an_interrupted_fetch_resumes_without_downloading_again() {
+    let o = org(4);
+    let tree = o.dir.path().join("pc");
+    swarmbak_gentree::office(&tree, 64 << 20, 11).unwrap();
+    let (owner, ih) = seed_durable(&o, &tree);
+    let l = inspect_json(&owner, &ih);
+    let piece = l["piece_length"].as_u64().unwrap();
+    let need =
+        l["swarmbak"]["k"].as_u64().unwrap() * l["swarmbak"]["stripes"].as_u64().unwrap() * piece;
+    let newm = new_machine(&o, "replacement");
+    let to = o.dir.path().join("restored");
+    // Start a fetch and kill it once some shards are in.
+    let mut c = std::process::Command::new(BIN);
+    c.arg("--home").arg(&newm).args([
+        "fetch",
+        &ih,
+        "--to",
+        to.to_str().unwrap(),
+        "--identity",
+        o.recovery.to_str().unwrap(),
+    ]);
+    for (k, v) in FAST {
+        c.env(k, v);
+    }
+    let mut child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while held(&newm, &ih).len() < 4 && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let had = held(&newm, &ih).len() as u64;
+    assert!(had >= 4, "the first run got {had} shards");
+    let v = fetch_json(&newm, &ih, &to, &o.recovery);
+    assert_same(&tree, &to.join("pc"));
+    let got = v["downloaded_bytes"].as_u64().unwrap();
+    assert!(
+        got + had * piece <= need + 2 * piece,
+        "second run downloaded {got} bytes though {had} shards of {piece} bytes were already here ({need} needed)"
+    );
+}
+
+#[test]
+fn the_tracker_keeps_published_snapshots_across_a_restart() {
+    let mut o = org(3);
+    let tree = o.dir.path().join("t");
+    swarmbak_gentree::office(&tree, 2 << 20, 3).unwrap();
+    let (_owner, ih) = seed_durable(&o, &tree);
+    o.tracker.kill();
+    let t2 = tracker(o.dir.path());
+    let home = o.dir.path().join("viewer");
+    ok(
+        &home,
+        &["init", "--tracker", &format!("http://{}", t2.addr)],
+    );
+    let list = ok(&home, &["snapshots", "--machine", "owner"]);
+    assert!(list.contains(&ih), "{list}");
+}
