@@ -649,6 +649,6 @@ fn scrub(ctx: &Ctx, infohash: &str, repair: bool) -> R {
     }
 }
 
-pub fn demo(ctx: &Ctx, size: &str, tree: Option<PathBuf>, keep: bool) -> R {
-    crate::demo::run(ctx, size, tree, keep)
+pub fn demo(ctx: &Ctx, size: &str, tree: Option<PathBuf>, keep: bool, offline: bool) -> R {
+    crate::demo::run(ctx, size, tree, keep, offline)
 }

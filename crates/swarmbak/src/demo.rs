@@ -20,7 +20,7 @@ use crate::cmd::Failure;
 use crate::ui::Ui;
 use crate::Ctx;
 
-fn say(ctx: &Ctx, step: &str, msg: String) {
+pub fn say(ctx: &Ctx, step: &str, msg: String) {
     if ctx.json {
         println!("{}", json!({"event": "demo", "step": step, "message": msg}));
     } else {
@@ -28,7 +28,13 @@ fn say(ctx: &Ctx, step: &str, msg: String) {
     }
 }
 
-pub fn run(ctx: &Ctx, size: &str, tree: Option<PathBuf>, keep: bool) -> Result<(), Failure> {
+pub fn run(
+    ctx: &Ctx,
+    size: &str,
+    tree: Option<PathBuf>,
+    keep: bool,
+    offline: bool,
+) -> Result<(), Failure> {
     let bytes = swarmbak_gentree::parse_size(size)
         .ok_or_else(|| Failure::new(2, format!("--size {size:?}: give a size like 48M or 1G")))?;
     let work = std::env::temp_dir().join(format!(
@@ -36,7 +42,11 @@ pub fn run(ctx: &Ctx, size: &str, tree: Option<PathBuf>, keep: bool) -> Result<(
         hex::encode(rand::random::<[u8; 4]>())
     ));
     fs::create_dir_all(&work)?;
-    let r = run_in(ctx, &work, bytes, tree);
+    let r = if offline {
+        run_in(ctx, &work, bytes, tree)
+    } else {
+        crate::demo_swarm::run(ctx, &work, bytes, tree)
+    };
     if keep || r.is_err() {
         say(
             ctx,
@@ -49,15 +59,25 @@ pub fn run(ctx: &Ctx, size: &str, tree: Option<PathBuf>, keep: bool) -> Result<(
     r
 }
 
-fn run_in(
+pub fn run_in(
     ctx: &Ctx,
     work: &std::path::Path,
     bytes: u64,
     tree: Option<PathBuf>,
 ) -> Result<(), Failure> {
     let t0 = Instant::now();
-    // 1. The data.
-    let sources: Vec<PathBuf> = match tree {
+    let sources = sample_data(ctx, work, bytes, tree)?;
+    run_offline(ctx, work, sources, t0)
+}
+
+/// The tree the demo backs up: the one given, or a generated office tree and edge-case tree.
+pub fn sample_data(
+    ctx: &Ctx,
+    work: &std::path::Path,
+    bytes: u64,
+    tree: Option<PathBuf>,
+) -> Result<Vec<PathBuf>, Failure> {
+    Ok(match tree {
         Some(t) => vec![t],
         None => {
             let office = work.join("data/office");
@@ -78,8 +98,15 @@ fn run_in(
             );
             vec![office, edge]
         }
-    };
+    })
+}
 
+fn run_offline(
+    ctx: &Ctx,
+    work: &std::path::Path,
+    sources: Vec<PathBuf>,
+    t0: Instant,
+) -> Result<(), Failure> {
     // 2. The organisation's recovery key and the owner machine.
     let recovery = Identity::generate();
     let recovery_file = work.join("recovery-key.txt");
@@ -220,7 +247,7 @@ fn run_in(
     }
 }
 
-fn crate_treecmp(a: &std::path::Path, b: &std::path::Path) -> Result<Vec<String>, Failure> {
+pub fn crate_treecmp(a: &std::path::Path, b: &std::path::Path) -> Result<Vec<String>, Failure> {
     Ok(swarmbak::treecmp::diff(a, b, true)?)
 }
 

@@ -3,6 +3,7 @@
 
 mod cmd;
 mod demo;
+mod demo_swarm;
 mod net;
 mod ui;
 
@@ -124,6 +125,9 @@ enum Command {
         /// Keep the demo's working directory.
         #[arg(long)]
         keep: bool,
+        /// One machine only: back up, delete shards, restore from its own store.
+        #[arg(long)]
+        offline: bool,
     },
 }
 
@@ -196,7 +200,12 @@ fn main() -> ExitCode {
             data,
             interval,
         } => net::tracker(&ctx, &listen, &data, interval),
-        Command::Demo { size, tree, keep } => cmd::demo(&ctx, &size, tree, keep),
+        Command::Demo {
+            size,
+            tree,
+            keep,
+            offline,
+        } => cmd::demo(&ctx, &size, tree, keep, offline),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

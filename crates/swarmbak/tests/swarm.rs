@@ -263,3 +263,130 @@ fn the_tracker_keeps_published_snapshots_across_a_restart() {
     let list = ok(&home, &["snapshots", "--machine", "owner"]);
     assert!(list.contains(&ih), "{list}");
 }
+
+/// A peer that claims every piece and serves garbage: announced to the tracker, it is
+/// the first to unchoke the fetcher, so the fetcher surely asks it for blocks.
+mod liar {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures_util::{SinkExt, StreamExt};
+    use swarmbak_tracker::{AnnounceRequest, TrackerClient};
+    use swarmbak_wire::{
+        ExtensionHandshake, Frame, Handshake, Limits, Message, PeerCodec, Reserved,
+    };
+    use tokio_util::codec::Framed;
+
+    #[derive(Default)]
+    pub struct Counts {
+        /// Peer ids of every connection, in order.
+        pub peers: std::sync::Mutex<Vec<[u8; 20]>>,
+        pub connections: AtomicUsize,
+        pub blocks_served: AtomicUsize,
+        pub closed_by_peer: AtomicUsize,
+    }
+
+    pub async fn run(tracker: String, ih: [u8; 20], counts: Arc<Counts>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut peer_id = [b'L'; 20];
+        peer_id[..8].copy_from_slice(b"-LIAR01-");
+        tokio::spawn(async move {
+            let c = TrackerClient::new(&format!("http://{tracker}")).unwrap();
+            loop {
+                let _ = c
+                    .announce(&AnnounceRequest::new(ih, peer_id, port, 0))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            let counts = counts.clone();
+            counts.connections.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut f = Framed::new(s, PeerCodec::new(Limits::default()));
+                let Some(Ok(Frame::Handshake(theirs))) = f.next().await else {
+                    return;
+                };
+                counts.peers.lock().unwrap().push(theirs.peer_id);
+                let mut hs = Handshake::new(ih, peer_id);
+                hs.reserved = Reserved::default()
+                    .with_fast(true)
+                    .with_extension_protocol(true);
+                let _ = f.send(Frame::Handshake(hs)).await;
+                let eh = ExtensionHandshake {
+                    sb_key: Some(b"liar".to_vec()),
+                    ..Default::default()
+                };
+                let _ = f
+                    .send(Frame::Message(Message::Extended {
+                        id: 0,
+                        payload: Bytes::from(eh.encode()),
+                    }))
+                    .await;
+                let _ = f.send(Frame::Message(Message::HaveAll)).await;
+                let _ = f.send(Frame::Message(Message::Unchoke)).await;
+                while let Some(m) = f.next().await {
+                    if let Ok(Frame::Message(Message::Request(b))) = m {
+                        let junk = vec![0xA5u8; b.length as usize];
+                        counts.blocks_served.fetch_add(1, Ordering::SeqCst);
+                        if f.send(Frame::Message(Message::Piece {
+                            piece: b.piece,
+                            offset: b.offset,
+                            data: Bytes::from(junk),
+                        }))
+                        .await
+                        .is_err()
+                        {
+                            break;
+                        }
+                    }
+                }
+                counts.closed_by_peer.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    }
+}
+
+#[test]
+fn a_lying_peer_is_detected_and_banned_and_the_fetch_completes_from_honest_peers() {
+    let o = org(3);
+    let tree = o.dir.path().join("box");
+    swarmbak_gentree::office(&tree, 8 << 20, 5).unwrap();
+    let (_owner, ih) = seed_durable(&o, &tree);
+    let mut ihb = [0u8; 20];
+    for i in 0..20 {
+        ihb[i] = u8::from_str_radix(&ih[2 * i..2 * i + 2], 16).unwrap();
+    }
+    let counts = std::sync::Arc::new(liar::Counts::default());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.spawn(liar::run(o.tracker.addr.clone(), ihb, counts.clone()));
+    std::thread::sleep(Duration::from_millis(800));
+    let newm = new_machine(&o, "replacement");
+    let to = o.dir.path().join("restored");
+    fetch_json(&newm, &ih, &to, &o.recovery);
+    assert_same(&tree, &to.join("box"));
+    use std::sync::atomic::Ordering;
+    assert!(
+        counts.blocks_served.load(Ordering::SeqCst) > 0,
+        "the liar was asked for blocks"
+    );
+    assert!(
+        counts.closed_by_peer.load(Ordering::SeqCst) >= 1,
+        "the fetcher hung up on the liar"
+    );
+    // Every machine that connected did so once: a banned peer is not contacted again.
+    let peers = counts.peers.lock().unwrap().clone();
+    let mut unique = peers.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        peers.len(),
+        "a peer reconnected to the liar: {} connections",
+        counts.connections.load(Ordering::SeqCst)
+    );
+}
