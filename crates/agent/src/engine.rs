@@ -291,9 +291,15 @@ impl Engine {
         self.ended(key, ih, addr, end);
     }
 
-    /// One round of the choker for every torrent (rates over the last second).
+    /// One round of the choker for every torrent (rates over the last second); also lets
+    /// replicating torrents re-evaluate placement (takeovers are time-based).
     fn choke_round(&self) {
         let now = Instant::now();
+        for t in self.torrents() {
+            if matches!(t.inner().role, crate::torrent::Role::Replicate { .. }) {
+                t.update_wanted();
+            }
+        }
         let mut decisions: Vec<(PeerKey, ChokeDecision)> = Vec::new();
         {
             let mut g = lock(&self.0.torrents);

@@ -6,4 +6,4 @@ pub mod peer;
 pub mod torrent;
 
 pub use engine::{Engine, EngineConfig};
-pub use torrent::{Role, Torrent};
+pub use torrent::{Quota, Role, Torrent};

@@ -24,6 +24,8 @@ const OUR_SB_MACHINE: u8 = 2;
 const PIPELINE: usize = 64;
 /// Largest block a peer may request.
 const MAX_REQUEST: u32 = 128 * 1024;
+/// Requests unanswered this long go back to the picker for other peers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A peer silent this long is dropped.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -102,6 +104,8 @@ struct State {
     am_interested: bool,
     peer_choking: bool,
     in_flight: Vec<BlockRef>,
+    /// When the oldest outstanding request was sent (None: nothing outstanding).
+    waiting_since: Option<Instant>,
     allowed_fast: Vec<u32>,
     last_heard: Instant,
     last_sent: Instant,
@@ -119,6 +123,7 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
         am_interested: false,
         peer_choking: true,
         in_flight: Vec::new(),
+        waiting_since: None,
         allowed_fast: Vec::new(),
         last_heard: Instant::now(),
         last_sent: Instant::now(),
@@ -145,7 +150,9 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
             eh.port = Some(conn.listen_port);
             eh.reqq = Some(512);
             eh.metadata_size = Some(t.info.len() as u64);
-            eh.sb_key = Some(t.me.clone());
+            // Short-lived processes (fetch, health) send no key: they are not holders and
+            // must not move placement while they run.
+            eh.sb_key = if t.me.is_empty() { None } else { Some(t.me.clone()) };
             send(&mut framed, Message::Extended { id: EXTENSION_HANDSHAKE_ID, payload: Bytes::from(eh.encode()) }).await?;
         }
         let have = t.have();
@@ -202,6 +209,14 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
                     if st.last_sent.elapsed() > Duration::from_secs(60) {
                         send(&mut framed, Message::KeepAlive).await?;
                         st.last_sent = Instant::now();
+                    }
+                    // A peer that leaves requests unanswered gives them back to the picker.
+                    if st.waiting_since.is_some_and(|w| w.elapsed() > REQUEST_TIMEOUT) {
+                        let mut g = t.inner();
+                        for b in st.in_flight.drain(..) {
+                            g.picker.request_failed(&conn.key, &b);
+                        }
+                        st.waiting_since = None;
                     }
                     update_interest(&t, conn.key, &mut st, &mut framed).await?;
                     request_more(&t, conn.key, &mut st, &mut framed).await?;
@@ -289,6 +304,9 @@ async fn request_more(
             .pick(&key, &has, PIPELINE - st.in_flight.len(), allowed)
     };
     for b in blocks {
+        if st.in_flight.is_empty() {
+            st.waiting_since = Some(Instant::now());
+        }
         st.in_flight.push(b);
         send(framed, Message::Request(b)).await?;
     }
@@ -298,6 +316,12 @@ async fn request_more(
 fn forget(st: &mut State, b: &BlockRef) {
     if let Some(i) = st.in_flight.iter().position(|x| x == b) {
         st.in_flight.swap_remove(i);
+        // The peer answers: measure the next wait from now.
+        st.waiting_since = if st.in_flight.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
     }
 }
 

@@ -13,6 +13,25 @@ use tokio::sync::broadcast;
 /// A connection's key (unique per engine).
 pub type PeerKey = u64;
 
+/// A storage budget for other machines' shards, shared by the torrents that draw on it.
+#[derive(Debug)]
+pub struct Quota {
+    pub limit: u64,
+    pub used: std::sync::atomic::AtomicU64,
+}
+
+impl Quota {
+    pub fn new(limit: u64, used: u64) -> Arc<Quota> {
+        Arc::new(Quota {
+            limit,
+            used: std::sync::atomic::AtomicU64::new(used),
+        })
+    }
+    pub fn full(&self) -> bool {
+        self.used.load(std::sync::atomic::Ordering::Relaxed) >= self.limit
+    }
+}
+
 /// What this machine does with a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -68,6 +87,10 @@ pub struct Torrent {
     pub haves: broadcast::Sender<u32>,
     /// Bytes of verified pieces this torrent downloaded (this process).
     pub downloaded: std::sync::atomic::AtomicU64,
+    /// The budget replicated shards count against (none for own snapshots and fetches).
+    quota: std::sync::OnceLock<Arc<Quota>>,
+    /// When each piece was first seen with fewer holders than the target.
+    under_since: Mutex<HashMap<u32, std::time::Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,6 +146,8 @@ impl Torrent {
             }),
             haves,
             downloaded: std::sync::atomic::AtomicU64::new(0),
+            quota: std::sync::OnceLock::new(),
+            under_since: Mutex::new(HashMap::new()),
         });
         t.update_wanted();
         Ok(t)
@@ -142,6 +167,12 @@ impl Torrent {
 
     pub fn have(&self) -> Bitfield {
         self.inner().picker.have().clone()
+    }
+
+    /// Makes replicated shards count against `q`; at the limit, nothing more is wanted.
+    pub fn set_quota(&self, q: Arc<Quota>) {
+        let _ = self.quota.set(q);
+        self.update_wanted();
     }
 
     pub fn set_role(&self, role: Role) {
@@ -193,12 +224,32 @@ impl Torrent {
                 }
                 w
             }
+            Role::Replicate { .. } if self.quota.get().is_some_and(|q| q.full()) => {
+                vec![false; l.pieces()]
+            }
             Role::Replicate { copies } => {
                 let machines = self.online_machines(&g);
+                let holders = holder_counts(&g, self.owner.as_deref(), &self.me, l.pieces());
+                let now = std::time::Instant::now();
+                let mut under = lock(&self.under_since);
+                let grace = takeover_grace();
                 (0..l.pieces())
                     .map(|p| {
+                        if holders[p] >= copies {
+                            under.remove(&(p as u32));
+                            return false;
+                        }
+                        let since = *under.entry(p as u32).or_insert(now);
                         let (_, shard) = l.locate(p);
-                        assigned(&self.ih, shard, &machines, copies, Some(&self.me))
+                        match rank(&self.ih, shard, &machines, &self.me) {
+                            // Assigned: take it now.
+                            Some(r) if r < copies => true,
+                            // Next in line: take it over when the assigned machines have
+                            // not delivered (full, slow, or gone) after a grace period
+                            // that grows with the rank, so takeovers do not stampede.
+                            Some(r) => now.duration_since(since) > grace * (r - copies + 1) as u32,
+                            None => false,
+                        }
                     })
                     .collect()
             }
@@ -293,6 +344,10 @@ impl Torrent {
         self.inner().picker.piece_verified(piece);
         self.downloaded
             .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Some(q) = self.quota.get() {
+            q.used
+                .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         let _ = self.haves.send(piece);
         self.update_wanted();
         Ok(true)
@@ -312,6 +367,58 @@ impl Torrent {
     }
 }
 
+/// How long the next machine in line waits before taking over a shard its assigned
+/// holders have not delivered (SWARMBAK_TAKEOVER_SECS, default 30 s; times the rank).
+fn takeover_grace() -> std::time::Duration {
+    let s = std::env::var("SWARMBAK_TAKEOVER_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(30.0);
+    std::time::Duration::from_secs_f64(s.max(0.1))
+}
+
+/// Distinct machines other than the owner holding each piece (peers and ourselves).
+fn holder_counts(g: &Inner, owner: Option<&[u8]>, me: &[u8], n: usize) -> Vec<usize> {
+    let mut sets: Vec<HashSet<&[u8]>> = vec![HashSet::new(); n];
+    for p in g.peers.values() {
+        let Some(k) = &p.machine else { continue };
+        if Some(k.as_slice()) == owner {
+            continue;
+        }
+        for i in p.has.iter_ones() {
+            if let Some(s) = sets.get_mut(i as usize) {
+                s.insert(k);
+            }
+        }
+    }
+    if Some(me) != owner {
+        for i in g.picker.have().iter_ones() {
+            if let Some(s) = sets.get_mut(i as usize) {
+                s.insert(me);
+            }
+        }
+    }
+    sets.into_iter().map(|s| s.len()).collect()
+}
+
+/// This machine's place (0 = first) in the rendezvous ranking for shard index `shard`.
+pub fn rank(ih: &InfoHash, shard: usize, machines: &[Vec<u8>], me: &[u8]) -> Option<usize> {
+    let mut ranked: Vec<([u8; 20], &[u8])> = machines
+        .iter()
+        .map(|k| (score(ih, shard, k), k.as_slice()))
+        .collect();
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
+    ranked.iter().position(|(_, k)| *k == me)
+}
+
+fn score(ih: &InfoHash, shard: usize, k: &[u8]) -> [u8; 20] {
+    let mut h = Sha1::new();
+    h.update(k);
+    h.update(ih.0);
+    h.update((shard as u32).to_be_bytes());
+    h.finalize().into()
+}
+
 /// Placement (rendezvous hashing): the machines that should hold shard index `shard` of
 /// every stripe of snapshot `ih` are the `copies` online machines (other than the owner)
 /// with the highest SHA-1(machine key || infohash || shard). The same machines hold that
@@ -324,16 +431,6 @@ pub fn assigned(
     copies: usize,
     me: Option<&[u8]>,
 ) -> bool {
-    let Some(me) = me else { return false };
-    let score = |k: &[u8]| -> [u8; 20] {
-        let mut h = Sha1::new();
-        h.update(k);
-        h.update(ih.0);
-        h.update((shard as u32).to_be_bytes());
-        h.finalize().into()
-    };
-    let mut ranked: Vec<([u8; 20], &[u8])> =
-        machines.iter().map(|k| (score(k), k.as_slice())).collect();
-    ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
-    ranked.iter().take(copies).any(|(_, k)| *k == me)
+    me.and_then(|me| rank(ih, shard, machines, me))
+        .is_some_and(|r| r < copies)
 }

@@ -40,6 +40,9 @@ pub struct Config {
     pub m: u16,
     #[serde(default)]
     pub recovery_recipients: Vec<String>,
+    /// Most bytes of other machines' shards this machine holds (None: no limit).
+    #[serde(default)]
+    pub quota: Option<u64>,
 }
 
 /// What `swarmbak init` may set; `None` leaves a setting as it is.
@@ -52,6 +55,7 @@ pub struct InitOptions {
     pub copies: Option<u32>,
     pub k: Option<u16>,
     pub m: Option<u16>,
+    pub quota: Option<u64>,
 }
 
 pub struct Home {
@@ -119,6 +123,7 @@ impl Home {
                 k: DEFAULT_K,
                 m: DEFAULT_M,
                 recovery_recipients: Vec::new(),
+                quota: None,
             }
         } else {
             Self::read_config(root)?
@@ -140,6 +145,9 @@ impl Home {
         }
         if let Some(m) = opts.m {
             config.m = m;
+        }
+        if let Some(q) = opts.quota {
+            config.quota = Some(q);
         }
         for r in &opts.recovery_recipients {
             if !config.recovery_recipients.iter().any(|x| x == r.trim()) {

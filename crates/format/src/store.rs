@@ -211,6 +211,18 @@ impl Store {
         Ok(())
     }
 
+    /// Records the owner machine's key of a held snapshot (from the tracker), so an agent
+    /// that restarts still knows whose snapshot it is.
+    pub fn set_owner(&self, ih: &InfoHash, key: &[u8]) -> Result<(), FormatError> {
+        let p = self.snapshot_dir(ih).join("owner");
+        write_atomic(&p, key, 0o644, false).map_err(|e| FormatError::io(&p, e))
+    }
+
+    /// The owner machine's key recorded with [`Store::set_owner`].
+    pub fn owner(&self, ih: &InfoHash) -> Option<Vec<u8>> {
+        fs::read(self.snapshot_dir(ih).join("owner")).ok()
+    }
+
     pub fn torrent_bytes(&self, ih: &InfoHash) -> Result<Vec<u8>, FormatError> {
         let p = self.snapshot_dir(ih).join("torrent");
         fs::read(&p).map_err(|e| {

@@ -68,9 +68,16 @@ pub fn init(
     enroll: Option<String>,
     recovery: Vec<String>,
     copies: Option<u32>,
+    quota: Option<String>,
     k: Option<u16>,
     m: Option<u16>,
 ) -> R {
+    let quota = match quota {
+        Some(q) => Some(swarmbak_gentree::parse_size(&q).ok_or_else(|| {
+            Failure::new(2, format!("--quota {q:?}: give a size like 50G or 500M"))
+        })?),
+        None => None,
+    };
     if let Some(t) = &tracker {
         if !(t.starts_with("http://") || t.starts_with("https://")) {
             return Err(Failure::new(
@@ -89,6 +96,7 @@ pub fn init(
         copies,
         k,
         m,
+        quota,
     };
     let (home, created) = Home::init(&ctx.home, &opts)?;
     let c = home.config();
@@ -96,7 +104,7 @@ pub fn init(
         ctx,
         json!({"event": "init", "created": created, "home": ctx.home, "name": c.name,
                "public_key": c.public_key, "tracker": c.tracker, "copies": c.copies,
-               "k": c.k, "m": c.m, "recovery_recipients": c.recovery_recipients}),
+               "k": c.k, "m": c.m, "quota": c.quota, "recovery_recipients": c.recovery_recipients}),
         || {
             format!(
                 "{} machine {:?} in {}\npublic key: {}\nrecovery recipients: {}\ntracker: {}\ncopies: {}, stripes of {}+{} shards",
@@ -348,10 +356,8 @@ pub fn fetch(
         .as_ref()
         .and_then(|h| h.config().tracker.clone())
         .or_else(|| tracker_of(target, torrent.as_deref()));
-    let me = match &home {
-        Some(h) => h.config().public_key.as_bytes().to_vec(),
-        None => format!("fetch-{}", hex::encode(rand::random::<[u8; 8]>())).into_bytes(),
-    };
+    // A fetch is not a holder: it sends no machine key, so placement does not move.
+    let me = Vec::new();
     let downloaded =
         crate::net::fetch_into_store(ctx, &store, &ih, torrent, tracker, &identities, me)?;
     // Repairs are written back only when no other process is writing the store.
@@ -584,12 +590,8 @@ pub fn health(ctx: &Ctx, infohash: &str) -> R {
     if let Ok(home) = Home::open(&ctx.home) {
         if let Some(t) = home.config().tracker.clone() {
             let ih = parse_target(infohash, &ctx.home)?;
-            return crate::net::swarm_health(
-                ctx,
-                &ih,
-                &t,
-                home.config().public_key.as_bytes().to_vec(),
-            );
+            // Health watches; it is not a holder and sends no machine key.
+            return crate::net::swarm_health(ctx, &ih, &t, Vec::new());
         }
     }
     scrub(ctx, infohash, false)

@@ -20,6 +20,7 @@ const FAST: &[(&str, &str)] = &[
     ("SWARMBAK_POLL_SECS", "0.5"),
     ("SWARMBAK_ANNOUNCE_SECS", "0.5"),
     ("SWARMBAK_HEALTH_SECS", "1.5"),
+    ("SWARMBAK_TAKEOVER_SECS", "2"),
 ];
 
 /// Child processes, killed when dropped (so an error anywhere still shuts down).

@@ -53,6 +53,9 @@ enum Command {
         /// Distinct machines other than the owner that should hold each shard.
         #[arg(long)]
         copies: Option<u32>,
+        /// Most bytes of other machines' shards this machine holds (e.g. 50G).
+        #[arg(long, value_name = "SIZE")]
+        quota: Option<String>,
         /// Data shards per stripe (organisation setting).
         #[arg(long, hide = true)]
         k: Option<u16>,
@@ -165,6 +168,7 @@ fn main() -> ExitCode {
             enroll,
             recovery_recipient,
             copies,
+            quota,
             k,
             m,
         } => cmd::init(
@@ -174,6 +178,7 @@ fn main() -> ExitCode {
             enroll,
             recovery_recipient,
             copies,
+            quota,
             k,
             m,
         ),

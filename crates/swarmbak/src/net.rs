@@ -131,6 +131,7 @@ pub fn agent(ctx: &Ctx, listen: Option<&str>) -> R {
             .into_iter()
             .map(|s| s.infohash)
             .collect();
+        let mut held = Vec::new();
         for ih in store.list()? {
             let role = if own.contains(&ih.to_hex()) {
                 Role::Seed
@@ -140,11 +141,29 @@ pub fn agent(ctx: &Ctx, listen: Option<&str>) -> R {
             let owner = if role == Role::Seed {
                 Some(me.clone())
             } else {
-                None
+                store.owner(&ih)
             };
-            match Torrent::open(&store, ih, role, owner, me.clone()) {
-                Ok(t) => engine.add(t),
+            match Torrent::open(&store, ih, role.clone(), owner, me.clone()) {
+                Ok(t) => {
+                    if role != Role::Seed {
+                        held.push(t.clone());
+                    }
+                    engine.add(t)
+                }
                 Err(e) => eprintln!("swarmbak agent: skipping {ih}: {e}"),
+            }
+        }
+        // Other machines' shards count against the quota.
+        let quota = home.config().quota.map(|limit| {
+            let used = held
+                .iter()
+                .map(|t| t.have().count() as u64 * t.layout().shard_size as u64)
+                .sum();
+            swarmbak_agent::Quota::new(limit, used)
+        });
+        if let Some(q) = &quota {
+            for t in &held {
+                t.set_quota(q.clone());
             }
         }
         let home = Arc::new(home);
@@ -153,6 +172,12 @@ pub fn agent(ctx: &Ctx, listen: Option<&str>) -> R {
         let _ = std::fs::remove_file(&sock);
         let ul = tokio::net::UnixListener::bind(&sock)
             .map_err(|e| Failure::new(1, format!("{}: {e}", sock.display())))?;
+        // Only this user may hand the agent backups to make.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Failure::new(1, format!("{}: {e}", sock.display())))?;
+        }
         {
             let (engine, home) = (engine.clone(), home.clone());
             tokio::spawn(async move {
@@ -167,7 +192,9 @@ pub fn agent(ctx: &Ctx, listen: Option<&str>) -> R {
         let mut stop = Box::pin(shutdown_signal());
         loop {
             if let Some(url) = &tracker {
-                if let Err(e) = replicate_new(&engine, &store, url, copies, &me).await {
+                if let Err(e) =
+                    replicate_new(&engine, &store, url, copies, &me, quota.as_ref()).await
+                {
                     eprintln!("swarmbak agent: {e}");
                 }
             }
@@ -198,13 +225,15 @@ async fn shutdown_signal() {
     }
 }
 
-/// Takes part in every published snapshot of other machines this agent does not hold yet.
+/// Takes part in every published snapshot of other machines this agent does not hold yet
+/// (with `copies` 0: takes part, holds nothing new).
 async fn replicate_new(
     engine: &Engine,
     store: &Store,
     url: &str,
     copies: usize,
     me: &[u8],
+    quota: Option<&Arc<swarmbak_agent::Quota>>,
 ) -> Result<(), String> {
     let c = client(url)
         .map_err(|f| f.message)?
@@ -225,6 +254,9 @@ async fn replicate_new(
                 continue;
             };
             store.add_torrent(&ih, &bytes).map_err(|e| e.to_string())?;
+            store
+                .set_owner(&ih, r.machine_key.as_bytes())
+                .map_err(|e| e.to_string())?;
         }
         match Torrent::open(
             store,
@@ -233,7 +265,12 @@ async fn replicate_new(
             Some(r.machine_key.as_bytes().to_vec()),
             me.to_vec(),
         ) {
-            Ok(t) => engine.add(t),
+            Ok(t) => {
+                if let Some(q) = quota {
+                    t.set_quota(q.clone());
+                }
+                engine.add(t)
+            }
             Err(e) => eprintln!("swarmbak agent: {ih}: {e}"),
         }
     }
@@ -357,7 +394,15 @@ pub fn seed(
         Err(e) => return Err(e.into()),
     };
     let ih = if handed {
-        let reply = rt.block_on(local_call(&sock, json!({"op": "seed", "paths": paths})))?;
+        // The agent runs elsewhere: give it absolute paths.
+        let abs: Vec<PathBuf> = paths
+            .iter()
+            .map(|p| {
+                std::fs::canonicalize(p)
+                    .map_err(|e| Failure::new(1, format!("{}: {e}", p.display())))
+            })
+            .collect::<Result<_, _>>()?;
+        let reply = rt.block_on(local_call(&sock, json!({"op": "seed", "paths": abs})))?;
         let ih = reply["infohash"]
             .as_str()
             .and_then(|s| InfoHash::from_hex(s).ok())
@@ -590,13 +635,18 @@ pub async fn download(
                 .min_by_key(|x| x.1)
                 .unwrap_or((0, 0));
             let peers = t.inner().peers.len();
-            break Err(Failure::new(
-                1,
+            let msg = if worst.1 < l.k {
                 format!(
                     "could not get {ih}: only {} of the {} shards needed for stripe {} are reachable; {peers} peers are online; run fetch again to resume",
                     worst.1, l.k, worst.0
-                ),
-            ));
+                )
+            } else {
+                format!(
+                    "could not get {ih} in {}s: the shards are reachable from {peers} peers but arrived too slowly; run fetch again to resume (shards already here are kept)",
+                    timeout.as_secs()
+                )
+            };
+            break Err(Failure::new(1, msg));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };

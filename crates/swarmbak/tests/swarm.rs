@@ -390,3 +390,24 @@ fn a_lying_peer_is_detected_and_banned_and_the_fetch_completes_from_honest_peers
         counts.connections.load(Ordering::SeqCst)
     );
 }
+
+#[test]
+fn an_agent_holds_other_machines_shards_within_its_quota() {
+    let o = org(3);
+    let small = o.dir.path().join("small-disk");
+    init(&small, "small-disk", &o.tracker.addr, &o.recovery_pub);
+    ok(&small, &["init", "--quota", "2M"]);
+    let _a = agent(&small, "small-disk");
+    std::thread::sleep(Duration::from_millis(500));
+    let tree = o.dir.path().join("big");
+    swarmbak_gentree::office(&tree, 24 << 20, 13).unwrap();
+    let (owner, ih) = seed_durable(&o, &tree);
+    let piece = inspect_json(&owner, &ih)["piece_length"].as_u64().unwrap();
+    // Give it time to take on more than it may.
+    std::thread::sleep(Duration::from_secs(2));
+    let bytes = held(&small, &ih).len() as u64 * piece;
+    assert!(
+        bytes <= (2 << 20) + 2 * piece,
+        "the quota agent holds {bytes} bytes"
+    );
+}

@@ -13,6 +13,7 @@ pub const FAST: &[(&str, &str)] = &[
     ("SWARMBAK_ANNOUNCE_SECS", "0.5"),
     ("SWARMBAK_HEALTH_SECS", "1.5"),
     ("SWARMBAK_FETCH_TIMEOUT_SECS", "60"),
+    ("SWARMBAK_TAKEOVER_SECS", "1"),
 ];
 
 pub struct Proc {
