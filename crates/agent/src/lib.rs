@@ -2,6 +2,7 @@
 //! wire protocol (crates/wire), finding peers through the tracker (crates/tracker).
 
 pub mod engine;
+pub mod metadata;
 pub mod peer;
 pub mod torrent;
 
