@@ -573,15 +573,37 @@ pub async fn ensure_metainfo(
         ));
     };
     let c = client(url)?.with_retry(swarmbak_tracker::Retry::for_duration(Duration::from_secs(
-        30,
+        10,
     )));
-    match c.metainfo(&ih.0).await {
-        Ok(Some(b)) => {
-            store.add_torrent(ih, &b)?;
-            Ok(())
+    let from_tracker = c.metainfo(&ih.0).await;
+    if let Ok(Some(b)) = &from_tracker {
+        store.add_torrent(ih, b)?;
+        return Ok(());
+    }
+    // The tracker keeps no metainfo for it (opentracker keeps none at all): ask the
+    // swarmbak peers it knows of, over BEP 9.
+    let mut peer_id = *b"-SB0100-000000000000";
+    peer_id[8..].copy_from_slice(&rand::random::<[u8; 12]>());
+    let announced = c
+        .announce(&swarmbak_tracker::AnnounceRequest::new(ih.0, peer_id, 1, 1))
+        .await;
+    if let Ok(resp) = announced {
+        for p in resp.peers {
+            let announce = format!("{url}/announce");
+            if let Ok(b) =
+                swarmbak_agent::metadata::from_peer(p.addr, *ih, peer_id, Some(&announce)).await
+            {
+                store.add_torrent(ih, &b)?;
+                return Ok(());
+            }
         }
-        Ok(None) => Err(Failure::new(1, format!("the tracker at {url} knows no snapshot {ih}; `swarmbak snapshots --machine NAME` lists a machine's snapshots"))),
-        Err(e) => Err(Failure::new(1, format!("cannot get {ih}'s metainfo from {url}: {e}"))),
+    }
+    match from_tracker {
+        Ok(_) => Err(Failure::new(
+            1,
+            format!("neither the tracker at {url} nor its peers know snapshot {ih}; `swarmbak snapshots --machine NAME` lists a machine's snapshots"),
+        )),
+        Err(e) => Err(Failure::new(1, format!("cannot get {ih}'s metainfo from {url} or its peers: {e}"))),
     }
 }
 
