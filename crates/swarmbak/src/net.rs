@@ -627,6 +627,8 @@ pub async fn download(
     let l = t.layout();
     ui.counter((l.stripes * l.k) as u64);
     let start = Instant::now();
+    let stall = env_secs("SWARMBAK_STALL_SECS", 20.0);
+    let mut progress = (0u64, Instant::now());
     let r = loop {
         let have = t.have();
         let got: u64 = (0..l.stripes)
@@ -641,7 +643,20 @@ pub async fn download(
         if t.restorable_here() {
             break Ok(());
         }
-        if start.elapsed() > timeout {
+        if got != progress.0 {
+            progress = (got, Instant::now());
+        }
+        // Give up early when nothing arrives and the swarm cannot supply some stripe.
+        let starved = progress.1.elapsed() > stall && {
+            let avail = t.holder_sets();
+            (0..l.stripes).any(|s| {
+                (0..l.n())
+                    .filter(|&i| have.get(l.piece(s, i) as u32) || !avail[l.piece(s, i)].is_empty())
+                    .count()
+                    < l.k
+            })
+        };
+        if start.elapsed() > timeout || starved {
             let avail = t.holder_sets();
             let worst = (0..l.stripes)
                 .map(|s| {
@@ -729,6 +744,10 @@ pub fn fetch_into_store(
         if m.snapshots.iter().all(|p| restorable_locally(store, p)) {
             return Ok(0);
         }
+    }
+    if tracker.is_none() {
+        // Nowhere to look: restore from what is here, which names what is missing.
+        return Ok(0);
     }
     let timeout = env_secs("SWARMBAK_FETCH_TIMEOUT_SECS", 120.0);
     let rt = runtime()?;
