@@ -411,3 +411,35 @@ fn an_agent_holds_other_machines_shards_within_its_quota() {
         "the quota agent holds {bytes} bytes"
     );
 }
+
+#[test]
+fn seed_hands_the_snapshot_to_the_agent_running_on_the_same_home() {
+    let o = org(3);
+    let owner = o.dir.path().join("owner");
+    init(&owner, "owner", &o.tracker.addr, &o.recovery_pub);
+    let _owner_agent = agent(&owner, "owner-agent");
+    let tree = o.dir.path().join("docs");
+    swarmbak_gentree::office(&tree, 4 << 20, 21).unwrap();
+    // A relative path: the agent runs elsewhere, so seed must resolve it.
+    let mut c = std::process::Command::new(BIN);
+    c.current_dir(o.dir.path())
+        .arg("--home")
+        .arg(&owner)
+        .args(["seed", "docs", "--timeout", "60", "--json"]);
+    for (k, v) in FAST {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    let (so, se) = text(&out);
+    assert!(out.status.success(), "{so}\n{se}");
+    let lines: Vec<serde_json::Value> = so.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ih = lines[0]["infohash"].as_str().unwrap().to_string();
+    assert!(lines.iter().any(|l| l["event"] == "durable"), "{so}");
+    // The agent made it (the store was its to write) and keeps seeding it after seed
+    // exits: a new machine restores it while the owner's agent is the only full copy.
+    assert!(ok(&owner, &["snapshots"]).contains(&ih));
+    let newm = new_machine(&o, "replacement");
+    let to = o.dir.path().join("restored");
+    fetch_json(&newm, &ih, &to, &o.recovery);
+    assert_same(&tree, &to.join("docs"));
+}
