@@ -176,7 +176,10 @@ impl Engine {
                 return;
             };
             let have = t.have();
-            let left = (t.num_pieces() - have.count()) as u64 * t.layout().shard_size as u64;
+            let left = (0..t.num_pieces())
+                .filter(|&p| !have.get(p))
+                .map(|p| t.piece_size(p) as u64)
+                .sum::<u64>();
             let (up, down) = {
                 let g = t.inner();
                 g.peers

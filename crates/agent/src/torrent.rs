@@ -73,6 +73,8 @@ pub struct Inner {
 /// A snapshot this engine takes part in.
 pub struct Torrent {
     pub ih: InfoHash,
+    /// Bytes of all pieces (the last piece of a plain torrent may be short).
+    pub total_length: u64,
     pub torrent_bytes: Vec<u8>,
     /// The raw info dictionary (served over BEP 9).
     pub info: Vec<u8>,
@@ -109,20 +111,59 @@ impl Torrent {
     ) -> Result<Arc<Torrent>, String> {
         let torrent_bytes = store.torrent_bytes(&ih).map_err(|e| e.to_string())?;
         let meta = SnapshotMeta::parse(&ih, &torrent_bytes).map_err(|e| e.to_string())?;
+        let total = meta.layout.pieces() as u64 * meta.layout.shard_size as u64;
+        Self::with_meta(store, ih, torrent_bytes, meta, total, role, owner, me)
+    }
+
+    /// Opens a plain (non-swarmbak) torrent held in `store`, to download all of it: a
+    /// plain torrent is treated as stripes of one data shard and no parity (k = 1, m = 0),
+    /// so "k shards of every stripe" means every piece.
+    pub fn open_plain(store: &Store, ih: InfoHash, me: Vec<u8>) -> Result<Arc<Torrent>, String> {
+        let torrent_bytes = store.torrent_bytes(&ih).map_err(|e| e.to_string())?;
+        let mi = swarmbak_metainfo::Metainfo::from_bytes(&torrent_bytes).map_err(|e| e.to_string())?;
+        if mi.info_hash() != ih.0 {
+            return Err(format!("the metainfo stored for {ih} has another infohash"));
+        }
+        let n = mi.pieces().len();
+        let meta = SnapshotMeta {
+            infohash: ih,
+            layout: Layout {
+                k: 1,
+                m: 0,
+                shard_size: mi.piece_length() as usize,
+                stripes: n,
+                payload_len: mi.total_length(),
+            },
+            hashes: mi.pieces().to_vec(),
+            manifest_offset: 0,
+            manifest_length: 0,
+        };
+        Self::with_meta(store, ih, torrent_bytes, meta, mi.total_length(), Role::Fetch, None, me)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn with_meta(
+        store: &Store,
+        ih: InfoHash,
+        torrent_bytes: Vec<u8>,
+        meta: SnapshotMeta,
+        total_length: u64,
+        role: Role,
+        owner: Option<Vec<u8>>,
+        me: Vec<u8>,
+    ) -> Result<Arc<Torrent>, String> {
         let mi =
             swarmbak_metainfo::Metainfo::from_bytes(&torrent_bytes).map_err(|e| e.to_string())?;
         let l = meta.layout;
-        let n = l.pieces() as u32;
-        let mut picker = PiecePicker::new(
-            n,
-            l.shard_size as u64,
-            n as u64 * l.shard_size as u64,
-            rand::random(),
-        )
-        .map_err(|e| e.to_string())?;
+        let n = meta.hashes.len() as u32;
+        let mut picker = PiecePicker::new(n, l.shard_size as u64, total_length, rand::random())
+            .map_err(|e| e.to_string())?;
+        let size = |p: u32| -> usize {
+            (total_length - p as u64 * l.shard_size as u64).min(l.shard_size as u64) as usize
+        };
         for p in 0..n {
             if let Ok(Some(b)) = store.read_shard(&ih, p as usize) {
-                if b.len() == l.shard_size && Sha1::digest(&b)[..] == meta.hashes[p as usize][..] {
+                if b.len() == size(p) && Sha1::digest(&b)[..] == meta.hashes[p as usize][..] {
                     picker.piece_verified(p);
                 }
             }
@@ -130,6 +171,7 @@ impl Torrent {
         let (haves, _) = broadcast::channel(1024);
         let t = Arc::new(Torrent {
             ih,
+            total_length,
             info: mi.raw_info().to_vec(),
             torrent_bytes,
             meta,
@@ -157,8 +199,14 @@ impl Torrent {
         self.meta.layout
     }
 
+    /// Bytes in piece `p`.
+    pub fn piece_size(&self, p: u32) -> usize {
+        let pl = self.meta.layout.shard_size as u64;
+        self.total_length.saturating_sub(p as u64 * pl).min(pl) as usize
+    }
+
     pub fn num_pieces(&self) -> u32 {
-        self.meta.layout.pieces() as u32
+        self.meta.hashes.len() as u32
     }
 
     pub fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -333,7 +381,11 @@ impl Torrent {
 
     /// Verifies a completed piece and stores it. Returns false when the hash is wrong.
     pub fn complete_piece(&self, piece: u32, data: &[u8]) -> Result<bool, String> {
-        let ok = data.len() == self.meta.layout.shard_size
+        // Piece buffers are allocated at the full piece length; a short last piece is
+        // only its first bytes.
+        let size = self.piece_size(piece);
+        let data = data.get(..size).unwrap_or(data);
+        let ok = data.len() == size
             && Sha1::digest(data)[..] == self.meta.hashes[piece as usize][..];
         if !ok {
             return Ok(false);

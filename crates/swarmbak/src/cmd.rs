@@ -331,8 +331,43 @@ pub fn fetch(
     to: &Path,
     paths: Vec<String>,
     identity: Option<PathBuf>,
+    peers: Vec<std::net::SocketAddr>,
 ) -> R {
     let ih = parse_target(target, &ctx.home)?;
+    // A plain torrent (not a swarmbak snapshot): download it and write its files.
+    let torrent = torrent_file(target);
+    let home_tracker = Home::open(&ctx.home)
+        .ok()
+        .and_then(|h| h.config().tracker.clone());
+    let plain = match &torrent {
+        Some(b) => swarmbak_metainfo::Metainfo::from_bytes(b)
+            .map(|m| m.swarmbak().is_none())
+            .unwrap_or(false),
+        None => {
+            target.starts_with("magnet:")
+                && home_tracker.is_none()
+                && !swarmbak_format::Store::new(ctx.home.join("store")).has(&ih)
+        }
+    };
+    if plain {
+        let tracker = tracker_of(target, torrent.as_deref());
+        let t0 = Instant::now();
+        let got = crate::net::fetch_plain(ctx, &ih, torrent, tracker, &peers, to)?;
+        out(
+            ctx,
+            json!({"event": "downloaded", "infohash": ih.to_hex(), "to": to, "downloaded_bytes": got,
+                   "seconds": t0.elapsed().as_secs_f64()}),
+            || {
+                format!(
+                    "downloaded torrent {ih} into {} ({}) in {:.1}s",
+                    to.display(),
+                    human_bytes(got),
+                    t0.elapsed().as_secs_f64()
+                )
+            },
+        );
+        return Ok(());
+    }
     let identities = match &identity {
         Some(f) => {
             let text = fs::read_to_string(f)
@@ -351,7 +386,6 @@ pub fn fetch(
     };
     let store = swarmbak_format::Store::new(ctx.home.join("store"));
     let home = Home::open(&ctx.home).ok();
-    let torrent = torrent_file(target);
     let tracker = home
         .as_ref()
         .and_then(|h| h.config().tracker.clone())

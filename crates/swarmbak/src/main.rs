@@ -86,6 +86,9 @@ enum Command {
         /// Decrypt with this age identity file only (e.g. the organisation's recovery key).
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
+        /// Also connect to this peer (HOST:PORT); repeatable.
+        #[arg(long = "peer", value_name = "HOST:PORT")]
+        peers: Vec<std::net::SocketAddr>,
     },
     /// Print a torrent's metainfo (a .torrent file or a snapshot in the store).
     Inspect { what: String },
@@ -193,7 +196,8 @@ fn main() -> ExitCode {
             to,
             paths,
             identity,
-        } => cmd::fetch(&ctx, &snapshot, &to, paths, identity),
+            peers,
+        } => cmd::fetch(&ctx, &snapshot, &to, paths, identity, peers),
         Command::Inspect { what } => cmd::inspect(&ctx, &what),
         Command::Export { infohash, file } => cmd::export(&ctx, &infohash, &file),
         Command::Snapshots { machine } => cmd::snapshots(&ctx, machine),

@@ -875,3 +875,222 @@ pub fn swarm_health(ctx: &Ctx, ih: &InfoHash, tracker: &str, me: Vec<u8>) -> R {
         }
     })
 }
+
+/// `fetch` of a plain (non-swarmbak) torrent: download every piece from the peers the
+/// tracker names (or `peers`), then write its files under `to`, refusing any path that
+/// would leave it.
+pub fn fetch_plain(
+    ctx: &Ctx,
+    ih: &InfoHash,
+    torrent: Option<Vec<u8>>,
+    tracker: Option<String>,
+    peers: &[SocketAddr],
+    to: &Path,
+) -> Result<u64, Failure> {
+    let store = Store::new(ctx.home.join("plain"));
+    check_empty(to)?;
+    let rt = runtime()?;
+    let downloaded = rt.block_on(async {
+        if !store.has(ih) {
+            let bytes = match torrent {
+                Some(b) => b,
+                None => metadata_from_swarm(ih, tracker.as_deref(), peers).await?,
+            };
+            store.add_torrent(ih, &bytes)?;
+        }
+        let t = Torrent::open_plain(&store, *ih, Vec::new()).map_err(|e| Failure::new(1, e))?;
+        refuse_unsafe_paths(&t.torrent_bytes)?;
+        if t.restorable_here() {
+            return Ok(0);
+        }
+        let engine = Engine::start(EngineConfig {
+            listen: bind_addr(None)?,
+            machine_key: Vec::new(),
+            tracker: match &tracker {
+                Some(u) => Some(client(u)?),
+                None => None,
+            },
+            announce_every: env_secs("SWARMBAK_ANNOUNCE_SECS", 5.0).min(Duration::from_secs(5)),
+            verbose: std::env::var_os("SWARMBAK_VERBOSE").is_some(),
+        })
+        .await
+        .map_err(|e| Failure::new(1, format!("cannot listen for peers: {e}")))?;
+        engine.add(t.clone());
+        for p in peers {
+            engine.connect(*ih, *p);
+        }
+        let ui = Ui::new(ctx.json, "fetch");
+        ui.counter(t.num_pieces() as u64);
+        let timeout = env_secs("SWARMBAK_FETCH_TIMEOUT_SECS", 600.0);
+        let start = Instant::now();
+        while !t.restorable_here() {
+            ui.set(t.have().count() as u64);
+            if start.elapsed() > timeout {
+                ui.finish();
+                return Err(Failure::new(
+                    1,
+                    format!(
+                        "could not get every piece of {ih} in {}s ({} of {} here, {} peers); run fetch again to resume",
+                        timeout.as_secs(),
+                        t.have().count(),
+                        t.num_pieces(),
+                        t.inner().peers.len()
+                    ),
+                ));
+            }
+            if t.inner().peers.is_empty() {
+                for p in peers {
+                    engine.connect(*ih, *p);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ui.finish();
+        Ok(t.downloaded.load(std::sync::atomic::Ordering::Relaxed))
+    })?;
+    let t = Torrent::open_plain(&store, *ih, Vec::new()).map_err(|e| Failure::new(1, e))?;
+    write_plain_files(&t, &store, to)?;
+    Ok(downloaded)
+}
+
+fn check_empty(to: &Path) -> R {
+    let busy = std::fs::read_dir(to)
+        .map(|mut rd| rd.next().is_some())
+        .unwrap_or(false);
+    if busy {
+        return Err(Failure::new(
+            1,
+            format!(
+                "{} is not empty; give a new or empty directory",
+                to.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A plain torrent's metainfo over BEP 9 from the peers the tracker names (or given).
+async fn metadata_from_swarm(
+    ih: &InfoHash,
+    tracker: Option<&str>,
+    peers: &[SocketAddr],
+) -> Result<Vec<u8>, Failure> {
+    let mut peer_id = *b"-SB0100-000000000000";
+    peer_id[8..].copy_from_slice(&rand::random::<[u8; 12]>());
+    let mut cands: Vec<SocketAddr> = peers.to_vec();
+    if let Some(url) = tracker {
+        let c = client(url)?.with_retry(swarmbak_tracker::Retry::for_duration(
+            Duration::from_secs(10),
+        ));
+        if let Ok(r) = c
+            .announce(&swarmbak_tracker::AnnounceRequest::new(ih.0, peer_id, 1, 1))
+            .await
+        {
+            cands.extend(r.peers.into_iter().map(|p| p.addr));
+        }
+    }
+    let announce = tracker.map(|u| format!("{u}/announce"));
+    for p in &cands {
+        if let Ok(b) =
+            swarmbak_agent::metadata::from_peer(*p, *ih, peer_id, announce.as_deref()).await
+        {
+            return Ok(b);
+        }
+    }
+    Err(Failure::new(
+        1,
+        format!("no peer served {ih}'s metadata ({} tried); give the .torrent file instead (standard clients never serve metadata for private torrents)", cands.len()),
+    ))
+}
+
+fn refuse_unsafe_paths(torrent: &[u8]) -> R {
+    let mi = swarmbak_metainfo::Metainfo::from_bytes(torrent)
+        .map_err(|e| Failure::new(1, e.to_string()))?;
+    let bad = mi.unsafe_paths();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = bad
+        .iter()
+        .take(5)
+        .map(|u| {
+            format!(
+                "{:?} ({:?})",
+                String::from_utf8_lossy(&u.component),
+                u.problem
+            )
+        })
+        .collect();
+    Err(Failure::new(
+        1,
+        format!(
+            "refused: this torrent names {} path(s) that would leave the target directory or are not plain names: {}; nothing was written",
+            bad.len(),
+            shown.join(", ")
+        ),
+    ))
+}
+
+/// Writes a plain torrent's files from its verified pieces: DIR/NAME for a single file,
+/// DIR/NAME/PATH... for several; padding files (BEP 47) are skipped.
+fn write_plain_files(t: &Torrent, store: &Store, to: &Path) -> R {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mi = swarmbak_metainfo::Metainfo::from_bytes(&t.torrent_bytes)
+        .map_err(|e| Failure::new(1, e.to_string()))?;
+    refuse_unsafe_paths(&t.torrent_bytes)?;
+    let name = std::ffi::OsStr::from_encoded_bytes_unchecked_safe(mi.name());
+    std::fs::create_dir_all(to)?;
+    let pl = mi.piece_length();
+    let mut cache: Option<(u64, Vec<u8>)> = None;
+    for f in mi.files() {
+        if f.is_padding() {
+            continue;
+        }
+        let mut path = to.join(name);
+        if mi.is_multi_file() {
+            for c in &f.path {
+                path.push(std::ffi::OsStr::from_encoded_bytes_unchecked_safe(c));
+            }
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| Failure::new(1, format!("{}: {e}", path.display())))?;
+        let mut off = f.offset;
+        let end = f.offset + f.length;
+        while off < end {
+            let piece = off / pl;
+            if cache.as_ref().map(|c| c.0) != Some(piece) {
+                let b = store
+                    .read_shard(&t.ih, piece as usize)?
+                    .ok_or_else(|| Failure::new(1, format!("piece {piece} is missing")))?;
+                cache = Some((piece, b));
+            }
+            let (_, b) = cache
+                .as_ref()
+                .ok_or_else(|| Failure::new(1, "piece cache"))?;
+            let a = (off - piece * pl) as usize;
+            let n = ((end - off) as usize).min(b.len() - a);
+            out.write_all(&b[a..a + n])?;
+            off += n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// `OsStr` from bytes on Unix (file names are bytes).
+trait OsStrBytes {
+    fn from_encoded_bytes_unchecked_safe(b: &[u8]) -> &std::ffi::OsStr;
+}
+impl OsStrBytes for std::ffi::OsStr {
+    fn from_encoded_bytes_unchecked_safe(b: &[u8]) -> &std::ffi::OsStr {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::OsStr::from_bytes(b)
+    }
+}

@@ -422,17 +422,23 @@ fn seed_hands_the_snapshot_to_the_agent_running_on_the_same_home() {
     swarmbak_gentree::office(&tree, 4 << 20, 21).unwrap();
     // A relative path: the agent runs elsewhere, so seed must resolve it.
     let mut c = std::process::Command::new(BIN);
-    c.current_dir(o.dir.path())
-        .arg("--home")
-        .arg(&owner)
-        .args(["seed", "docs", "--timeout", "60", "--json"]);
+    c.current_dir(o.dir.path()).arg("--home").arg(&owner).args([
+        "seed",
+        "docs",
+        "--timeout",
+        "60",
+        "--json",
+    ]);
     for (k, v) in FAST {
         c.env(k, v);
     }
     let out = c.output().unwrap();
     let (so, se) = text(&out);
     assert!(out.status.success(), "{so}\n{se}");
-    let lines: Vec<serde_json::Value> = so.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = so
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let ih = lines[0]["infohash"].as_str().unwrap().to_string();
     assert!(lines.iter().any(|l| l["event"] == "durable"), "{so}");
     // The agent made it (the store was its to write) and keeps seeding it after seed
