@@ -4,6 +4,8 @@
 //! README's test command does) and real third-party programs. Nothing here skips: a missing
 //! binary or a missing tool is a test failure that says how to fix it.
 
+pub mod bt;
+
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -16,9 +16,13 @@ pub enum MetainfoError {
     /// No `info` dictionary.
     #[error("the torrent has no `info` dictionary")]
     MissingInfo,
-    /// `meta version` is an integer other than 2 (v1 torrents have none; 2 is v2/hybrid).
-    #[error("`meta version` is {0}; only hybrid (2) torrents carry one")]
+    /// `meta version` is above 2, or positive with unsorted or repeated keys somewhere in
+    /// the info dictionary (libtorrent 2.0.8 refuses both).
+    #[error("`meta version` is {0}: libtorrent reads a `meta version` of 1 or 2 (hybrid) only, and only from an info dictionary whose keys are all sorted and unique")]
     UnsupportedMetaVersion(i64),
+    /// A v2 `file tree` in a torrent whose `meta version` is not 2.
+    #[error("the info dictionary has a v2 `file tree` but its `meta version` is not 2")]
+    FileTreeWithoutMetaVersion,
     /// A v2 torrent without the v1 part this reader uses.
     #[error("this is a BitTorrent v2-only torrent (no `pieces`); only v1 and hybrid torrents are supported")]
     V2Only,

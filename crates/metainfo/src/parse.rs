@@ -93,11 +93,28 @@ fn string_list(v: &Value<'_>) -> Option<Vec<Vec<u8>>> {
         .collect()
 }
 
-/// Would libtorrent's sanitiser leave nothing of this single-file name? (It drops empty,
-/// `.` and `..` elements and the separators.)
+/// Would libtorrent's sanitiser leave nothing of this single-file name? libtorrent 2.0.8
+/// treats the whole name as one path element: it drops `/`, `\\` and NUL bytes, then
+/// drops the element if what is left is empty, `.` or `..` ("missing name"). So `./..`
+/// becomes `...` and is accepted, while `/..` and `.\0.` are rejected (checked with
+/// `torrent_info(bytes)`; control characters are replaced by `_`, not dropped).
 fn sanitizes_to_empty(name: &[u8]) -> bool {
-    name.split(|b| *b == b'/' || *b == b'\\')
-        .all(|c| c.is_empty() || c == b"." || c == b"..")
+    let kept: Vec<u8> = name
+        .iter()
+        .copied()
+        .filter(|b| !matches!(b, b'/' | b'\\' | 0))
+        .collect();
+    matches!(kept.as_slice(), b"" | b"." | b"..")
+}
+
+/// Are the keys of every dictionary in `v` (nested ones included, inside lists too)
+/// strictly increasing? libtorrent's `has_soft_error` check on the info dictionary.
+fn canonical_key_order(v: &Value<'_>) -> bool {
+    match v {
+        Value::Dict(d) => d.is_sorted() && d.iter().all(|(_, v)| canonical_key_order(v)),
+        Value::List(l) => l.iter().all(canonical_key_order),
+        _ => true,
+    }
 }
 
 impl Metainfo {
@@ -114,11 +131,17 @@ impl Metainfo {
     /// - the top level must be a dictionary, `info` a dictionary (libtorrent: "torrent
     ///   file is not a dictionary", "missing or invalid 'info' section").
     /// - info-hash: SHA-1 of the `info` dictionary's bytes exactly as they appear.
-    /// - `meta version`: absent for v1; an integer 2 marks a hybrid torrent, read through
-    ///   its v1 keys (a `file tree` dictionary must be there; the v2 hashes are not
-    ///   checked); any other integer is rejected (libtorrent 2.0.8 rejects 1 and 3);
-    ///   a non-integer is ignored (so does libtorrent). Without `pieces` it is v2-only
-    ///   and rejected.
+    /// - `meta version` (libtorrent truncates the integer to 32 bits; a non-integer counts
+    ///   as absent): absent, 0, negative or 1 make a v1 torrent, and then a `file tree`
+    ///   dictionary is rejected ("contains v2 keys but does not specify meta version
+    ///   2"). 2 marks a hybrid torrent, read through its v1 keys (a `file tree`
+    ///   dictionary must be there; the v2 hashes and the v2 file list are not checked);
+    ///   without `pieces` it is v2-only and rejected. Above 2 is rejected. With a
+    ///   positive `meta version`, every dictionary inside `info` must have sorted,
+    ///   unique keys (libtorrent: "invalid bencoding"; without one, unsorted keys are
+    ///   fine). Found by the libtorrent differential test (interop-tests): an earlier
+    ///   version of this reader rejected `meta version` 0 and 1 with sorted keys, which
+    ///   libtorrent 2.0.8 accepts.
     /// - `piece length`: an integer from 1 to 2^30 - 1 (libtorrent: 0, -1, 2^30 and
     ///   non-integers rejected; 1, 1000 and 2^30 - 1 accepted: no 16 KiB multiple needed).
     /// - `name.utf-8` if it is a string, else `name`, must be a string (libtorrent:
@@ -159,17 +182,26 @@ impl Metainfo {
 
         // Hybrid?
         let mut hybrid = false;
-        if let Some(version) = info.get(b"meta version").and_then(Value::as_int) {
-            if version != 2 {
-                return Err(MetainfoError::UnsupportedMetaVersion(version));
-            }
-            if info.get(b"file tree").and_then(Value::as_dict).is_none() {
+        let has_file_tree = info.get(b"file tree").and_then(Value::as_dict).is_some();
+        let version = info.get(b"meta version").and_then(Value::as_int);
+        // libtorrent reads it with `int(dict_find_int_value("meta version", -1))`.
+        let version32 = version.map_or(-1, |v| v as i32);
+        if version32 > 2 {
+            return Err(MetainfoError::UnsupportedMetaVersion(version.unwrap_or(-1)));
+        }
+        if version32 == 2 {
+            if !has_file_tree {
                 return Err(MetainfoError::MissingFileTree);
             }
             if info.get(b"pieces").is_none() {
                 return Err(MetainfoError::V2Only);
             }
             hybrid = true;
+        } else if has_file_tree {
+            return Err(MetainfoError::FileTreeWithoutMetaVersion);
+        }
+        if version32 > 0 && !canonical_key_order(info_value) {
+            return Err(MetainfoError::UnsupportedMetaVersion(version.unwrap_or(-1)));
         }
 
         let piece_length = match info.get(b"piece length") {
@@ -521,5 +553,149 @@ impl Metainfo {
         }
         out.push(b'e');
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIECES: &[u8] = b"6:pieces20:aaaaaaaaaaaaaaaaaaaa";
+
+    /// A single-file torrent whose info dictionary is `before`, the four required keys,
+    /// then `after` (raw bencode), so the caller controls the key order.
+    fn single(before: &[u8], name: &[u8], after: &[u8]) -> Vec<u8> {
+        let mut v = b"d4:infod".to_vec();
+        v.extend_from_slice(before);
+        v.extend_from_slice(b"6:lengthi5e4:name");
+        v.extend_from_slice(format!("{}:", name.len()).as_bytes());
+        v.extend_from_slice(name);
+        v.extend_from_slice(b"12:piece lengthi16384e");
+        v.extend_from_slice(PIECES);
+        v.extend_from_slice(after);
+        v.extend_from_slice(b"ee");
+        v
+    }
+
+    /// `meta version` between `length` and `name`: every key sorted.
+    fn with_meta_version(v: &[u8], after: &[u8]) -> Vec<u8> {
+        let mut b = b"d4:infod6:lengthi5e12:meta version".to_vec();
+        b.extend_from_slice(v);
+        b.extend_from_slice(b"4:name1:x12:piece lengthi16384e");
+        b.extend_from_slice(PIECES);
+        b.extend_from_slice(after);
+        b.extend_from_slice(b"ee");
+        b
+    }
+
+    // Each expectation below is what libtorrent 2.0.8's torrent_info(bytes) did with the
+    // same bytes (found by interop-tests/tests/metainfo_differential.rs).
+    #[test]
+    fn meta_version_zero_negative_and_one_are_v1() {
+        for v in [
+            &b"i0e"[..],
+            b"i-1e",
+            b"i-7e",
+            b"i1e",
+            b"i4294967297e",
+            b"1:2",
+        ] {
+            let m = Metainfo::from_bytes(&with_meta_version(v, b""))
+                .unwrap_or_else(|e| panic!("meta version {}: {e}", String::from_utf8_lossy(v)));
+            assert!(!m.is_hybrid());
+        }
+        for v in [&b"i3e"[..], b"i99e"] {
+            assert!(matches!(
+                Metainfo::from_bytes(&with_meta_version(v, b"")),
+                Err(MetainfoError::UnsupportedMetaVersion(_))
+            ));
+        }
+        // 2^32 + 2 is 2 to libtorrent (int truncation): a hybrid without a file tree.
+        assert_eq!(
+            Metainfo::from_bytes(&with_meta_version(b"i4294967298e", b"")).unwrap_err(),
+            MetainfoError::MissingFileTree
+        );
+    }
+
+    #[test]
+    fn positive_meta_version_needs_sorted_keys_everywhere_in_info() {
+        // Unsorted top level of info: `meta version` first.
+        let unsorted = single(b"12:meta versioni1e", b"x", b"");
+        assert!(matches!(
+            Metainfo::from_bytes(&unsorted),
+            Err(MetainfoError::UnsupportedMetaVersion(1))
+        ));
+        // Sorted info, but a nested dictionary (in a list) is not.
+        let nested = with_meta_version(b"i1e", b"2:zzld1:bi1e1:ai1eee");
+        assert!(Metainfo::from_bytes(&nested).is_err());
+        let dup = with_meta_version(b"i1e", b"2:zzd1:ai1e1:ai1ee");
+        assert!(Metainfo::from_bytes(&dup).is_err());
+        // Without a positive meta version the same orders are fine.
+        assert!(Metainfo::from_bytes(&with_meta_version(b"i0e", b"2:zzld1:bi1e1:ai1eee")).is_ok());
+        assert!(Metainfo::from_bytes(&single(b"2:zzi1e", b"x", b"")).is_ok());
+        // Unsorted keys outside info do not matter.
+        let mut outer = with_meta_version(b"i1e", b"");
+        outer.pop();
+        outer.extend_from_slice(b"1:ai1ee");
+        assert!(Metainfo::from_bytes(&outer).is_ok());
+    }
+
+    #[test]
+    fn file_tree_needs_meta_version_2() {
+        // `file tree` sorts before `length`.
+        let ft = single(
+            b"9:file treed1:ad0:d11:pieces root32:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaeee",
+            b"x",
+            b"",
+        );
+        assert_eq!(
+            Metainfo::from_bytes(&ft).unwrap_err(),
+            MetainfoError::FileTreeWithoutMetaVersion
+        );
+        // A `file tree` that is not a dictionary is ignored.
+        assert!(Metainfo::from_bytes(&single(b"9:file treei1e", b"x", b"")).is_ok());
+    }
+
+    #[test]
+    fn single_file_name_is_one_sanitised_element() {
+        for ok in [
+            &b"./.."[..],
+            b"../.",
+            b"a/..",
+            b"../..",
+            b".\\..",
+            b"...",
+            b"\0a",
+            b".\0a",
+            b"a\0",
+            b". ",
+        ] {
+            let m = Metainfo::from_bytes(&single(b"", ok, b""))
+                .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(ok)));
+            assert_eq!(m.name(), ok);
+        }
+        for bad in [
+            &b""[..],
+            b".",
+            b"..",
+            b"/",
+            b"./",
+            b"/./",
+            b"/..",
+            b"//",
+            b"\\",
+            b"\0",
+            b".\0.",
+            b"..\0",
+        ] {
+            assert!(
+                matches!(
+                    Metainfo::from_bytes(&single(b"", bad, b"")),
+                    Err(MetainfoError::BadName(_))
+                ),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }
