@@ -392,8 +392,16 @@ pub fn fetch(
         .or_else(|| tracker_of(target, torrent.as_deref()));
     // A fetch is not a holder: it sends no machine key, so placement does not move.
     let me = Vec::new();
-    let downloaded =
-        crate::net::fetch_into_store(ctx, &store, &ih, torrent, tracker, &identities, me)?;
+    let mut downloaded = crate::net::fetch_into_store(
+        ctx,
+        &store,
+        &ih,
+        torrent.clone(),
+        tracker.clone(),
+        &identities,
+        me.clone(),
+        false,
+    )?;
     // Repairs are written back only when no other process is writing the store.
     let lock = Home::open(&ctx.home).ok().and_then(|h| h.lock().ok());
     let src = swarmbak_format::restore::LocalSource {
@@ -407,8 +415,23 @@ pub fn fetch(
     };
     let ui = Ui::new(ctx.json, "restore");
     let t0 = Instant::now();
-    let r = restore(&src, &ih, &opts, &ui);
+    let mut r = restore(&src, &ih, &opts, &ui);
     ui.finish();
+    // Shards here looked complete but some were damaged: get good ones from the swarm
+    // (a shard is checked by SHA-1 before it counts) and restore again.
+    if let (Err(FormatError::Damaged(_)), Some(_)) = (&r, &tracker) {
+        downloaded += crate::net::fetch_into_store(
+            ctx,
+            &store,
+            &ih,
+            torrent,
+            tracker.clone(),
+            &opts.identities,
+            me,
+            true,
+        )?;
+        r = restore(&src, &ih, &opts, &ui);
+    }
     let r = r?;
     let secs = t0.elapsed().as_secs_f64();
     out(

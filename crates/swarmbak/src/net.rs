@@ -720,6 +720,7 @@ fn restorable_locally(store: &Store, ih: &InfoHash) -> bool {
 
 /// Makes `ih` and every earlier snapshot it reuses restorable from the local store,
 /// downloading from the swarm what is missing (resumable: shards already here stay).
+#[allow(clippy::too_many_arguments)]
 pub fn fetch_into_store(
     ctx: &Ctx,
     store: &Store,
@@ -728,8 +729,10 @@ pub fn fetch_into_store(
     tracker: Option<String>,
     ids: &swarmbak_format::Identities,
     me: Vec<u8>,
+    verify: bool,
 ) -> Result<u64, Failure> {
-    if restorable_locally(store, ih) {
+    // `verify`: do not trust shard files by their size (a restore found damage).
+    if !verify && restorable_locally(store, ih) {
         // Parents are checked by the restore itself.
         let src = swarmbak_format::restore::LocalSource {
             store,
