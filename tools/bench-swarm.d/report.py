@@ -40,9 +40,9 @@ def main():
                           " ".join("%.2f" % x for x in all_)))
     for r in runs:
         if r["scenario"] == "idle_agent":
-            table.append(("swarmbak", "idle agent, %d snapshots x %.0f MB: VmRSS %.1f MB (peak %.1f MB)"
-                          % (r["snapshots"], r["snapshot_bytes"] / 1e6, r["vmrss_kib"] / 1024,
-                             r["vmhwm_kib"] / 1024), "", "", "", "", ""))
+            table.append(("swarmbak", "idle agent, %d snapshots x %g MiB (%s seeding per tracker): VmRSS %.1f MiB (peak %.1f MiB)"
+                          % (r["snapshots"], r["snapshot_bytes"] / 2**20, r.get("seeded_per_tracker"),
+                             r["vmrss_kib"] / 1024, r["vmhwm_kib"] / 1024), "", "", "", "", ""))
 
     fails = [r for r in rows if r["kind"] == "failure"]
     for f in fails:
