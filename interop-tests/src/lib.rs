@@ -6,6 +6,8 @@
 
 pub mod bt;
 
+pub mod clients;
+
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

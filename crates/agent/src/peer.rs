@@ -55,6 +55,79 @@ pub struct Conn {
     pub control: mpsc::UnboundedReceiver<Control>,
 }
 
+/// `SWARMBAK_WIRE_LOG=1`: one stderr line (`swarmbak-wire {json}`) per connection event:
+/// the bits negotiated, the peer's extension handshake, and the messages each side sent.
+/// The interop tests read it to report what each client negotiated.
+fn wire_log_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("SWARMBAK_WIRE_LOG").is_some_and(|v| v != "0"))
+}
+
+fn wire_log(v: serde_json::Value) {
+    if wire_log_on() {
+        eprintln!("swarmbak-wire {v}");
+    }
+}
+
+/// The message's name, for the wire log.
+fn kind(m: &Message) -> &'static str {
+    match m {
+        Message::KeepAlive => "keep_alive",
+        Message::Choke => "choke",
+        Message::Unchoke => "unchoke",
+        Message::Interested => "interested",
+        Message::NotInterested => "not_interested",
+        Message::Have(_) => "have",
+        Message::Bitfield(_) => "bitfield",
+        Message::Request(_) => "request",
+        Message::Piece { .. } => "piece",
+        Message::Cancel(_) => "cancel",
+        Message::Port(_) => "port",
+        Message::Suggest(_) => "suggest",
+        Message::HaveAll => "have_all",
+        Message::HaveNone => "have_none",
+        Message::Reject(_) => "reject",
+        Message::AllowedFast(_) => "allowed_fast",
+        Message::Extended { .. } => "extended",
+        _ => "unknown",
+    }
+}
+
+/// Message counts by kind, one direction (kept only while the wire log is on). The first
+/// message of each kind is logged as it happens (a short-lived fetch may exit before its
+/// connections log their `end`).
+struct Counts {
+    map: std::collections::BTreeMap<&'static str, u64>,
+    peer: SocketAddr,
+    dir: &'static str,
+}
+
+impl Counts {
+    fn new(peer: SocketAddr, dir: &'static str) -> Counts {
+        Counts {
+            map: Default::default(),
+            peer,
+            dir,
+        }
+    }
+
+    fn add(&mut self, m: &Message) {
+        if wire_log_on() {
+            let k = kind(m);
+            let n = self.map.entry(k).or_default();
+            *n += 1;
+            if *n == 1 {
+                wire_log(serde_json::json!({
+                    "event": "first",
+                    "peer": self.peer.to_string(),
+                    "dir": self.dir,
+                    "kind": k,
+                }));
+            }
+        }
+    }
+}
+
 fn reserved() -> Reserved {
     Reserved::default()
         .with_fast(true)
@@ -109,6 +182,9 @@ struct State {
     allowed_fast: Vec<u32>,
     last_heard: Instant,
     last_sent: Instant,
+    /// Messages sent and received, by kind (for the wire log).
+    sent: Counts,
+    received: Counts,
 }
 
 async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: Reserved) -> End {
@@ -127,7 +203,20 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
         allowed_fast: Vec::new(),
         last_heard: Instant::now(),
         last_sent: Instant::now(),
+        sent: Counts::new(conn.addr, "sent"),
+        received: Counts::new(conn.addr, "received"),
     };
+    wire_log(serde_json::json!({
+        "event": "start",
+        "peer": conn.addr.to_string(),
+        "infohash": hex::encode(t.ih.0),
+        "their_reserved": hex::encode(theirs.0),
+        "their_fast": theirs.fast(),
+        "their_extension_protocol": theirs.extension_protocol(),
+        "their_dht": theirs.dht(),
+        "fast": st.fast,
+        "extension_protocol": st.ext,
+    }));
     let mut haves = t.haves.subscribe();
     t.inner().peers.insert(
         conn.key,
@@ -153,15 +242,15 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
             // Short-lived processes (fetch, health) send no key: they are not holders and
             // must not move placement while they run.
             eh.sb_key = if t.me.is_empty() { None } else { Some(t.me.clone()) };
-            send(&mut framed, Message::Extended { id: EXTENSION_HANDSHAKE_ID, payload: Bytes::from(eh.encode()) }).await?;
+            send(&mut framed, &mut st.sent, Message::Extended { id: EXTENSION_HANDSHAKE_ID, payload: Bytes::from(eh.encode()) }).await?;
         }
         let have = t.have();
         if st.fast && have.has_all() {
-            send(&mut framed, Message::HaveAll).await?;
+            send(&mut framed, &mut st.sent, Message::HaveAll).await?;
         } else if st.fast && have.has_none() {
-            send(&mut framed, Message::HaveNone).await?;
+            send(&mut framed, &mut st.sent, Message::HaveNone).await?;
         } else if !have.has_none() {
-            send(&mut framed, Message::Bitfield(Bytes::copy_from_slice(have.as_bytes()))).await?;
+            send(&mut framed, &mut st.sent, Message::Bitfield(Bytes::copy_from_slice(have.as_bytes()))).await?;
         }
         update_interest(&t, conn.key, &mut st, &mut framed).await?;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -175,12 +264,13 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
                         None => return Err(End::Closed("peer closed the connection".into())),
                     };
                     st.last_heard = Instant::now();
+                    st.received.add(&msg);
                     on_message(&t, conn.key, &mut st, &mut framed, msg).await?;
                 }
                 have = haves.recv() => {
                     match have {
                         Ok(p) => {
-                            send(&mut framed, Message::Have(p)).await?;
+                            send(&mut framed, &mut st.sent, Message::Have(p)).await?;
                             st.last_sent = Instant::now();
                             update_interest(&t, conn.key, &mut st, &mut framed).await?;
                         }
@@ -192,11 +282,11 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
                     match c {
                         Some(Control::Choke) if !st.am_choking => {
                             st.am_choking = true;
-                            send(&mut framed, Message::Choke).await?;
+                            send(&mut framed, &mut st.sent, Message::Choke).await?;
                         }
                         Some(Control::Unchoke) if st.am_choking => {
                             st.am_choking = false;
-                            send(&mut framed, Message::Unchoke).await?;
+                            send(&mut framed, &mut st.sent, Message::Unchoke).await?;
                         }
                         Some(Control::Close) | None => return Err(End::Closed("closed by us".into())),
                         _ => {}
@@ -207,7 +297,7 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
                         return Err(End::Closed("peer idle".into()));
                     }
                     if st.last_sent.elapsed() > Duration::from_secs(60) {
-                        send(&mut framed, Message::KeepAlive).await?;
+                        send(&mut framed, &mut st.sent, Message::KeepAlive).await?;
                         st.last_sent = Instant::now();
                     }
                     // A peer that leaves requests unanswered gives them back to the picker.
@@ -229,6 +319,14 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
         Ok(()) => End::Closed("done".into()),
         Err(e) => e,
     };
+    wire_log(serde_json::json!({
+        "event": "end",
+        "peer": conn.addr.to_string(),
+        "infohash": hex::encode(t.ih.0),
+        "end": format!("{end:?}"),
+        "sent": st.sent.map,
+        "received": st.received.map,
+    }));
     let mut g = t.inner();
     if let Some(v) = g.peers.remove(&conn.key) {
         g.picker.remove_peer(&conn.key, &v.has);
@@ -243,7 +341,8 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
 
 type F = Framed<TcpStream, PeerCodec>;
 
-async fn send(framed: &mut F, m: Message) -> Result<(), End> {
+async fn send(framed: &mut F, sent: &mut Counts, m: Message) -> Result<(), End> {
+    sent.add(&m);
     framed
         .send(Frame::Message(m))
         .await
@@ -267,6 +366,7 @@ async fn update_interest(
         st.am_interested = want;
         send(
             framed,
+            &mut st.sent,
             if want {
                 Message::Interested
             } else {
@@ -308,7 +408,7 @@ async fn request_more(
             st.waiting_since = Some(Instant::now());
         }
         st.in_flight.push(b);
-        send(framed, Message::Request(b)).await?;
+        send(framed, &mut st.sent, Message::Request(b)).await?;
     }
     Ok(())
 }
@@ -412,6 +512,7 @@ async fn on_message(
                     }
                     send(
                         framed,
+                        &mut st.sent,
                         Message::Piece {
                             piece: b.piece,
                             offset: b.offset,
@@ -421,7 +522,7 @@ async fn on_message(
                     .await?;
                     st.last_sent = Instant::now();
                 }
-                None if st.fast => send(framed, Message::Reject(b)).await?,
+                None if st.fast => send(framed, &mut st.sent, Message::Reject(b)).await?,
                 None => {}
             }
         }
@@ -495,6 +596,16 @@ async fn on_message(
             if id == EXTENSION_HANDSHAKE_ID {
                 let eh = ExtensionHandshake::parse(&payload)
                     .map_err(|e| End::Banned(format!("bad extension handshake: {e}")))?;
+                wire_log(serde_json::json!({
+                    "event": "extension_handshake",
+                    "peer": st.sent.peer.to_string(),
+                    "infohash": hex::encode(t.ih.0),
+                    "client": eh.client,
+                    "m": eh.extensions,
+                    "metadata_size": eh.metadata_size,
+                    "reqq": eh.reqq,
+                    "sb_key": eh.sb_key.is_some(),
+                }));
                 st.their_ut_metadata = eh.extension_id(UT_METADATA);
                 if let Some(k) = eh.sb_key {
                     if let Some(v) = t.inner().peers.get_mut(&key) {
@@ -509,6 +620,7 @@ async fn on_message(
                             .unwrap_or(MetadataMessage::Reject { piece });
                         send(
                             framed,
+                            &mut st.sent,
                             Message::Extended {
                                 id: their,
                                 payload: Bytes::from(reply.encode()),

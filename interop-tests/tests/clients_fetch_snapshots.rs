@@ -1,0 +1,621 @@
+//! Standard BitTorrent clients and swarmbak snapshots (issue 4, items 1 and 7).
+//!
+//! For libtorrent, transmission and aria2: a swarmbak owner machine seeds a snapshot; the
+//! client downloads the whole torrent (every shard piece, from `swarmbak export`) from the
+//! swarmbak peers it finds through the swarmbak tracker, and every piece is checked
+//! (SHA-1 in the test, and the client's own verdict). Then every swarmbak peer stops, the
+//! client seeds alone (the torrent re-added over the downloaded data, announcing to the
+//! same tracker), and a new swarmbak machine restores the snapshot with the recovery key
+//! from the .torrent file, the client its only seeder; the tree must be byte-identical.
+//!
+//! Along the way swarmbak's wire log (`SWARMBAK_WIRE_LOG`) says what each client
+//! negotiated (fast extension, extension protocol), both while it downloads from the
+//! swarmbak agent and while it seeds to swarmbak's fetch. A last test is a peer with every
+//! reserved bit zero: it still downloads, and the agent sends it no BEP 6 or BEP 10 message.
+//!
+//! Results go to `target/interop-results.jsonl`; `protocol-spec/interop.md`'s table is
+//! regenerated from them at the end of each test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use swarmbak_interop_tests::clients::{
+    agent, aria2_args, assert_same_tree, free_port, init_machine, libtorrent_seed, negotiated, py,
+    record, regenerate_table, require_libtorrent, swarmbak_fast, swarmbak_tracker, tool_version,
+    verify_pieces, Bg, Negotiated, Transmission, WireEvent, LT_PYTHON,
+};
+use swarmbak_interop_tests::{age_public_key, require_tool, Cmd};
+
+/// One client at a time: two cores are shared, and timings stay meaningful.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A swarmbak tracker and an owner machine (agent running) that seeded a snapshot.
+struct Owner {
+    dir: PathBuf,
+    tracker: Bg,
+    tracker_url: String,
+    agent: Option<Bg>,
+    recovery: PathBuf,
+    src: PathBuf,
+    #[allow(dead_code)]
+    ih: String,
+    torrent: PathBuf,
+    pieces: u64,
+    piece_length: u64,
+}
+
+fn owner(dir: &Path) -> Owner {
+    require_tool("age-keygen");
+    let (tracker, addr) = swarmbak_tracker(&dir.join("tracker"));
+    let tracker_url = format!("http://{addr}");
+    let recovery = dir.join("recovery.txt");
+    Cmd::new("age-keygen").arg("-o").arg(&recovery).run();
+    let home = dir.join("owner");
+    init_machine(&home, "owner", &tracker_url, &age_public_key(&recovery));
+    let (agent, _) = agent("owner agent", &home);
+
+    // A small office tree plus an incompressible file: several stripes of shards.
+    let src = dir.join("src");
+    swarmbak_gentree::office(&src.join("office"), 2 << 20, 7).unwrap();
+    std::fs::write(
+        src.join("camera.raw"),
+        swarmbak_gentree::Rng::new(7).bytes(3 << 20),
+    )
+    .unwrap();
+    let out = swarmbak_fast(&home)
+        .arg("seed")
+        .arg(&src)
+        .args(["--until", "published"])
+        .run();
+    let ih = out.first_line();
+    assert_eq!(
+        ih.len(),
+        40,
+        "seed prints the infohash first: {}",
+        out.stdout_str()
+    );
+    let torrent = dir.join("snapshot.torrent");
+    Cmd::swarmbak(&home)
+        .args(["export", &ih])
+        .arg(&torrent)
+        .run();
+    let meta = Cmd::swarmbak(&home)
+        .args(["--json", "inspect"])
+        .arg(&torrent)
+        .run();
+    let v: serde_json::Value = serde_json::from_slice(&meta.stdout).unwrap();
+    let pieces = v["pieces"].as_u64().expect("inspect: pieces");
+    let piece_length = v["piece_length"].as_u64().expect("inspect: piece_length");
+    assert_eq!(v["private"], serde_json::json!(true), "{v}");
+    Owner {
+        dir: dir.to_path_buf(),
+        tracker,
+        tracker_url,
+        agent: Some(agent),
+        recovery,
+        src,
+        ih,
+        torrent,
+        pieces,
+        piece_length,
+    }
+}
+
+impl Owner {
+    /// The single file of the torrent inside a client's download directory.
+    fn payload_in(&self, dir: &Path) -> PathBuf {
+        let out = Cmd::swarmbak(self.dir.join("owner"))
+            .args(["--json", "inspect"])
+            .arg(&self.torrent)
+            .run();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        dir.join(v["name"].as_str().expect("inspect: name"))
+    }
+
+    /// Stops every swarmbak peer (the owner's agent); returns its wire log.
+    fn stop_swarmbak_peers(&mut self) -> Vec<WireEvent> {
+        let mut a = self.agent.take().expect("agent running");
+        let log = a.wire_log();
+        a.kill();
+        log
+    }
+
+    /// A new machine restores the snapshot from the .torrent with the recovery key; the
+    /// tree must equal the source. Returns the fetch's wire log and how long it took.
+    fn restore_on_new_machine(&self, tag: &str) -> (Vec<WireEvent>, Duration) {
+        let home = self.dir.join(format!("new-{tag}"));
+        init_machine(
+            &home,
+            &format!("new-{tag}"),
+            &self.tracker_url,
+            &age_public_key(&self.recovery),
+        );
+        let to = self.dir.join(format!("restored-{tag}"));
+        let t0 = Instant::now();
+        let out = swarmbak_fast(&home)
+            .arg("fetch")
+            .arg(&self.torrent)
+            .arg("--to")
+            .arg(&to)
+            .arg("--identity")
+            .arg(&self.recovery)
+            .run();
+        let took = t0.elapsed();
+        let name = self.src.file_name().unwrap();
+        assert_same_tree(&self.src, &to.join(name));
+        let log = out
+            .stderr_str()
+            .lines()
+            .filter_map(WireEvent::parse)
+            .collect();
+        (log, took)
+    }
+}
+
+/// Asserts and records what a client negotiated with swarmbak (from swarmbak's wire log).
+fn check_negotiation(client: &str, version: &str, serving: &Negotiated, fetching: &Negotiated) {
+    eprintln!("{client} with the swarmbak agent (client downloads): {serving:#?}");
+    eprintln!("{client} with swarmbak fetch (client seeds): {fetching:#?}");
+    for (what, n) in [("agent", serving), ("fetch", fetching)] {
+        assert!(
+            n.connections > 0,
+            "{client}: no connection in the {what}'s wire log"
+        );
+        assert!(
+            n.their_fast && n.fast,
+            "{client} did not negotiate the fast extension with swarmbak's {what}: {n:#?}"
+        );
+        assert!(
+            n.their_ext && n.ext && n.client.is_some(),
+            "{client} did not negotiate the extension protocol with swarmbak's {what}: {n:#?}"
+        );
+    }
+    // The agent seeds: it opens with have_all (BEP 6), never a bitfield.
+    assert!(
+        serving.sent.get("have_all").copied().unwrap_or(0) > 0,
+        "{serving:#?}"
+    );
+    assert_eq!(serving.sent.get("bitfield"), None, "{serving:#?}");
+    // The fetch starts empty: have_none.
+    assert!(
+        fetching.sent.get("have_none").copied().unwrap_or(0) > 0,
+        "{fetching:#?}"
+    );
+    let fast_msgs = |m: &std::collections::BTreeMap<String, u64>| {
+        ["have_all", "have_none", "allowed_fast", "reject", "suggest"]
+            .iter()
+            .filter(|k| m.contains_key(**k))
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    record(
+        client,
+        version,
+        "fast extension (BEP 6)",
+        true,
+        &format!(
+            "both sides set the bit; {client} sent {}; swarmbak sent {}",
+            fast_msgs(&merge(&serving.received, &fetching.received)),
+            fast_msgs(&merge(&serving.sent, &fetching.sent))
+        ),
+    );
+    record(
+        client,
+        version,
+        "extension protocol (BEP 10)",
+        true,
+        &format!(
+            "v={:?}, m={{{}}}{}",
+            serving.client.as_deref().unwrap_or("?"),
+            serving.extensions.join(", "),
+            if serving.extensions.iter().any(|e| e == "ut_metadata") {
+                " (offers ut_metadata even for this private torrent)"
+            } else {
+                " (no ut_metadata: private torrent)"
+            }
+        ),
+    );
+}
+
+fn merge(
+    a: &std::collections::BTreeMap<String, u64>,
+    b: &std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut m = a.clone();
+    for (k, v) in b {
+        *m.entry(k.clone()).or_default() += v;
+    }
+    m
+}
+
+fn size_note(o: &Owner) -> String {
+    format!("{} shard pieces of {} KiB", o.pieces, o.piece_length / 1024)
+}
+
+#[test]
+fn libtorrent_fetches_and_seeds_a_snapshot() {
+    let _g = serial();
+    let version = require_libtorrent();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut o = owner(tmp.path());
+    let dl = tmp.path().join("lt-download");
+    std::fs::create_dir_all(&dl).unwrap();
+
+    // 1. libtorrent downloads every shard piece from the swarmbak agent.
+    let t0 = Instant::now();
+    let out = Cmd::new(LT_PYTHON)
+        .arg(py("lt_client.py"))
+        .arg("download")
+        .arg(&o.torrent)
+        .arg(&dl)
+        .arg("90")
+        .run_unchecked();
+    let took = t0.elapsed();
+    let last = out.stdout_str().lines().last().unwrap_or("").to_string();
+    let res: serde_json::Value = serde_json::from_str(&last).unwrap_or_else(|e| {
+        panic!(
+            "lt_client download: {e}\n{}{}",
+            out.stdout_str(),
+            out.stderr_str()
+        )
+    });
+    assert!(
+        out.status.success() && res["complete"] == true,
+        "libtorrent did not finish: {res}\n{}",
+        out.stderr_str()
+    );
+    assert_eq!(res["num_pieces"].as_u64(), Some(o.pieces));
+    verify_pieces(&o.torrent, &o.payload_in(&dl));
+    record(
+        "libtorrent",
+        &version,
+        "download snapshot",
+        true,
+        &format!(
+            "{} from the swarmbak agent in {:.1}s",
+            size_note(&o),
+            took.as_secs_f64()
+        ),
+    );
+    record(
+        "libtorrent",
+        &version,
+        "pieces verified",
+        true,
+        "libtorrent: every piece passed; test: SHA-1 of every piece",
+    );
+
+    // libtorrent's own view of the swarmbak peers.
+    let peers = res["peers"].as_array().cloned().unwrap_or_default();
+    eprintln!(
+        "libtorrent peer_info: {peers:#?}\nlibtorrent peer log: {:#}",
+        res["peer_log"]
+    );
+    assert!(
+        peers.iter().any(
+            |p| p["client"].as_str().unwrap_or("").starts_with("swarmbak")
+                && p["supports_extensions"] == true
+        ),
+        "libtorrent saw no swarmbak peer that supports extensions: {peers:#?}"
+    );
+    let log = res["peer_log"].to_string();
+    assert!(
+        log.contains("FAST"),
+        "libtorrent's log shows no fast extension bit from swarmbak: {log}"
+    );
+    assert!(
+        log.contains("sb_machine"),
+        "libtorrent's log shows no swarmbak extension handshake: {log}"
+    );
+
+    // 2. Every swarmbak peer stops; libtorrent seeds alone; a new machine restores.
+    let serving = negotiated(&o.stop_swarmbak_peers());
+    let seeder = libtorrent_seed(&o.torrent, &dl);
+    let (fetch_log, took) = o.restore_on_new_machine("lt");
+    let fetching = negotiated(&fetch_log);
+    assert!(
+        fetching.received.get("piece").copied().unwrap_or(0) > 0,
+        "fetch got no piece from libtorrent: {fetching:#?}"
+    );
+    drop(seeder);
+    record(
+        "libtorrent",
+        &version,
+        "seed alone, swarmbak restores",
+        true,
+        &format!(
+            "restored byte-identical from libtorrent alone in {:.1}s",
+            took.as_secs_f64()
+        ),
+    );
+    check_negotiation("libtorrent", &version, &serving, &fetching);
+    drop(o.tracker);
+    regenerate_table();
+}
+
+#[test]
+fn transmission_fetches_and_seeds_a_snapshot() {
+    let _g = serial();
+    require_libtorrent(); // the piece checker
+    let version = tool_version("transmission-daemon", &["--version"]);
+    eprintln!(
+        "transmission-remote: {}",
+        tool_version("transmission-remote", &["--version"])
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mut o = owner(tmp.path());
+    let dl = tmp.path().join("tr-download");
+
+    // 1. transmission downloads every shard piece from the swarmbak agent.
+    let t0 = Instant::now();
+    let tr = Transmission::start(&tmp.path().join("tr-config"), &dl);
+    let add = tr.remote(&["-a", o.torrent.to_str().unwrap()]);
+    assert!(
+        add.status.success(),
+        "transmission-remote -a: {}{}",
+        add.stdout_str(),
+        add.stderr_str()
+    );
+    // transmission decides whom it is interested in every 10 s: allow for a few rounds.
+    let done = wait_for_or_none(Duration::from_secs(90), || tr.complete());
+    assert!(
+        done,
+        "transmission did not finish:\n{}\n{}\n{}",
+        tr.info(),
+        tr.remote(&["-t", "all", "-pi"]).stdout_str(),
+        tr.daemon.tail()
+    );
+    let took = t0.elapsed();
+    verify_pieces(&o.torrent, &o.payload_in(&dl));
+    let info = tr.info();
+    let have = info
+        .lines()
+        .find(|l| l.trim_start().starts_with("Have:"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    record(
+        "transmission",
+        &version,
+        "download snapshot",
+        true,
+        &format!(
+            "{} from the swarmbak agent in {:.1}s",
+            size_note(&o),
+            took.as_secs_f64()
+        ),
+    );
+    record(
+        "transmission",
+        &version,
+        "pieces verified",
+        true,
+        &format!("transmission: {have}; test: SHA-1 of every piece"),
+    );
+    drop(tr);
+
+    // 2. Every swarmbak peer stops; a fresh transmission (new config, same data) seeds
+    //    alone; a new machine restores. (A fresh daemon: transmission keys peers by IP,
+    //    and having seen a seed at 127.0.0.1 it drops every later connection from
+    //    127.0.0.1 while it seeds itself. On one host every peer shares that address.)
+    let serving = negotiated(&o.stop_swarmbak_peers());
+    let tr = Transmission::start(&tmp.path().join("tr-config-2"), &dl);
+    let add = tr.remote(&["-a", o.torrent.to_str().unwrap(), "--verify"]);
+    assert!(
+        add.status.success(),
+        "{}{}",
+        add.stdout_str(),
+        add.stderr_str()
+    );
+    let _ = tr.remote(&["-t", "all", "--verify"]);
+    assert!(
+        wait_for_or_none(Duration::from_secs(60), || tr.complete()),
+        "transmission does not seed the downloaded data:\n{}",
+        tr.info()
+    );
+    let _ = tr.remote(&["-t", "all", "--reannounce"]);
+    let (fetch_log, took) = o.restore_on_new_machine("tr");
+    let fetching = negotiated(&fetch_log);
+    assert!(
+        fetching.received.get("piece").copied().unwrap_or(0) > 0,
+        "fetch got no piece from transmission: {fetching:#?}"
+    );
+    drop(tr);
+    record(
+        "transmission",
+        &version,
+        "seed alone, swarmbak restores",
+        true,
+        &format!(
+            "restored byte-identical from transmission alone in {:.1}s",
+            took.as_secs_f64()
+        ),
+    );
+    check_negotiation("transmission", &version, &serving, &fetching);
+    drop(o.tracker);
+    regenerate_table();
+}
+
+fn wait_for_or_none(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    false
+}
+
+#[test]
+fn aria2_fetches_and_seeds_a_snapshot() {
+    let _g = serial();
+    require_libtorrent(); // the piece checker
+    let version = tool_version("aria2c", &["--version"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut o = owner(tmp.path());
+    let dl = tmp.path().join("a2-download");
+    std::fs::create_dir_all(&dl).unwrap();
+
+    // 1. aria2 downloads every shard piece, then exits (--seed-time=0).
+    let t0 = Instant::now();
+    let mut c = Command::new("aria2c");
+    c.args(aria2_args(&dl, free_port()))
+        .arg("--seed-time=0")
+        .arg(&o.torrent);
+    let mut a = Bg::spawn("aria2c download", c);
+    let st = a.wait_exit(Duration::from_secs(90));
+    let took = t0.elapsed();
+    let text = a.stdout_lines().join("\n");
+    assert!(
+        st.success() && text.contains("Download complete"),
+        "aria2c failed ({st}):\n{}",
+        a.tail()
+    );
+    verify_pieces(&o.torrent, &o.payload_in(&dl));
+    record(
+        "aria2",
+        &version,
+        "download snapshot",
+        true,
+        &format!(
+            "{} from the swarmbak agent in {:.1}s",
+            size_note(&o),
+            took.as_secs_f64()
+        ),
+    );
+    record(
+        "aria2",
+        &version,
+        "pieces verified",
+        true,
+        "aria2: download complete (exit 0); test: SHA-1 of every piece",
+    );
+    drop(a);
+
+    // 2. Every swarmbak peer stops; aria2 checks the data and seeds it alone.
+    let serving = negotiated(&o.stop_swarmbak_peers());
+    let mut c = Command::new("aria2c");
+    c.args(aria2_args(&dl, free_port()))
+        .args([
+            "--check-integrity=true",
+            "--seed-ratio=0.0",
+            "--bt-seed-unverified=false",
+        ])
+        .arg(&o.torrent);
+    let seeder = Bg::spawn("aria2c seed", c);
+    seeder.wait_line(|l| l.contains("SEED("), Duration::from_secs(60));
+    let (fetch_log, took) = o.restore_on_new_machine("a2");
+    let fetching = negotiated(&fetch_log);
+    assert!(
+        fetching.received.get("piece").copied().unwrap_or(0) > 0,
+        "fetch got no piece from aria2: {fetching:#?}"
+    );
+    drop(seeder);
+    record(
+        "aria2",
+        &version,
+        "seed alone, swarmbak restores",
+        true,
+        &format!(
+            "restored byte-identical from aria2 alone in {:.1}s",
+            took.as_secs_f64()
+        ),
+    );
+    check_negotiation("aria2", &version, &serving, &fetching);
+    drop(o.tracker);
+    regenerate_table();
+}
+
+/// A peer with every reserved bit zero (no BEP 6, no BEP 10, no DHT) downloads pieces
+/// from a swarmbak agent, and the agent sends it nothing from either extension.
+#[test]
+fn plain_peer_without_extensions_downloads() {
+    let _g = serial();
+    require_libtorrent(); // raw_peer.py reads the torrent with it
+    let tmp = tempfile::tempdir().unwrap();
+    let mut o = owner(tmp.path());
+    let agent_addr = {
+        let a = o.agent.as_ref().unwrap();
+        a.stdout_lines()
+            .iter()
+            .find_map(|l| l.strip_prefix("listening ").map(|s| s.trim().to_string()))
+            .expect("agent address")
+    };
+    let want = 4.min(o.pieces);
+    let out = Cmd::new(LT_PYTHON)
+        .arg(py("raw_peer.py"))
+        .arg(&o.torrent)
+        .arg(&agent_addr)
+        .arg(want.to_string())
+        .arg("30")
+        .run_unchecked();
+    let res: serde_json::Value =
+        serde_json::from_str(out.stdout_str().lines().last().unwrap_or("")).unwrap_or_else(|e| {
+            panic!("raw_peer.py: {e}\n{}{}", out.stdout_str(), out.stderr_str())
+        });
+    eprintln!("plain peer: {res}");
+    assert!(
+        out.status.success(),
+        "the plain peer failed: {res}\n{}",
+        out.stderr_str()
+    );
+    assert_eq!(res["forbidden"], serde_json::json!([]), "{res}");
+    // The agent's own account of that connection.
+    std::thread::sleep(Duration::from_millis(500));
+    let log = o.stop_swarmbak_peers();
+    let n = negotiated(&log);
+    eprintln!("agent's wire log for the plain peer: {n:#?}");
+    assert!(
+        n.connections > 0 && !n.fast && !n.ext && !n.their_fast && !n.their_ext,
+        "{n:#?}"
+    );
+    for k in [
+        "have_all",
+        "have_none",
+        "allowed_fast",
+        "reject",
+        "suggest",
+        "extended",
+    ] {
+        assert_eq!(
+            n.sent.get(k),
+            None,
+            "the agent sent {k} to a peer without the extension: {n:#?}"
+        );
+    }
+    assert!(
+        n.sent.get("bitfield").is_some() && n.sent.get("piece").is_some(),
+        "{n:#?}"
+    );
+    record(
+        "plain peer",
+        "raw_peer.py (reserved bits 0)",
+        "download snapshot",
+        true,
+        &format!("verified {} pieces; swarmbak sent {:?}", want, n.sent),
+    );
+    record(
+        "plain peer",
+        "raw_peer.py (reserved bits 0)",
+        "fast extension (BEP 6)",
+        true,
+        "not negotiated; swarmbak sent no BEP 6 message",
+    );
+    record(
+        "plain peer",
+        "raw_peer.py (reserved bits 0)",
+        "extension protocol (BEP 10)",
+        true,
+        "not negotiated; swarmbak sent no extended message",
+    );
+    drop(o.tracker);
+    regenerate_table();
+}
