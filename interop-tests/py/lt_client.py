@@ -208,7 +208,7 @@ def magnet(uri, save, timeout):
 def make_seed(src, out_torrent, tracker):
     fs = lt.file_storage()
     lt.add_files(fs, src)
-    ct = lt.create_torrent(fs, 16384)
+    ct = lt.create_torrent(fs, 16384, flags=lt.create_torrent.v1_only)
     ct.add_tracker(tracker)
     ct.set_priv(False)
     parent = os.path.dirname(os.path.abspath(src))
@@ -233,6 +233,7 @@ def make_seed(src, out_torrent, tracker):
             announced = True
         if time.time() - last > 1.0:
             last = time.time()
+            h.force_reannounce()  # the test whitelists the torrent only once it is known
             out({"event": "status", "state": str(st.state), "upload": st.total_payload_upload,
                  "peers": peer_report(h), "peer_log": log.report()})
         time.sleep(0.2)

@@ -765,3 +765,79 @@ pub fn aria2_args(dir: &Path, port: u16) -> Vec<String> {
         "--auto-save-interval=0".into(),
     ]
 }
+
+/// Debian's opentracker (whitelist-only build) on 127.0.0.1, killed on drop. Its
+/// whitelist lives in a directory of its own that the user `nobody` (which opentracker
+/// drops to) can read, given by absolute path; [`OpenTracker::allow`] adds an infohash
+/// and reloads the list with SIGHUP.
+pub struct OpenTracker {
+    pub proc: Bg,
+    pub port: u16,
+    pub dir: PathBuf,
+    whitelist: PathBuf,
+}
+
+impl OpenTracker {
+    pub fn start() -> OpenTracker {
+        use std::os::unix::fs::PermissionsExt;
+        require_tool("opentracker");
+        let port = free_port();
+        let udp = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "swarmbak-opentracker-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let whitelist = dir.join("whitelist");
+        std::fs::write(&whitelist, "").unwrap();
+        std::fs::set_permissions(&whitelist, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut c = Command::new("opentracker");
+        c.args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-P",
+            &udp.to_string(),
+        ])
+        .arg("-w")
+        .arg(&whitelist)
+        .current_dir(&dir);
+        let proc = Bg::spawn("opentracker", c);
+        wait_for("opentracker to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        OpenTracker {
+            proc,
+            port,
+            dir,
+            whitelist,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` (swarmbak's `--tracker` form).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Whitelists an infohash (hex) and reloads the list (SIGHUP).
+    pub fn allow(&self, ih_hex: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.whitelist)
+            .unwrap();
+        writeln!(f, "{ih_hex}").unwrap();
+        drop(f);
+        self.proc.signal("HUP");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+impl Drop for OpenTracker {
+    fn drop(&mut self) {
+        self.proc.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
