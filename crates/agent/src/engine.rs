@@ -62,7 +62,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn new_peer_id() -> [u8; 20] {
     let mut id = [0u8; 20];
-    id[..8].copy_from_slice(b"-SB0100-");
+    id[..8].copy_from_slice(b"-SW0100-");
     let r: [u8; 12] = rand::random();
     id[8..].copy_from_slice(&r);
     id
@@ -99,6 +99,21 @@ impl Engine {
             loop {
                 t.tick().await;
                 ch.choke_round();
+            }
+        });
+        // Shards this machine holds for others reach the disk every few seconds, in one
+        // flush (a fetch's shards are a staging copy, restored right away: not flushed).
+        let sy = e.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                t.tick().await;
+                let ts: Vec<Arc<Torrent>> = sy
+                    .torrents()
+                    .into_iter()
+                    .filter(|t| matches!(t.inner().role, crate::torrent::Role::Replicate { .. }))
+                    .collect();
+                let _ = tokio::task::spawn_blocking(move || ts.iter().for_each(|t| t.sync())).await;
             }
         });
         Ok(e)

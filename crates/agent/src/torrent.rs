@@ -93,6 +93,10 @@ pub struct Torrent {
     quota: std::sync::OnceLock<Arc<Quota>>,
     /// When each piece was first seen with fewer holders than the target.
     under_since: Mutex<HashMap<u32, std::time::Instant>>,
+    /// Shards written since the last sync.
+    pub unsynced: std::sync::atomic::AtomicBool,
+    /// The shard file last read from, kept open for the next block of it.
+    reading: Mutex<Option<(u32, std::fs::File)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -120,7 +124,8 @@ impl Torrent {
     /// so "k shards of every stripe" means every piece.
     pub fn open_plain(store: &Store, ih: InfoHash, me: Vec<u8>) -> Result<Arc<Torrent>, String> {
         let torrent_bytes = store.torrent_bytes(&ih).map_err(|e| e.to_string())?;
-        let mi = swarmbak_metainfo::Metainfo::from_bytes(&torrent_bytes).map_err(|e| e.to_string())?;
+        let mi =
+            swarmbak_metainfo::Metainfo::from_bytes(&torrent_bytes).map_err(|e| e.to_string())?;
         if mi.info_hash() != ih.0 {
             return Err(format!("the metainfo stored for {ih} has another infohash"));
         }
@@ -138,7 +143,16 @@ impl Torrent {
             manifest_offset: 0,
             manifest_length: 0,
         };
-        Self::with_meta(store, ih, torrent_bytes, meta, mi.total_length(), Role::Fetch, None, me)
+        Self::with_meta(
+            store,
+            ih,
+            torrent_bytes,
+            meta,
+            mi.total_length(),
+            Role::Fetch,
+            None,
+            me,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -190,6 +204,8 @@ impl Torrent {
             downloaded: std::sync::atomic::AtomicU64::new(0),
             quota: std::sync::OnceLock::new(),
             under_since: Mutex::new(HashMap::new()),
+            unsynced: std::sync::atomic::AtomicBool::new(false),
+            reading: Mutex::new(None),
         });
         t.update_wanted();
         Ok(t)
@@ -379,20 +395,31 @@ impl Torrent {
         sets
     }
 
+    /// Whether some connected peer (any client, with or without a machine key) has each
+    /// piece, or we do.
+    pub fn reachable(&self) -> Vec<bool> {
+        let g = self.inner();
+        (0..self.num_pieces())
+            .map(|p| g.picker.have().get(p) || g.peers.values().any(|v| v.has.get(p)))
+            .collect()
+    }
+
     /// Verifies a completed piece and stores it. Returns false when the hash is wrong.
     pub fn complete_piece(&self, piece: u32, data: &[u8]) -> Result<bool, String> {
         // Piece buffers are allocated at the full piece length; a short last piece is
         // only its first bytes.
         let size = self.piece_size(piece);
         let data = data.get(..size).unwrap_or(data);
-        let ok = data.len() == size
-            && Sha1::digest(data)[..] == self.meta.hashes[piece as usize][..];
+        let ok =
+            data.len() == size && Sha1::digest(data)[..] == self.meta.hashes[piece as usize][..];
         if !ok {
             return Ok(false);
         }
         self.store
-            .write_shard(&self.ih, piece as usize, data)
+            .write_shard_lazy(&self.ih, piece as usize, data)
             .map_err(|e| e.to_string())?;
+        self.unsynced
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.inner().picker.piece_verified(piece);
         self.downloaded
             .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -405,15 +432,29 @@ impl Torrent {
         Ok(true)
     }
 
+    /// Makes the shards written since the last call durable (one flush for many).
+    pub fn sync(&self) {
+        if self
+            .unsynced
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            let _ = self.store.sync();
+        }
+    }
+
     /// Reads a block of a piece we have.
     pub fn read_block(&self, piece: u32, offset: u32, len: u32) -> Option<Vec<u8>> {
         if !self.inner().picker.have().get(piece) {
             return None;
         }
-        let p = self.store.shard_path(&self.ih, piece as usize);
-        let f = std::fs::File::open(p).ok()?;
-        let mut buf = vec![0u8; len as usize];
         use std::os::unix::fs::FileExt;
+        let mut r = lock(&self.reading);
+        if r.as_ref().map(|(p, _)| *p) != Some(piece) {
+            let p = self.store.shard_path(&self.ih, piece as usize);
+            *r = Some((piece, std::fs::File::open(p).ok()?));
+        }
+        let (_, f) = r.as_ref()?;
+        let mut buf = vec![0u8; len as usize];
         f.read_exact_at(&mut buf, offset as u64).ok()?;
         Some(buf)
     }

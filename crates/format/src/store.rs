@@ -252,10 +252,28 @@ impl Store {
         }
     }
 
-    /// Replaces a shard atomically (used by repair).
+    /// Replaces a shard atomically and durably (used by repair).
     pub fn write_shard(&self, ih: &InfoHash, piece: usize, data: &[u8]) -> Result<(), FormatError> {
         let p = self.shard_path(ih, piece);
         write_atomic(&p, data, 0o644, true).map_err(|e| FormatError::io(&p, e))
+    }
+
+    /// Writes a shard atomically without waiting for the disk (shards arriving from peers:
+    /// every shard is checked by SHA-1 when a store is opened, so one lost in a crash is
+    /// only missing, never wrong; [`Store::sync`] makes them durable in one go).
+    pub fn write_shard_lazy(
+        &self,
+        ih: &InfoHash,
+        piece: usize,
+        data: &[u8],
+    ) -> Result<(), FormatError> {
+        let p = self.shard_path(ih, piece);
+        write_atomic(&p, data, 0o644, false).map_err(|e| FormatError::io(&p, e))
+    }
+
+    /// Flushes the file system holding the store.
+    pub fn sync(&self) -> Result<(), FormatError> {
+        crate::backup::sync_fs(&self.dir)
     }
 
     /// The plaintext manifest this machine kept of one of its own snapshots (stored

@@ -154,12 +154,19 @@ fn default_home() -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    // Output piped into `head` ends quietly, as for other Unix tools.
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // Listings piped into `head` end quietly, as for other Unix tools. Commands that talk
+    // to peers keep SIGPIPE ignored: a peer hanging up must be an error on that
+    // connection, not the end of the process.
+    if matches!(
+        cli.command,
+        Command::Snapshots { .. } | Command::Inspect { .. }
+    ) {
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let ctx = Ctx {
         home: cli.home.clone().unwrap_or_else(default_home),
         json: cli.json,

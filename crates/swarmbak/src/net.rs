@@ -358,6 +358,15 @@ async fn local_request(
     }
 }
 
+/// The HTTP status behind a tracker client error, if it was one.
+fn http_status(e: &swarmbak_tracker::ClientError) -> Option<u16> {
+    match e {
+        swarmbak_tracker::ClientError::Http { status, .. } => Some(*status),
+        swarmbak_tracker::ClientError::GaveUp { last, .. } => http_status(last),
+        _ => None,
+    }
+}
+
 /// Publishes a snapshot to the configured tracker, retrying with backoff until `timeout`.
 async fn publish(home: &Home, ih: &InfoHash, timeout: Duration) -> Result<(), Failure> {
     let Some(url) = home.config().tracker.clone() else {
@@ -365,10 +374,25 @@ async fn publish(home: &Home, ih: &InfoHash, timeout: Duration) -> Result<(), Fa
     };
     let bytes = home.store().torrent_bytes(ih)?;
     let c = client(&url)?.with_retry(swarmbak_tracker::Retry::for_duration(timeout));
-    c.publish(&bytes, &home.config().public_key, &home.config().name)
+    match c
+        .publish(&bytes, &home.config().public_key, &home.config().name)
         .await
-        .map_err(|e| Failure::new(3, format!("could not publish {ih} to {url}: {e}")))?;
-    Ok(())
+    {
+        Ok(_) => Ok(()),
+        // A tracker that is not swarmbak's (opentracker) has no publish endpoint: the
+        // snapshot is still announced and seeded; its metainfo travels over BEP 9.
+        Err(e) if matches!(http_status(&e), Some(400 | 404 | 405)) => {
+            let status = http_status(&e).unwrap_or(0);
+            eprintln!(
+                "swarmbak: {url} keeps no snapshots (HTTP {status} on publish: not a swarmbak tracker?); announcing only. Machines find this snapshot by its infohash, its metainfo over BEP 9"
+            );
+            Ok(())
+        }
+        Err(e) => Err(Failure::new(
+            3,
+            format!("could not publish {ih} to {url}: {e}"),
+        )),
+    }
 }
 
 /// The swarm side of `swarmbak seed`: publish, then seed until durable (or forever).
@@ -582,7 +606,7 @@ pub async fn ensure_metainfo(
     }
     // The tracker keeps no metainfo for it (opentracker keeps none at all): ask the
     // swarmbak peers it knows of, over BEP 9.
-    let mut peer_id = *b"-SB0100-000000000000";
+    let mut peer_id = *b"-SW0100-000000000000";
     peer_id[8..].copy_from_slice(&rand::random::<[u8; 12]>());
     let announced = c
         .announce(&swarmbak_tracker::AnnounceRequest::new(ih.0, peer_id, 1, 1))
@@ -647,28 +671,15 @@ pub async fn download(
             progress = (got, Instant::now());
         }
         // Give up early when nothing arrives and the swarm cannot supply some stripe.
+        // (Standard clients seeding a snapshot count too: reachability is by bitfield.)
         let starved = progress.1.elapsed() > stall && {
-            let avail = t.holder_sets();
-            (0..l.stripes).any(|s| {
-                (0..l.n())
-                    .filter(|&i| have.get(l.piece(s, i) as u32) || !avail[l.piece(s, i)].is_empty())
-                    .count()
-                    < l.k
-            })
+            let avail = t.reachable();
+            (0..l.stripes).any(|s| (0..l.n()).filter(|&i| avail[l.piece(s, i)]).count() < l.k)
         };
         if start.elapsed() > timeout || starved {
-            let avail = t.holder_sets();
+            let avail: Vec<bool> = t.reachable();
             let worst = (0..l.stripes)
-                .map(|s| {
-                    (
-                        s,
-                        (0..l.n())
-                            .filter(|&i| {
-                                have.get(l.piece(s, i) as u32) || !avail[l.piece(s, i)].is_empty()
-                            })
-                            .count(),
-                    )
-                })
+                .map(|s| (s, (0..l.n()).filter(|&i| avail[l.piece(s, i)]).count()))
                 .min_by_key(|x| x.1)
                 .unwrap_or((0, 0));
             let peers = t.inner().peers.len();
@@ -978,7 +989,7 @@ async fn metadata_from_swarm(
     tracker: Option<&str>,
     peers: &[SocketAddr],
 ) -> Result<Vec<u8>, Failure> {
-    let mut peer_id = *b"-SB0100-000000000000";
+    let mut peer_id = *b"-SW0100-000000000000";
     peer_id[8..].copy_from_slice(&rand::random::<[u8; 12]>());
     let mut cands: Vec<SocketAddr> = peers.to_vec();
     if let Some(url) = tracker {
