@@ -592,7 +592,7 @@ fn plain_peer_without_extensions_downloads() {
         );
     }
     assert!(
-        n.sent.get("bitfield").is_some() && n.sent.get("piece").is_some(),
+        n.sent.contains_key("bitfield") && n.sent.contains_key("piece"),
         "{n:#?}"
     );
     record(

@@ -264,38 +264,49 @@ fn torrents_from_mktorrent_and_libtorrent_download_byte_identical() {
 #[test]
 fn a_magnet_link_gets_the_metadata_from_libtorrent() {
     libtorrent_version();
-    let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    let payload = src.join("magnetic");
-    fill(&payload.join("a.bin"), 700_000, 1);
-    fill(&payload.join("b/c.bin"), 90_000, 2);
-    let torrent = t.path().join("m.torrent");
-    assert!(Command::new(PY)
-        .arg(script())
-        .arg("--make")
-        .arg(&torrent)
-        .arg(&payload)
-        .arg("65536")
-        .status()
-        .unwrap()
-        .success());
-    let info = Command::new(swarmbak_bin())
-        .arg("inspect")
-        .arg(&torrent)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let j: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
-    let ih = j["infohash"].as_str().unwrap().to_string();
-    let seeder = Seeder::start(&torrent, &src);
-    let out = t.path().join("out");
-    swarmbak_fetch(
-        &t.path().join("home"),
-        &format!("magnet:?xt=urn:btih:{ih}"),
-        &out,
-        seeder.port,
-    );
-    same_tree(&payload, &out.join("magnetic"));
+    // One BEP 9 metadata piece, and an info dict of several 16 KiB pieces (400 files).
+    for files in [2usize, 400] {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        let payload = src.join("magnetic");
+        for i in 0..files {
+            fill(
+                &payload.join(format!("d{}/file-with-a-longish-name-{i:04}.bin", i % 3)),
+                100 + i * 37,
+                i as u64,
+            );
+        }
+        let torrent = t.path().join("m.torrent");
+        assert!(Command::new(PY)
+            .arg(script())
+            .arg("--make")
+            .arg(&torrent)
+            .arg(&payload)
+            .arg("65536")
+            .status()
+            .unwrap()
+            .success());
+        let info = Command::new(swarmbak_bin())
+            .arg("inspect")
+            .arg(&torrent)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        let ih = j["infohash"].as_str().unwrap().to_string();
+        let seeder = Seeder::start(&torrent, &src);
+        let out = t.path().join("out");
+        swarmbak_fetch(
+            &t.path().join("home"),
+            &format!("magnet:?xt=urn:btih:{ih}"),
+            &out,
+            seeder.port,
+        );
+        same_tree(&payload, &out.join("magnetic"));
+        eprintln!(
+            "magnet with {files} files: metadata over BEP 9 from libtorrent, files identical"
+        );
+    }
 }
 
 #[test]

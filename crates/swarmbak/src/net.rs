@@ -612,7 +612,7 @@ pub async fn ensure_metainfo(
         .announce(&swarmbak_tracker::AnnounceRequest::new(ih.0, peer_id, 1, 1))
         .await;
     if let Ok(resp) = announced {
-        for p in resp.peers {
+        for p in resp.peers.into_iter().filter(|p| p.addr.port() != 1) {
             let announce = format!("{url}/announce");
             if let Ok(b) =
                 swarmbak_agent::metadata::from_peer(p.addr, *ih, peer_id, Some(&announce)).await
@@ -1000,20 +1000,35 @@ async fn metadata_from_swarm(
             .announce(&swarmbak_tracker::AnnounceRequest::new(ih.0, peer_id, 1, 1))
             .await
         {
-            cands.extend(r.peers.into_iter().map(|p| p.addr));
+            // Not ourselves (we announced port 1 only to be given peers; some trackers,
+            // opentracker among them, return the asker too).
+            cands.extend(
+                r.peers
+                    .into_iter()
+                    .map(|p| p.addr)
+                    .filter(|a| a.port() != 1),
+            );
         }
+        let mut stop = swarmbak_tracker::AnnounceRequest::new(ih.0, peer_id, 1, 1);
+        stop.event = Some(swarmbak_tracker::AnnounceEvent::Stopped);
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.announce(&stop)).await;
     }
     let announce = tracker.map(|u| format!("{u}/announce"));
+    let mut why = Vec::new();
     for p in &cands {
-        if let Ok(b) =
-            swarmbak_agent::metadata::from_peer(*p, *ih, peer_id, announce.as_deref()).await
-        {
-            return Ok(b);
+        match swarmbak_agent::metadata::from_peer(*p, *ih, peer_id, announce.as_deref()).await {
+            Ok(b) => return Ok(b),
+            Err(e) => why.push(format!("{p}: {e}")),
         }
     }
     Err(Failure::new(
         1,
-        format!("no peer served {ih}'s metadata ({} tried); give the .torrent file instead (standard clients never serve metadata for private torrents)", cands.len()),
+        format!(
+            "no peer served {ih}'s metadata ({} tried{}{}); give the .torrent file instead (standard clients never serve metadata for private torrents)",
+            cands.len(),
+            if why.is_empty() { "" } else { ": " },
+            why.join("; ")
+        ),
     ))
 }
 
