@@ -68,6 +68,8 @@ pub struct Inner {
     pub banned: HashSet<std::net::IpAddr>,
     /// Peers banned by address and port (loopback tests put every peer on one address).
     pub banned_addrs: HashSet<SocketAddr>,
+    /// Connections to close: they delivered a piece that failed its hash check.
+    pub kick: HashSet<PeerKey>,
 }
 
 /// A snapshot this engine takes part in.
@@ -199,6 +201,7 @@ impl Torrent {
                 partial: HashMap::new(),
                 banned: HashSet::new(),
                 banned_addrs: HashSet::new(),
+                kick: HashSet::new(),
             }),
             haves,
             downloaded: std::sync::atomic::AtomicU64::new(0),
@@ -402,6 +405,32 @@ impl Torrent {
         (0..self.num_pieces())
             .map(|p| g.picker.have().get(p) || g.peers.values().any(|v| v.has.get(p)))
             .collect()
+    }
+
+    /// Verifies and stores a completed piece on a blocking thread, so the connection that
+    /// delivered it keeps reading meanwhile. A piece that fails its hash check is
+    /// downloaded again, and the connection (`key`, from `addr`) is closed and banned.
+    pub fn complete_in_background(
+        self: &Arc<Self>,
+        piece: u32,
+        data: Vec<u8>,
+        key: PeerKey,
+        addr: SocketAddr,
+    ) {
+        let t = self.clone();
+        tokio::task::spawn_blocking(move || match t.complete_piece(piece, &data) {
+            Ok(true) => {}
+            Ok(false) => {
+                let mut g = t.inner();
+                g.picker.piece_failed(piece);
+                g.banned_addrs.insert(addr);
+                g.kick.insert(key);
+            }
+            Err(e) => {
+                eprintln!("swarmbak: cannot store piece {piece} of {}: {e}", t.ih);
+                t.inner().picker.piece_failed(piece);
+            }
+        });
     }
 
     /// Verifies a completed piece and stores it. Returns false when the hash is wrong.
