@@ -190,6 +190,8 @@ struct State {
 }
 
 async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: Reserved) -> End {
+    // Let blocks queue up to 1 MiB before a write is forced (fewer, larger writes).
+    framed.set_backpressure_boundary(1 << 20);
     let t = conn.torrent.clone();
     let n = t.num_pieces();
     let common = reserved().common(theirs);
@@ -296,6 +298,7 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
                     }
                 }
                 _ = tick.tick() => {
+                    flush(&mut framed).await?;
                     if t.inner().kick.remove(&conn.key) {
                         return Err(End::Banned("sent a piece that failed its SHA-1 check".into()));
                     }
@@ -535,7 +538,7 @@ async fn on_message(
                     if let Some(v) = t.inner().peers.get_mut(&key) {
                         v.uploaded += d.len() as u64;
                     }
-                    send(
+                    feed(
                         framed,
                         &mut st.sent,
                         Message::Piece {
@@ -545,6 +548,11 @@ async fn on_message(
                         },
                     )
                     .await?;
+                    // More requests already read: answer them before flushing, so many
+                    // blocks leave in one write.
+                    if framed.read_buffer().len() < 17 {
+                        flush(framed).await?;
+                    }
                     st.last_sent = Instant::now();
                 }
                 None if st.fast => send(framed, &mut st.sent, Message::Reject(b)).await?,
