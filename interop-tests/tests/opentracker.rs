@@ -7,9 +7,9 @@
 //! a new machine fetches it by infohash alone — the metadata over BEP 9 from the swarmbak
 //! peers opentracker lists — and restores it byte-identical with the recovery key.
 //! `seed --until published` cannot publish (opentracker answers the POST with HTTP 400):
-//! it exits 3, the snapshot kept in the local store and seeded by the agent. Replication
-//! needs agents to discover snapshots, which they do through `GET /snapshots`: with
-//! opentracker they cannot (the ignored test says what is needed).
+//! it says so and announces only. Agents, which discover snapshots through the swarmbak
+//! tracker's `GET /snapshots`, fall back to opentracker's full scrape and fetch each
+//! torrent's metainfo over BEP 9 from the swarmbak peers seeding it, then replicate.
 
 use std::time::{Duration, Instant};
 
@@ -115,10 +115,9 @@ fn opentracker_seed_and_fetch() {
     regenerate_table();
 }
 
+/// Agents discover snapshots on opentracker by full scrape and get their metainfo over
+/// BEP 9 from the swarmbak peers seeding them.
 #[test]
-#[ignore = "needs snapshot discovery without the swarmbak tracker: agents find snapshots to \
-            replicate only through GET /snapshots (crates/swarmbak/src/net.rs replicate_new), \
-            which opentracker does not have"]
 fn opentracker_replicates() {
     let s = setup();
     let t = s._tmp.path();

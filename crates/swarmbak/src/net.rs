@@ -225,8 +225,48 @@ async fn shutdown_signal() {
     }
 }
 
-/// Takes part in every published snapshot of other machines this agent does not hold yet
-/// (with `copies` 0: takes part, holds nothing new).
+/// [`replicate_new`] for a tracker that keeps no snapshot list: every torrent of a full
+/// scrape that turns out (by its metainfo, fetched over BEP 9) to be a swarmbak snapshot.
+/// The owner is unknown here unless recorded earlier.
+async fn replicate_scraped(
+    engine: &Engine,
+    store: &Store,
+    c: &TrackerClient,
+    url: &str,
+    copies: usize,
+    me: &[u8],
+    quota: Option<&Arc<swarmbak_agent::Quota>>,
+) -> Result<(), String> {
+    let scraped = c
+        .scrape(&[])
+        .await
+        .map_err(|e| format!("tracker full scrape: {e}"))?;
+    for ih in scraped.keys() {
+        let ih = InfoHash(*ih);
+        if engine.torrent(&ih).is_some() {
+            continue;
+        }
+        if !store.has(&ih) && ensure_metainfo(store, &ih, None, Some(url)).await.is_err() {
+            continue;
+        }
+        // Not a swarmbak snapshot (someone else's torrent on a shared tracker): left alone.
+        if let Ok(t) = Torrent::open(
+            store,
+            ih,
+            Role::Replicate { copies },
+            store.owner(&ih),
+            me.to_vec(),
+        ) {
+            if let Some(q) = quota {
+                t.set_quota(q.clone());
+            }
+            engine.add(t)
+        }
+    }
+    Ok(())
+}
+
+/// Takes part in every published snapshot of other machines this agent does not hold yet.
 async fn replicate_new(
     engine: &Engine,
     store: &Store,
@@ -238,10 +278,15 @@ async fn replicate_new(
     let c = client(url)
         .map_err(|f| f.message)?
         .with_retry(swarmbak_tracker::Retry::none());
-    let recs = c
-        .snapshots(None)
-        .await
-        .map_err(|e| format!("tracker: {e}"))?;
+    let recs = match c.snapshots(None).await {
+        Ok(r) => r,
+        // Not a swarmbak tracker (opentracker): learn the torrents from a full scrape and
+        // their metainfo over BEP 9 from the peers that seed them.
+        Err(e) if matches!(http_status(&e), Some(400 | 404 | 405)) => {
+            return replicate_scraped(engine, store, &c, url, copies, me, quota).await;
+        }
+        Err(e) => return Err(format!("tracker: {e}")),
+    };
     for r in recs {
         let Ok(ih) = InfoHash::from_hex(&r.infohash) else {
             continue;
