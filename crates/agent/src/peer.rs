@@ -247,6 +247,7 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
             // Short-lived processes (fetch, health) send no key: they are not holders and
             // must not move placement while they run.
             eh.sb_key = if t.me.is_empty() { None } else { Some(t.me.clone()) };
+            eh.sb_owner = !t.me.is_empty() && t.is_own();
             send(&mut framed, &mut st.sent, Message::Extended { id: EXTENSION_HANDSHAKE_ID, payload: Bytes::from(eh.encode()) }).await?;
         }
         let have = t.have();
@@ -631,6 +632,9 @@ async fn on_message(
                 }));
                 st.their_ut_metadata = eh.extension_id(UT_METADATA);
                 if let Some(k) = eh.sb_key {
+                    if eh.sb_owner {
+                        t.learn_owner(&k);
+                    }
                     if let Some(v) = t.inner().peers.get_mut(&key) {
                         v.machine = Some(k);
                     }

@@ -81,8 +81,9 @@ pub struct Torrent {
     /// The raw info dictionary (served over BEP 9).
     pub info: Vec<u8>,
     pub meta: SnapshotMeta,
-    /// The owner's machine key, when known (from the tracker's publish record).
-    pub owner: Option<Vec<u8>>,
+    /// The owner's machine key, when known (from the tracker's publish record, or from
+    /// the owner's own extension handshake: `sb_owner`).
+    owner: std::sync::OnceLock<Vec<u8>>,
     /// This machine's key.
     pub me: Vec<u8>,
     pub store: Store,
@@ -191,7 +192,13 @@ impl Torrent {
             info: mi.raw_info().to_vec(),
             torrent_bytes,
             meta,
-            owner,
+            owner: {
+                let o = std::sync::OnceLock::new();
+                if let Some(k) = owner {
+                    let _ = o.set(k);
+                }
+                o
+            },
             me,
             store: store.clone(),
             inner: Mutex::new(Inner {
@@ -212,6 +219,25 @@ impl Torrent {
         });
         t.update_wanted();
         Ok(t)
+    }
+
+    /// The owner's machine key, if known.
+    pub fn owner(&self) -> Option<&[u8]> {
+        self.owner.get().map(|v| v.as_slice())
+    }
+
+    /// Learns the owner's key from a peer that says it owns this snapshot (a tracker
+    /// without publish records, like opentracker, cannot tell). The first claim stands.
+    pub fn learn_owner(&self, key: &[u8]) {
+        if self.owner.set(key.to_vec()).is_ok() {
+            let _ = self.store.set_owner(&self.ih, key);
+            self.update_wanted();
+        }
+    }
+
+    /// Whether this machine owns the snapshot.
+    pub fn is_own(&self) -> bool {
+        self.owner() == Some(self.me.as_slice())
     }
 
     pub fn layout(&self) -> Layout {
@@ -296,7 +322,7 @@ impl Torrent {
             }
             Role::Replicate { copies } => {
                 let machines = self.online_machines(&g);
-                let holders = holder_counts(&g, self.owner.as_deref(), &self.me, l.pieces());
+                let holders = holder_counts(&g, self.owner(), &self.me, l.pieces());
                 let now = std::time::Instant::now();
                 let mut under = lock(&self.under_since);
                 let grace = takeover_grace();
@@ -336,10 +362,10 @@ impl Torrent {
             .peers
             .values()
             .filter_map(|p| p.machine.clone())
-            .filter(|k| Some(k) != self.owner.as_ref())
+            .filter(|k| Some(k.as_slice()) != self.owner())
             .collect();
         if let Some(me) = me {
-            if Some(me) != self.owner.as_deref() {
+            if Some(me) != self.owner() {
                 v.push(me.to_vec());
             }
         }
@@ -357,7 +383,7 @@ impl Torrent {
         let mut sets: Vec<HashSet<Vec<u8>>> = vec![HashSet::new(); n as usize];
         for p in g.peers.values() {
             let Some(k) = &p.machine else { continue };
-            if Some(k) == self.owner.as_ref() {
+            if Some(k.as_slice()) == self.owner() {
                 continue;
             }
             for i in p.has.iter_ones() {
@@ -365,7 +391,7 @@ impl Torrent {
             }
         }
         if let Some(me) = me {
-            if Some(me) != self.owner.as_deref() {
+            if Some(me) != self.owner() {
                 for i in g.picker.have().iter_ones() {
                     sets[i as usize].insert(me.to_vec());
                 }

@@ -39,6 +39,9 @@ pub struct ExtensionHandshake {
     /// `sb_key` (swarmbak): the sending machine's public key. Machines are counted by
     /// this key, never by peer id.
     pub sb_key: Option<Vec<u8>>,
+    /// `sb_owner` (swarmbak): 1 when the sender owns the snapshot this connection is for
+    /// (so other machines never count the owner as a holder of its own snapshot).
+    pub sb_owner: bool,
 }
 
 impl ExtensionHandshake {
@@ -67,6 +70,9 @@ impl ExtensionHandshake {
         }
         if let Some(k) = &self.sb_key {
             e.key(b"sb_key").bytes(k);
+        }
+        if self.sb_owner {
+            e.key(b"sb_owner").int(1);
         }
         if let Some(v) = &self.client {
             e.key(b"v").str(v);
@@ -125,6 +131,7 @@ impl ExtensionHandshake {
                 None
             }
         });
+        out.sb_owner = int_in(dict.get(b"sb_owner")) == Some(1);
         out.sb_key = dict
             .get(b"sb_key")
             .and_then(Value::as_bytes)
@@ -144,6 +151,24 @@ fn clamp_i64(v: u64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sb_owner_round_trips_and_is_absent_by_default() {
+        let mut eh = super::ExtensionHandshake {
+            sb_key: Some(b"age1owner".to_vec()),
+            ..Default::default()
+        };
+        assert!(
+            !super::ExtensionHandshake::parse(&eh.encode())
+                .unwrap()
+                .sb_owner
+        );
+        assert!(!String::from_utf8_lossy(&eh.encode()).contains("sb_owner"));
+        eh.sb_owner = true;
+        let back = super::ExtensionHandshake::parse(&eh.encode()).unwrap();
+        assert!(back.sb_owner);
+        assert_eq!(back.sb_key.as_deref(), Some(&b"age1owner"[..]));
+    }
+
     use super::*;
 
     #[test]
