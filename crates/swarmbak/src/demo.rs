@@ -217,12 +217,23 @@ fn run_offline(
     );
 
     // 6. Compare.
+    let diffs = compare(&sources, &target)?;
+    verdict(ctx, &diffs, t0)
+}
+
+/// Every difference between each backed-up tree and its restored copy under `target`.
+pub fn compare(sources: &[PathBuf], target: &std::path::Path) -> Result<Vec<String>, Failure> {
     let mut diffs = Vec::new();
-    for s in &sources {
+    for s in sources {
         let name = swarmbak_format::backup::root_name(s)?;
         let restored = target.join(std::str::from_utf8(&name).unwrap_or("?"));
-        diffs.extend(crate_treecmp(s, &restored)?);
+        diffs.extend(swarmbak::treecmp::diff(s, &restored, true)?);
     }
+    Ok(diffs)
+}
+
+/// Says plainly whether the restore was checked equal; fails when it was not.
+pub fn verdict(ctx: &Ctx, diffs: &[String], t0: Instant) -> Result<(), Failure> {
     if diffs.is_empty() {
         say(
             ctx,
@@ -245,10 +256,6 @@ fn run_offline(
             ),
         ))
     }
-}
-
-pub fn crate_treecmp(a: &std::path::Path, b: &std::path::Path) -> Result<Vec<String>, Failure> {
-    Ok(swarmbak::treecmp::diff(a, b, true)?)
 }
 
 /// Repairs are expected in the demo (it deleted the shards): report them as a count, not

@@ -12,7 +12,7 @@ use std::time::Instant;
 use swarmbak_format::{Home, Identity, InitOptions};
 
 use crate::cmd::Failure;
-use crate::demo::{crate_treecmp, sample_data, say};
+use crate::demo::{compare, sample_data, say, verdict};
 use crate::Ctx;
 
 /// Quick reactions for a demo on one machine (the defaults suit an office).
@@ -300,34 +300,8 @@ pub fn run(ctx: &Ctx, work: &Path, bytes: u64, tree: Option<PathBuf>) -> Result<
         ),
     );
 
-    let mut diffs = Vec::new();
-    for s in &sources {
-        let name = swarmbak_format::backup::root_name(s)?;
-        let restored = target.join(std::str::from_utf8(&name).unwrap_or("?"));
-        diffs.extend(crate_treecmp(s, &restored)?);
-    }
+    let diffs = compare(&sources, &target)?;
     drop(procs);
     say(ctx, "shutdown", "tracker and agents stopped".to_string());
-    if diffs.is_empty() {
-        say(
-            ctx,
-            "verified",
-            format!(
-                "OK: the restored tree is byte-for-byte identical to the original (contents, names, modes, mtimes, symlinks); demo took {:.1}s",
-                t0.elapsed().as_secs_f64()
-            ),
-        );
-        Ok(())
-    } else {
-        for d in diffs.iter().take(20) {
-            say(ctx, "difference", format!("DIFFERENT: {d}"));
-        }
-        Err(Failure::new(
-            1,
-            format!(
-                "the restored tree differs from the original in {} places",
-                diffs.len()
-            ),
-        ))
-    }
+    verdict(ctx, &diffs, t0)
 }

@@ -748,6 +748,24 @@ pub async fn download(
     r.map(|()| t.downloaded.load(std::sync::atomic::Ordering::Relaxed))
 }
 
+/// A snapshot's manifest, read from the shards in the local store.
+fn local_manifest(
+    store: &Store,
+    ih: &InfoHash,
+    ids: &swarmbak_format::Identities,
+) -> Result<swarmbak_format::Manifest, Failure> {
+    let src = swarmbak_format::restore::LocalSource {
+        store,
+        repair: false,
+    };
+    let reader = swarmbak_format::restore::SnapshotReader::open(
+        &src,
+        ih,
+        &swarmbak_format::backup::NoProgress,
+    )?;
+    Ok(reader.manifest(ids)?)
+}
+
 fn restorable_locally(store: &Store, ih: &InfoHash) -> bool {
     if !store.has(ih) {
         return false;
@@ -790,16 +808,7 @@ pub fn fetch_into_store(
     // `verify`: do not trust shard files by their size (a restore found damage).
     if !verify && restorable_locally(store, ih) {
         // Parents are checked by the restore itself.
-        let src = swarmbak_format::restore::LocalSource {
-            store,
-            repair: false,
-        };
-        let reader = swarmbak_format::restore::SnapshotReader::open(
-            &src,
-            ih,
-            &swarmbak_format::backup::NoProgress,
-        )?;
-        let m = reader.manifest(ids)?;
+        let m = local_manifest(store, ih, ids)?;
         if m.snapshots.iter().all(|p| restorable_locally(store, p)) {
             return Ok(0);
         }
@@ -825,16 +834,7 @@ pub fn fetch_into_store(
         .await
         .map_err(|e| Failure::new(1, format!("cannot listen for peers: {e}")))?;
         let mut got = download(ctx, &engine, store, ih, &me, timeout).await?;
-        let src = swarmbak_format::restore::LocalSource {
-            store,
-            repair: false,
-        };
-        let reader = swarmbak_format::restore::SnapshotReader::open(
-            &src,
-            ih,
-            &swarmbak_format::backup::NoProgress,
-        )?;
-        let m = reader.manifest(ids)?;
+        let m = local_manifest(store, ih, ids)?;
         for p in &m.snapshots {
             ensure_metainfo(store, p, None, tracker.as_deref()).await?;
             got += download(ctx, &engine, store, p, &me, timeout).await?;
