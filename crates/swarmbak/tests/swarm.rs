@@ -10,6 +10,13 @@ use std::time::{Duration, Instant};
 use common::procs::*;
 use common::*;
 
+/// The swarm tests start a tracker and several agents each: run them one at a time, so
+/// that on a 2-core CI machine their timing does not depend on each other's load.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 struct Org {
     dir: tempfile::TempDir,
     tracker: Proc,
@@ -100,6 +107,7 @@ fn fetch_json(home: &Path, ih: &str, to: &Path, recovery: &Path) -> serde_json::
 
 #[test]
 fn durable_backup_of_a_lost_machine_restores_on_a_new_one_with_the_recovery_key() {
+    let _serial = serial();
     let o = org(5);
     let tree = o.dir.path().join("laptop");
     swarmbak_gentree::office(&tree, 16 << 20, 7).unwrap();
@@ -172,6 +180,7 @@ fn kill_set(holders: &[Vec<usize>], pieces: usize, k: usize, n: usize) -> Vec<us
 
 #[test]
 fn agents_killed_during_the_fetch_until_only_k_shards_of_a_stripe_remain() {
+    let _serial = serial();
     let o = org(5);
     let tree = o.dir.path().join("desk");
     swarmbak_gentree::office(&tree, 48 << 20, 9).unwrap();
@@ -202,6 +211,7 @@ fn agents_killed_during_the_fetch_until_only_k_shards_of_a_stripe_remain() {
 
 #[test]
 fn an_interrupted_fetch_resumes_without_downloading_again() {
+    let _serial = serial();
     let o = org(4);
     let tree = o.dir.path().join("pc");
     swarmbak_gentree::office(&tree, 64 << 20, 11).unwrap();
@@ -249,6 +259,7 @@ fn an_interrupted_fetch_resumes_without_downloading_again() {
 
 #[test]
 fn the_tracker_keeps_published_snapshots_across_a_restart() {
+    let _serial = serial();
     let mut o = org(3);
     let tree = o.dir.path().join("t");
     swarmbak_gentree::office(&tree, 2 << 20, 3).unwrap();
@@ -353,6 +364,7 @@ mod liar {
 
 #[test]
 fn a_lying_peer_is_detected_and_banned_and_the_fetch_completes_from_honest_peers() {
+    let _serial = serial();
     let o = org(3);
     let tree = o.dir.path().join("box");
     swarmbak_gentree::office(&tree, 8 << 20, 5).unwrap();
@@ -393,6 +405,7 @@ fn a_lying_peer_is_detected_and_banned_and_the_fetch_completes_from_honest_peers
 
 #[test]
 fn an_agent_holds_other_machines_shards_within_its_quota() {
+    let _serial = serial();
     let o = org(3);
     let small = o.dir.path().join("small-disk");
     init(&small, "small-disk", &o.tracker.addr, &o.recovery_pub);
@@ -415,6 +428,7 @@ fn an_agent_holds_other_machines_shards_within_its_quota() {
 
 #[test]
 fn seed_hands_the_snapshot_to_the_agent_running_on_the_same_home() {
+    let _serial = serial();
     let o = org(3);
     let owner = o.dir.path().join("owner");
     init(&owner, "owner", &o.tracker.addr, &o.recovery_pub);
