@@ -344,9 +344,28 @@ impl Torrent {
                             None => false,
                         }
                     })
-                    .collect()
+                    .collect::<Vec<bool>>()
             }
         };
+        // Under a quota, want no more new pieces than the budget left holds (pieces
+        // already being assembled count against it), so the quota is overshot by at most
+        // the pieces in flight.
+        let mut want = want;
+        if let (Role::Replicate { .. }, Some(q)) = (&role, self.quota.get()) {
+            let used = q.used.load(std::sync::atomic::Ordering::Relaxed);
+            let in_progress = g.partial.len() as u64 * l.shard_size as u64;
+            let mut budget =
+                q.limit.saturating_sub(used + in_progress) / l.shard_size.max(1) as u64;
+            for (p, w) in want.iter_mut().enumerate() {
+                if *w && !g.partial.contains_key(&(p as u32)) {
+                    if budget == 0 {
+                        *w = false;
+                    } else {
+                        budget -= 1;
+                    }
+                }
+            }
+        }
         for (p, w) in want.into_iter().enumerate() {
             let p = p as u32;
             if g.picker.is_wanted(p) != w {
