@@ -107,7 +107,7 @@ fn opentracker_seed_and_fetch() {
         "tracker",
         true,
         &format!(
-            "swarmbak seeds, announces and fetches (metadata over BEP 9 from swarmbak peers) in {:.1}s; {publish}; no replication (no GET /snapshots)",
+            "swarmbak seeds, announces and fetches (metadata over BEP 9 from swarmbak peers) in {:.1}s; {publish}; agents replicate by full scrape + BEP 9 (opentracker_replicates)",
             took.as_secs_f64()
         ),
     );
