@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use swarmbak_format::InfoHash;
 use swarmbak_tracker::{AnnounceEvent, AnnounceRequest, TrackerClient};
 use swarmbak_wire::{
-    ChokeDecision, Choker, ChokerConfig, Frame, Handshake, Limits, PeerCodec, PeerStats, Reserved,
+    ChokeDecision, Choker, ChokerConfig, Frame, Handshake, Limits, PeerCodec, PeerStats,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -60,7 +60,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn new_peer_id() -> [u8; 20] {
+/// A fresh peer id: swarmbak's client prefix and 12 random bytes.
+pub fn new_peer_id() -> [u8; 20] {
     let mut id = [0u8; 20];
     id[..8].copy_from_slice(b"-SW0100-");
     let r: [u8; 12] = rand::random();
@@ -252,19 +253,29 @@ impl Engine {
             }
             c.insert(key, (ih, addr, tx));
         }
-        let conn = Conn {
-            key,
-            addr,
-            torrent: t,
-            peer_id: self.0.peer_id,
-            listen_port: self.0.local.port(),
-            control: rx,
-        };
+        let conn = self.conn(key, addr, t, rx);
         let e = self.clone();
         tokio::spawn(async move {
             let end = peer::connect(conn).await;
             e.ended(key, ih, addr, end);
         });
+    }
+
+    fn conn(
+        &self,
+        key: PeerKey,
+        addr: SocketAddr,
+        torrent: Arc<Torrent>,
+        control: mpsc::UnboundedReceiver<Control>,
+    ) -> Conn {
+        Conn {
+            key,
+            addr,
+            torrent,
+            peer_id: self.0.peer_id,
+            listen_port: self.0.local.port(),
+            control,
+        }
     }
 
     fn ended(&self, key: PeerKey, ih: InfoHash, addr: SocketAddr, end: End) {
@@ -288,23 +299,14 @@ impl Engine {
         }
         *framed.codec_mut().limits_mut() = Limits::for_pieces(t.num_pieces());
         let mut hs = Handshake::new(ih.0, self.0.peer_id);
-        hs.reserved = Reserved::default()
-            .with_fast(true)
-            .with_extension_protocol(true);
+        hs.reserved = peer::reserved();
         if framed.send(Frame::Handshake(hs)).await.is_err() {
             return;
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let key = self.0.next_key.fetch_add(1, Ordering::Relaxed);
         lock(&self.0.conns).insert(key, (ih, addr, tx));
-        let conn = Conn {
-            key,
-            addr,
-            torrent: t,
-            peer_id: self.0.peer_id,
-            listen_port: self.0.local.port(),
-            control: rx,
-        };
+        let conn = self.conn(key, addr, t, rx);
         let end = peer::accepted(conn, framed, theirs.reserved).await;
         self.ended(key, ih, addr, end);
     }

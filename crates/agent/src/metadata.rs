@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use swarmbak_format::InfoHash;
 use swarmbak_wire::{
     ExtensionHandshake, Frame, Handshake, Limits, Message, MetadataAssembler, MetadataMessage,
-    PeerCodec, Reserved, EXTENSION_HANDSHAKE_ID, UT_METADATA,
+    PeerCodec, EXTENSION_HANDSHAKE_ID, UT_METADATA,
 };
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -31,9 +31,7 @@ pub async fn from_peer(
         .map_err(|e| format!("connect: {e}"))?;
     let mut f = Framed::new(s, PeerCodec::new(Limits::default()));
     let mut hs = Handshake::new(ih.0, peer_id);
-    hs.reserved = Reserved::default()
-        .with_fast(true)
-        .with_extension_protocol(true);
+    hs.reserved = crate::peer::reserved();
     f.send(Frame::Handshake(hs))
         .await
         .map_err(|e| e.to_string())?;

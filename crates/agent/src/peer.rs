@@ -128,7 +128,8 @@ impl Counts {
     }
 }
 
-fn reserved() -> Reserved {
+/// The reserved bits swarmbak sets: the fast extension and the extension protocol.
+pub fn reserved() -> Reserved {
     Reserved::default()
         .with_fast(true)
         .with_extension_protocol(true)

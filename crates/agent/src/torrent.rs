@@ -396,27 +396,8 @@ impl Torrent {
     /// Distinct machines (by key) other than the owner holding each piece, among
     /// connected peers and ourselves.
     pub fn holders(&self) -> Vec<usize> {
-        let me = Some(self.me.as_slice());
         let g = self.inner();
-        let n = self.num_pieces();
-        let mut sets: Vec<HashSet<Vec<u8>>> = vec![HashSet::new(); n as usize];
-        for p in g.peers.values() {
-            let Some(k) = &p.machine else { continue };
-            if Some(k.as_slice()) == self.owner() {
-                continue;
-            }
-            for i in p.has.iter_ones() {
-                sets[i as usize].insert(k.clone());
-            }
-        }
-        if let Some(me) = me {
-            if Some(me) != self.owner() {
-                for i in g.picker.have().iter_ones() {
-                    sets[i as usize].insert(me.to_vec());
-                }
-            }
-        }
-        sets.into_iter().map(|s| s.len()).collect()
+        holder_counts(&g, self.owner(), &self.me, self.num_pieces() as usize)
     }
 
     /// Every machine (by key, the owner included) that holds each piece, among connected

@@ -651,21 +651,9 @@ pub async fn ensure_metainfo(
     }
     // The tracker keeps no metainfo for it (opentracker keeps none at all): ask the
     // swarmbak peers it knows of, over BEP 9.
-    let mut peer_id = *b"-SW0100-000000000000";
-    peer_id[8..].copy_from_slice(&rand::random::<[u8; 12]>());
-    let announced = c
-        .announce(&swarmbak_tracker::AnnounceRequest::new(ih.0, peer_id, 1, 1))
-        .await;
-    if let Ok(resp) = announced {
-        for p in resp.peers.into_iter().filter(|p| p.addr.port() != 1) {
-            let announce = format!("{url}/announce");
-            if let Ok(b) =
-                swarmbak_agent::metadata::from_peer(p.addr, *ih, peer_id, Some(&announce)).await
-            {
-                store.add_torrent(ih, &b)?;
-                return Ok(());
-            }
-        }
+    if let Ok(b) = metadata_from_swarm(ih, Some(url), &[]).await {
+        store.add_torrent(ih, &b)?;
+        return Ok(());
     }
     match from_tracker {
         Ok(_) => Err(Failure::new(
@@ -1034,8 +1022,7 @@ async fn metadata_from_swarm(
     tracker: Option<&str>,
     peers: &[SocketAddr],
 ) -> Result<Vec<u8>, Failure> {
-    let mut peer_id = *b"-SW0100-000000000000";
-    peer_id[8..].copy_from_slice(&rand::random::<[u8; 12]>());
+    let peer_id = swarmbak_agent::engine::new_peer_id();
     let mut cands: Vec<SocketAddr> = peers.to_vec();
     if let Some(url) = tracker {
         let c = client(url)?.with_retry(swarmbak_tracker::Retry::for_duration(
