@@ -39,6 +39,32 @@ struct Entry {
     last: HashMap<PeerKey, (u64, u64)>,
 }
 
+impl Entry {
+    /// What the choker needs of each connected peer: interest, and bytes each way since
+    /// the last round.
+    fn stats(&self) -> Vec<PeerStats<PeerKey>> {
+        let inner = self.torrent.inner();
+        inner
+            .peers
+            .iter()
+            .map(|(k, v)| {
+                let (d0, u0) = self
+                    .last
+                    .get(k)
+                    .copied()
+                    .unwrap_or((v.downloaded, v.uploaded));
+                PeerStats {
+                    key: *k,
+                    interested: v.interested,
+                    download_rate: v.downloaded.saturating_sub(d0),
+                    upload_rate: v.uploaded.saturating_sub(u0),
+                    snubbed: false,
+                }
+            })
+            .collect()
+    }
+}
+
 /// A live connection: its torrent, remote address and control channel.
 type ConnEntry = (InfoHash, SocketAddr, mpsc::UnboundedSender<Control>);
 
@@ -50,6 +76,9 @@ struct Inner {
     torrents: Mutex<HashMap<InfoHash, Entry>>,
     /// Connections by (torrent, remote address), and each one's control channel.
     conns: Mutex<HashMap<PeerKey, ConnEntry>>,
+    /// Poked by a connection whose peer became interested: free unchoke slots are
+    /// given at once rather than at the next round.
+    interest: Arc<tokio::sync::Notify>,
 }
 
 /// A running engine. Cheap to clone.
@@ -81,6 +110,7 @@ impl Engine {
             next_key: AtomicU64::new(1),
             torrents: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
+            interest: Arc::new(tokio::sync::Notify::new()),
         }));
         let acc = e.clone();
         tokio::spawn(async move {
@@ -97,9 +127,12 @@ impl Engine {
         let ch = e.clone();
         tokio::spawn(async move {
             let mut t = tokio::time::interval(Duration::from_secs(1));
+            let interest = ch.0.interest.clone();
             loop {
-                t.tick().await;
-                ch.choke_round();
+                tokio::select! {
+                    _ = t.tick() => ch.choke_round(),
+                    _ = interest.notified() => ch.fill_slots(),
+                }
             }
         });
         // Shards this machine holds for others reach the disk every few seconds, in one
@@ -275,6 +308,7 @@ impl Engine {
             peer_id: self.0.peer_id,
             listen_port: self.0.local.port(),
             control,
+            interest: self.0.interest.clone(),
         }
     }
 
@@ -329,24 +363,7 @@ impl Engine {
                     (0..inner.picker.num_pieces()).all(|p| !inner.picker.is_wanted(p))
                 };
                 e.choker.set_seeding(seeding);
-                let stats: Vec<PeerStats<PeerKey>> = {
-                    let inner = e.torrent.inner();
-                    inner
-                        .peers
-                        .iter()
-                        .map(|(k, v)| {
-                            let (d0, u0) =
-                                e.last.get(k).copied().unwrap_or((v.downloaded, v.uploaded));
-                            PeerStats {
-                                key: *k,
-                                interested: v.interested,
-                                download_rate: v.downloaded.saturating_sub(d0),
-                                upload_rate: v.uploaded.saturating_sub(u0),
-                                snubbed: false,
-                            }
-                        })
-                        .collect()
-                };
+                let stats = e.stats();
                 e.last = e
                     .torrent
                     .inner()
@@ -357,6 +374,25 @@ impl Engine {
                 decisions.extend(e.choker.tick(now, &stats));
             }
         }
+        self.send_decisions(decisions);
+    }
+
+    /// Between rounds: free unchoke slots go to newly interested peers at once (rates
+    /// since the last round rank them; the round's bookkeeping is left alone).
+    fn fill_slots(&self) {
+        let now = Instant::now();
+        let mut decisions: Vec<(PeerKey, ChokeDecision)> = Vec::new();
+        {
+            let mut g = lock(&self.0.torrents);
+            for e in g.values_mut() {
+                let stats = e.stats();
+                decisions.extend(e.choker.fill(now, &stats));
+            }
+        }
+        self.send_decisions(decisions);
+    }
+
+    fn send_decisions(&self, decisions: Vec<(PeerKey, ChokeDecision)>) {
         let c = lock(&self.0.conns);
         for (k, d) in decisions {
             if let Some((_, _, tx)) = c.get(&k) {

@@ -53,6 +53,8 @@ pub struct Conn {
     pub peer_id: [u8; 20],
     pub listen_port: u16,
     pub control: mpsc::UnboundedReceiver<Control>,
+    /// Poked when the peer becomes interested (the engine gives free slots at once).
+    pub interest: Arc<tokio::sync::Notify>,
 }
 
 /// `SWARMBAK_WIRE_LOG=1`: one stderr line (`swarmbak-wire {json}`) per connection event:
@@ -188,6 +190,8 @@ struct State {
     received: Counts,
     /// The peer's address (bans are by address).
     addr: SocketAddr,
+    /// Poked when the peer becomes interested.
+    interest: Arc<tokio::sync::Notify>,
 }
 
 async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: Reserved) -> End {
@@ -211,6 +215,7 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
         sent: Counts::new(conn.addr, "sent"),
         received: Counts::new(conn.addr, "received"),
         addr: conn.addr,
+        interest: conn.interest.clone(),
     };
     wire_log(serde_json::json!({
         "event": "start",
@@ -481,8 +486,13 @@ async fn on_message(
         }
         Message::Interested | Message::NotInterested => {
             let on = matches!(msg, Message::Interested);
-            if let Some(v) = t.inner().peers.get_mut(&key) {
+            let newly = t.inner().peers.get_mut(&key).is_some_and(|v| {
+                let was = v.interested;
                 v.interested = on;
+                on && !was
+            });
+            if newly {
+                st.interest.notify_one();
             }
         }
         Message::Have(p) => {

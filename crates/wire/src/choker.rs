@@ -9,6 +9,11 @@
 //! optimistic rounds) are `new_peer_weight` (3) times as likely to be chosen, so they get
 //! a first piece to trade with. Snubbed peers (nothing received for a minute) only get
 //! the optimistic slot.
+//!
+//! Between rechokes a free regular slot (fewer than `unchoke_slots` interested peers hold
+//! one) goes at once to an interested peer that asks (`fill`, and every `tick`), as
+//! libtorrent does: on a quiet swarm a new peer is served within milliseconds rather
+//! than at the next round. Only free slots are filled; nobody is choked to make room.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
@@ -124,15 +129,11 @@ impl<K: Clone + Eq + Hash + Ord> Choker<K> {
 
     /// Advances to `now` with the current peers (every connected peer, once). Peers
     /// missing from `peers` are forgotten. Returns the messages to send, sorted by key;
-    /// nothing is returned between rechoke intervals unless the optimistic slot rotates.
+    /// between rechoke intervals only free slots are filled and the optimistic slot
+    /// rotates.
     pub fn tick(&mut self, now: Instant, peers: &[PeerStats<K>]) -> Vec<(K, ChokeDecision)> {
         let before: BTreeSet<K> = self.unchoked_set();
-        self.first_seen
-            .retain(|k, _| peers.iter().any(|p| &p.key == k));
-        for p in peers {
-            self.first_seen.entry(p.key.clone()).or_insert(now);
-        }
-        self.regular.retain(|k| peers.iter().any(|p| &p.key == k));
+        self.forget_departed(now, peers);
         if self
             .optimistic
             .as_ref()
@@ -176,6 +177,65 @@ impl<K: Clone + Eq + Hash + Ord> Choker<K> {
         if optimistic_due || optimistic_taken {
             self.pick_optimistic(now, peers);
         }
+        self.fill_free_slots(peers);
+        self.changes(before, peers)
+    }
+
+    /// Between rounds: gives free regular slots to interested peers at once (call it when
+    /// a peer becomes interested). Returns the messages to send, as `tick` does.
+    pub fn fill(&mut self, now: Instant, peers: &[PeerStats<K>]) -> Vec<(K, ChokeDecision)> {
+        let before: BTreeSet<K> = self.unchoked_set();
+        self.forget_departed(now, peers);
+        self.fill_free_slots(peers);
+        self.changes(before, peers)
+    }
+
+    fn forget_departed(&mut self, now: Instant, peers: &[PeerStats<K>]) {
+        self.first_seen
+            .retain(|k, _| peers.iter().any(|p| &p.key == k));
+        for p in peers {
+            self.first_seen.entry(p.key.clone()).or_insert(now);
+        }
+        self.regular.retain(|k| peers.iter().any(|p| &p.key == k));
+    }
+
+    /// Regular slots held by no interested peer go to interested, non-snubbed peers that
+    /// are choked, best rate first (the optimistic peer keeps its own slot).
+    fn fill_free_slots(&mut self, peers: &[PeerStats<K>]) {
+        let busy = peers
+            .iter()
+            .filter(|p| p.interested && self.regular.contains(&p.key))
+            .count();
+        let free = self.config.unchoke_slots.saturating_sub(busy);
+        if free == 0 {
+            return;
+        }
+        let seeding = self.seeding;
+        let mut cands: Vec<&PeerStats<K>> = peers
+            .iter()
+            .filter(|p| p.interested && !p.snubbed && !self.is_unchoked(&p.key))
+            .collect();
+        cands.sort_by(|a, b| {
+            let (ra, rb) = if seeding {
+                (a.upload_rate, b.upload_rate)
+            } else {
+                (a.download_rate, b.download_rate)
+            };
+            rb.cmp(&ra).then_with(|| a.key.cmp(&b.key))
+        });
+        if cands.is_empty() {
+            return;
+        }
+        // Uninterested peers give their slots up.
+        self.regular
+            .retain(|k| peers.iter().any(|p| &p.key == k && p.interested));
+        for p in cands.into_iter().take(free) {
+            self.regular.insert(p.key.clone());
+        }
+    }
+
+    /// The messages that take the peers from `before` to the current unchoked set.
+    fn changes(&self, before: BTreeSet<K>, peers: &[PeerStats<K>]) -> Vec<(K, ChokeDecision)> {
         let after = self.unchoked_set();
         let mut out: Vec<(K, ChokeDecision)> = Vec::new();
         for k in before.difference(&after) {
@@ -419,6 +479,43 @@ mod tests {
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn a_free_slot_is_given_at_once() {
+        let mut c = Choker::new(ChokerConfig {
+            unchoke_slots: 2,
+            ..ChokerConfig::default()
+        });
+        let t0 = Instant::now();
+        // Nobody interested at the round: nothing unchoked.
+        assert!(c.tick(t0, &[peer(1, false, 0), peer(2, false, 0)]).is_empty());
+        // Peer 1 becomes interested a moment later: unchoked without waiting for the
+        // next round (a regular slot, so the optimistic slot is still free).
+        let later = t0 + Duration::from_millis(10);
+        let out = c.fill(later, &[peer(1, true, 0), peer(2, false, 0)]);
+        assert_eq!(out, vec![(1, ChokeDecision::Unchoke)]);
+        assert_eq!(c.regular().copied().collect::<Vec<_>>(), vec![1]);
+        // A snubbed peer gets no regular slot from fill either.
+        let mut p3 = peer(3, true, 0);
+        p3.snubbed = true;
+        assert!(c
+            .fill(later, &[peer(1, true, 0), peer(2, false, 0), p3])
+            .is_empty());
+        // Peers 2 and 4 ask: one free slot left, the better rate gets it; nobody is
+        // choked to make room.
+        let peers = [peer(1, true, 0), peer(2, true, 5), peer(4, true, 50)];
+        let out = c.fill(later, &peers);
+        assert_eq!(out, vec![(4, ChokeDecision::Unchoke)]);
+        assert!(c.fill(later, &peers).is_empty());
+        assert_eq!(unchoked(&c, &peers), vec![1, 4]);
+        // Peer 1 loses interest: its slot goes to peer 2.
+        let peers = [peer(1, false, 0), peer(2, true, 5), peer(4, true, 50)];
+        let out = c.fill(later, &peers);
+        assert_eq!(
+            out,
+            vec![(1, ChokeDecision::Choke), (2, ChokeDecision::Unchoke)]
+        );
     }
 
     #[test]
