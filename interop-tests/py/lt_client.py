@@ -133,7 +133,7 @@ def download(torrent, save, timeout):
         st = h.status()
         if st.is_seeding and st.num_pieces == ti.num_pieces():
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     pump(s, log)
     st = h.status()
     have = [bool(x) for x in st.pieces]

@@ -298,14 +298,17 @@ fn libtorrent_fetches_and_seeds_a_snapshot() {
         "libtorrent peer_info: {peers:#?}\nlibtorrent peer log: {:#}",
         res["peer_log"]
     );
+    // The peer list is sampled while the download runs; a fast transfer between two
+    // seeds-to-be may end (and the seeds disconnect) between samples. The peer log is
+    // every alert: the extension handshake libtorrent received names the client.
+    let log = res["peer_log"].to_string();
     assert!(
         peers.iter().any(
             |p| p["client"].as_str().unwrap_or("").starts_with("swarmbak")
                 && p["supports_extensions"] == true
-        ),
-        "libtorrent saw no swarmbak peer that supports extensions: {peers:#?}"
+        ) || log.contains("'v': 'swarmbak "),
+        "libtorrent saw no swarmbak peer that supports extensions: {peers:#?} {log}"
     );
-    let log = res["peer_log"].to_string();
     assert!(
         log.contains("FAST"),
         "libtorrent's log shows no fast extension bit from swarmbak: {log}"

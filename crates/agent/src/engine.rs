@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use swarmbak_format::InfoHash;
 use swarmbak_tracker::{AnnounceEvent, AnnounceRequest, TrackerClient};
 use swarmbak_wire::{
@@ -15,8 +14,9 @@ use swarmbak_wire::{
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_util::codec::Framed;
 
+use crate::cache::PieceCache;
+use crate::io::PeerIo;
 use crate::peer::{self, Conn, Control, End};
 use crate::torrent::{PeerKey, Torrent};
 
@@ -65,8 +65,34 @@ impl Entry {
     }
 }
 
-/// A live connection: its torrent, remote address and control channel.
-type ConnEntry = (InfoHash, SocketAddr, mpsc::UnboundedSender<Control>);
+/// A live connection.
+struct ConnEntry {
+    ih: InfoHash,
+    /// The remote address (for an accepted connection, the peer's ephemeral port).
+    addr: SocketAddr,
+    tx: mpsc::UnboundedSender<Control>,
+    /// The peer's id, once its handshake was read and the connection admitted.
+    peer_id: Option<[u8; 20]>,
+    /// We dialled it.
+    outgoing: bool,
+}
+
+impl ConnEntry {
+    fn new(
+        ih: InfoHash,
+        addr: SocketAddr,
+        tx: mpsc::UnboundedSender<Control>,
+        outgoing: bool,
+    ) -> ConnEntry {
+        ConnEntry {
+            ih,
+            addr,
+            tx,
+            peer_id: None,
+            outgoing,
+        }
+    }
+}
 
 struct Inner {
     cfg: EngineConfig,
@@ -79,6 +105,8 @@ struct Inner {
     /// Poked by a connection whose peer became interested: free unchoke slots are
     /// given at once rather than at the next round.
     interest: Arc<tokio::sync::Notify>,
+    /// Pieces read from disk to serve peers.
+    cache: Arc<PieceCache>,
 }
 
 /// A running engine. Cheap to clone.
@@ -111,6 +139,7 @@ impl Engine {
             torrents: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
             interest: Arc::new(tokio::sync::Notify::new()),
+            cache: Arc::new(PieceCache::default()),
         }));
         let acc = e.clone();
         tokio::spawn(async move {
@@ -142,6 +171,7 @@ impl Engine {
             let mut t = tokio::time::interval(Duration::from_secs(5));
             loop {
                 t.tick().await;
+                sy.0.cache.expire();
                 let ts: Vec<Arc<Torrent>> = sy
                     .torrents()
                     .into_iter()
@@ -207,9 +237,10 @@ impl Engine {
     /// Leaves a torrent: closes its connections and stops announcing it.
     pub fn remove(&self, ih: &InfoHash) {
         lock(&self.0.torrents).remove(ih);
-        for (_, (t, _, tx)) in lock(&self.0.conns).iter() {
-            if t == ih {
-                let _ = tx.send(Control::Close);
+        self.0.cache.forget(ih);
+        for c in lock(&self.0.conns).values() {
+            if c.ih == *ih {
+                let _ = c.tx.send(Control::Close);
             }
         }
     }
@@ -281,15 +312,21 @@ impl Engine {
         let key = self.0.next_key.fetch_add(1, Ordering::Relaxed);
         {
             let mut c = lock(&self.0.conns);
-            if c.values().any(|(i, a, _)| *i == ih && *a == addr) {
+            if c.values().any(|c| c.ih == ih && c.addr == addr) {
                 return;
             }
-            c.insert(key, (ih, addr, tx));
+            c.insert(key, ConnEntry::new(ih, addr, tx, true));
         }
         let conn = self.conn(key, addr, t, rx);
         let e = self.clone();
         tokio::spawn(async move {
-            let end = peer::connect(conn).await;
+            let end = match peer::dial(&conn).await {
+                Ok((io, theirs)) if e.admit(key, ih, theirs.peer_id) => {
+                    peer::accepted(conn, io, theirs.reserved).await
+                }
+                Ok(_) => End::Closed("a second connection to the same peer".into()),
+                Err(end) => end,
+            };
             e.ended(key, ih, addr, end);
         });
     }
@@ -309,7 +346,38 @@ impl Engine {
             listen_port: self.0.local.port(),
             control,
             interest: self.0.interest.clone(),
+            cache: self.0.cache.clone(),
         }
+    }
+
+    /// Admits connection `key` to a peer that sent `peer_id`, unless it is a second
+    /// connection to a peer already connected for this torrent (both dialled each other,
+    /// having learnt of each other from the tracker). Of two, the one dialled by the side
+    /// with the smaller peer id stays, so both sides keep the same one; the other is
+    /// closed (the old one, by its control channel, or the new one: `false`).
+    fn admit(&self, key: PeerKey, ih: InfoHash, peer_id: [u8; 20]) -> bool {
+        let mut c = lock(&self.0.conns);
+        let Some(outgoing) = c.get(&key).map(|e| e.outgoing) else {
+            return false;
+        };
+        let other = c
+            .iter()
+            .find(|(k, e)| **k != key && e.ih == ih && e.peer_id == Some(peer_id))
+            .map(|(k, e)| (*k, e.outgoing));
+        if let Some((old, old_outgoing)) = other {
+            let keep_outgoing = self.0.peer_id < peer_id;
+            if outgoing != keep_outgoing || old_outgoing == keep_outgoing {
+                return false;
+            }
+            if let Some(e) = c.get_mut(&old) {
+                e.peer_id = None;
+                let _ = e.tx.send(Control::Close);
+            }
+        }
+        if let Some(e) = c.get_mut(&key) {
+            e.peer_id = Some(peer_id);
+        }
+        true
     }
 
     fn ended(&self, key: PeerKey, ih: InfoHash, addr: SocketAddr, end: End) {
@@ -321,7 +389,7 @@ impl Engine {
 
     async fn accept(&self, s: TcpStream, addr: SocketAddr) {
         let _ = s.set_nodelay(true);
-        let mut framed = Framed::new(s, PeerCodec::new(Limits::default()));
+        let mut framed = PeerIo::new(s, PeerCodec::new(Limits::default()));
         let theirs = match tokio::time::timeout(Duration::from_secs(10), framed.next()).await {
             Ok(Some(Ok(Frame::Handshake(h)))) => h,
             _ => return,
@@ -339,7 +407,11 @@ impl Engine {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let key = self.0.next_key.fetch_add(1, Ordering::Relaxed);
-        lock(&self.0.conns).insert(key, (ih, addr, tx));
+        lock(&self.0.conns).insert(key, ConnEntry::new(ih, addr, tx, false));
+        if !self.admit(key, ih, theirs.peer_id) {
+            lock(&self.0.conns).remove(&key);
+            return;
+        }
         let conn = self.conn(key, addr, t, rx);
         let end = peer::accepted(conn, framed, theirs.reserved).await;
         self.ended(key, ih, addr, end);
@@ -395,8 +467,8 @@ impl Engine {
     fn send_decisions(&self, decisions: Vec<(PeerKey, ChokeDecision)>) {
         let c = lock(&self.0.conns);
         for (k, d) in decisions {
-            if let Some((_, _, tx)) = c.get(&k) {
-                let _ = tx.send(match d {
+            if let Some(e) = c.get(&k) {
+                let _ = e.tx.send(match d {
                     ChokeDecision::Choke => Control::Choke,
                     ChokeDecision::Unchoke => Control::Unchoke,
                 });
@@ -408,7 +480,7 @@ impl Engine {
     pub fn connections(&self) -> HashSet<(InfoHash, SocketAddr)> {
         lock(&self.0.conns)
             .values()
-            .map(|(i, a, _)| (*i, *a))
+            .map(|c| (c.ih, c.addr))
             .collect()
     }
 }

@@ -1,7 +1,9 @@
 //! swarmbak's peer engine: seeds, fetches and replicates snapshots over the BitTorrent
 //! wire protocol (crates/wire), finding peers through the tracker (crates/tracker).
 
+pub mod cache;
 pub mod engine;
+pub mod io;
 pub mod metadata;
 pub mod peer;
 pub mod torrent;

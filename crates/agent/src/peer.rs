@@ -5,16 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use swarmbak_wire::{
-    Bitfield, BlockOutcome, BlockRef, ExtensionHandshake, Frame, Handshake, Limits, Message,
-    MetadataMessage, PeerCodec, Reserved, BLOCK_SIZE, EXTENSION_HANDSHAKE_ID, SB_MACHINE,
+    Bitfield, BlockOutcome, BlockRef, CodecError, ExtensionHandshake, Frame, Handshake, Limits,
+    Message, MetadataMessage, PeerCodec, Reserved, BLOCK_SIZE, EXTENSION_HANDSHAKE_ID, SB_MACHINE,
     UT_METADATA,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::Framed;
 
+use crate::cache::PieceCache;
+use crate::io::PeerIo;
 use crate::torrent::{PeerKey, PeerView, Torrent};
 
 /// Our extension ids (what peers send to us).
@@ -55,6 +55,8 @@ pub struct Conn {
     pub control: mpsc::UnboundedReceiver<Control>,
     /// Poked when the peer becomes interested (the engine gives free slots at once).
     pub interest: Arc<tokio::sync::Notify>,
+    /// Pieces read to serve peers (the engine's, shared by its connections).
+    pub cache: Arc<PieceCache>,
 }
 
 /// `SWARMBAK_WIRE_LOG=1`: one stderr line (`swarmbak-wire {json}`) per connection event:
@@ -137,38 +139,39 @@ pub fn reserved() -> Reserved {
         .with_extension_protocol(true)
 }
 
-/// Connects out and runs the connection to its end.
-pub async fn connect(conn: Conn) -> End {
+/// Connects out and exchanges handshakes; the engine then admits the connection (or
+/// not: a second one to the same peer) and runs it with [`accepted`].
+pub async fn dial(conn: &Conn) -> Result<(PeerIo, Handshake), End> {
     let stream =
         match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(conn.addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return End::Closed(format!("connect: {e}")),
-            Err(_) => return End::Closed("connect: timed out".into()),
+            Ok(Err(e)) => return Err(End::Closed(format!("connect: {e}"))),
+            Err(_) => return Err(End::Closed("connect: timed out".into())),
         };
     let _ = stream.set_nodelay(true);
     let limits = Limits::for_pieces(conn.torrent.num_pieces());
-    let mut framed = Framed::new(stream, PeerCodec::new(limits));
+    let mut framed = PeerIo::new(stream, PeerCodec::new(limits));
     let mut hs = Handshake::new(conn.torrent.ih.0, conn.peer_id);
     hs.reserved = reserved();
     if let Err(e) = framed.send(Frame::Handshake(hs)).await {
-        return End::Closed(format!("send handshake: {e}"));
+        return Err(End::Closed(format!("send handshake: {e}")));
     }
     let theirs = match tokio::time::timeout(Duration::from_secs(10), framed.next()).await {
         Ok(Some(Ok(Frame::Handshake(h)))) => h,
-        Ok(Some(Err(e))) => return End::Closed(format!("handshake: {e}")),
-        _ => return End::Closed("no handshake".into()),
+        Ok(Some(Err(e))) => return Err(End::Closed(format!("handshake: {e}"))),
+        _ => return Err(End::Closed("no handshake".into())),
     };
     if theirs.info_hash != conn.torrent.ih.0 {
-        return End::Closed("handshake for another torrent".into());
+        return Err(End::Closed("handshake for another torrent".into()));
     }
     if theirs.peer_id == conn.peer_id {
-        return End::Closed("connected to ourselves".into());
+        return Err(End::Closed("connected to ourselves".into()));
     }
-    run(conn, framed, theirs.reserved).await
+    Ok((framed, theirs))
 }
 
-/// Runs an accepted connection whose handshake was read (and answered) by the engine.
-pub async fn accepted(conn: Conn, framed: Framed<TcpStream, PeerCodec>, theirs: Reserved) -> End {
+/// Runs a connection whose handshakes were exchanged and which the engine admitted.
+pub async fn accepted(conn: Conn, framed: PeerIo, theirs: Reserved) -> End {
     run(conn, framed, theirs).await
 }
 
@@ -192,11 +195,10 @@ struct State {
     addr: SocketAddr,
     /// Poked when the peer becomes interested.
     interest: Arc<tokio::sync::Notify>,
+    cache: Arc<PieceCache>,
 }
 
-async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: Reserved) -> End {
-    // Let blocks queue up to 1 MiB before a write is forced (fewer, larger writes).
-    framed.set_backpressure_boundary(1 << 20);
+async fn run(mut conn: Conn, mut framed: PeerIo, theirs: Reserved) -> End {
     let t = conn.torrent.clone();
     let n = t.num_pieces();
     let common = reserved().common(theirs);
@@ -216,6 +218,7 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
         received: Counts::new(conn.addr, "received"),
         addr: conn.addr,
         interest: conn.interest.clone(),
+        cache: conn.cache.clone(),
     };
     wire_log(serde_json::json!({
         "event": "start",
@@ -272,6 +275,7 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
                     let msg = match frame {
                         Some(Ok(Frame::Message(m))) => m,
                         Some(Ok(Frame::Handshake(_))) => return Err(End::Banned("a second handshake".into())),
+                        Some(Err(CodecError::Io(e))) => return Err(End::Closed(format!("connection: {e}"))),
                         Some(Err(e)) => return Err(End::Banned(format!("malformed message: {e}"))),
                         None => return Err(End::Closed("peer closed the connection".into())),
                     };
@@ -355,7 +359,7 @@ async fn run(mut conn: Conn, mut framed: Framed<TcpStream, PeerCodec>, theirs: R
     end
 }
 
-type F = Framed<TcpStream, PeerCodec>;
+type F = PeerIo;
 
 /// Queues a message without flushing (flush once after a batch).
 async fn feed(framed: &mut F, sent: &mut Counts, m: Message) -> Result<(), End> {
@@ -367,7 +371,8 @@ async fn feed(framed: &mut F, sent: &mut Counts, m: Message) -> Result<(), End> 
 }
 
 async fn flush(framed: &mut F) -> Result<(), End> {
-    SinkExt::<Frame>::flush(framed)
+    framed
+        .flush()
         .await
         .map_err(|e| End::Closed(format!("send: {e}")))
 }
@@ -543,7 +548,7 @@ async fn on_message(
             let data = if st.am_choking {
                 None
             } else {
-                t.read_block(b.piece, b.offset, b.length)
+                t.read_block(&st.cache, b.piece, b.offset, b.length)
             };
             match data {
                 Some(d) => {
@@ -556,7 +561,7 @@ async fn on_message(
                         Message::Piece {
                             piece: b.piece,
                             offset: b.offset,
-                            data: Bytes::from(d),
+                            data: d,
                         },
                     )
                     .await?;
@@ -589,24 +594,21 @@ async fn on_message(
                         if let Some(v) = g.peers.get_mut(&key) {
                             v.downloaded += data.len() as u64;
                         }
-                        let size = t.layout().shard_size;
-                        let buf = g.partial.entry(piece).or_insert_with(|| vec![0u8; size]);
-                        let end = offset as usize + data.len();
-                        if end > buf.len() {
-                            return Err(End::Banned("block past the end of its piece".into()));
-                        }
-                        buf[offset as usize..end].copy_from_slice(&data);
-                        if piece_complete {
-                            g.partial.remove(&piece)
-                        } else {
-                            None
-                        }
+                        Torrent::add_block(
+                            &mut g,
+                            t.piece_size(piece),
+                            piece,
+                            offset,
+                            data,
+                            piece_complete,
+                        )
+                        .map_err(End::Banned)?
                     };
                     let _ = cancel;
-                    if let Some(buf) = done {
+                    if let Some(blocks) = done {
                         // Hashing and writing 1 MiB takes about a millisecond: done on a
                         // blocking thread while this connection goes on reading.
-                        t.complete_in_background(piece, buf, key, st.addr);
+                        t.complete_in_background(piece, blocks, key, st.addr);
                     }
                     request_more(t, key, st, framed).await?;
                 }

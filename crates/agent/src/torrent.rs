@@ -62,8 +62,9 @@ pub struct Inner {
     pub role: Role,
     pub picker: PiecePicker<PeerKey>,
     pub peers: HashMap<PeerKey, PeerView>,
-    /// Pieces being assembled from blocks.
-    pub partial: HashMap<u32, Vec<u8>>,
+    /// Pieces being assembled: their blocks as received (slices of the connection's read
+    /// buffer, not copied), by block index.
+    pub partial: HashMap<u32, Vec<Option<bytes::Bytes>>>,
     /// Peers banned from this torrent (sent data that failed its hash check, or lied).
     pub banned: HashSet<std::net::IpAddr>,
     /// Peers banned by address and port (loopback tests put every peer on one address).
@@ -98,8 +99,6 @@ pub struct Torrent {
     under_since: Mutex<HashMap<u32, std::time::Instant>>,
     /// Shards written since the last sync.
     pub unsynced: std::sync::atomic::AtomicBool,
-    /// The shard file last read from, kept open for the next block of it.
-    reading: Mutex<Option<(u32, std::fs::File)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -215,7 +214,6 @@ impl Torrent {
             quota: std::sync::OnceLock::new(),
             under_since: Mutex::new(HashMap::new()),
             unsynced: std::sync::atomic::AtomicBool::new(false),
-            reading: Mutex::new(None),
         });
         t.update_wanted();
         Ok(t)
@@ -433,18 +431,53 @@ impl Torrent {
             .collect()
     }
 
+    /// Files block `data` at `offset` of `piece` (a block the picker accepted). Returns
+    /// the piece's blocks, in order, once `complete` (the picker says every block is in);
+    /// an error for a block that does not fit the piece.
+    pub fn add_block(
+        g: &mut Inner,
+        piece_size: usize,
+        piece: u32,
+        offset: u32,
+        data: bytes::Bytes,
+        complete: bool,
+    ) -> Result<Option<Vec<bytes::Bytes>>, String> {
+        let bs = swarmbak_wire::BLOCK_SIZE as usize;
+        let i = offset as usize / bs;
+        let blocks = piece_size.div_ceil(bs);
+        if !(offset as usize).is_multiple_of(bs)
+            || i >= blocks
+            || offset as usize + data.len() > piece_size
+        {
+            return Err(format!(
+                "block at {offset} (+{}) does not fit piece {piece}",
+                data.len()
+            ));
+        }
+        let slots = g.partial.entry(piece).or_insert_with(|| vec![None; blocks]);
+        slots[i] = Some(data);
+        if !complete {
+            return Ok(None);
+        }
+        let slots = g.partial.remove(&piece).unwrap_or_default();
+        if slots.iter().any(|b| b.is_none()) {
+            return Err(format!("piece {piece} completed with blocks missing"));
+        }
+        Ok(Some(slots.into_iter().flatten().collect()))
+    }
+
     /// Verifies and stores a completed piece on a blocking thread, so the connection that
     /// delivered it keeps reading meanwhile. A piece that fails its hash check is
     /// downloaded again, and the connection (`key`, from `addr`) is closed and banned.
     pub fn complete_in_background(
         self: &Arc<Self>,
         piece: u32,
-        data: Vec<u8>,
+        blocks: Vec<bytes::Bytes>,
         key: PeerKey,
         addr: SocketAddr,
     ) {
         let t = self.clone();
-        tokio::task::spawn_blocking(move || match t.complete_piece(piece, &data) {
+        tokio::task::spawn_blocking(move || match t.complete_piece(piece, &blocks) {
             Ok(true) => {}
             Ok(false) => {
                 let mut g = t.inner();
@@ -459,28 +492,29 @@ impl Torrent {
         });
     }
 
-    /// Verifies a completed piece and stores it. Returns false when the hash is wrong.
-    pub fn complete_piece(&self, piece: u32, data: &[u8]) -> Result<bool, String> {
-        // Piece buffers are allocated at the full piece length; a short last piece is
-        // only its first bytes.
+    /// Verifies a completed piece (its blocks in order) and stores it. Returns false when
+    /// the hash is wrong.
+    pub fn complete_piece<B: AsRef<[u8]>>(&self, piece: u32, blocks: &[B]) -> Result<bool, String> {
         let size = self.piece_size(piece);
-        let data = data.get(..size).unwrap_or(data);
-        let ok =
-            data.len() == size && Sha1::digest(data)[..] == self.meta.hashes[piece as usize][..];
-        if !ok {
+        let len: usize = blocks.iter().map(|b| b.as_ref().len()).sum();
+        let mut h = Sha1::new();
+        for b in blocks {
+            h.update(b.as_ref());
+        }
+        if len != size || h.finalize()[..] != self.meta.hashes[piece as usize][..] {
             return Ok(false);
         }
         self.store
-            .write_shard_lazy(&self.ih, piece as usize, data)
+            .write_shard_parts(&self.ih, piece as usize, blocks)
             .map_err(|e| e.to_string())?;
         self.unsynced
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.inner().picker.piece_verified(piece);
         self.downloaded
-            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
         if let Some(q) = self.quota.get() {
             q.used
-                .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
         }
         let _ = self.haves.send(piece);
         self.update_wanted();
@@ -497,21 +531,23 @@ impl Torrent {
         }
     }
 
-    /// Reads a block of a piece we have.
-    pub fn read_block(&self, piece: u32, offset: u32, len: u32) -> Option<Vec<u8>> {
+    /// A block of a piece we have: a slice of the whole piece, read once through `cache`.
+    pub fn read_block(
+        &self,
+        cache: &crate::cache::PieceCache,
+        piece: u32,
+        offset: u32,
+        len: u32,
+    ) -> Option<bytes::Bytes> {
         if !self.inner().picker.have().get(piece) {
             return None;
         }
-        use std::os::unix::fs::FileExt;
-        let mut r = lock(&self.reading);
-        if r.as_ref().map(|(p, _)| *p) != Some(piece) {
-            let p = self.store.shard_path(&self.ih, piece as usize);
-            *r = Some((piece, std::fs::File::open(p).ok()?));
-        }
-        let (_, f) = r.as_ref()?;
-        let mut buf = vec![0u8; len as usize];
-        f.read_exact_at(&mut buf, offset as u64).ok()?;
-        Some(buf)
+        let whole = cache.get_or_read(&self.ih, piece, || {
+            let path = self.store.shard_path(&self.ih, piece as usize);
+            std::fs::read(path).ok().map(bytes::Bytes::from)
+        })?;
+        let end = offset as usize + len as usize;
+        (end <= whole.len()).then(|| whole.slice(offset as usize..end))
     }
 }
 

@@ -59,6 +59,16 @@ pub struct Store {
 }
 
 pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32, sync: bool) -> io::Result<()> {
+    write_atomic_parts(path, &[data], mode, sync)
+}
+
+/// [`write_atomic`] of data given in parts.
+fn write_atomic_parts<B: AsRef<[u8]>>(
+    path: &Path,
+    parts: &[B],
+    mode: u32,
+    sync: bool,
+) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -68,7 +78,17 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32, sync: bool) -> i
         .truncate(true)
         .mode(mode)
         .open(&tmp)?;
-    f.write_all(data)?;
+    let mut slices: Vec<io::IoSlice<'_>> =
+        parts.iter().map(|p| io::IoSlice::new(p.as_ref())).collect();
+    let mut rest: &mut [io::IoSlice<'_>] = &mut slices;
+    while !rest.is_empty() {
+        match f.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     if sync {
         f.sync_data()?;
     }
@@ -260,15 +280,16 @@ impl Store {
 
     /// Writes a shard atomically without waiting for the disk (shards arriving from peers:
     /// every shard is checked by SHA-1 when a store is opened, so one lost in a crash is
-    /// only missing, never wrong; [`Store::sync`] makes them durable in one go).
-    pub fn write_shard_lazy(
+    /// only missing, never wrong; [`Store::sync`] makes them durable in one go). The shard
+    /// is given in parts (the blocks it arrived in) and written in one vectored write.
+    pub fn write_shard_parts<B: AsRef<[u8]>>(
         &self,
         ih: &InfoHash,
         piece: usize,
-        data: &[u8],
+        parts: &[B],
     ) -> Result<(), FormatError> {
         let p = self.shard_path(ih, piece);
-        write_atomic(&p, data, 0o644, false).map_err(|e| FormatError::io(&p, e))
+        write_atomic_parts(&p, parts, 0o644, false).map_err(|e| FormatError::io(&p, e))
     }
 
     /// Flushes the file system holding the store.

@@ -392,6 +392,7 @@ pub fn fetch(
         .or_else(|| tracker_of(target, torrent.as_deref()));
     // A fetch is not a holder: it sends no machine key, so placement does not move.
     let me = Vec::new();
+    let started = Instant::now();
     let mut downloaded = crate::net::fetch_into_store(
         ctx,
         &store,
@@ -434,11 +435,13 @@ pub fn fetch(
     }
     let r = r?;
     let secs = t0.elapsed().as_secs_f64();
+    let download_secs = t0.duration_since(started).as_secs_f64();
     out(
         ctx,
         json!({"event": "restored", "infohash": ih.to_hex(), "to": to, "files": r.files, "dirs": r.dirs,
                "symlinks": r.symlinks, "bytes": r.bytes, "resumed": r.resumed, "repaired": r.repaired,
-               "downloaded_bytes": downloaded, "seconds": secs}),
+               "downloaded_bytes": downloaded, "seconds": secs, "download_seconds": download_secs,
+               "total_seconds": started.elapsed().as_secs_f64()}),
         || {
             let mut s = format!(
                 "restored {} files, {} dirs, {} symlinks ({}) into {}{} in {:.1}s",

@@ -732,6 +732,19 @@ pub async fn download(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     ui.finish();
+    if std::env::var_os("SWARMBAK_VERBOSE").is_some() {
+        let g = t.inner();
+        for v in g.peers.values() {
+            eprintln!(
+                "swarmbak: {ih}: {} sent us {} and got {} from us",
+                v.addr, v.downloaded, v.uploaded
+            );
+        }
+        eprintln!(
+            "swarmbak: {ih}: downloaded in {:.2}s",
+            start.elapsed().as_secs_f64()
+        );
+    }
     engine.remove(ih);
     r.map(|()| t.downloaded.load(std::sync::atomic::Ordering::Relaxed))
 }

@@ -489,7 +489,9 @@ mod tests {
         });
         let t0 = Instant::now();
         // Nobody interested at the round: nothing unchoked.
-        assert!(c.tick(t0, &[peer(1, false, 0), peer(2, false, 0)]).is_empty());
+        assert!(c
+            .tick(t0, &[peer(1, false, 0), peer(2, false, 0)])
+            .is_empty());
         // Peer 1 becomes interested a moment later: unchoked without waiting for the
         // next round (a regular slot, so the optimistic slot is still free).
         let later = t0 + Duration::from_millis(10);
