@@ -117,6 +117,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Of two connections between the same two peers for a torrent, does the new one stay
+/// (and the old one close)? The one dialled by the side with the smaller peer id stays,
+/// so both sides keep the same connection; of two dialled the same way, the old one.
+fn new_connection_stays(
+    mine: &[u8; 20],
+    theirs: &[u8; 20],
+    new_outgoing: bool,
+    old_outgoing: bool,
+) -> bool {
+    let keep_outgoing = mine < theirs;
+    new_outgoing == keep_outgoing && old_outgoing != keep_outgoing
+}
+
 /// A fresh peer id: swarmbak's client prefix and 12 random bytes.
 pub fn new_peer_id() -> [u8; 20] {
     let mut id = [0u8; 20];
@@ -365,8 +378,7 @@ impl Engine {
             .find(|(k, e)| **k != key && e.ih == ih && e.peer_id == Some(peer_id))
             .map(|(k, e)| (*k, e.outgoing));
         if let Some((old, old_outgoing)) = other {
-            let keep_outgoing = self.0.peer_id < peer_id;
-            if outgoing != keep_outgoing || old_outgoing == keep_outgoing {
+            if !new_connection_stays(&self.0.peer_id, &peer_id, outgoing, old_outgoing) {
                 return false;
             }
             if let Some(e) = c.get_mut(&old) {
@@ -482,5 +494,32 @@ impl Engine {
             .values()
             .map(|c| (c.ih, c.addr))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_connection_stays;
+
+    #[test]
+    fn both_sides_keep_the_same_connection() {
+        let (a, b) = ([1u8; 20], [2u8; 20]);
+        // A (smaller id) dialled B, and B dialled A. Whichever arrives second at each
+        // side's admission, A keeps the one it dialled and B the one it accepted.
+        for a_new_is_outgoing in [true, false] {
+            let a_keeps_new = new_connection_stays(&a, &b, a_new_is_outgoing, !a_new_is_outgoing);
+            let a_keeps_outgoing = a_keeps_new == a_new_is_outgoing;
+            assert!(a_keeps_outgoing, "A keeps its own dial");
+        }
+        for b_new_is_outgoing in [true, false] {
+            let b_keeps_new = new_connection_stays(&b, &a, b_new_is_outgoing, !b_new_is_outgoing);
+            let b_keeps_outgoing = b_keeps_new == b_new_is_outgoing;
+            assert!(!b_keeps_outgoing, "B keeps the connection A dialled");
+        }
+        // Two connections dialled the same way: the old one stays.
+        for outgoing in [true, false] {
+            assert!(!new_connection_stays(&a, &b, outgoing, outgoing));
+            assert!(!new_connection_stays(&b, &a, outgoing, outgoing));
+        }
     }
 }

@@ -618,3 +618,56 @@ pub fn assigned(
     me.and_then(|me| rank(ih, shard, machines, me))
         .is_some_and(|r| r < copies)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn inner(pieces: u32, piece_len: u64) -> Inner {
+        Inner {
+            role: Role::Fetch,
+            picker: PiecePicker::new(pieces, piece_len, pieces as u64 * piece_len, 1).unwrap(),
+            peers: HashMap::new(),
+            partial: HashMap::new(),
+            banned: HashSet::new(),
+            banned_addrs: HashSet::new(),
+            kick: HashSet::new(),
+        }
+    }
+
+    #[test]
+    fn blocks_assemble_in_order_whatever_order_they_arrive_in() {
+        let bs = swarmbak_wire::BLOCK_SIZE as usize;
+        let size = 3 * bs + 100; // a short last block
+        let mut g = inner(4, size as u64);
+        let block = |i: usize| Bytes::from(vec![i as u8; if i == 3 { 100 } else { bs }]);
+        for i in [2usize, 0, 3] {
+            let r = Torrent::add_block(&mut g, size, 1, (i * bs) as u32, block(i), false);
+            assert_eq!(r, Ok(None));
+        }
+        let done = Torrent::add_block(&mut g, size, 1, bs as u32, block(1), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(done, (0..4).map(block).collect::<Vec<_>>());
+        assert!(
+            g.partial.is_empty(),
+            "a completed piece leaves the partial set"
+        );
+    }
+
+    #[test]
+    fn blocks_that_do_not_fit_are_refused() {
+        let bs = swarmbak_wire::BLOCK_SIZE as usize;
+        let size = 2 * bs;
+        let mut g = inner(2, size as u64);
+        let b = Bytes::from(vec![0u8; bs]);
+        // Past the end, misaligned, or too long for the piece.
+        assert!(Torrent::add_block(&mut g, size, 0, (2 * bs) as u32, b.clone(), false).is_err());
+        assert!(Torrent::add_block(&mut g, size, 0, 5, b.clone(), false).is_err());
+        let long = Bytes::from(vec![0u8; bs + 1]);
+        assert!(Torrent::add_block(&mut g, size, 0, bs as u32, long, false).is_err());
+        // Said complete with a block missing.
+        assert!(Torrent::add_block(&mut g, size, 0, 0, b, true).is_err());
+    }
+}
