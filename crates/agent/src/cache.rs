@@ -20,21 +20,19 @@ pub struct PieceCache {
 }
 
 impl PieceCache {
-    /// Piece `piece` of `ih`, from the cache or from `read` (called without the lock held).
-    pub fn get_or_read(
-        &self,
-        ih: &InfoHash,
-        piece: u32,
-        read: impl FnOnce() -> Option<Bytes>,
-    ) -> Option<Bytes> {
-        let now = Instant::now();
-        if let Some((b, used)) = self.lock().get_mut(&(*ih, piece)) {
-            *used = now;
-            return Some(b.clone());
-        }
-        let b = read()?;
+    /// Piece `piece` of `ih`, if cached (it then counts as just used).
+    pub fn get(&self, ih: &InfoHash, piece: u32) -> Option<Bytes> {
         let mut g = self.lock();
-        g.insert((*ih, piece), (b.clone(), now));
+        let (b, used) = g.get_mut(&(*ih, piece))?;
+        *used = Instant::now();
+        Some(b.clone())
+    }
+
+    /// Keeps piece `piece` of `ih`, dropping the least recently used pieces beyond the
+    /// budget.
+    pub fn insert(&self, ih: &InfoHash, piece: u32, b: Bytes) {
+        let mut g = self.lock();
+        g.insert((*ih, piece), (b, Instant::now()));
         let mut total: usize = g.values().map(|(b, _)| b.len()).sum();
         while total > BUDGET {
             let Some(oldest) = g.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k) else {
@@ -44,7 +42,6 @@ impl PieceCache {
                 total -= b.len();
             }
         }
-        Some(b)
     }
 
     /// Drops the pieces of `ih` (its files changed or it left the engine).
@@ -69,25 +66,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_once_and_stays_within_budget() {
+    fn keeps_pieces_within_budget() {
         let c = PieceCache::default();
         let ih = InfoHash([1; 20]);
-        let mut reads = 0;
-        for _ in 0..3 {
-            let b = c.get_or_read(&ih, 0, || {
-                reads += 1;
-                Some(Bytes::from(vec![7u8; 1 << 20]))
-            });
-            assert_eq!(b.map(|b| b.len()), Some(1 << 20));
-        }
-        assert_eq!(reads, 1, "a cached piece is not read again");
+        assert!(c.get(&ih, 0).is_none());
+        c.insert(&ih, 0, Bytes::from(vec![7u8; 1 << 20]));
+        assert_eq!(c.get(&ih, 0).map(|b| b.len()), Some(1 << 20));
         for p in 1..100 {
-            c.get_or_read(&ih, p, || Some(Bytes::from(vec![0u8; 1 << 20])));
+            c.insert(&ih, p, Bytes::from(vec![0u8; 1 << 20]));
         }
         let held: usize = c.lock().values().map(|(b, _)| b.len()).sum();
         assert!(held <= BUDGET, "{held} bytes held");
-        assert!(c.lock().contains_key(&(ih, 99)), "the newest piece stays");
-        assert!(c.get_or_read(&ih, 500, || None).is_none());
+        assert!(c.get(&ih, 99).is_some(), "the newest piece stays");
+        assert!(
+            c.get(&ih, 0).is_none(),
+            "the least recently used piece went"
+        );
         c.forget(&ih);
         assert!(c.lock().is_empty());
     }

@@ -548,7 +548,7 @@ async fn on_message(
             let data = if st.am_choking {
                 None
             } else {
-                t.read_block(&st.cache, b.piece, b.offset, b.length)
+                t.read_block(&st.cache, b.piece, b.offset, b.length).await
             };
             match data {
                 Some(d) => {

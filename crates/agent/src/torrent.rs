@@ -532,7 +532,10 @@ impl Torrent {
     }
 
     /// A block of a piece we have: a slice of the whole piece, read once through `cache`.
-    pub fn read_block(
+    /// A piece not in the cache is read on a blocking thread (a shard not in the page
+    /// cache means a disk read, which must not stall the connections sharing this
+    /// thread).
+    pub async fn read_block(
         &self,
         cache: &crate::cache::PieceCache,
         piece: u32,
@@ -542,10 +545,19 @@ impl Torrent {
         if !self.inner().picker.have().get(piece) {
             return None;
         }
-        let whole = cache.get_or_read(&self.ih, piece, || {
-            let path = self.store.shard_path(&self.ih, piece as usize);
-            std::fs::read(path).ok().map(bytes::Bytes::from)
-        })?;
+        let whole = match cache.get(&self.ih, piece) {
+            Some(b) => b,
+            None => {
+                let path = self.store.shard_path(&self.ih, piece as usize);
+                let b = tokio::task::spawn_blocking(move || std::fs::read(path).ok())
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(bytes::Bytes::from)?;
+                cache.insert(&self.ih, piece, b.clone());
+                b
+            }
+        };
         let end = offset as usize + len as usize;
         (end <= whole.len()).then(|| whole.slice(offset as usize..end))
     }

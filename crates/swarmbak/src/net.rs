@@ -686,6 +686,8 @@ pub async fn download(
     let start = Instant::now();
     let stall = env_secs("SWARMBAK_STALL_SECS", 20.0);
     let mut progress = (0u64, Instant::now());
+    let verbose = std::env::var_os("SWARMBAK_VERBOSE").is_some();
+    let mut last_note = Instant::now();
     let r = loop {
         let have = t.have();
         let got: u64 = (0..l.stripes)
@@ -697,6 +699,15 @@ pub async fn download(
             })
             .sum();
         ui.set(got);
+        if verbose && last_note.elapsed() >= Duration::from_millis(500) {
+            last_note = Instant::now();
+            eprintln!(
+                "swarmbak: {ih}: {:.1}s: {got} of {} shards, {} peers",
+                start.elapsed().as_secs_f64(),
+                l.stripes * l.k,
+                t.inner().peers.len()
+            );
+        }
         if t.restorable_here() {
             break Ok(());
         }
@@ -732,7 +743,7 @@ pub async fn download(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     ui.finish();
-    if std::env::var_os("SWARMBAK_VERBOSE").is_some() {
+    if verbose {
         let g = t.inner();
         for v in g.peers.values() {
             eprintln!(
