@@ -239,6 +239,50 @@ fn size_note(o: &Owner) -> String {
     format!("{} shard pieces of {} KiB", o.pieces, o.piece_length / 1024)
 }
 
+/// Records that `client` downloaded the snapshot from the swarmbak agent in `took`, and
+/// how its pieces were verified.
+fn record_download(client: &str, version: &str, o: &Owner, took: Duration, verified: &str) {
+    record(
+        client,
+        version,
+        "download snapshot",
+        true,
+        &format!(
+            "{} from the swarmbak agent in {:.1}s",
+            size_note(o),
+            took.as_secs_f64()
+        ),
+    );
+    record(client, version, "pieces verified", true, verified);
+}
+
+/// Checks that the new machine's fetch (`fetch_log`) got pieces from `client` seeding
+/// alone, records it, and checks what was negotiated both ways.
+fn record_restore(
+    client: &str,
+    version: &str,
+    serving: &Negotiated,
+    fetch_log: &[WireEvent],
+    took: Duration,
+) {
+    let fetching = negotiated(fetch_log);
+    assert!(
+        fetching.received.get("piece").copied().unwrap_or(0) > 0,
+        "fetch got no piece from {client}: {fetching:#?}"
+    );
+    record(
+        client,
+        version,
+        "seed alone, swarmbak restores",
+        true,
+        &format!(
+            "restored byte-identical from {client} alone in {:.1}s",
+            took.as_secs_f64()
+        ),
+    );
+    check_negotiation(client, version, serving, &fetching);
+}
+
 #[test]
 fn libtorrent_fetches_and_seeds_a_snapshot() {
     let _g = serial();
@@ -273,22 +317,11 @@ fn libtorrent_fetches_and_seeds_a_snapshot() {
     );
     assert_eq!(res["num_pieces"].as_u64(), Some(o.pieces));
     verify_pieces(&o.torrent, &o.payload_in(&dl));
-    record(
+    record_download(
         "libtorrent",
         &version,
-        "download snapshot",
-        true,
-        &format!(
-            "{} from the swarmbak agent in {:.1}s",
-            size_note(&o),
-            took.as_secs_f64()
-        ),
-    );
-    record(
-        "libtorrent",
-        &version,
-        "pieces verified",
-        true,
+        &o,
+        took,
         "libtorrent: every piece passed; test: SHA-1 of every piece",
     );
 
@@ -322,23 +355,8 @@ fn libtorrent_fetches_and_seeds_a_snapshot() {
     let serving = negotiated(&o.stop_swarmbak_peers());
     let seeder = libtorrent_seed(&o.torrent, &dl);
     let (fetch_log, took) = o.restore_on_new_machine("lt");
-    let fetching = negotiated(&fetch_log);
-    assert!(
-        fetching.received.get("piece").copied().unwrap_or(0) > 0,
-        "fetch got no piece from libtorrent: {fetching:#?}"
-    );
     drop(seeder);
-    record(
-        "libtorrent",
-        &version,
-        "seed alone, swarmbak restores",
-        true,
-        &format!(
-            "restored byte-identical from libtorrent alone in {:.1}s",
-            took.as_secs_f64()
-        ),
-    );
-    check_negotiation("libtorrent", &version, &serving, &fetching);
+    record_restore("libtorrent", &version, &serving, &fetch_log, took);
     drop(o.tracker);
     regenerate_table();
 }
@@ -384,22 +402,11 @@ fn transmission_fetches_and_seeds_a_snapshot() {
         .unwrap_or("")
         .trim()
         .to_string();
-    record(
+    record_download(
         "transmission",
         &version,
-        "download snapshot",
-        true,
-        &format!(
-            "{} from the swarmbak agent in {:.1}s",
-            size_note(&o),
-            took.as_secs_f64()
-        ),
-    );
-    record(
-        "transmission",
-        &version,
-        "pieces verified",
-        true,
+        &o,
+        took,
         &format!("transmission: {have}; test: SHA-1 of every piece"),
     );
     drop(tr);
@@ -425,23 +432,8 @@ fn transmission_fetches_and_seeds_a_snapshot() {
     );
     let _ = tr.remote(&["-t", "all", "--reannounce"]);
     let (fetch_log, took) = o.restore_on_new_machine("tr");
-    let fetching = negotiated(&fetch_log);
-    assert!(
-        fetching.received.get("piece").copied().unwrap_or(0) > 0,
-        "fetch got no piece from transmission: {fetching:#?}"
-    );
     drop(tr);
-    record(
-        "transmission",
-        &version,
-        "seed alone, swarmbak restores",
-        true,
-        &format!(
-            "restored byte-identical from transmission alone in {:.1}s",
-            took.as_secs_f64()
-        ),
-    );
-    check_negotiation("transmission", &version, &serving, &fetching);
+    record_restore("transmission", &version, &serving, &fetch_log, took);
     drop(o.tracker);
     regenerate_table();
 }
@@ -483,22 +475,11 @@ fn aria2_fetches_and_seeds_a_snapshot() {
         a.tail()
     );
     verify_pieces(&o.torrent, &o.payload_in(&dl));
-    record(
+    record_download(
         "aria2",
         &version,
-        "download snapshot",
-        true,
-        &format!(
-            "{} from the swarmbak agent in {:.1}s",
-            size_note(&o),
-            took.as_secs_f64()
-        ),
-    );
-    record(
-        "aria2",
-        &version,
-        "pieces verified",
-        true,
+        &o,
+        took,
         "aria2: download complete (exit 0); test: SHA-1 of every piece",
     );
     drop(a);
@@ -516,23 +497,8 @@ fn aria2_fetches_and_seeds_a_snapshot() {
     let seeder = Bg::spawn("aria2c seed", c);
     seeder.wait_line(|l| l.contains("SEED("), Duration::from_secs(60));
     let (fetch_log, took) = o.restore_on_new_machine("a2");
-    let fetching = negotiated(&fetch_log);
-    assert!(
-        fetching.received.get("piece").copied().unwrap_or(0) > 0,
-        "fetch got no piece from aria2: {fetching:#?}"
-    );
     drop(seeder);
-    record(
-        "aria2",
-        &version,
-        "seed alone, swarmbak restores",
-        true,
-        &format!(
-            "restored byte-identical from aria2 alone in {:.1}s",
-            took.as_secs_f64()
-        ),
-    );
-    check_negotiation("aria2", &version, &serving, &fetching);
+    record_restore("aria2", &version, &serving, &fetch_log, took);
     drop(o.tracker);
     regenerate_table();
 }

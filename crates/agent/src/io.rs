@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
 use bytes::{Buf, Bytes, BytesMut};
-use swarmbak_wire::{CodecError, Frame, Message, PeerCodec};
+use swarmbak_wire::{encode_piece_header, CodecError, Frame, Message, PeerCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
@@ -29,6 +29,7 @@ pub struct PeerIo {
     /// Small frames are encoded here, in order, until a block (or a flush) closes it.
     tail: BytesMut,
     queue: VecDeque<Bytes>,
+    /// Bytes in `queue` (the open `tail` not included).
     queued: usize,
 }
 
@@ -87,22 +88,15 @@ impl PeerIo {
                 offset,
                 data,
             }) => {
-                let len = 9 + data.len() as u32;
-                self.tail.extend_from_slice(&len.to_be_bytes());
-                self.tail.extend_from_slice(&[swarmbak_wire::id::PIECE]);
-                self.tail.extend_from_slice(&piece.to_be_bytes());
-                self.tail.extend_from_slice(&offset.to_be_bytes());
+                encode_piece_header(piece, offset, data.len(), &mut self.tail);
                 self.close_tail();
                 self.queued += data.len();
                 self.queue.push_back(data);
             }
-            other => {
-                let before = self.tail.len();
-                self.codec
-                    .encode(other, &mut self.tail)
-                    .map_err(|e| io::Error::other(e.to_string()))?;
-                self.queued += self.tail.len() - before;
-            }
+            other => self
+                .codec
+                .encode(other, &mut self.tail)
+                .map_err(|e| io::Error::other(e.to_string()))?,
         }
         if self.queued + self.tail.len() > WRITE_BOUNDARY {
             self.flush().await?;
@@ -119,6 +113,7 @@ impl PeerIo {
     fn close_tail(&mut self) {
         if !self.tail.is_empty() {
             let b = self.tail.split().freeze();
+            self.queued += b.len();
             self.queue.push_back(b);
         }
     }

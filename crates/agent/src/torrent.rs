@@ -65,8 +65,6 @@ pub struct Inner {
     /// Pieces being assembled: their blocks as received (slices of the connection's read
     /// buffer, not copied), by block index.
     pub partial: HashMap<u32, Vec<Option<bytes::Bytes>>>,
-    /// Peers banned from this torrent (sent data that failed its hash check, or lied).
-    pub banned: HashSet<std::net::IpAddr>,
     /// Peers banned by address and port (loopback tests put every peer on one address).
     pub banned_addrs: HashSet<SocketAddr>,
     /// Connections to close: they delivered a piece that failed its hash check.
@@ -116,9 +114,12 @@ impl Torrent {
         me: Vec<u8>,
     ) -> Result<Arc<Torrent>, String> {
         let torrent_bytes = store.torrent_bytes(&ih).map_err(|e| e.to_string())?;
-        let meta = SnapshotMeta::parse(&ih, &torrent_bytes).map_err(|e| e.to_string())?;
+        let mi =
+            swarmbak_metainfo::Metainfo::from_bytes(&torrent_bytes).map_err(|e| e.to_string())?;
+        let meta = SnapshotMeta::from_metainfo(&ih, &mi).map_err(|e| e.to_string())?;
         let total = meta.layout.pieces() as u64 * meta.layout.shard_size as u64;
-        Self::with_meta(store, ih, torrent_bytes, meta, total, role, owner, me)
+        let info = mi.raw_info().to_vec();
+        Self::with_meta(store, ih, torrent_bytes, info, meta, total, role, owner, me)
     }
 
     /// Opens a plain (non-swarmbak) torrent held in `store`, to download all of it: a
@@ -145,10 +146,12 @@ impl Torrent {
             manifest_offset: 0,
             manifest_length: 0,
         };
+        let info = mi.raw_info().to_vec();
         Self::with_meta(
             store,
             ih,
             torrent_bytes,
+            info,
             meta,
             mi.total_length(),
             Role::Fetch,
@@ -162,14 +165,13 @@ impl Torrent {
         store: &Store,
         ih: InfoHash,
         torrent_bytes: Vec<u8>,
+        info: Vec<u8>,
         meta: SnapshotMeta,
         total_length: u64,
         role: Role,
         owner: Option<Vec<u8>>,
         me: Vec<u8>,
     ) -> Result<Arc<Torrent>, String> {
-        let mi =
-            swarmbak_metainfo::Metainfo::from_bytes(&torrent_bytes).map_err(|e| e.to_string())?;
         let l = meta.layout;
         let n = meta.hashes.len() as u32;
         let mut picker = PiecePicker::new(n, l.shard_size as u64, total_length, rand::random())
@@ -188,7 +190,7 @@ impl Torrent {
         let t = Arc::new(Torrent {
             ih,
             total_length,
-            info: mi.raw_info().to_vec(),
+            info,
             torrent_bytes,
             meta,
             owner: {
@@ -205,7 +207,6 @@ impl Torrent {
                 picker,
                 peers: HashMap::new(),
                 partial: HashMap::new(),
-                banned: HashSet::new(),
                 banned_addrs: HashSet::new(),
                 kick: HashSet::new(),
             }),
@@ -402,24 +403,10 @@ impl Torrent {
     /// peers and ourselves.
     pub fn holder_sets(&self) -> Vec<Vec<Vec<u8>>> {
         let g = self.inner();
-        let n = self.num_pieces() as usize;
-        let mut sets: Vec<Vec<Vec<u8>>> = vec![Vec::new(); n];
-        let mut add = |i: usize, k: &Vec<u8>| {
-            if !sets[i].contains(k) {
-                sets[i].push(k.clone());
-            }
-        };
-        for p in g.peers.values() {
-            if let Some(k) = &p.machine {
-                for i in p.has.iter_ones() {
-                    add(i as usize, k);
-                }
-            }
-        }
-        for i in g.picker.have().iter_ones() {
-            add(i as usize, &self.me);
-        }
-        sets
+        holder_keys(&g, &self.me, self.num_pieces() as usize)
+            .into_iter()
+            .map(|s| s.into_iter().map(<[u8]>::to_vec).collect())
+            .collect()
     }
 
     /// Whether some connected peer (any client, with or without a machine key) has each
@@ -573,28 +560,29 @@ fn takeover_grace() -> std::time::Duration {
     std::time::Duration::from_secs_f64(s.max(0.1))
 }
 
-/// Distinct machines other than the owner holding each piece (peers and ourselves).
-fn holder_counts(g: &Inner, owner: Option<&[u8]>, me: &[u8], n: usize) -> Vec<usize> {
+/// Every machine (by key) holding each piece: connected peers that sent a key, and us.
+fn holder_keys<'a>(g: &'a Inner, me: &'a [u8], n: usize) -> Vec<HashSet<&'a [u8]>> {
     let mut sets: Vec<HashSet<&[u8]>> = vec![HashSet::new(); n];
-    for p in g.peers.values() {
-        let Some(k) = &p.machine else { continue };
-        if Some(k.as_slice()) == owner {
-            continue;
-        }
-        for i in p.has.iter_ones() {
+    let peers = g
+        .peers
+        .values()
+        .filter_map(|p| Some((p.machine.as_deref()?, &p.has)));
+    for (k, has) in peers.chain(std::iter::once((me, g.picker.have()))) {
+        for i in has.iter_ones() {
             if let Some(s) = sets.get_mut(i as usize) {
                 s.insert(k);
             }
         }
     }
-    if Some(me) != owner {
-        for i in g.picker.have().iter_ones() {
-            if let Some(s) = sets.get_mut(i as usize) {
-                s.insert(me);
-            }
-        }
-    }
-    sets.into_iter().map(|s| s.len()).collect()
+    sets
+}
+
+/// Distinct machines other than the owner holding each piece (peers and ourselves).
+fn holder_counts(g: &Inner, owner: Option<&[u8]>, me: &[u8], n: usize) -> Vec<usize> {
+    holder_keys(g, me, n)
+        .into_iter()
+        .map(|s| s.into_iter().filter(|k| Some(*k) != owner).count())
+        .collect()
 }
 
 /// This machine's place (0 = first) in the rendezvous ranking for shard index `shard`.
@@ -642,7 +630,6 @@ mod tests {
             picker: PiecePicker::new(pieces, piece_len, pieces as u64 * piece_len, 1).unwrap(),
             peers: HashMap::new(),
             partial: HashMap::new(),
-            banned: HashSet::new(),
             banned_addrs: HashSet::new(),
             kick: HashSet::new(),
         }

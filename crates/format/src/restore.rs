@@ -86,6 +86,14 @@ impl SnapshotMeta {
     pub fn parse(expect: &InfoHash, torrent: &[u8]) -> Result<SnapshotMeta, FormatError> {
         let mi = swarmbak_metainfo::Metainfo::from_bytes(torrent)
             .map_err(|e| FormatError::Metainfo(format!("snapshot {expect}: {e}")))?;
+        Self::from_metainfo(expect, &mi)
+    }
+
+    /// [`SnapshotMeta::parse`] of metainfo already parsed.
+    pub fn from_metainfo(
+        expect: &InfoHash,
+        mi: &swarmbak_metainfo::Metainfo,
+    ) -> Result<SnapshotMeta, FormatError> {
         if mi.info_hash() != expect.0 {
             return Err(FormatError::Damaged(format!(
                 "the metainfo stored for {expect} has infohash {}: the store is damaged",

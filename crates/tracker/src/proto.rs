@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use swarmbak_bencode::{Encoder, Value};
+use swarmbak_bencode::{Dict, Encoder, Value};
 
 use crate::query::{percent_decode_into, percent_encode_into, raw_pairs};
 
@@ -262,20 +262,31 @@ fn text(v: &Value<'_>) -> String {
     String::from_utf8_lossy(v.as_bytes().unwrap_or_default()).into_owned()
 }
 
+/// A tracker's reply, decoded as leniently as clients do (trailing bytes ignored).
+fn reply(body: &[u8]) -> Result<Value<'_>, ReplyError> {
+    swarmbak_bencode::decode(body)
+        .or_else(|_| swarmbak_bencode::decode_prefix(body).map(|(v, _)| v))
+        .map_err(|e| ReplyError::Malformed(format!("reply is not bencode: {e}")))
+}
+
+/// The reply's dictionary, unless it is not one or it carries a `failure reason`.
+fn reply_dict<'v, 'a>(v: &'v Value<'a>) -> Result<&'v Dict<'a>, ReplyError> {
+    let d = v
+        .as_dict()
+        .ok_or_else(|| ReplyError::Malformed("reply is not a dictionary".into()))?;
+    match d.get(b"failure reason") {
+        Some(f) => Err(ReplyError::Failure(text(f))),
+        None => Ok(d),
+    }
+}
+
 /// Reads an announce reply, as leniently as libtorrent and transmission: keys in any
 /// order, unknown keys ignored, `interval` missing means 30 minutes, compact and
 /// dictionary peer lists both accepted (a compact list's trailing partial entry and
 /// dictionary entries without a usable address are dropped).
 pub fn parse_announce_response(body: &[u8]) -> Result<AnnounceResponse, ReplyError> {
-    let v = swarmbak_bencode::decode(body)
-        .or_else(|_| swarmbak_bencode::decode_prefix(body).map(|(v, _)| v))
-        .map_err(|e| ReplyError::Malformed(format!("reply is not bencode: {e}")))?;
-    let d = v
-        .as_dict()
-        .ok_or_else(|| ReplyError::Malformed("reply is not a dictionary".into()))?;
-    if let Some(f) = d.get(b"failure reason") {
-        return Err(ReplyError::Failure(text(f)));
-    }
+    let v = reply(body)?;
+    let d = reply_dict(&v)?;
     let secs = |key: &[u8]| {
         d.get(key)
             .and_then(Value::as_int)
@@ -365,15 +376,8 @@ pub type ScrapeResponse = BTreeMap<InfoHash, ScrapeStats>;
 /// Reads a scrape reply (BEP 48), leniently: entries whose key is not 20 bytes are
 /// dropped, missing counts are 0.
 pub fn parse_scrape_response(body: &[u8]) -> Result<ScrapeResponse, ReplyError> {
-    let v = swarmbak_bencode::decode(body)
-        .or_else(|_| swarmbak_bencode::decode_prefix(body).map(|(v, _)| v))
-        .map_err(|e| ReplyError::Malformed(format!("reply is not bencode: {e}")))?;
-    let d = v
-        .as_dict()
-        .ok_or_else(|| ReplyError::Malformed("reply is not a dictionary".into()))?;
-    if let Some(f) = d.get(b"failure reason") {
-        return Err(ReplyError::Failure(text(f)));
-    }
+    let v = reply(body)?;
+    let d = reply_dict(&v)?;
     let mut out = BTreeMap::new();
     let Some(files) = d.get(b"files").and_then(Value::as_dict) else {
         return Ok(out);

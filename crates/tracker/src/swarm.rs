@@ -62,6 +62,16 @@ impl Swarm {
         }
     }
 
+    /// Sweeps when the last sweep is a quarter of the peer timeout old.
+    fn sweep_if_due(&mut self, now: Instant, timeout: Duration) {
+        if self
+            .last_sweep
+            .is_none_or(|t| now.saturating_duration_since(t) >= timeout / 4)
+        {
+            self.sweep(now, timeout);
+        }
+    }
+
     fn sweep(&mut self, now: Instant, timeout: Duration) {
         let mut i = 0;
         while i < self.peers.len() {
@@ -148,12 +158,7 @@ impl Swarms {
     ) -> Option<Counts> {
         let mut shard = self.lock(ih);
         let swarm = shard.get_mut(ih)?;
-        if swarm
-            .last_sweep
-            .is_none_or(|t| now.saturating_duration_since(t) >= self.timeout / 4)
-        {
-            swarm.sweep(now, self.timeout);
-        }
+        swarm.sweep_if_due(now, self.timeout);
         let seeder = a.left == 0;
         match (a.event, swarm.index.get(a.peer_id).copied()) {
             (Some(AnnounceEvent::Stopped), Some(i)) => swarm.remove_at(i),
@@ -219,12 +224,7 @@ impl Swarms {
     pub fn counts(&self, ih: &InfoHash, now: Instant) -> Option<Counts> {
         let mut shard = self.lock(ih);
         let swarm = shard.get_mut(ih)?;
-        if swarm
-            .last_sweep
-            .is_none_or(|t| now.saturating_duration_since(t) >= self.timeout / 4)
-        {
-            swarm.sweep(now, self.timeout);
-        }
+        swarm.sweep_if_due(now, self.timeout);
         Some(swarm.counts())
     }
 

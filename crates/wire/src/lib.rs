@@ -32,7 +32,7 @@ pub use extension::{
     ExtensionHandshake, EXTENSION_HANDSHAKE_ID, MAX_SB_KEY_LEN, SB_MACHINE, UT_METADATA,
 };
 pub use handshake::{Handshake, InfoHash, PeerId, Reserved, HANDSHAKE_LEN, PROTOCOL};
-pub use message::{decode_message, id, BlockRef, Limits, Message, BLOCK_SIZE};
+pub use message::{decode_message, encode_piece_header, id, BlockRef, Limits, Message, BLOCK_SIZE};
 pub use metadata::{
     metadata_pieces, MetadataAssembler, MetadataMessage, MAX_METADATA_SIZE, METADATA_PIECE_SIZE,
 };

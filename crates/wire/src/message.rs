@@ -187,6 +187,16 @@ impl Message {
     /// Appends the framed message to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
         dst.reserve(self.encoded_len());
+        if let Message::Piece {
+            piece,
+            offset,
+            data,
+        } = self
+        {
+            encode_piece_header(*piece, *offset, data.len(), dst);
+            dst.put_slice(data);
+            return;
+        }
         dst.put_u32(self.body_len() as u32);
         let Some(message_id) = self.id() else {
             return;
@@ -207,15 +217,7 @@ impl Message {
                 dst.put_u32(b.offset);
                 dst.put_u32(b.length);
             }
-            Message::Piece {
-                piece,
-                offset,
-                data,
-            } => {
-                dst.put_u32(*piece);
-                dst.put_u32(*offset);
-                dst.put_slice(data);
-            }
+            Message::Piece { .. } => {}
             Message::Port(p) => dst.put_u16(*p),
             Message::Extended { id, payload } => {
                 dst.put_u8(*id);
@@ -253,6 +255,15 @@ fn name_of(message_id: u8) -> &'static str {
         id::EXTENDED => "extended",
         _ => "unknown",
     }
+}
+
+/// Appends the 13 bytes of a `piece` message that come before its block (length prefix,
+/// id, piece index, offset): for a transport that sends the block from its own buffer.
+pub fn encode_piece_header(piece: u32, offset: u32, block_len: usize, dst: &mut BytesMut) {
+    dst.put_u32(9 + block_len as u32);
+    dst.put_u8(id::PIECE);
+    dst.put_u32(piece);
+    dst.put_u32(offset);
 }
 
 /// Size limits the decoder enforces before buffering a message. Lengths here count the
