@@ -263,7 +263,12 @@ impl Engine {
         loop {
             let Some(t) = self.torrent(&ih) else {
                 // Left the torrent: say so, once, without retrying.
-                let mut req = AnnounceRequest::new(ih.0, self.0.peer_id, self.0.local.port(), 0);
+                let mut req = AnnounceRequest::new(
+                    ih,
+                    swarmbak_tracker::PeerId(self.0.peer_id),
+                    self.0.local.port(),
+                    0,
+                );
                 req.event = Some(AnnounceEvent::Stopped);
                 let _ = tokio::time::timeout(Duration::from_secs(2), tr.announce(&req)).await;
                 return;
@@ -279,7 +284,12 @@ impl Engine {
                     .values()
                     .fold((0, 0), |a, p| (a.0 + p.uploaded, a.1 + p.downloaded))
             };
-            let mut req = AnnounceRequest::new(ih.0, self.0.peer_id, self.0.local.port(), left);
+            let mut req = AnnounceRequest::new(
+                ih,
+                swarmbak_tracker::PeerId(self.0.peer_id),
+                self.0.local.port(),
+                left,
+            );
             req.event = event;
             req.uploaded = up;
             req.downloaded = down;

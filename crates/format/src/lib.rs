@@ -30,39 +30,7 @@ pub use store::{SnapshotInfo, Store};
 /// The format version this crate writes and the only one it reads.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// A v1 info-hash: SHA-1 of the torrent's bencoded info dictionary.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct InfoHash(pub [u8; 20]);
-
-impl InfoHash {
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-    pub fn from_hex(s: &str) -> Result<InfoHash, FormatError> {
-        let mut b = [0u8; 20];
-        if s.len() != 40 {
-            return Err(FormatError::Invalid(format!(
-                "{s:?} is not an infohash (40 hex digits)"
-            )));
-        }
-        hex::decode_to_slice(s, &mut b).map_err(|_| {
-            FormatError::Invalid(format!("{s:?} is not an infohash (40 hex digits)"))
-        })?;
-        Ok(InfoHash(b))
-    }
-}
-
-impl std::fmt::Display for InfoHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl std::fmt::Debug for InfoHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "InfoHash({})", self.to_hex())
-    }
-}
+pub use swarmbak_core::InfoHash;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -93,6 +61,18 @@ pub enum FormatError {
     Unsafe(String),
     #[error("{0}")]
     Damaged(String),
+}
+
+impl From<swarmbak_core::IdError> for FormatError {
+    fn from(e: swarmbak_core::IdError) -> Self {
+        FormatError::Invalid(e.to_string())
+    }
+}
+
+impl From<swarmbak_core::LayoutError> for FormatError {
+    fn from(e: swarmbak_core::LayoutError) -> Self {
+        FormatError::Erasure(ErasureError::Layout(e))
+    }
 }
 
 impl FormatError {

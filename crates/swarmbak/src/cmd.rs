@@ -302,7 +302,7 @@ fn parse_hash(v: &str) -> Result<InfoHash, Failure> {
             }
         }
     }
-    InfoHash::from_hex(&v.to_ascii_lowercase()).map_err(Failure::from)
+    InfoHash::from_hex(v).map_err(|e| Failure::new(2, e.to_string()))
 }
 
 fn base32_decode(s: &str) -> Option<Vec<u8>> {

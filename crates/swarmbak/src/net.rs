@@ -242,7 +242,7 @@ async fn replicate_scraped(
         .await
         .map_err(|e| format!("tracker full scrape: {e}"))?;
     for ih in scraped.keys() {
-        let ih = InfoHash(*ih);
+        let ih = *ih;
         if engine.torrent(&ih).is_some() {
             continue;
         }
@@ -295,7 +295,7 @@ async fn replicate_new(
             continue;
         }
         if !store.has(&ih) {
-            let Ok(Some(bytes)) = c.metainfo(&ih.0).await else {
+            let Ok(Some(bytes)) = c.metainfo(&ih).await else {
                 continue;
             };
             store.add_torrent(&ih, &bytes).map_err(|e| e.to_string())?;
@@ -644,7 +644,7 @@ pub async fn ensure_metainfo(
     let c = client(url)?.with_retry(swarmbak_tracker::Retry::for_duration(Duration::from_secs(
         10,
     )));
-    let from_tracker = c.metainfo(&ih.0).await;
+    let from_tracker = c.metainfo(ih).await;
     if let Ok(Some(b)) = &from_tracker {
         store.add_torrent(ih, b)?;
         return Ok(());
@@ -1053,7 +1053,12 @@ async fn metadata_from_swarm(
             Duration::from_secs(10),
         ));
         if let Ok(r) = c
-            .announce(&swarmbak_tracker::AnnounceRequest::new(ih.0, peer_id, 1, 1))
+            .announce(&swarmbak_tracker::AnnounceRequest::new(
+                *ih,
+                swarmbak_tracker::PeerId(peer_id),
+                1,
+                1,
+            ))
             .await
         {
             // Not ourselves (we announced port 1 only to be given peers; some trackers,
@@ -1065,7 +1070,8 @@ async fn metadata_from_swarm(
                     .filter(|a| a.port() != 1),
             );
         }
-        let mut stop = swarmbak_tracker::AnnounceRequest::new(ih.0, peer_id, 1, 1);
+        let mut stop =
+            swarmbak_tracker::AnnounceRequest::new(*ih, swarmbak_tracker::PeerId(peer_id), 1, 1);
         stop.event = Some(swarmbak_tracker::AnnounceEvent::Stopped);
         let _ = tokio::time::timeout(Duration::from_secs(2), c.announce(&stop)).await;
     }

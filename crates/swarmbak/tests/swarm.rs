@@ -308,7 +308,7 @@ mod liar {
             let c = TrackerClient::new(&format!("http://{tracker}")).unwrap();
             loop {
                 let _ = c
-                    .announce(&AnnounceRequest::new(ih, peer_id, port, 0))
+                    .announce(&AnnounceRequest::new(ih.into(), peer_id.into(), port, 0))
                     .await;
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }

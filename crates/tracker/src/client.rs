@@ -306,7 +306,7 @@ impl TrackerClient {
                 q.push('&');
             }
             q.push_str("info_hash=");
-            percent_encode_into(ih, &mut q);
+            percent_encode_into(ih.as_ref(), &mut q);
         }
         let target = self.bt_target(&self.scrape_path, &q);
         self.with_retries(|| async {
@@ -354,7 +354,7 @@ impl TrackerClient {
             }
             let mi = swarmbak_metainfo::Metainfo::from_bytes(&body)
                 .map_err(|e| ClientError::BadResponse(format!("metainfo: {e}")))?;
-            if mi.info_hash() != *info_hash {
+            if mi.info_hash() != info_hash.0 {
                 return Err(ClientError::BadResponse(format!(
                     "asked for {}, got a torrent with info-hash {}",
                     hex::encode(info_hash),

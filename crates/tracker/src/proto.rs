@@ -9,10 +9,7 @@ use swarmbak_bencode::{Dict, Encoder, Value};
 
 use crate::query::{percent_decode_into, percent_encode_into, raw_pairs};
 
-/// A 20-byte info-hash.
-pub type InfoHash = [u8; 20];
-/// A 20-byte peer id.
-pub type PeerId = [u8; 20];
+pub use swarmbak_core::{InfoHash, PeerId};
 
 /// The `event` of an announce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,9 +89,9 @@ impl AnnounceRequest {
     pub fn to_query(&self) -> String {
         let mut q = String::with_capacity(200);
         q.push_str("info_hash=");
-        percent_encode_into(&self.info_hash, &mut q);
+        percent_encode_into(self.info_hash.as_ref(), &mut q);
         q.push_str("&peer_id=");
-        percent_encode_into(&self.peer_id, &mut q);
+        percent_encode_into(self.peer_id.as_ref(), &mut q);
         q.push_str(&format!(
             "&port={}&uploaded={}&downloaded={}&left={}&compact={}",
             self.port,
@@ -136,7 +133,7 @@ impl AnnounceRequest {
         let mut info_hash = None;
         let mut peer_id = None;
         let mut port = None;
-        let mut req = AnnounceRequest::new([0; 20], [0; 20], 0, 1);
+        let mut req = AnnounceRequest::new(InfoHash([0; 20]), PeerId([0; 20]), 0, 1);
         req.compact = false;
         let mut buf = Vec::with_capacity(64);
         for (k, v) in raw_pairs(query) {
@@ -201,8 +198,8 @@ impl AnnounceRequest {
                 _ => {}
             }
         }
-        req.info_hash = info_hash.ok_or("missing info_hash")?;
-        req.peer_id = peer_id.ok_or("missing peer_id")?;
+        req.info_hash = InfoHash(info_hash.ok_or("missing info_hash")?);
+        req.peer_id = PeerId(peer_id.ok_or("missing peer_id")?);
         req.port = port.ok_or("missing port")?;
         Ok(req)
     }
@@ -323,7 +320,8 @@ pub fn parse_announce_response(body: &[u8]) -> Result<AnnounceResponse, ReplyErr
                 let peer_id = pd
                     .get(b"peer id")
                     .and_then(Value::as_bytes)
-                    .and_then(|b| <[u8; 20]>::try_from(b).ok());
+                    .and_then(|b| <[u8; 20]>::try_from(b).ok())
+                    .map(PeerId);
                 peers.push(PeerInfo {
                     addr: SocketAddr::new(ip, port),
                     peer_id,
@@ -383,7 +381,7 @@ pub fn parse_scrape_response(body: &[u8]) -> Result<ScrapeResponse, ReplyError> 
         return Ok(out);
     };
     for (k, v) in files.iter() {
-        let (Ok(ih), Some(e)) = (<[u8; 20]>::try_from(k), v.as_dict()) else {
+        let (Ok(ih), Some(e)) = (<[u8; 20]>::try_from(k).map(InfoHash), v.as_dict()) else {
             continue;
         };
         let n = |key: &[u8]| {
@@ -417,7 +415,12 @@ mod tests {
 
     #[test]
     fn query_round_trip() {
-        let mut r = AnnounceRequest::new([0xff; 20], *b"-SB0100-abc def+%&=x", 6881, 5);
+        let mut r = AnnounceRequest::new(
+            InfoHash([0xff; 20]),
+            PeerId(*b"-SB0100-abc def+%&=x"),
+            6881,
+            5,
+        );
         r.event = Some(AnnounceEvent::Started);
         r.numwant = Some(30);
         r.key = Some(0xdeadbeef);
@@ -438,7 +441,7 @@ mod tests {
         assert_eq!(r.warning.as_deref(), Some("hmm"));
         assert_eq!(r.peers.len(), 2);
         assert_eq!(r.peers[0].addr, "127.0.0.1:7000".parse().unwrap());
-        assert_eq!(r.peers[0].peer_id, Some([b'a'; 20]));
+        assert_eq!(r.peers[0].peer_id, Some(PeerId([b'a'; 20])));
         assert_eq!(r.peers[1].addr, "[::1]:9".parse().unwrap());
     }
 

@@ -126,8 +126,7 @@ impl Tracker {
             })?;
         let swarms = Swarms::new(config.peer_timeout());
         for r in store.records() {
-            let mut ih = [0u8; 20];
-            if hex::decode_to_slice(&r.infohash, &mut ih).is_ok() {
+            if let Ok(ih) = InfoHash::from_hex(&r.infohash) {
                 swarms.add_torrent(ih);
             }
         }
@@ -416,7 +415,7 @@ fn scrape(shared: &Shared, query: &[u8]) -> Resp {
         if let Err(e) = percent_decode_into(v, &mut buf) {
             return bencoded(encode_failure(&e.0));
         }
-        let Ok(ih) = <[u8; 20]>::try_from(buf.as_slice()) else {
+        let Ok(ih) = <[u8; 20]>::try_from(buf.as_slice()).map(InfoHash) else {
             return bencoded(encode_failure(&format!(
                 "invalid info_hash ({} bytes, not 20)",
                 buf.len()
@@ -432,10 +431,9 @@ fn scrape(shared: &Shared, query: &[u8]) -> Resp {
         let store = lock_store(shared);
         if wanted.is_empty() {
             for r in store.records() {
-                let mut ih = [0u8; 20];
-                if hex::decode_to_slice(&r.infohash, &mut ih).is_err() {
+                let Ok(ih) = InfoHash::from_hex(&r.infohash) else {
                     continue;
-                }
+                };
                 if let Some(c) = shared.swarms.counts(&ih, now) {
                     files.insert(ih, (c, r.name.clone()));
                 }
@@ -451,7 +449,7 @@ fn scrape(shared: &Shared, query: &[u8]) -> Resp {
     let mut enc = Encoder::with_capacity(16 + files.len() * 100);
     enc.begin_dict().key(b"files").begin_dict();
     for (ih, (c, name)) in &files {
-        enc.key(ih)
+        enc.key(ih.as_ref())
             .begin_dict()
             .key(b"complete")
             .int(c.complete as i64)
@@ -519,8 +517,7 @@ async fn publish(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
         let mut store = lock_store(&sh);
         let r = store.publish(&body, &key, &name, unix_now());
         if let Ok((rec, _)) = &r {
-            let mut ih = [0u8; 20];
-            if hex::decode_to_slice(&rec.infohash, &mut ih).is_ok() {
+            if let Ok(ih) = InfoHash::from_hex(&rec.infohash) {
                 sh.swarms.add_torrent(ih);
             }
         }
@@ -557,13 +554,12 @@ async fn publish(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
 
 async fn metainfo(shared: &Arc<Shared>, hex_ih: &str) -> Resp {
     let hex_ih = hex_ih.strip_suffix(".torrent").unwrap_or(hex_ih);
-    let mut ih = [0u8; 20];
-    if hex_ih.len() != 40 || hex::decode_to_slice(hex_ih, &mut ih).is_err() {
+    let Ok(ih) = InfoHash::from_hex(hex_ih) else {
         return json_error(
             StatusCode::BAD_REQUEST,
             "expected /metainfo/<40 hex digits>",
         );
-    }
+    };
     let path = {
         let store = lock_store(shared);
         if store.get(&ih).is_none() {

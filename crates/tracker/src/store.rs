@@ -112,9 +112,7 @@ pub struct Store {
 }
 
 fn parse_hex20(s: &str) -> Option<InfoHash> {
-    let mut out = [0u8; 20];
-    hex::decode_to_slice(s, &mut out).ok()?;
-    Some(out)
+    InfoHash::from_hex(s).ok()
 }
 
 /// Checks a machine key: 1 to 256 printable ASCII characters, no spaces.
@@ -284,7 +282,7 @@ impl Store {
                 "swarmbak torrents must be private (BEP 27)".into(),
             ));
         }
-        let ih = mi.info_hash();
+        let ih = InfoHash(mi.info_hash());
         if let Some(existing) = self.get(&ih) {
             if existing.machine_key == machine_key {
                 return Ok((existing.clone(), false));

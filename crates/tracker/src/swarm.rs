@@ -115,7 +115,7 @@ pub struct PeerAnnounce<'a> {
 
 fn shard_of(ih: &InfoHash) -> usize {
     // Info-hashes are SHA-1 outputs: any byte is uniform.
-    usize::from(ih[0]) % SHARDS
+    usize::from(ih.0[0]) % SHARDS
 }
 
 impl Swarms {
@@ -335,7 +335,7 @@ fn write_peers(swarm: &Swarm, a: &PeerAnnounce<'_>, want: usize, enc: &mut Encod
                 .key(b"ip")
                 .str(&p.addr.ip().to_string())
                 .key(b"peer id")
-                .bytes(&p.id)
+                .bytes(p.id.as_ref())
                 .key(b"port")
                 .int(i64::from(p.addr.port()))
                 .end();
@@ -379,12 +379,12 @@ mod tests {
     #[test]
     fn expiry_and_replacement() {
         let s = Swarms::new(Duration::from_secs(10));
-        let ih = [1; 20];
+        let ih = InfoHash([1; 20]);
         let mut e = Encoder::new();
         assert!(s
             .announce(
-                &[2; 20],
-                &ann(&[0; 20], 1, 0),
+                &InfoHash([2; 20]),
+                &ann(&PeerId([0; 20]), 1, 0),
                 Instant::now(),
                 (1, 1),
                 &mut e
@@ -392,7 +392,7 @@ mod tests {
             .is_none());
         s.add_torrent(ih);
         let t0 = Instant::now();
-        let (p1, p2, p3) = ([1; 20], [2; 20], [3; 20]);
+        let (p1, p2, p3) = (PeerId([1; 20]), PeerId([2; 20]), PeerId([3; 20]));
         peers_of(&s, &ih, &ann(&p1, 1001, 0), t0);
         assert_eq!(peers_of(&s, &ih, &ann(&p2, 1002, 5), t0).len(), 6);
         // p1 silent for 11 s: gone; p2 announced at t0 + 5 s stays.
@@ -408,7 +408,7 @@ mod tests {
             })
         );
         // A new id on p3's address replaces p3.
-        let p4 = [4; 20];
+        let p4 = PeerId([4; 20]);
         peers_of(&s, &ih, &ann(&p4, 1003, 0), t0 + Duration::from_secs(11));
         assert_eq!(
             s.counts(&ih, t0 + Duration::from_secs(11)),

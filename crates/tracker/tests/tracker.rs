@@ -9,6 +9,7 @@ use swarmbak_tracker::{
     AnnounceEvent, AnnounceRequest, ClientError, Retry, Tracker, TrackerClient, TrackerConfig,
     UNKNOWN_TORRENT,
 };
+use swarmbak_tracker::{InfoHash, PeerId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -91,17 +92,17 @@ fn torrent(seed: u8, name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-fn ih_of(t: &[u8]) -> [u8; 20] {
-    Metainfo::from_bytes(t).unwrap().info_hash()
+fn ih_of(t: &[u8]) -> InfoHash {
+    InfoHash(Metainfo::from_bytes(t).unwrap().info_hash())
 }
 
-fn pid(n: u8) -> [u8; 20] {
+fn pid(n: u8) -> PeerId {
     let mut p = *b"-SB0100-000000000000";
     p[19] = n;
-    p
+    PeerId(p)
 }
 
-async fn published(server: &Server, seed: u8) -> [u8; 20] {
+async fn published(server: &Server, seed: u8) -> InfoHash {
     let t = torrent(seed, &format!("swarmbak-{seed}.shards"));
     let r = server
         .client()
@@ -236,7 +237,7 @@ async fn unknown_torrent_is_a_failure_reason() {
     let server = Server::start(dir.path(), |_| {}).await;
     let c = server.client();
     let err = c
-        .announce(&AnnounceRequest::new([9; 20], pid(1), 7301, 0))
+        .announce(&AnnounceRequest::new(InfoHash([9; 20]), pid(1), 7301, 0))
         .await
         .unwrap_err();
     assert_eq!(err, ClientError::Failure(UNKNOWN_TORRENT.into()));
@@ -288,7 +289,7 @@ async fn scrape_single_multiple_full() {
     assert_eq!((one[&a].complete, one[&a].incomplete), (1, 1));
     assert_eq!(one[&a].name.as_deref(), Some("swarmbak-4.shards"));
 
-    let two = c.scrape(&[a, b, [7; 20]]).await.unwrap();
+    let two = c.scrape(&[a, b, InfoHash([7; 20])]).await.unwrap();
     assert_eq!(two.len(), 2, "unknown info-hashes are omitted");
     assert_eq!((two[&b].complete, two[&b].incomplete), (0, 1));
 
@@ -323,7 +324,7 @@ async fn publish_metainfo_snapshots() {
 
     // The metainfo comes back byte for byte.
     assert_eq!(c.metainfo(&ih_of(&t2)).await.unwrap(), Some(t2.clone()));
-    assert_eq!(c.metainfo(&[1; 20]).await.unwrap(), None);
+    assert_eq!(c.metainfo(&InfoHash([1; 20])).await.unwrap(), None);
 
     let by_name = c.snapshots(Some("alpha laptop")).await.unwrap();
     let by_key = c.snapshots(Some("age1alpha")).await.unwrap();
@@ -442,7 +443,7 @@ async fn malformed_requests_get_clear_failures() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), |_| {}).await;
     let ih = published(&server, 13).await;
-    let ihq: String = ih.iter().map(|b| format!("%{b:02x}")).collect();
+    let ihq: String = ih.0.iter().map(|b| format!("%{b:02x}")).collect();
     let cases: Vec<(String, &str)> = vec![
         ("/announce".into(), "missing info_hash"),
         ("/announce?info_hash=abc".into(), "invalid info_hash"),
@@ -592,7 +593,7 @@ async fn libtorrent_shaped_request() {
     assert_eq!(peer_id.len(), 20);
     let target = format!(
         "/announce?info_hash={}&peer_id={}&port=6881&uploaded=0&downloaded=0&left=1000&corrupt=0&key=1A2B3C4D&event=started&numwant=200&compact=1&no_peer_id=1&supportcrypto=1&redundant=0",
-        enc(&ih),
+        enc(ih.as_ref()),
         enc(peer_id)
     );
     let req = format!(
@@ -611,12 +612,12 @@ async fn libtorrent_shaped_request() {
     q.compact = false;
     let r = c.announce(&q).await.unwrap();
     let ids: Vec<_> = r.peers.iter().filter_map(|p| p.peer_id).collect();
-    assert!(ids.contains(peer_id), "{ids:?}");
+    assert!(ids.contains(&PeerId(*peer_id)), "{ids:?}");
     // opentracker-style paths: anything under /an, and /announce/<passkey>.
     for path in ["/ann", "/announce/0123456789abcdef"] {
         let req = format!(
             "GET {path}?info_hash={}&peer_id={}&port=6881&left=0&compact=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            enc(&ih),
+            enc(ih.as_ref()),
             enc(peer_id)
         );
         let reply = raw(server.addr, req.as_bytes()).await;
@@ -674,7 +675,7 @@ async fn retries_until_the_tracker_appears() {
         .with_retry(Retry::for_duration(Duration::from_millis(1500)));
     let t0 = Instant::now();
     let err = client
-        .announce(&AnnounceRequest::new([1; 20], pid(1), 1, 0))
+        .announce(&AnnounceRequest::new(InfoHash([1; 20]), pid(1), 1, 0))
         .await
         .unwrap_err();
     let took = t0.elapsed();
@@ -733,14 +734,14 @@ async fn lenient_with_foreign_trackers() {
         }
     });
     let c = TrackerClient::new(&format!("http://{addr}/tracker")).unwrap();
-    let req = AnnounceRequest::new([3; 20], pid(1), 7701, 1);
+    let req = AnnounceRequest::new(InfoHash([3; 20]), pid(1), 7701, 1);
     let r = c.announce(&req).await.unwrap();
     assert_eq!(r.interval, Duration::from_secs(1800));
     assert_eq!(r.min_interval, Some(Duration::from_secs(900)));
     assert_eq!(r.warning.as_deref(), Some("be nice"));
     assert_eq!(r.tracker_id.as_deref(), Some(&b"xyz"[..]));
     assert_eq!((r.complete, r.incomplete), (Some(5), Some(3)));
-    assert_eq!(r.peers[0].peer_id, Some([b'A'; 20]));
+    assert_eq!(r.peers[0].peer_id, Some(PeerId([b'A'; 20])));
     let r = c.announce(&req).await.unwrap();
     assert_eq!(r.peers[0].addr, "127.0.0.1:6881".parse().unwrap());
     let err = c.announce(&req).await.unwrap_err();
