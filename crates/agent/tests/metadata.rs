@@ -2,16 +2,16 @@
 //! snapshot's metainfo from a peer that seeds it, verified against the infohash.
 
 use swarmbak_agent::{Engine, EngineConfig, Role, Torrent};
-use swarmbak_format::{backup, BackupOptions, Home, InitOptions};
+use swarmbak_format::{backup, BackupOptions, Home};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_from_a_swarmbak_peer_with_only_the_infohash() {
     let t = tempfile::tempdir().unwrap();
     let tree = t.path().join("tree");
     swarmbak_gentree::office(&tree, 1 << 20, 1).unwrap();
-    let (home, _) = Home::init(&t.path().join("home"), &InitOptions::default()).unwrap();
+    let (home, _) = Home::create(&t.path().join("home")).unwrap();
     let r = backup::backup(&home, &BackupOptions::new(vec![tree]), &backup::NoProgress).unwrap();
-    let me = home.config().public_key.as_bytes().to_vec();
+    let me = home.recipient().unwrap().to_string().into_bytes();
     let engine = Engine::start(EngineConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         machine_key: me.clone(),

@@ -16,9 +16,11 @@ mod clock;
 mod ids;
 mod layout;
 pub mod placement;
+mod units;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ids::{IdError, InfoHash, MachineKey, PeerId, MAX_MACHINE_KEY_LEN};
 pub use layout::{
     check_params, Layout, LayoutError, PieceIndex, ShardIndex, StripeIndex, MAX_SHARD, MIN_SHARD,
 };
+pub use units::{parse_duration, parse_size};

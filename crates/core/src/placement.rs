@@ -11,6 +11,10 @@ use sha1::{Digest, Sha1};
 
 use crate::{InfoHash, Layout, MachineKey, PieceIndex, ShardIndex};
 
+/// Default number of distinct machines other than the owner that should hold each shard
+/// (protocol-spec/durability.md §4).
+pub const DEFAULT_COPIES: u32 = 2;
+
 /// The machines holding each piece of a snapshot (index: piece), owner included.
 pub type HolderSets = Vec<BTreeSet<MachineKey>>;
 

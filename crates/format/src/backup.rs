@@ -36,7 +36,19 @@ pub struct BackupOptions {
     pub zstd_level: i32,
     /// Tracker announce URL written into the torrent, if any.
     pub announce: Option<String>,
+    /// Data and parity shards per stripe (format-v1.md §9; durability.md for the defaults).
+    pub k: usize,
+    pub m: usize,
+    /// The organisation's recovery recipients; the machine's own key is always a recipient.
+    pub recovery: Vec<crate::Recipient>,
+    /// The machine's name, recorded in the manifest (a label; machines are known by key).
+    pub machine_name: String,
 }
+
+/// Default number of data shards per stripe (protocol-spec/durability.md).
+pub const DEFAULT_K: u16 = 8;
+/// Default number of parity shards per stripe.
+pub const DEFAULT_M: u16 = 4;
 
 impl BackupOptions {
     pub fn new(paths: Vec<PathBuf>) -> Self {
@@ -44,6 +56,10 @@ impl BackupOptions {
             paths,
             zstd_level: 3,
             announce: None,
+            k: DEFAULT_K as usize,
+            m: DEFAULT_M as usize,
+            recovery: Vec::new(),
+            machine_name: String::new(),
         }
     }
 }
@@ -474,10 +490,9 @@ pub fn backup_locked(
 ) -> Result<BackupReport, FormatError> {
     let store = home.store();
     store.clean_tmp()?;
-    let cfg = home.config();
-    let (k, m) = (cfg.k as usize, cfg.m as usize);
+    let (k, m) = (opts.k, opts.m);
     erasure::check_params(k, m)?;
-    let recipients = home.recipients()?;
+    let recipients = home.recipients(&opts.recovery)?;
     let chunk_key = home.chunk_key()?;
     let (time, time_ns) = now();
 
@@ -744,8 +759,8 @@ pub fn backup_locked(
         format: FORMAT_VERSION,
         time,
         time_ns,
-        machine_name: cfg.name.clone(),
-        machine_key: cfg.public_key.clone(),
+        machine_name: opts.machine_name.clone(),
+        machine_key: home.recipient()?.to_string(),
         source_paths: opts
             .paths
             .iter()
@@ -793,7 +808,7 @@ pub fn backup_locked(
     let info = SnapshotInfo {
         infohash: infohash.to_hex(),
         time,
-        machine: cfg.name.clone(),
+        machine: opts.machine_name.clone(),
         paths: opts
             .paths
             .iter()

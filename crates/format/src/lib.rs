@@ -19,10 +19,10 @@ pub mod testing;
 
 use std::path::{Path, PathBuf};
 
-pub use backup::{backup, BackupOptions, BackupReport, Progress};
+pub use backup::{backup, BackupOptions, BackupReport, Progress, DEFAULT_K, DEFAULT_M};
 pub use crypto::{CryptoError, Identities, Identity, Recipient};
 pub use erasure::{ErasureError, Layout};
-pub use home::{Config, Home, InitOptions};
+pub use home::{write_private, Home};
 pub use manifest::Manifest;
 pub use restore::{restore, RestoreOptions, RestoreReport};
 pub use store::{SnapshotInfo, Store};

@@ -10,9 +10,11 @@ use crate::manifest::{self, Manifest};
 use crate::{crypto, FormatError, InfoHash};
 
 /// Publishes a snapshot whose payload is `packs` followed by `manifest` (sealed and
-/// encrypted to the home's recipients) WITHOUT validating the manifest.
+/// encrypted to the home's own recipient, in stripes of `opts.k`+`opts.m`) WITHOUT
+/// validating the manifest.
 pub fn publish_raw(
     home: &Home,
+    opts: &crate::BackupOptions,
     packs: &[u8],
     manifest: &Manifest,
 ) -> Result<InfoHash, FormatError> {
@@ -23,7 +25,7 @@ pub fn publish_raw(
         .join(format!("raw-{}", hex::encode(rand::random::<[u8; 8]>())));
     fs::create_dir_all(&build).map_err(|e| FormatError::io(&build, e))?;
     let sealed = manifest::seal(&manifest.encode())?;
-    let ct = crypto::encrypt(&home.recipients()?, &sealed)?;
+    let ct = crypto::encrypt(&home.recipients(&opts.recovery)?, &sealed)?;
     let payload_path = build.join("payload");
     let f = fs::OpenOptions::new()
         .read(true)
@@ -35,14 +37,13 @@ pub fn publish_raw(
         .map_err(|e| FormatError::io(&payload_path, e))?;
     f.write_all_at(&ct, packs.len() as u64)
         .map_err(|e| FormatError::io(&payload_path, e))?;
-    let cfg = home.config();
     let len = (packs.len() + ct.len()) as u64;
     let built = build_torrent(
         &f,
         &build,
         len,
         packs.len() as u64,
-        (cfg.k as usize, cfg.m as usize),
+        (opts.k, opts.m),
         None,
         0,
     )?;

@@ -12,11 +12,10 @@ use std::time::Instant;
 use rand::seq::SliceRandom;
 use serde_json::json;
 use swarmbak_format::restore::{LocalSource, SnapshotMeta};
-use swarmbak_format::{
-    backup, restore, BackupOptions, Home, Identities, Identity, InitOptions, RestoreOptions,
-};
+use swarmbak_format::{backup, restore, Home, Identities, Identity, RestoreOptions};
+use swarmbak_node::{InitOptions, NodeConfig};
 
-use crate::cmd::Failure;
+use crate::failure::Failure;
 use crate::ui::Ui;
 use crate::Ctx;
 
@@ -35,8 +34,8 @@ pub fn run(
     keep: bool,
     offline: bool,
 ) -> Result<(), Failure> {
-    let bytes = swarmbak_gentree::parse_size(size)
-        .ok_or_else(|| Failure::new(2, format!("--size {size:?}: give a size like 48M or 1G")))?;
+    let bytes = swarmbak_node::parse_size(size)
+        .ok_or_else(|| Failure::usage(format!("--size {size:?}: give a size like 48M or 1G")))?;
     let work = std::env::temp_dir().join(format!(
         "swarmbak-demo-{}",
         hex::encode(rand::random::<[u8; 4]>())
@@ -82,8 +81,8 @@ pub fn sample_data(
         None => {
             let office = work.join("data/office");
             let edge = work.join("data/edge");
-            let so = swarmbak_gentree::office(&office, bytes, 1)?;
-            let se = swarmbak_gentree::edge(&edge, 1)?;
+            let so = crate::demo_data::office(&office, bytes, 1)?;
+            let se = crate::demo_data::edge(&edge, 1)?;
             say(
                 ctx,
                 "generate",
@@ -111,7 +110,7 @@ fn run_offline(
     let recovery = Identity::generate();
     let recovery_file = work.join("recovery-key.txt");
     fs::write(&recovery_file, recovery.to_identity_file())?;
-    let (home, _) = Home::init(
+    let (cfg, _) = NodeConfig::init(
         &work.join("owner"),
         &InitOptions {
             name: Some("demo-laptop".into()),
@@ -119,7 +118,7 @@ fn run_offline(
             ..Default::default()
         },
     )?;
-    let cfg = home.config().clone();
+    let home = Home::open(&work.join("owner"))?;
     say(
         ctx,
         "init",
@@ -134,7 +133,7 @@ fn run_offline(
     // 3. Back up.
     let ui = Ui::new(ctx.json, "backup");
     let t = Instant::now();
-    let r = backup(&home, &BackupOptions::new(sources.clone()), &ui);
+    let r = backup(&home, &cfg.backup_options(sources.clone())?, &ui);
     ui.finish();
     let r = r?;
     let secs = t.elapsed().as_secs_f64();

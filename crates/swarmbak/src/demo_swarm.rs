@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use swarmbak_format::{Home, Identity, InitOptions};
+use swarmbak_format::Identity;
+use swarmbak_node::{InitOptions, NodeConfig};
 
-use crate::cmd::Failure;
 use crate::demo::{compare, sample_data, say, verdict};
+use crate::failure::Failure;
 use crate::Ctx;
 
 /// Quick reactions for a demo on one machine (the defaults suit an office).
@@ -138,7 +139,7 @@ pub fn run(ctx: &Ctx, work: &Path, bytes: u64, tree: Option<PathBuf>) -> Result<
     let mut homes = Vec::new();
     for n in names {
         let h = work.join(n);
-        Home::init(
+        NodeConfig::init(
             &h,
             &InitOptions {
                 name: Some(n.to_string()),

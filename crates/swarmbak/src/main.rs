@@ -3,8 +3,12 @@
 
 mod cmd;
 mod demo;
+mod demo_data;
 mod demo_swarm;
-mod net;
+mod failure;
+mod fetch;
+mod inspect;
+mod render;
 mod ui;
 
 use std::path::PathBuf;
@@ -30,10 +34,20 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Until {
+enum Until {
     Published,
     Durable,
     Forever,
+}
+
+impl From<Until> for swarmbak_node::seed::Until {
+    fn from(u: Until) -> Self {
+        match u {
+            Until::Published => swarmbak_node::seed::Until::Published,
+            Until::Durable => swarmbak_node::seed::Until::Durable,
+            Until::Forever => swarmbak_node::seed::Until::Forever,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -183,45 +197,47 @@ fn main() -> ExitCode {
             m,
         } => cmd::init(
             &ctx,
-            name,
-            tracker,
-            enroll,
-            recovery_recipient,
-            copies,
-            quota,
-            k,
-            m,
+            cmd::Init {
+                name,
+                tracker,
+                enroll,
+                recovery: recovery_recipient,
+                copies,
+                quota,
+                k,
+                m,
+            },
         ),
         Command::Seed {
             paths,
             until,
             copies,
             timeout,
-        } => cmd::seed(&ctx, paths, until, copies, timeout),
+        } => cmd::seed(&ctx, paths, until.into(), copies, timeout),
         Command::Fetch {
             snapshot,
             to,
             paths,
             identity,
             peers,
-        } => cmd::fetch(&ctx, &snapshot, &to, paths, identity, peers),
-        Command::Inspect { what } => cmd::inspect(&ctx, &what),
+        } => fetch::fetch(&ctx, &snapshot, &to, paths, identity, peers),
+        Command::Inspect { what } => inspect::inspect(&ctx, &what),
         Command::Export { infohash, file } => cmd::export(&ctx, &infohash, &file),
         Command::Snapshots { machine } => cmd::snapshots(&ctx, machine),
         Command::Health { infohash } => cmd::health(&ctx, &infohash),
         Command::Repair { infohash } => cmd::repair(&ctx, &infohash),
-        Command::Agent { listen } => net::agent(&ctx, listen.as_deref()),
+        Command::Agent { listen } => cmd::agent(&ctx, listen.as_deref()),
         Command::Tracker {
             listen,
             data,
             interval,
-        } => net::tracker(&ctx, &listen, &data, interval),
+        } => cmd::tracker(&ctx, &listen, &data, interval),
         Command::Demo {
             size,
             tree,
             keep,
             offline,
-        } => cmd::demo(&ctx, &size, tree, keep, offline),
+        } => demo::run(&ctx, &size, tree, keep, offline),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

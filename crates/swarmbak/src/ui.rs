@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use swarmbak_format::Progress;
+use swarmbak_node::{Event, Report};
 
 pub struct Ui {
     /// With SWARMBAK_TIMINGS=1, each stage's start is written to stderr with its time.
@@ -99,6 +100,58 @@ impl Progress for Ui {
         }
         if let Ok(mut w) = self.warnings.lock() {
             w.push(msg.to_string());
+        }
+    }
+}
+
+impl Ui {
+    fn emit(&self, v: serde_json::Value, text: Option<String>) {
+        if self.json {
+            println!("{v}");
+        } else if let Some(t) = text {
+            match &self.bar {
+                Some(b) => b.suspend(|| println!("{t}")),
+                None => println!("{t}"),
+            }
+        }
+    }
+}
+
+impl Report for Ui {
+    fn counter(&self, total: u64) {
+        Ui::counter(self, total)
+    }
+    fn set(&self, pos: u64) {
+        Ui::set(self, pos)
+    }
+    fn finish(&self) {
+        Ui::finish(self)
+    }
+    fn note(&self, msg: &str) {
+        eprintln!("swarmbak: {msg}");
+    }
+    fn event(&self, e: &Event) {
+        use serde_json::json;
+        match e {
+            Event::Published { infohash, tracker } => self.emit(
+                json!({"event": "published", "infohash": infohash.to_hex(), "tracker": tracker}),
+                Some(format!("published to {}", tracker.as_deref().unwrap_or(""))),
+            ),
+            Event::AnnounceOnly { tracker, status } => eprintln!(
+                "swarmbak: {tracker} keeps no snapshots (HTTP {status} on publish: not a swarmbak tracker?); announcing only. Machines find this snapshot by its infohash, its metainfo over BEP 9"
+            ),
+            Event::Holders { infohash, min, copies } => self.emit(
+                json!({"event": "holders", "infohash": infohash.to_hex(), "min": min, "copies": copies}),
+                None,
+            ),
+            Event::Durable { infohash, copies, agent_keeps_seeding } => self.emit(
+                json!({"event": "durable", "infohash": infohash.to_hex(), "copies": copies}),
+                Some(format!(
+                    "durable: every shard is held by at least {copies} other machines{}",
+                    if *agent_keeps_seeding { "; the agent keeps seeding" } else { "" }
+                )),
+            ),
+            _ => {}
         }
     }
 }

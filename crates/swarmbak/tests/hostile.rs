@@ -37,6 +37,11 @@ fn hostile_manifests_are_refused_and_nothing_outside_is_touched() {
     fs::write(tree.join("d/f.txt"), b"hello hostile world").unwrap();
     let ih = seed(&m.home, &[&tree]);
     let home = Home::open(&m.home).unwrap();
+    // Hostile snapshots are encrypted as the machine encrypts its own (recovery key too).
+    let opts = swarmbak_node::NodeConfig::load(&m.home)
+        .unwrap()
+        .backup_options(Vec::new())
+        .unwrap();
     let store = home.store();
     let ihb = InfoHash::from_hex(&ih).unwrap();
     let base = Manifest::decode(&store.manifest_cache(&ihb).unwrap().unwrap()).unwrap();
@@ -149,7 +154,13 @@ fn hostile_manifests_are_refused_and_nothing_outside_is_touched() {
     cases.push(("unknown version", with(&|x| x.format = 2)));
 
     for (name, hostile) in cases {
-        let hih = swarmbak_format::testing::publish_raw(&home, &packs, &hostile).unwrap();
+        let hih = swarmbak_format::testing::publish_raw(
+            &home,
+            &swarmbak_format::BackupOptions::new(Vec::new()),
+            &packs,
+            &hostile,
+        )
+        .unwrap();
         let to = t.path().join(format!("to-{}", name.replace(' ', "-")));
         let err = fails(
             &m.home,
@@ -179,7 +190,7 @@ fn hostile_manifests_are_refused_and_nothing_outside_is_touched() {
 
     // The untouched manifest still restores (the cases above fail for their own reason).
     let to = t.path().join("good");
-    let good = swarmbak_format::testing::publish_raw(&home, &packs, &base).unwrap();
+    let good = swarmbak_format::testing::publish_raw(&home, &opts, &packs, &base).unwrap();
     fetch_recovery(&m, &good.to_hex(), &to);
     assert_eq!(
         fs::read(to.join("tree/d/f.txt")).unwrap(),

@@ -883,28 +883,4 @@ pub fn digest(root: &Path) -> io::Result<u64> {
     Ok(h.0)
 }
 
-/// Parses a size such as `256M`, `1.5G`, `64K` or `1000` (K, M, G are binary: 1024-based;
-/// an optional trailing `B` or `iB` is accepted).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim().to_ascii_uppercase();
-    let t = t
-        .strip_suffix("IB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(&t);
-    let (num, mult) = match t.chars().last()? {
-        'K' => (&t[..t.len() - 1], KIB),
-        'M' => (&t[..t.len() - 1], MIB),
-        'G' => (&t[..t.len() - 1], 1 << 30),
-        'T' => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    if let Ok(n) = num.parse::<u64>() {
-        return n.checked_mul(mult);
-    }
-    let f: f64 = num.parse().ok()?;
-    if !(f.is_finite() && f >= 0.0) {
-        return None;
-    }
-    let v = f * mult as f64;
-    (v < u64::MAX as f64).then_some(v as u64)
-}
+pub use swarmbak_core::parse_size;

@@ -1,0 +1,79 @@
+//! Sizes and durations as people type them (`50G`, `30m`): one parser for the command
+//! line, the configuration file and the tools.
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+
+/// Parses a size such as `256M`, `1.5G`, `64K` or `1000` (K, M, G are binary: 1024-based;
+/// an optional trailing `B` or `iB` is accepted).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim().to_ascii_uppercase();
+    let t = t
+        .strip_suffix("IB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(&t);
+    let (num, mult) = match t.chars().last()? {
+        'K' => (&t[..t.len() - 1], KIB),
+        'M' => (&t[..t.len() - 1], MIB),
+        'G' => (&t[..t.len() - 1], 1 << 30),
+        'T' => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(mult);
+    }
+    let f: f64 = num.parse().ok()?;
+    if !(f.is_finite() && f >= 0.0) {
+        return None;
+    }
+    let v = f * mult as f64;
+    (v < u64::MAX as f64).then_some(v as u64)
+}
+
+/// Parses a duration such as `30s`, `30m`, `6h`, `1d`, `2w` or a bare number of seconds;
+/// decimals are allowed (`1.5h`). `None` for anything else, zero included.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&t[..i], &t[i..]),
+        None => (t.as_str(), "s"),
+    };
+    let mult = match unit {
+        "s" | "sec" | "secs" => 1.0,
+        "m" | "min" | "mins" => 60.0,
+        "h" | "hour" | "hours" => 3600.0,
+        "d" | "day" | "days" => 86400.0,
+        "w" | "week" | "weeks" => 7.0 * 86400.0,
+        _ => return None,
+    };
+    let n: f64 = num.trim().parse().ok()?;
+    let secs = n * mult;
+    (secs.is_finite() && secs > 0.0 && secs < 1e12)
+        .then(|| std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("6h"), Some(Duration::from_secs(6 * 3600)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        for bad in ["", "0", "0s", "-1m", "5x", "m", "1e400s"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("50G"), Some(50 << 30));
+        assert_eq!(parse_size("1.5M"), Some(3 << 19));
+        assert_eq!(parse_size("nope"), None);
+    }
+}

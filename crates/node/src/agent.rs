@@ -1,0 +1,402 @@
+//! `swarmbak agent`: the long-running peer. It seeds this machine's snapshots, holds its
+//! assigned shards of other machines' snapshots (swarm.md §2, Replicate), answers the
+//! local control socket, and runs scheduled jobs. Replication discovery is the first job;
+//! scheduled backups, scrubbing, repair and retention join it as jobs.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use swarmbak_agent::{Engine, Quota, Role, Torrent};
+use swarmbak_core::{InfoHash, MachineKey};
+use swarmbak_format::{backup, Store};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::config::Node;
+use crate::control::{parse_request, Request, Response};
+use crate::discovery::{Discovery, TrackerDiscovery};
+use crate::error::{AgentError, FetchError};
+use crate::fetch::start_engine;
+
+/// A job the agent runs on a schedule.
+pub trait Job: Send {
+    /// For logs.
+    fn name(&self) -> &'static str;
+    /// When it is next due, given when it last ran (`None`: never).
+    fn due(&self, last: Option<Instant>, now: Instant) -> bool;
+    /// Runs once. An error is logged; the job runs again when next due.
+    fn run<'a>(
+        &'a mut self,
+        cx: &'a JobContext,
+    ) -> crate::discovery::BoxFuture<'a, Result<(), String>>;
+}
+
+/// What jobs work with.
+pub struct JobContext {
+    pub node: Node,
+    pub engine: Engine,
+    pub store: Store,
+    pub me: MachineKey,
+    pub quota: Option<Arc<Quota>>,
+}
+
+/// Takes part in every snapshot of other machines that discovery finds and this agent
+/// does not hold yet, in the Replicate role (swarm.md §2, §6).
+pub struct Replicate {
+    pub discovery: Box<dyn Discovery>,
+    pub every: Duration,
+}
+
+impl Replicate {
+    async fn once(&self, cx: &JobContext) -> Result<(), FetchError> {
+        let copies = cx.node.config.copies as usize;
+        for found in self.discovery.snapshots().await? {
+            let ih = found.infohash;
+            if cx.engine.torrent(&ih).is_some() || found.owner.as_ref() == Some(&cx.me) {
+                continue;
+            }
+            if !cx.store.has(&ih) {
+                let Ok(Some(bytes)) = self.discovery.metainfo(&ih).await else {
+                    continue;
+                };
+                cx.store.add_torrent(&ih, &bytes)?;
+                if let Some(o) = &found.owner {
+                    cx.store.set_owner(&ih, o.as_bytes())?;
+                }
+            }
+            let owner = found
+                .owner
+                .as_ref()
+                .map(|o| o.as_bytes().to_vec())
+                .or_else(|| cx.store.owner(&ih));
+            // Not a swarmbak snapshot (someone else's torrent on a shared tracker): left
+            // alone.
+            match Torrent::open(
+                &cx.store,
+                ih,
+                Role::Replicate { copies },
+                owner,
+                cx.me.as_bytes().to_vec(),
+            ) {
+                Ok(t) => {
+                    if let Some(q) = &cx.quota {
+                        t.set_quota(q.clone());
+                    }
+                    cx.engine.add(t)
+                }
+                Err(e) => {
+                    if found.owner.is_some() {
+                        eprintln!("swarmbak agent: {ih}: {e}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Job for Replicate {
+    fn name(&self) -> &'static str {
+        "replicate"
+    }
+    fn due(&self, last: Option<Instant>, now: Instant) -> bool {
+        last.is_none_or(|l| now.saturating_duration_since(l) >= self.every)
+    }
+    fn run<'a>(
+        &'a mut self,
+        cx: &'a JobContext,
+    ) -> crate::discovery::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.once(cx).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// The listening address for peers.
+pub fn bind_addr(listen: Option<&str>) -> Result<SocketAddr, String> {
+    let s = listen.unwrap_or("0.0.0.0:0");
+    s.parse().map_err(|_| {
+        format!("--listen {s:?}: give HOST:PORT, like 0.0.0.0:6881 (port 0 picks one)")
+    })
+}
+
+/// Opens this machine's snapshots and the shards it holds for others; returns the
+/// replicated torrents' shared quota.
+fn open_held(
+    node: &Node,
+    engine: &Engine,
+    store: &Store,
+    me: &MachineKey,
+) -> Result<Option<Arc<Quota>>, AgentError> {
+    let copies = node.config.copies as usize;
+    let own: HashSet<String> = store
+        .own_snapshots()?
+        .into_iter()
+        .map(|s| s.infohash)
+        .collect();
+    let mut held = Vec::new();
+    for ih in store.list()? {
+        let role = if own.contains(&ih.to_hex()) {
+            Role::Seed
+        } else {
+            Role::Replicate { copies }
+        };
+        let owner = if role == Role::Seed {
+            Some(me.as_bytes().to_vec())
+        } else {
+            store.owner(&ih)
+        };
+        match Torrent::open(store, ih, role.clone(), owner, me.as_bytes().to_vec()) {
+            Ok(t) => {
+                if role != Role::Seed {
+                    held.push(t.clone());
+                }
+                engine.add(t)
+            }
+            Err(e) => eprintln!("swarmbak agent: skipping {ih}: {e}"),
+        }
+    }
+    // Other machines' shards count against the quota.
+    let quota = node.config.quota.map(|limit| {
+        let used = held
+            .iter()
+            .map(|t| t.have().count() as u64 * t.layout().shard_size as u64)
+            .sum();
+        Quota::new(limit, used)
+    });
+    if let Some(q) = &quota {
+        for t in &held {
+            t.set_quota(q.clone());
+        }
+    }
+    Ok(quota)
+}
+
+/// Runs the agent until SIGTERM or Ctrl-C. `listening` is called once peers can connect.
+pub fn run(
+    node: Node,
+    listen: Option<&str>,
+    listening: impl FnOnce(SocketAddr),
+) -> Result<(), AgentError> {
+    let lock = node.home.lock()?;
+    let store = node.home.store();
+    store.clean_tmp()?;
+    let addr = bind_addr(listen).map_err(|e| AgentError::Config(crate::ConfigError::Invalid(e)))?;
+    let me = node.machine_key()?;
+    let rt = crate::runtime().map_err(|source| AgentError::Listen { addr, source })?;
+    rt.block_on(async move {
+        let engine = start_engine(
+            addr,
+            Some(&me),
+            node.config.tracker.as_deref(),
+            node.settings.announce,
+            node.settings.verbose,
+        )
+        .await
+        .map_err(|e| match e {
+            FetchError::Listen(source) => AgentError::Listen { addr, source },
+            e => AgentError::Tracker {
+                tracker: node.config.tracker.clone().unwrap_or_default(),
+                reason: e.to_string(),
+            },
+        })?;
+        listening(engine.local_addr());
+        let quota = open_held(&node, &engine, &store, &me)?;
+        let sock = node.control_socket();
+        let mut control = ControlServer::bind(&sock)?;
+        control.spawn(engine.clone(), node.clone());
+        let mut jobs: Vec<(Box<dyn Job>, Option<Instant>)> = Vec::new();
+        if let Some(url) = &node.config.tracker {
+            let discovery = TrackerDiscovery::new(url).map_err(|e| AgentError::Tracker {
+                tracker: url.clone(),
+                reason: e.to_string(),
+            })?;
+            jobs.push((
+                Box::new(Replicate {
+                    discovery: Box::new(discovery),
+                    every: node.settings.poll,
+                }),
+                None,
+            ));
+        }
+        let cx = JobContext {
+            node: node.clone(),
+            engine: engine.clone(),
+            store: store.clone(),
+            me,
+            quota,
+        };
+        let mut stop = Box::pin(shutdown_signal());
+        loop {
+            let now = cx.node.clock.instant();
+            for (job, last) in jobs.iter_mut() {
+                if job.due(*last, now) {
+                    if let Err(e) = job.run(&cx).await {
+                        eprintln!("swarmbak agent: {}: {e}", job.name());
+                    }
+                    *last = Some(now);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(tick(&jobs, &cx.node)) => {}
+                _ = &mut stop => break,
+            }
+        }
+        for t in engine.torrents() {
+            engine.remove(&t.ih);
+        }
+        // Let connections say goodbye and the tracker hear `stopped`.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(control);
+        drop(lock);
+        Ok(())
+    })
+}
+
+/// How long the supervisor sleeps between looking at its jobs.
+fn tick(_jobs: &[(Box<dyn Job>, Option<Instant>)], node: &Node) -> Duration {
+    node.settings.poll.min(Duration::from_secs(1))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The control socket's listener; the socket file is removed when it is dropped.
+struct ControlServer {
+    path: std::path::PathBuf,
+    listener: Option<tokio::net::UnixListener>,
+}
+
+impl ControlServer {
+    fn bind(path: &std::path::Path) -> Result<ControlServer, AgentError> {
+        let err = |source| AgentError::Socket {
+            path: path.to_path_buf(),
+            source,
+        };
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+        let listener = tokio::net::UnixListener::bind(path).map_err(err)?;
+        // Only this user may hand the agent backups to make.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+            listener: Some(listener),
+        })
+    }
+
+    /// Serves requests until the process ends.
+    fn spawn(&mut self, engine: Engine, node: Node) {
+        let Some(l) = self.listener.take() else {
+            return;
+        };
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let (engine, node) = (engine.clone(), node.clone());
+                tokio::spawn(async move { serve(s, engine, node).await });
+            }
+        });
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("swarmbak agent: cannot remove {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// One client of the control socket: a request per line, a reply per line.
+async fn serve(s: tokio::net::UnixStream, engine: Engine, node: Node) {
+    let (r, mut w) = s.into_split();
+    let mut lines = BufReader::new(r).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let reply = match parse_request(&line) {
+            Ok(req) => answer(req, &engine, &node).await,
+            Err(e) => e,
+        };
+        let text = serde_json::to_string(&reply)
+            .unwrap_or_else(|e| format!("{{\"error\":\"cannot encode the reply: {e}\"}}"));
+        if w.write_all(format!("{text}\n").as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn answer(req: Request, engine: &Engine, node: &Node) -> Response {
+    match req {
+        Request::Seed { paths } => {
+            let n = node.clone();
+            let made = tokio::task::spawn_blocking(move || {
+                let opts = n.config.backup_options(paths).map_err(|e| e.to_string())?;
+                backup::backup_locked(&n.home, &opts, &backup::NoProgress)
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+            let r = match made {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return Response::error(e),
+                Err(e) => return Response::error(e),
+            };
+            let me = match node.machine_key() {
+                Ok(k) => k.as_bytes().to_vec(),
+                Err(e) => return Response::error(e),
+            };
+            match Torrent::open(
+                &node.home.store(),
+                r.infohash,
+                Role::Seed,
+                Some(me.clone()),
+                me,
+            ) {
+                Ok(t) => engine.add(t),
+                Err(e) => {
+                    return Response::error(format!("made {} but cannot seed it: {e}", r.infohash))
+                }
+            }
+            Response::Seeded {
+                infohash: r.infohash.to_hex(),
+                info: Some(Box::new(r.info)),
+            }
+        }
+        Request::Publish { infohash, timeout } => {
+            let Ok(ih) = InfoHash::from_hex(&infohash) else {
+                return Response::error("publish needs an infohash");
+            };
+            match crate::seed::publish(node, &ih, Duration::from_secs(timeout)).await {
+                Ok(note) => {
+                    if let Some(n) = note {
+                        eprintln!("swarmbak agent: {n:?}");
+                    }
+                    Response::Published { published: true }
+                }
+                Err(e) => Response::error(e),
+            }
+        }
+        Request::Holders { infohash } => {
+            match InfoHash::from_hex(&infohash)
+                .ok()
+                .and_then(|ih| engine.torrent(&ih))
+            {
+                Some(t) => Response::Holders {
+                    holders: t.holders(),
+                },
+                None => Response::error("not a snapshot this agent serves"),
+            }
+        }
+    }
+}

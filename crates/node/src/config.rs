@@ -1,0 +1,358 @@
+//! The node's configuration: the settings `swarmbak init` writes (`HOME/config.json`) and
+//! the runtime knobs (timers), read once per process into [`Settings`]; [`Node`] holds
+//! both with the machine's home and its clock.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use swarmbak_core::{Clock, MachineKey, SystemClock};
+use swarmbak_format::{BackupOptions, Home, Recipient, DEFAULT_K, DEFAULT_M};
+
+pub use swarmbak_core::{parse_duration, parse_size};
+
+use crate::error::ConfigError;
+
+pub use swarmbak_core::placement::DEFAULT_COPIES;
+
+/// `HOME/config.json`, version 1 (protocol-spec/swarm.md §1 for the machine key).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeConfig {
+    pub version: u32,
+    /// A label (default: the host name); machines are known by key.
+    pub name: String,
+    /// The machine's age recipient (`age1...`), the public half of `identity.txt`.
+    pub public_key: String,
+    /// The tracker's base URL.
+    #[serde(default)]
+    pub tracker: Option<String>,
+    #[serde(default)]
+    pub enroll_token: Option<String>,
+    pub copies: u32,
+    pub k: u16,
+    pub m: u16,
+    #[serde(default)]
+    pub recovery_recipients: Vec<String>,
+    /// Most bytes of other machines' shards this machine holds (None: no limit).
+    #[serde(default)]
+    pub quota: Option<u64>,
+}
+
+/// What `swarmbak init` may set; `None` leaves a setting as it is.
+#[derive(Clone, Debug, Default)]
+pub struct InitOptions {
+    pub name: Option<String>,
+    pub tracker: Option<String>,
+    pub enroll_token: Option<String>,
+    pub recovery_recipients: Vec<String>,
+    pub copies: Option<u32>,
+    pub k: Option<u16>,
+    pub m: Option<u16>,
+    pub quota: Option<u64>,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "machine".to_string())
+}
+
+impl NodeConfig {
+    /// Creates the machine's keys the first time; afterwards changes only the options
+    /// given and never replaces keys. Returns the configuration and whether it was
+    /// created now.
+    pub fn init(root: &Path, opts: &InitOptions) -> Result<(NodeConfig, bool), ConfigError> {
+        let cfg_path = root.join("config.json");
+        let created = !cfg_path.exists();
+        for r in &opts.recovery_recipients {
+            Recipient::parse(r)?;
+        }
+        if let (Some(k), Some(m)) = (opts.k, opts.m) {
+            swarmbak_core::check_params(k as usize, m as usize)?;
+        }
+        if let Some(t) = &opts.tracker {
+            if !(t.starts_with("http://") || t.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "--tracker takes the tracker's base URL, like http://HOST:PORT (got {t:?})"
+                )));
+            }
+        }
+        if created && root.join("identity.txt").exists() {
+            return Err(ConfigError::Invalid(format!(
+                "{} exists but config.json does not: refusing to replace a key; move it away or restore config.json",
+                root.join("identity.txt").display()
+            )));
+        }
+        let (home, _) = Home::create(root)?;
+        let mut config = if created {
+            NodeConfig {
+                version: 1,
+                name: host_name(),
+                public_key: home.recipient()?.to_string(),
+                tracker: None,
+                enroll_token: None,
+                copies: DEFAULT_COPIES,
+                k: DEFAULT_K,
+                m: DEFAULT_M,
+                recovery_recipients: Vec::new(),
+                quota: None,
+            }
+        } else {
+            Self::load(root)?
+        };
+        if let Some(n) = &opts.name {
+            config.name = n.clone();
+        }
+        if let Some(t) = &opts.tracker {
+            config.tracker = Some(t.trim_end_matches('/').to_string());
+        }
+        if let Some(t) = &opts.enroll_token {
+            config.enroll_token = Some(t.clone());
+        }
+        if let Some(c) = opts.copies {
+            config.copies = c;
+        }
+        if let Some(k) = opts.k {
+            config.k = k;
+        }
+        if let Some(m) = opts.m {
+            config.m = m;
+        }
+        if let Some(q) = opts.quota {
+            config.quota = Some(q);
+        }
+        for r in &opts.recovery_recipients {
+            if !config.recovery_recipients.iter().any(|x| x == r.trim()) {
+                config.recovery_recipients.push(r.trim().to_string());
+            }
+        }
+        swarmbak_core::check_params(config.k as usize, config.m as usize)?;
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| ConfigError::Invalid(format!("cannot encode config: {e}")))?;
+        swarmbak_format::write_private(&cfg_path, &json).map_err(|source| ConfigError::Io {
+            path: cfg_path.clone(),
+            source,
+        })?;
+        Ok((config, created))
+    }
+
+    /// Reads `ROOT/config.json`.
+    pub fn load(root: &Path) -> Result<NodeConfig, ConfigError> {
+        let p = root.join("config.json");
+        let data = std::fs::read(&p).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::NotInitialised(root.to_path_buf())
+            } else {
+                ConfigError::Io {
+                    path: p.clone(),
+                    source: e,
+                }
+            }
+        })?;
+        let c: NodeConfig = serde_json::from_slice(&data)
+            .map_err(|e| ConfigError::Invalid(format!("{} is damaged: {e}", p.display())))?;
+        if c.version != 1 {
+            return Err(ConfigError::Invalid(format!(
+                "{} has version {}, which this swarmbak does not know",
+                p.display(),
+                c.version
+            )));
+        }
+        Ok(c)
+    }
+
+    /// The machine's key (swarm.md §1): in v1, the bytes of its age recipient.
+    pub fn machine_key(&self) -> Result<MachineKey, ConfigError> {
+        Ok(MachineKey::from_age_recipient(&self.public_key)?)
+    }
+
+    /// The announce URL written into new snapshots' metainfo.
+    pub fn announce_url(&self) -> Option<String> {
+        self.tracker.as_ref().map(|t| format!("{t}/announce"))
+    }
+
+    /// How a backup of `paths` is made on this machine.
+    pub fn backup_options(&self, paths: Vec<PathBuf>) -> Result<BackupOptions, ConfigError> {
+        let mut o = BackupOptions::new(paths);
+        o.announce = self.announce_url();
+        o.k = self.k as usize;
+        o.m = self.m as usize;
+        o.machine_name = self.name.clone();
+        o.recovery = self
+            .recovery_recipients
+            .iter()
+            .map(|r| Recipient::parse(r))
+            .collect::<Result<_, _>>()?;
+        Ok(o)
+    }
+}
+
+/// The node's timers and switches, read once per process. Defaults suit an office;
+/// the environment overrides them (tests and the demo run in seconds). Seconds are
+/// decimal numbers; values under 0.05 s count as 0.05 s (swarm.md §11).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Agent: how often it looks for new snapshots to replicate (`SWARMBAK_POLL_SECS`, 30).
+    pub poll: Duration,
+    /// Agent and seed: announce at least this often (`SWARMBAK_ANNOUNCE_SECS`, 30).
+    pub announce: Duration,
+    /// Fetch and health: announce at least this often (the same variable, at most 5 s).
+    pub fetch_announce: Duration,
+    /// Health: how long to listen to the swarm (`SWARMBAK_HEALTH_SECS`, 3).
+    pub health_wait: Duration,
+    /// Fetch: deadline per snapshot (`SWARMBAK_FETCH_TIMEOUT_SECS`, 120; plain torrents 600).
+    pub fetch_timeout: Option<Duration>,
+    /// Fetch: give up when nothing arrived for this long and a stripe lacks shards
+    /// (`SWARMBAK_STALL_SECS`, 20).
+    pub stall: Duration,
+    /// Replication: the takeover grace (`SWARMBAK_TAKEOVER_SECS`, 30; swarm.md §3.1).
+    pub takeover_grace: Duration,
+    /// Connection events and progress on stderr (`SWARMBAK_VERBOSE`).
+    pub verbose: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            poll: Duration::from_secs(30),
+            announce: Duration::from_secs(30),
+            fetch_announce: Duration::from_secs(5),
+            health_wait: Duration::from_secs(3),
+            fetch_timeout: None,
+            stall: Duration::from_secs(20),
+            takeover_grace: Duration::from_secs(30),
+            verbose: false,
+        }
+    }
+}
+
+impl Settings {
+    /// The defaults, overridden by `SWARMBAK_*` variables.
+    pub fn from_env() -> Settings {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// The defaults, overridden by the variables `get` returns.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Settings {
+        let secs = |name: &str| {
+            get(name)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite())
+                .map(|s| Duration::from_secs_f64(s.clamp(0.05, 1e9)))
+        };
+        let d = Settings::default();
+        let announce = secs("SWARMBAK_ANNOUNCE_SECS");
+        Settings {
+            poll: secs("SWARMBAK_POLL_SECS").unwrap_or(d.poll),
+            announce: announce.unwrap_or(d.announce),
+            fetch_announce: announce.unwrap_or(d.fetch_announce).min(d.fetch_announce),
+            health_wait: secs("SWARMBAK_HEALTH_SECS").unwrap_or(d.health_wait),
+            fetch_timeout: secs("SWARMBAK_FETCH_TIMEOUT_SECS"),
+            stall: secs("SWARMBAK_STALL_SECS").unwrap_or(d.stall),
+            takeover_grace: secs("SWARMBAK_TAKEOVER_SECS")
+                .unwrap_or(d.takeover_grace)
+                .max(Duration::from_millis(100)),
+            verbose: get("SWARMBAK_VERBOSE").is_some(),
+        }
+    }
+}
+
+/// A machine's node: its home (keys and store), its configuration, its settings and its
+/// clock.
+#[derive(Clone)]
+pub struct Node {
+    pub root: PathBuf,
+    pub home: Arc<Home>,
+    pub config: NodeConfig,
+    pub settings: Settings,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Node {
+    /// Opens an initialised node, with settings from the environment and the system
+    /// clock.
+    pub fn open(root: &Path) -> Result<Node, ConfigError> {
+        let config = NodeConfig::load(root)?;
+        let home = Home::open(root)?;
+        Ok(Node {
+            root: root.to_path_buf(),
+            home: Arc::new(home),
+            config,
+            settings: Settings::from_env(),
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// The machine's key.
+    pub fn machine_key(&self) -> Result<MachineKey, ConfigError> {
+        self.config.machine_key()
+    }
+
+    /// The local control socket of an agent running on this home.
+    pub fn control_socket(&self) -> PathBuf {
+        self.root.join("agent.sock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_take_the_environment_once_with_floors_and_caps() {
+        let d = Settings::from_vars(|_| None);
+        assert_eq!(d, Settings::default());
+        let s = Settings::from_vars(|k| match k {
+            "SWARMBAK_ANNOUNCE_SECS" => Some("0.5".into()),
+            "SWARMBAK_POLL_SECS" => Some("0.001".into()),
+            "SWARMBAK_FETCH_TIMEOUT_SECS" => Some("7".into()),
+            "SWARMBAK_TAKEOVER_SECS" => Some("nonsense".into()),
+            "SWARMBAK_VERBOSE" => Some("1".into()),
+            _ => None,
+        });
+        assert_eq!(s.announce, Duration::from_millis(500));
+        assert_eq!(s.fetch_announce, Duration::from_millis(500));
+        assert_eq!(s.poll, Duration::from_millis(50));
+        assert_eq!(s.fetch_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(s.takeover_grace, Duration::from_secs(30));
+        assert!(s.verbose);
+        let slow = Settings::from_vars(|k| (k == "SWARMBAK_ANNOUNCE_SECS").then(|| "60".into()));
+        assert_eq!(slow.fetch_announce, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn init_keeps_keys_and_changes_only_what_is_given() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("home");
+        let (c, created) = NodeConfig::init(&root, &InitOptions::default()).unwrap();
+        assert!(created);
+        let id = std::fs::read(root.join("identity.txt")).unwrap();
+        let opts = InitOptions {
+            name: Some("laptop-7".into()),
+            copies: Some(3),
+            ..Default::default()
+        };
+        let (c2, created) = NodeConfig::init(&root, &opts).unwrap();
+        assert!(!created);
+        assert_eq!((c2.name.as_str(), c2.copies), ("laptop-7", 3));
+        assert_eq!(c2.public_key, c.public_key);
+        assert_eq!(std::fs::read(root.join("identity.txt")).unwrap(), id);
+        assert!(NodeConfig::init(
+            &root,
+            &InitOptions {
+                tracker: Some("tracker:6969".into()),
+                ..Default::default()
+            }
+        )
+        .is_err());
+        let node = Node::open(&root).unwrap();
+        assert_eq!(
+            node.machine_key().unwrap().as_bytes(),
+            c.public_key.as_bytes()
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! Where snapshots and their metainfo are found (protocol-spec/swarm.md §6). The tracker
+//! is the source today; a BEP 9 request to the peers it names covers trackers that keep
+//! no metainfo (opentracker). The internal DHT plugs in as another [`Discovery`], without
+//! touching fetch or replication.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use swarmbak_core::{InfoHash, MachineKey, PeerId};
+use swarmbak_tracker::{AnnounceEvent, AnnounceRequest, ClientError, Retry, TrackerClient};
+
+use crate::error::FetchError;
+
+/// A boxed future (the trait is used as `dyn Discovery`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A snapshot some machine made available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub infohash: InfoHash,
+    /// Its owner, when the source knows it (a tracker's publish record does; a full
+    /// scrape does not).
+    pub owner: Option<MachineKey>,
+}
+
+/// A source of snapshots and metainfo.
+pub trait Discovery: Send + Sync {
+    /// The snapshots of the organisation's machines (for replication).
+    fn snapshots(&self) -> BoxFuture<'_, Result<Vec<Found>, FetchError>>;
+    /// A snapshot's metainfo (`.torrent` bytes), `None` when this source does not know it.
+    fn metainfo<'a>(
+        &'a self,
+        ih: &'a InfoHash,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, FetchError>>;
+}
+
+/// The HTTP status behind a tracker client error, if it was one.
+pub fn http_status(e: &ClientError) -> Option<u16> {
+    match e {
+        ClientError::Http { status, .. } => Some(*status),
+        ClientError::GaveUp { last, .. } => http_status(last),
+        _ => None,
+    }
+}
+
+/// A tracker that is not swarmbak's (opentracker) answers these to swarmbak's endpoints.
+pub fn not_a_swarmbak_tracker(e: &ClientError) -> bool {
+    matches!(http_status(e), Some(400 | 404 | 405))
+}
+
+/// A tracker client for `url`.
+pub fn tracker_client(url: &str) -> Result<TrackerClient, FetchError> {
+    TrackerClient::new(url).map_err(|e| FetchError::Tracker {
+        tracker: url.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The company tracker: its publish records (`GET /snapshots`, `GET /metainfo`), or, for
+/// a tracker that keeps none, a full scrape and BEP 9 from the peers it names.
+pub struct TrackerDiscovery {
+    url: String,
+    client: TrackerClient,
+}
+
+impl TrackerDiscovery {
+    /// Talks to the tracker at base URL `url`, without retrying (callers poll).
+    pub fn new(url: &str) -> Result<TrackerDiscovery, FetchError> {
+        Ok(TrackerDiscovery {
+            url: url.to_string(),
+            client: tracker_client(url)?.with_retry(Retry::none()),
+        })
+    }
+
+    /// Retries each request for up to `d` while the tracker refuses or is down.
+    pub fn retrying_for(mut self, d: Duration) -> TrackerDiscovery {
+        self.client = self.client.with_retry(Retry::for_duration(d));
+        self
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn failed(&self, e: impl std::fmt::Display) -> FetchError {
+        FetchError::Tracker {
+            tracker: self.url.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Found>, FetchError> {
+        match self.client.snapshots(None).await {
+            Ok(recs) => Ok(recs
+                .into_iter()
+                .filter_map(|r| {
+                    Some(Found {
+                        infohash: InfoHash::from_hex(&r.infohash).ok()?,
+                        owner: MachineKey::from_age_recipient(&r.machine_key).ok(),
+                    })
+                })
+                .collect()),
+            // Not a swarmbak tracker (opentracker): every torrent of a full scrape; which
+            // are swarmbak snapshots shows once their metainfo is in.
+            Err(e) if not_a_swarmbak_tracker(&e) => {
+                let scraped = self
+                    .client
+                    .scrape(&[])
+                    .await
+                    .map_err(|e| self.failed(format!("full scrape: {e}")))?;
+                Ok(scraped
+                    .keys()
+                    .map(|ih| Found {
+                        infohash: *ih,
+                        owner: None,
+                    })
+                    .collect())
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    async fn lookup(&self, ih: &InfoHash) -> Result<Option<Vec<u8>>, FetchError> {
+        let from_tracker = self.client.metainfo(ih).await;
+        if let Ok(Some(b)) = from_tracker {
+            return Ok(Some(b));
+        }
+        // The tracker keeps no metainfo for it (opentracker keeps none at all): ask the
+        // swarmbak peers it knows of, over BEP 9.
+        match metadata_from_swarm(ih, Some(&self.url), &[]).await {
+            Ok(b) => Ok(Some(b)),
+            Err(_) => match from_tracker {
+                Ok(_) => Ok(None),
+                Err(e) => Err(FetchError::Metainfo {
+                    infohash: *ih,
+                    tracker: self.url.clone(),
+                    reason: e.to_string(),
+                }),
+            },
+        }
+    }
+}
+
+impl Discovery for TrackerDiscovery {
+    fn snapshots(&self) -> BoxFuture<'_, Result<Vec<Found>, FetchError>> {
+        Box::pin(self.list())
+    }
+    fn metainfo<'a>(
+        &'a self,
+        ih: &'a InfoHash,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, FetchError>> {
+        Box::pin(self.lookup(ih))
+    }
+}
+
+/// A torrent's metainfo over BEP 9 from the peers the tracker names (or `peers`).
+pub async fn metadata_from_swarm(
+    ih: &InfoHash,
+    tracker: Option<&str>,
+    peers: &[SocketAddr],
+) -> Result<Vec<u8>, FetchError> {
+    let peer_id = swarmbak_agent::engine::new_peer_id();
+    let mut cands: Vec<SocketAddr> = peers.to_vec();
+    if let Some(url) = tracker {
+        let c = tracker_client(url)?.with_retry(Retry::for_duration(Duration::from_secs(10)));
+        if let Ok(r) = c
+            .announce(&AnnounceRequest::new(*ih, PeerId(peer_id), 1, 1))
+            .await
+        {
+            // Not ourselves (we announced port 1 only to be given peers; some trackers,
+            // opentracker among them, return the asker too).
+            cands.extend(
+                r.peers
+                    .into_iter()
+                    .map(|p| p.addr)
+                    .filter(|a| a.port() != 1),
+            );
+        }
+        let mut stop = AnnounceRequest::new(*ih, PeerId(peer_id), 1, 1);
+        stop.event = Some(AnnounceEvent::Stopped);
+        // Leaving is a courtesy: the tracker forgets us after its timeout anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.announce(&stop)).await;
+    }
+    let announce = tracker.map(|u| format!("{u}/announce"));
+    let mut why = Vec::new();
+    for p in &cands {
+        match swarmbak_agent::metadata::from_peer(*p, *ih, peer_id, announce.as_deref()).await {
+            Ok(b) => return Ok(b),
+            Err(e) => why.push(format!("{p}: {e}")),
+        }
+    }
+    Err(FetchError::NoMetadata {
+        infohash: *ih,
+        tried: cands.len(),
+        why: if why.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", why.join("; "))
+        },
+    })
+}

@@ -1,0 +1,256 @@
+//! Getting a snapshot's shards from the swarm into the local store (swarm.md §2, Fetch):
+//! discover → connect → pick → verify; the restore (rebuild → decrypt → write) is the
+//! format crate's.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use swarmbak_agent::{Engine, EngineConfig, Role, Torrent};
+use swarmbak_core::{InfoHash, MachineKey};
+use swarmbak_format::restore::{LocalSource, SnapshotMeta, SnapshotReader};
+use swarmbak_format::{Identities, Manifest, Store};
+
+use crate::config::Settings;
+use crate::discovery::{tracker_client, Discovery, TrackerDiscovery};
+use crate::error::FetchError;
+use crate::report::Report;
+
+/// Starts a peer engine: listening on `listen` (port 0: any), announcing to `tracker`.
+/// `machine`: the key sent as `sb_key`; `None` for processes that are not holders
+/// (fetch, health), so they never move placement (swarm.md §3.1).
+pub async fn start_engine(
+    listen: SocketAddr,
+    machine: Option<&MachineKey>,
+    tracker: Option<&str>,
+    announce_every: Duration,
+    verbose: bool,
+) -> Result<Engine, FetchError> {
+    let tracker = match tracker {
+        Some(t) => Some(tracker_client(t)?),
+        None => None,
+    };
+    Engine::start(EngineConfig {
+        listen,
+        machine_key: machine.map(|k| k.as_bytes().to_vec()).unwrap_or_default(),
+        tracker,
+        announce_every,
+        verbose,
+    })
+    .await
+    .map_err(FetchError::Listen)
+}
+
+/// Any address, any port.
+pub fn any_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+/// Makes sure `ih`'s metainfo is in the store: from a .torrent's bytes, or discovery.
+pub async fn ensure_metainfo(
+    store: &Store,
+    ih: &InfoHash,
+    torrent: Option<&[u8]>,
+    discovery: Option<&TrackerDiscovery>,
+) -> Result<(), FetchError> {
+    if store.has(ih) {
+        return Ok(());
+    }
+    if let Some(b) = torrent {
+        store.add_torrent(ih, b)?;
+        return Ok(());
+    }
+    let Some(d) = discovery else {
+        return Err(FetchError::NoSource(*ih));
+    };
+    match d.metainfo(ih).await? {
+        Some(b) => {
+            store.add_torrent(ih, &b)?;
+            Ok(())
+        }
+        None => Err(FetchError::Unknown {
+            infohash: *ih,
+            tracker: d.url().to_string(),
+        }),
+    }
+}
+
+/// Downloads any k shards of every stripe of `ih` from the swarm into the local store;
+/// returns the bytes downloaded. Gives up when `timeout` passes, or when nothing arrived
+/// for `settings.stall` and some stripe lacks reachable shards.
+pub async fn download(
+    engine: &Engine,
+    store: &Store,
+    ih: &InfoHash,
+    timeout: Duration,
+    settings: &Settings,
+    report: &dyn Report,
+) -> Result<u64, FetchError> {
+    let t =
+        Torrent::open(store, *ih, Role::Fetch, None, Vec::new()).map_err(FetchError::Torrent)?;
+    if t.restorable_here() {
+        return Ok(0);
+    }
+    engine.add(t.clone());
+    let l = t.layout();
+    report.counter((l.stripes * l.k) as u64);
+    let start = Instant::now();
+    let mut progress = (0u64, Instant::now());
+    let mut last_note = Instant::now();
+    let r = loop {
+        let have = t.have();
+        let got: u64 = l
+            .shards_per_stripe(|p| have.get(p as u32))
+            .iter()
+            .map(|&c| c.min(l.k) as u64)
+            .sum();
+        report.set(got);
+        if settings.verbose && last_note.elapsed() >= Duration::from_millis(500) {
+            last_note = Instant::now();
+            report.note(&format!(
+                "{ih}: {:.1}s: {got} of {} shards, {} peers",
+                start.elapsed().as_secs_f64(),
+                l.stripes * l.k,
+                t.inner().peers.len()
+            ));
+        }
+        if t.restorable_here() {
+            break Ok(());
+        }
+        if got != progress.0 {
+            progress = (got, Instant::now());
+        }
+        // Give up early when nothing arrives and the swarm cannot supply some stripe.
+        // (Standard clients seeding a snapshot count too: reachability is by bitfield.)
+        let starved = progress.1.elapsed() > settings.stall && {
+            let avail = t.reachable();
+            !l.recoverable_with(|p| avail[p])
+        };
+        if start.elapsed() > timeout || starved {
+            let avail = t.reachable();
+            let (stripe, have) = l.worst_stripe(|p| avail[p]);
+            let peers = t.inner().peers.len();
+            break Err(if have < l.k {
+                FetchError::Unreachable {
+                    infohash: *ih,
+                    stripe,
+                    have,
+                    k: l.k,
+                    peers,
+                }
+            } else {
+                FetchError::TooSlow {
+                    infohash: *ih,
+                    secs: timeout.as_secs(),
+                    peers,
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    report.finish();
+    if settings.verbose {
+        let g = t.inner();
+        for v in g.peers.values() {
+            report.note(&format!(
+                "{ih}: {} sent us {} and got {} from us",
+                v.addr, v.downloaded, v.uploaded
+            ));
+        }
+        report.note(&format!(
+            "{ih}: downloaded in {:.2}s",
+            start.elapsed().as_secs_f64()
+        ));
+    }
+    engine.remove(ih);
+    r.map(|()| t.downloaded.load(Ordering::Relaxed))
+}
+
+/// A snapshot's manifest, read from the shards in the local store.
+pub fn local_manifest(
+    store: &Store,
+    ih: &InfoHash,
+    ids: &Identities,
+) -> Result<Manifest, FetchError> {
+    let src = LocalSource {
+        store,
+        repair: false,
+    };
+    let reader = SnapshotReader::open(&src, ih, &swarmbak_format::backup::NoProgress)?;
+    Ok(reader.manifest(ids)?)
+}
+
+/// Does every stripe of `ih` have k shard files of the right size here? (Sizes only: the
+/// restore verifies every shard it reads.)
+pub fn restorable_locally(store: &Store, ih: &InfoHash) -> bool {
+    let Ok(bytes) = store.torrent_bytes(ih) else {
+        return false;
+    };
+    let Ok(meta) = SnapshotMeta::parse(ih, &bytes) else {
+        return false;
+    };
+    let l = meta.layout;
+    l.recoverable_with(|p| {
+        store
+            .shard_path(ih, p)
+            .metadata()
+            .is_ok_and(|m| m.len() == l.shard_size as u64)
+    })
+}
+
+/// Where a fetch gets a snapshot from.
+pub struct FetchPlan<'a> {
+    pub store: &'a Store,
+    pub infohash: InfoHash,
+    /// The .torrent's bytes, when the user gave a file.
+    pub torrent: Option<Vec<u8>>,
+    /// The tracker's base URL.
+    pub tracker: Option<String>,
+    /// To read the manifest (which names the earlier snapshots this one reuses).
+    pub identities: &'a Identities,
+    /// Do not trust shard files by their size (a restore found damage).
+    pub verify: bool,
+}
+
+/// Makes the snapshot and every earlier snapshot it reuses restorable from the local
+/// store, downloading what is missing (resumable: shards already here stay). Returns the
+/// bytes downloaded.
+pub fn fetch_into_store(
+    plan: &FetchPlan<'_>,
+    settings: &Settings,
+    report: &dyn Report,
+) -> Result<u64, FetchError> {
+    let (store, ih) = (plan.store, &plan.infohash);
+    if !plan.verify && restorable_locally(store, ih) {
+        // Parents are checked by the restore itself.
+        let m = local_manifest(store, ih, plan.identities)?;
+        if m.snapshots.iter().all(|p| restorable_locally(store, p)) {
+            return Ok(0);
+        }
+    }
+    let Some(tracker) = plan.tracker.as_deref() else {
+        // Nowhere to look: restore from what is here, which names what is missing.
+        return Ok(0);
+    };
+    let timeout = settings.fetch_timeout.unwrap_or(Duration::from_secs(120));
+    let rt = crate::runtime().map_err(FetchError::Listen)?;
+    rt.block_on(async {
+        let d = TrackerDiscovery::new(tracker)?.retrying_for(Duration::from_secs(10));
+        ensure_metainfo(store, ih, plan.torrent.as_deref(), Some(&d)).await?;
+        let engine = start_engine(
+            any_addr(),
+            None,
+            Some(tracker),
+            settings.fetch_announce,
+            settings.verbose,
+        )
+        .await?;
+        let mut got = download(&engine, store, ih, timeout, settings, report).await?;
+        let m = local_manifest(store, ih, plan.identities)?;
+        for p in &m.snapshots {
+            ensure_metainfo(store, p, None, Some(&d)).await?;
+            got += download(&engine, store, p, timeout, settings, report).await?;
+        }
+        Ok(got)
+    })
+}

@@ -1,0 +1,251 @@
+//! `seed`: walk → chunk → pack → encrypt → stripe → piece (the format crate's backup),
+//! then publish and seed until the snapshot is durable (swarm.md §4, §8).
+//!
+//! When an agent runs on the same home it holds the store: the backup is handed to it
+//! over the control socket and the agent keeps seeding after `seed` exits.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use swarmbak_agent::{Role, Torrent};
+use swarmbak_core::placement::durable;
+use swarmbak_core::InfoHash;
+use swarmbak_format::{FormatError, Progress, SnapshotInfo};
+
+use crate::config::Node;
+use crate::control::ControlClient;
+use crate::discovery::{http_status, not_a_swarmbak_tracker, tracker_client};
+use crate::error::{PublishError, SeedError};
+use crate::fetch::{any_addr, start_engine};
+use crate::report::{Event, Report};
+
+/// How long `seed` goes on (the command line contract).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    /// The tracker has it (or at once with no tracker).
+    Published,
+    /// Every shard is held by `copies` machines other than the owner.
+    Durable,
+    /// Keep seeding.
+    Forever,
+}
+
+/// Who makes and seeds the snapshot.
+#[derive(Debug)]
+pub enum Maker {
+    /// This process (it took the store lock).
+    Here,
+    /// The agent running on this home.
+    Agent(PathBuf),
+}
+
+/// A snapshot just made.
+pub struct Made {
+    pub infohash: InfoHash,
+    pub info: Option<SnapshotInfo>,
+    pub by: Maker,
+}
+
+/// Backs up `paths` as a new snapshot: here, or by the agent that holds the store.
+pub fn make(node: &Node, paths: Vec<PathBuf>, progress: &dyn Progress) -> Result<Made, SeedError> {
+    let sock = node.control_socket();
+    match node.home.lock() {
+        Ok(lock) => {
+            let opts = node.config.backup_options(paths)?;
+            let r = swarmbak_format::backup::backup_locked(&node.home, &opts, progress);
+            drop(lock);
+            let r = r?;
+            Ok(Made {
+                infohash: r.infohash,
+                info: Some(r.info),
+                by: Maker::Here,
+            })
+        }
+        Err(FormatError::Locked(_)) if sock.exists() => {
+            // The agent runs elsewhere: give it absolute paths.
+            let abs: Vec<PathBuf> = paths
+                .iter()
+                .map(|p| {
+                    std::fs::canonicalize(p).map_err(|e| {
+                        SeedError::Format(FormatError::Io {
+                            path: p.clone(),
+                            source: e,
+                        })
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let rt = crate::runtime().map_err(|e| SeedError::Runtime(e.to_string()))?;
+            let (infohash, info) = rt.block_on(ControlClient::new(&sock).seed(abs))?;
+            Ok(Made {
+                infohash,
+                info,
+                by: Maker::Agent(sock),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Publishes a snapshot to the configured tracker, retrying with backoff until `timeout`.
+/// A tracker that keeps no snapshots (opentracker) is told nothing: the snapshot is
+/// announced and seeded, and its metainfo travels over BEP 9.
+pub async fn publish(
+    node: &Node,
+    ih: &InfoHash,
+    timeout: Duration,
+) -> Result<Option<Event>, PublishError> {
+    let Some(url) = node.config.tracker.clone() else {
+        return Ok(None);
+    };
+    let failed = |reason: String| PublishError::Tracker {
+        infohash: *ih,
+        tracker: url.clone(),
+        reason,
+    };
+    let bytes = node.home.store().torrent_bytes(ih)?;
+    let c = tracker_client(&url)
+        .map_err(|e| failed(e.to_string()))?
+        .with_retry(swarmbak_tracker::Retry::for_duration(timeout));
+    match c
+        .publish(&bytes, &node.config.public_key, &node.config.name)
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(e) if not_a_swarmbak_tracker(&e) => Ok(Some(Event::AnnounceOnly {
+            tracker: url.clone(),
+            status: http_status(&e).unwrap_or(0),
+        })),
+        Err(e) => Err(failed(e.to_string())),
+    }
+}
+
+/// Where `seed` reads how many machines hold each shard.
+enum Holders {
+    Agent(ControlClient),
+    Here(Arc<Torrent>),
+}
+
+impl Holders {
+    async fn get(&self, ih: &InfoHash) -> Result<Vec<usize>, SeedError> {
+        match self {
+            Holders::Agent(c) => Ok(c.holders(ih).await?),
+            Holders::Here(t) => Ok(t.holders()),
+        }
+    }
+}
+
+/// What to wait for after the snapshot is made.
+pub struct SeedPlan {
+    pub until: Until,
+    pub copies: usize,
+    pub deadline: Option<Instant>,
+}
+
+/// Publishes the snapshot and seeds it until `plan.until` holds (or the deadline).
+pub fn publish_and_seed(
+    node: &Node,
+    made: &Made,
+    plan: &SeedPlan,
+    report: &dyn Report,
+) -> Result<(), SeedError> {
+    let ih = made.infohash;
+    if node.config.tracker.is_none() {
+        return Ok(());
+    }
+    let left = || {
+        plan.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600 * 24 * 365))
+    };
+    let rt = crate::runtime().map_err(|e| SeedError::Runtime(e.to_string()))?;
+    // Publish (retrying while the tracker refuses or is down).
+    let published = match &made.by {
+        Maker::Agent(sock) => rt
+            .block_on(ControlClient::new(sock).publish(&ih, left().as_secs()))
+            .map(|()| None)
+            .map_err(PublishError::from),
+        Maker::Here => rt.block_on(publish(node, &ih, left())),
+    };
+    match published {
+        Ok(note) => {
+            if let Some(e) = note {
+                report.event(&e);
+            }
+            report.event(&Event::Published {
+                infohash: ih,
+                tracker: node.config.tracker.clone(),
+            })
+        }
+        Err(e) => return Err(SeedError::Publish(e)),
+    }
+    if plan.until == Until::Published {
+        return Ok(());
+    }
+    let lock = match made.by {
+        Maker::Here => Some(node.home.lock()?),
+        Maker::Agent(_) => None,
+    };
+    rt.block_on(async {
+        let (holders, _engine, tick) = match &made.by {
+            Maker::Agent(sock) => (
+                Holders::Agent(ControlClient::new(sock)),
+                None,
+                Duration::from_millis(500),
+            ),
+            Maker::Here => {
+                let me = node.machine_key()?;
+                let engine = start_engine(
+                    any_addr(),
+                    Some(&me),
+                    node.config.tracker.as_deref(),
+                    node.settings.announce,
+                    node.settings.verbose,
+                )
+                .await
+                .map_err(|e| SeedError::Runtime(e.to_string()))?;
+                let mine = me.as_bytes().to_vec();
+                let t = Torrent::open(&node.home.store(), ih, Role::Seed, Some(mine.clone()), mine)
+                    .map_err(SeedError::Runtime)?;
+                engine.add(t.clone());
+                report.counter(t.num_pieces() as u64 * plan.copies as u64);
+                (Holders::Here(t), Some(engine), Duration::from_millis(200))
+            }
+        };
+        let mut last = Vec::new();
+        loop {
+            let h = holders.get(&ih).await?;
+            report.set(h.iter().map(|&c| c.min(plan.copies) as u64).sum());
+            if plan.until == Until::Durable && !h.is_empty() && durable(&h, plan.copies) {
+                report.finish();
+                report.event(&Event::Durable {
+                    infohash: ih,
+                    copies: plan.copies,
+                    agent_keeps_seeding: matches!(made.by, Maker::Agent(_)),
+                });
+                return Ok(());
+            }
+            if h != last {
+                last = h.clone();
+                report.event(&Event::Holders {
+                    infohash: ih,
+                    min: h.iter().copied().min().unwrap_or(0),
+                    copies: plan.copies,
+                });
+            }
+            if plan.deadline.is_some_and(|d| Instant::now() > d) {
+                report.finish();
+                return Err(SeedError::Timeout {
+                    infohash: ih,
+                    short: h.iter().filter(|&&c| c < plan.copies).count(),
+                    pieces: h.len(),
+                    copies: plan.copies,
+                    fewest: h.iter().copied().min().unwrap_or(0),
+                });
+            }
+            tokio::time::sleep(tick).await;
+        }
+    })?;
+    drop(lock);
+    Ok(())
+}

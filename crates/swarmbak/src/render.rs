@@ -1,0 +1,99 @@
+//! Rendering: one JSON object per line with `--json`, text otherwise.
+
+use serde_json::json;
+use swarmbak_core::InfoHash;
+use swarmbak_format::SnapshotInfo;
+
+use crate::Ctx;
+
+pub fn out(ctx: &Ctx, v: serde_json::Value, human: impl FnOnce() -> String) {
+    if ctx.json {
+        println!("{v}");
+    } else {
+        println!("{}", human());
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM:SSZ` (civil date, UTC, without a date library).
+pub fn utc(t: i64) -> String {
+    let days = t.div_euclid(86400);
+    let secs = t.rem_euclid(86400);
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The lines `seed` prints once a snapshot exists: the infohash first.
+pub fn print_snapshot(
+    ctx: &Ctx,
+    ih: &InfoHash,
+    info: Option<&SnapshotInfo>,
+    secs: f64,
+    tracker: bool,
+) {
+    let Some(i) = info else {
+        if ctx.json {
+            println!("{}", json!({"infohash": ih.to_hex(), "event": "snapshot"}));
+        } else {
+            println!("{ih}");
+        }
+        return;
+    };
+    if ctx.json {
+        println!(
+            "{}",
+            json!({"infohash": ih.to_hex(), "event": "snapshot", "files": i.files, "dirs": i.dirs,
+                   "symlinks": i.symlinks, "bytes": i.bytes, "new_bytes": i.new_bytes,
+                   "payload_bytes": i.payload_bytes, "shard_bytes": i.shard_bytes,
+                   "chunks": i.chunks, "new_chunks": i.new_chunks, "parents": i.parents,
+                   "skipped": i.skipped, "seconds": secs})
+        );
+        if !tracker {
+            println!(
+                "{}",
+                json!({"event": "published", "infohash": ih.to_hex(), "tracker": null})
+            );
+        }
+    } else {
+        println!("{ih}");
+        println!(
+            "snapshot of {} files, {} dirs, {} symlinks ({}): {} new in {} of {} chunks; payload {}, shards {}; {:.1}s",
+            i.files,
+            i.dirs,
+            i.symlinks,
+            human_bytes(i.bytes),
+            human_bytes(i.new_bytes),
+            i.new_chunks,
+            i.chunks,
+            human_bytes(i.payload_bytes),
+            human_bytes(i.shard_bytes),
+            secs
+        );
+        if !i.skipped.is_empty() {
+            println!(
+                "{} entries were skipped (see the warnings above)",
+                i.skipped.len()
+            );
+        }
+        if !tracker {
+            println!("published in the local store (no tracker configured)");
+        }
+    }
+}
