@@ -21,10 +21,14 @@ pub const AVG_SIZE: usize = 1 << 20;
 /// No chunk is longer than this.
 pub const MAX_SIZE: usize = 4 << 20;
 
-const MASK_S: u64 = !(u64::MAX >> 22);
-const MASK_L: u64 = !(u64::MAX >> 18);
+/// Cut mask before `AVG_SIZE`: the top 22 bits of the hash (`0xFFFF_FC00_0000_0000`).
+pub const MASK_S: u64 = !(u64::MAX >> 22);
+/// Cut mask from `AVG_SIZE` on: the top 18 bits of the hash (`0xFFFF_C000_0000_0000`).
+pub const MASK_L: u64 = !(u64::MAX >> 18);
 
-fn gear() -> &'static [u64; 256] {
+/// The Gear table: `GEAR[i]` = the first 8 bytes (little-endian) of
+/// `BLAKE3("swarmbak gear v1" || [i])` (public for the spec's test vectors, §18.1).
+pub fn gear() -> &'static [u64; 256] {
     static GEAR: OnceLock<[u64; 256]> = OnceLock::new();
     GEAR.get_or_init(|| {
         let mut t = [0u64; 256];

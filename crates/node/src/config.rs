@@ -330,6 +330,8 @@ mod tests {
         let root = t.path().join("home");
         let (c, created) = NodeConfig::init(&root, &InitOptions::default()).unwrap();
         assert!(created);
+        // A fresh config.json has the defaults (format-v1.md §19, durability.md §4).
+        assert_eq!((c.k, c.m, c.copies), (DEFAULT_K, DEFAULT_M, DEFAULT_COPIES));
         let id = std::fs::read(root.join("identity.txt")).unwrap();
         let opts = InitOptions {
             name: Some("laptop-7".into()),
