@@ -19,10 +19,19 @@ use crate::error::ControlError;
 pub enum Request {
     /// Back up these (absolute) paths as a new snapshot and seed it.
     Seed { paths: Vec<PathBuf> },
-    /// Publish a snapshot to the tracker, retrying for up to `timeout` seconds.
-    Publish { infohash: String, timeout: u64 },
+    /// Publish a snapshot to the tracker, retrying for up to `timeout` seconds (600 when
+    /// absent).
+    Publish {
+        infohash: String,
+        #[serde(default = "default_publish_timeout")]
+        timeout: u64,
+    },
     /// Distinct machines other than the owner holding each piece of a snapshot.
     Holders { infohash: String },
+}
+
+fn default_publish_timeout() -> u64 {
+    600
 }
 
 /// The agent's answer.
@@ -162,6 +171,13 @@ mod tests {
             parse_request(r#"{"op":"seed","paths":["/a","/b"]}"#).unwrap(),
             Request::Seed {
                 paths: vec!["/a".into(), "/b".into()]
+            }
+        );
+        assert_eq!(
+            parse_request(r#"{"op":"publish","infohash":"x"}"#).unwrap(),
+            Request::Publish {
+                infohash: "x".into(),
+                timeout: 600
             }
         );
         assert!(parse_request(r#"{"op":"format_disk"}"#).is_err());
