@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::config::Node;
 use crate::control::{parse_request, Request, Response};
 use crate::discovery::{Discovery, TrackerDiscovery};
-use crate::error::{AgentError, FetchError};
+use crate::error::{AgentError, ConfigError, FetchError};
 use crate::fetch::start_engine;
 
 /// A job the agent runs on a schedule.
@@ -112,10 +112,12 @@ impl Job for Replicate {
 }
 
 /// The listening address for peers.
-pub fn bind_addr(listen: Option<&str>) -> Result<SocketAddr, String> {
+pub fn bind_addr(listen: Option<&str>) -> Result<SocketAddr, ConfigError> {
     let s = listen.unwrap_or("0.0.0.0:0");
     s.parse().map_err(|_| {
-        format!("--listen {s:?}: give HOST:PORT, like 0.0.0.0:6881 (port 0 picks one)")
+        ConfigError::Invalid(format!(
+            "--listen {s:?}: give HOST:PORT, like 0.0.0.0:6881 (port 0 picks one)"
+        ))
     })
 }
 
@@ -180,7 +182,7 @@ pub fn run(
     let lock = node.home.lock()?;
     let store = node.home.store();
     store.clean_tmp()?;
-    let addr = bind_addr(listen).map_err(|e| AgentError::Config(crate::ConfigError::Invalid(e)))?;
+    let addr = bind_addr(listen)?;
     let me = node.machine_key()?;
     let rt = crate::runtime().map_err(|source| AgentError::Listen { addr, source })?;
     rt.block_on(async move {

@@ -298,7 +298,7 @@ pub fn listening(ctx: &Ctx, addr: SocketAddr) {
 pub fn agent(ctx: &Ctx, listen: Option<&str>) -> R {
     let node = Node::open(&ctx.home)?;
     if let Some(l) = listen {
-        swarmbak_node::agent::bind_addr(Some(l)).map_err(Failure::usage)?;
+        swarmbak_node::agent::bind_addr(Some(l))?;
     }
     Ok(swarmbak_node::agent::run(node, listen, |a| {
         listening(ctx, a)
@@ -306,7 +306,7 @@ pub fn agent(ctx: &Ctx, listen: Option<&str>) -> R {
 }
 
 pub fn tracker(ctx: &Ctx, listen: &str, data: &Path, interval: Option<u64>) -> R {
-    let addr = swarmbak_node::agent::bind_addr(Some(listen)).map_err(Failure::usage)?;
+    let addr = swarmbak_node::agent::bind_addr(Some(listen))?;
     let rt = swarmbak_node::runtime()?;
     rt.block_on(async {
         let mut cfg = swarmbak_tracker::TrackerConfig::new(data);
