@@ -17,6 +17,33 @@ use tokio_util::codec::Framed;
 
 const OUR_UT_METADATA: u8 = 1;
 
+/// Why a peer did not give us a torrent's metadata.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataFetchError {
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("timed out")]
+    TimedOut,
+    #[error("no handshake")]
+    NoHandshake,
+    #[error("the peer does not speak the extension protocol for this torrent")]
+    NoExtensionProtocol,
+    #[error("the peer serves no metadata")]
+    NoMetadata,
+    #[error("the peer refused the metadata")]
+    Refused,
+    #[error("the peer closed the connection")]
+    Closed,
+    /// A malformed message, or metadata that does not hash to the infohash.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+fn protocol(e: impl std::fmt::Display) -> MetadataFetchError {
+    MetadataFetchError::Protocol(e.to_string())
+}
+
 /// Asks one peer for the info dictionary of `ih`; returns a .torrent (canonical: the
 /// info dict verbatim, plus `announce` when given) whose infohash is checked.
 pub async fn from_peer(
@@ -24,24 +51,22 @@ pub async fn from_peer(
     ih: InfoHash,
     peer_id: [u8; 20],
     announce: Option<&str>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, MetadataFetchError> {
     let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
         .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|_| MetadataFetchError::TimedOut)?
+        .map_err(MetadataFetchError::Connect)?;
     let mut f = Framed::new(s, PeerCodec::new(Limits::default()));
     let mut hs = Handshake::new(ih.0, peer_id);
     hs.reserved = crate::peer::reserved();
-    f.send(Frame::Handshake(hs))
-        .await
-        .map_err(|e| e.to_string())?;
+    f.send(Frame::Handshake(hs)).await.map_err(protocol)?;
     let work = async {
         let theirs = match f.next().await {
             Some(Ok(Frame::Handshake(h))) => h,
-            _ => return Err("no handshake".to_string()),
+            _ => return Err(MetadataFetchError::NoHandshake),
         };
         if theirs.info_hash != ih.0 || !theirs.reserved.extension_protocol() {
-            return Err("the peer does not speak the extension protocol for this torrent".into());
+            return Err(MetadataFetchError::NoExtensionProtocol);
         }
         let mut eh = ExtensionHandshake::default();
         eh.extensions
@@ -51,22 +76,22 @@ pub async fn from_peer(
             payload: Bytes::from(eh.encode()),
         }))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(protocol)?;
         let mut asm: Option<MetadataAssembler> = None;
         let mut their_id = None;
         while let Some(frame) = f.next().await {
             let Ok(Frame::Message(m)) = frame else {
-                return Err("malformed message".into());
+                return Err(protocol("malformed message"));
             };
             let Message::Extended { id, payload } = m else {
                 continue;
             };
             if id == EXTENSION_HANDSHAKE_ID {
-                let h = ExtensionHandshake::parse(&payload).map_err(|e| e.to_string())?;
+                let h = ExtensionHandshake::parse(&payload).map_err(protocol)?;
                 let (Some(tid), Some(size)) = (h.extension_id(UT_METADATA), h.metadata_size) else {
-                    return Err("the peer serves no metadata".into());
+                    return Err(MetadataFetchError::NoMetadata);
                 };
-                let a = MetadataAssembler::new(ih.0, size).map_err(|e| e.to_string())?;
+                let a = MetadataAssembler::new(ih.0, size).map_err(protocol)?;
                 for piece in a.missing().collect::<Vec<_>>() {
                     let req = MetadataMessage::Request { piece };
                     f.send(Frame::Message(Message::Extended {
@@ -74,7 +99,7 @@ pub async fn from_peer(
                         payload: Bytes::from(req.encode()),
                     }))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(protocol)?;
                 }
                 their_id = Some(tid);
                 asm = Some(a);
@@ -82,31 +107,28 @@ pub async fn from_peer(
                 let (Some(a), Some(_)) = (asm.as_mut(), their_id) else {
                     continue;
                 };
-                match MetadataMessage::parse(&payload).map_err(|e| e.to_string())? {
+                match MetadataMessage::parse(&payload).map_err(protocol)? {
                     MetadataMessage::Data {
                         piece,
                         total_size,
                         data,
                     } => {
-                        if let Some(info) = a
-                            .add_piece(piece, total_size, &data)
-                            .map_err(|e| e.to_string())?
+                        if let Some(info) =
+                            a.add_piece(piece, total_size, &data).map_err(protocol)?
                         {
                             return Ok(info);
                         }
                     }
-                    MetadataMessage::Reject { .. } => {
-                        return Err("the peer refused the metadata".into())
-                    }
+                    MetadataMessage::Reject { .. } => return Err(MetadataFetchError::Refused),
                     _ => {}
                 }
             }
         }
-        Err("the peer closed the connection".into())
+        Err(MetadataFetchError::Closed)
     };
     let info = tokio::time::timeout(Duration::from_secs(15), work)
         .await
-        .map_err(|_| "timed out".to_string())??;
+        .map_err(|_| MetadataFetchError::TimedOut)??;
     // A .torrent around the verified info dict (keys sorted: announce < info).
     let mut t = b"d".to_vec();
     if let Some(a) = announce {
