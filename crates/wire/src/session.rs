@@ -147,7 +147,6 @@ pub struct PeerSession<P> {
     peer_choking: bool,
     peer_interested: bool,
     peer_has: Bitfield,
-    got_availability: bool,
     pending: Vec<BlockRef>,
     /// Since when we wait for a block (requests outstanding, none answered since).
     waiting_since: Option<Instant>,
@@ -187,7 +186,6 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
             peer_choking: true,
             peer_interested: false,
             peer_has: Bitfield::new(num_pieces),
-            got_availability: false,
             pending: Vec::new(),
             waiting_since: None,
             dropped: VecDeque::new(),
@@ -368,20 +366,15 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
                 if piece >= self.num_pieces {
                     return self.disconnect(picker, DisconnectReason::PieceOutOfRange(piece));
                 }
-                self.got_availability = true;
                 if !self.peer_has.set(piece, true) {
                     picker.add_have(piece);
                 }
                 self.update_interest(now, picker, &mut out);
                 self.fill_into(now, picker, &mut out);
             }
+            // A later availability message replaces what the peer had (aria2 sends a
+            // bitfield after `have none` and `have`s; libtorrent takes it the same way).
             Message::Bitfield(bytes) => {
-                if self.got_availability {
-                    return self.disconnect(
-                        picker,
-                        DisconnectReason::ProtocolViolation("bitfield after other availability"),
-                    );
-                }
                 match Bitfield::from_bytes(&bytes, self.num_pieces) {
                     Ok(b) => self.set_availability(b, picker),
                     Err(e) => {
@@ -391,14 +384,6 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
                 self.update_interest(now, picker, &mut out);
             }
             Message::HaveAll | Message::HaveNone => {
-                if self.got_availability {
-                    return self.disconnect(
-                        picker,
-                        DisconnectReason::ProtocolViolation(
-                            "have all/none after other availability",
-                        ),
-                    );
-                }
                 let b = if message == Message::HaveAll {
                     Bitfield::full(self.num_pieces)
                 } else {
@@ -519,7 +504,7 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
     }
 
     fn set_availability(&mut self, b: Bitfield, picker: &mut PiecePicker<P>) {
-        self.got_availability = true;
+        picker.remove_pieces(&self.peer_has);
         picker.add_peer(&b);
         self.peer_has = b;
     }

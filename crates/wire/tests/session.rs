@@ -170,14 +170,6 @@ fn malformed_and_misplaced_messages_ban() {
         // fast messages without BEP 6
         (false, vec![Message::HaveAll]),
         (false, vec![Message::Reject(BlockRef::new(0, 0, 1))]),
-        // bitfield after have
-        (
-            true,
-            vec![
-                Message::Have(0),
-                Message::Bitfield(Bytes::from_static(&[0xc0])),
-            ],
-        ),
         // bad extension handshake, bad ut_metadata payload
         (
             true,
@@ -810,8 +802,7 @@ fn each_disconnect_reason_and_whether_it_bans() {
         disconnect(&a),
         Some((DisconnectReason::PieceOutOfRange(5), true))
     );
-    let mut s = session(true, 2, t);
-    s.on_message(t, Message::HaveAll, &mut p);
+    let mut s = session(false, 2, t);
     let a = s.on_message(t, Message::HaveNone, &mut p);
     assert!(matches!(
         disconnect(&a),
@@ -991,4 +982,33 @@ fn both_sides_keep_the_same_connection() {
         assert!(!new_connection_stays(&a, &b, outgoing, outgoing));
         assert!(!new_connection_stays(&b, &a, outgoing, outgoing));
     }
+}
+
+/// A later availability message replaces the earlier one, without a ban: aria2 sends
+/// `have none`, then `have`s, then a `bitfield` (seen in the interop tests).
+#[test]
+fn a_later_availability_message_replaces_the_earlier() {
+    let t = Instant::now();
+    let mut p = picker(3, K);
+    let mut s = session(true, 3, t);
+    assert!(s.on_message(t, Message::HaveNone, &mut p).is_empty());
+    let a = s.on_message(t, Message::Have(0), &mut p);
+    assert_eq!(sent(&a)[0], Message::Interested);
+    let a = s.on_message(t, Message::Bitfield(Bytes::from_static(&[0x60])), &mut p);
+    assert!(disconnect(&a).is_none(), "{a:?}");
+    assert_eq!(
+        (p.availability(0), p.availability(1), p.availability(2)),
+        (0, 1, 1)
+    );
+    assert!(s
+        .on_message(t, Message::HaveAll, &mut p)
+        .iter()
+        .all(|a| !matches!(a, Action::Disconnect { .. })));
+    assert_eq!(
+        (p.availability(0), p.availability(1), p.availability(2)),
+        (1, 1, 1)
+    );
+    let a = s.on_message(t, Message::HaveNone, &mut p);
+    assert_eq!(p.availability(1), 0);
+    assert_eq!(sent(&a), vec![Message::NotInterested]);
 }
