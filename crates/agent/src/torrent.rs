@@ -679,6 +679,35 @@ mod tests {
         );
     }
 
+    /// The driver files blocks as they come and takes the piece when the session says it
+    /// is complete: once, and only whole.
+    #[test]
+    fn a_complete_piece_is_taken_once() {
+        let bs = swarmbak_wire::BLOCK_SIZE as usize;
+        let mut g = inner(1, 2 * bs as u64);
+        let b = Bytes::from(vec![1u8; bs]);
+        assert_eq!(
+            Torrent::add_block(&mut g, 2 * bs, 0, 0, b.clone(), false),
+            Ok(None)
+        );
+        assert!(
+            Torrent::take_piece(&mut g, 0).is_err(),
+            "a block is missing"
+        );
+        // the failed take dropped the partial piece: it is assembled again
+        assert_eq!(
+            Torrent::add_block(&mut g, 2 * bs, 0, 0, b.clone(), false),
+            Ok(None)
+        );
+        let second = (bs as u32, b.clone());
+        assert_eq!(
+            Torrent::add_block(&mut g, 2 * bs, 0, second.0, second.1, false),
+            Ok(None)
+        );
+        assert_eq!(Torrent::take_piece(&mut g, 0), Ok(vec![b.clone(), b]));
+        assert!(Torrent::take_piece(&mut g, 0).is_err(), "taken once");
+    }
+
     #[test]
     fn blocks_that_do_not_fit_are_refused() {
         let bs = swarmbak_wire::BLOCK_SIZE as usize;
