@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use swarmbak_format::InfoHash;
 use swarmbak_tracker::{AnnounceEvent, AnnounceRequest, TrackerClient};
 use swarmbak_wire::{
-    ChokeDecision, Choker, ChokerConfig, Frame, Handshake, Limits, PeerCodec, PeerStats,
+    new_connection_stays, ChokeDecision, Choker, ChokerConfig, Frame, Handshake, Limits, PeerCodec,
+    PeerStats,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -58,7 +59,7 @@ impl Entry {
                     interested: v.interested,
                     download_rate: v.downloaded.saturating_sub(d0),
                     upload_rate: v.uploaded.saturating_sub(u0),
-                    snubbed: false,
+                    snubbed: v.snubbed,
                 }
             })
             .collect()
@@ -115,19 +116,6 @@ pub struct Engine(Arc<Inner>);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Of two connections between the same two peers for a torrent, does the new one stay
-/// (and the old one close)? The one dialled by the side with the smaller peer id stays,
-/// so both sides keep the same connection; of two dialled the same way, the old one.
-fn new_connection_stays(
-    mine: &[u8; 20],
-    theirs: &[u8; 20],
-    new_outgoing: bool,
-    old_outgoing: bool,
-) -> bool {
-    let keep_outgoing = mine < theirs;
-    new_outgoing == keep_outgoing && old_outgoing != keep_outgoing
 }
 
 /// A fresh peer id: swarmbak's client prefix and 12 random bytes.
@@ -345,9 +333,11 @@ impl Engine {
         tokio::spawn(async move {
             let end = match peer::dial(&conn).await {
                 Ok((io, theirs)) if e.admit(key, ih, theirs.peer_id) => {
-                    peer::accepted(conn, io, theirs.reserved).await
+                    peer::accepted(conn, io, theirs).await
                 }
-                Ok(_) => End::Closed("a second connection to the same peer".into()),
+                Ok(_) => End::Closed(
+                    "not admitted: a second connection to the same peer, or banned".into(),
+                ),
                 Err(end) => end,
             };
             e.ended(key, ih, addr, end);
@@ -370,15 +360,36 @@ impl Engine {
             control,
             interest: self.0.interest.clone(),
             cache: self.0.cache.clone(),
+            route: self.route(),
         }
+    }
+
+    /// Sends orders to connections by key (a connection's endgame cancels reach the
+    /// others through it). Holds the engine weakly: connections do not keep it alive.
+    fn route(&self) -> peer::Route {
+        let weak = Arc::downgrade(&self.0);
+        Arc::new(move |key, order| {
+            if let Some(inner) = weak.upgrade() {
+                if let Some(c) = lock(&inner.conns).get(&key) {
+                    let _ = c.tx.send(order);
+                }
+            }
+        })
     }
 
     /// Admits connection `key` to a peer that sent `peer_id`, unless it is a second
     /// connection to a peer already connected for this torrent (both dialled each other,
     /// having learnt of each other from the tracker). Of two, the one dialled by the side
     /// with the smaller peer id stays, so both sides keep the same one; the other is
-    /// closed (the old one, by its control channel, or the new one: `false`).
+    /// closed (the old one, by its control channel, or the new one: `false`). A peer id
+    /// banned from the torrent is not admitted.
     fn admit(&self, key: PeerKey, ih: InfoHash, peer_id: [u8; 20]) -> bool {
+        let banned = self
+            .torrent(&ih)
+            .is_none_or(|t| t.inner().banned_ids.contains(&peer_id));
+        if banned {
+            return false;
+        }
         let mut c = lock(&self.0.conns);
         let Some(outgoing) = c.get(&key).map(|e| e.outgoing) else {
             return false;
@@ -435,7 +446,7 @@ impl Engine {
             return;
         }
         let conn = self.conn(key, addr, t, rx);
-        let end = peer::accepted(conn, framed, theirs.reserved).await;
+        let end = peer::accepted(conn, framed, theirs).await;
         self.ended(key, ih, addr, end);
     }
 
@@ -504,32 +515,5 @@ impl Engine {
             .values()
             .map(|c| (c.ih, c.addr))
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::new_connection_stays;
-
-    #[test]
-    fn both_sides_keep_the_same_connection() {
-        let (a, b) = ([1u8; 20], [2u8; 20]);
-        // A (smaller id) dialled B, and B dialled A. Whichever arrives second at each
-        // side's admission, A keeps the one it dialled and B the one it accepted.
-        for a_new_is_outgoing in [true, false] {
-            let a_keeps_new = new_connection_stays(&a, &b, a_new_is_outgoing, !a_new_is_outgoing);
-            let a_keeps_outgoing = a_keeps_new == a_new_is_outgoing;
-            assert!(a_keeps_outgoing, "A keeps its own dial");
-        }
-        for b_new_is_outgoing in [true, false] {
-            let b_keeps_new = new_connection_stays(&b, &a, b_new_is_outgoing, !b_new_is_outgoing);
-            let b_keeps_outgoing = b_keeps_new == b_new_is_outgoing;
-            assert!(!b_keeps_outgoing, "B keeps the connection A dialled");
-        }
-        // Two connections dialled the same way: the old one stays.
-        for outgoing in [true, false] {
-            assert!(!new_connection_stays(&a, &b, outgoing, outgoing));
-            assert!(!new_connection_stays(&b, &a, outgoing, outgoing));
-        }
     }
 }

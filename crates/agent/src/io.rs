@@ -54,6 +54,18 @@ impl PeerIo {
         &self.rbuf
     }
 
+    /// Does the read buffer hold a whole message already (after the handshake)? Then
+    /// [`PeerIo::next`] returns at once.
+    pub fn has_frame(&self) -> bool {
+        match self.rbuf.get(..4) {
+            Some(len) => {
+                let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                self.rbuf.len() - 4 >= len
+            }
+            None => false,
+        }
+    }
+
     /// The next frame; `None` once the peer closed the connection between frames.
     /// Cancel-safe: bytes read before a cancellation stay in the buffer.
     pub async fn next(&mut self) -> Option<Result<Frame, CodecError>> {

@@ -1,4 +1,11 @@
-//! One peer connection: handshake, extension handshake, then serve and download blocks.
+//! One peer connection's I/O. The protocol is the wire crate's [`PeerSession`] (an
+//! I/O-free state machine, protocol-spec/wire.md "State machine" and "Disconnect and
+//! ban"); this module only drives it: it dials and exchanges handshakes, reads frames and
+//! hands them to the session, carries out the [`Action`]s the session returns (messages
+//! written through [`PeerIo`], received blocks assembled in the torrent and completed
+//! pieces hashed and written on a blocking thread, endgame cancels routed to the other
+//! connection), serves the requests the session queued (blocks read once per piece
+//! through the engine-wide [`PieceCache`]), and relays the engine's choke decisions.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,34 +13,33 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use swarmbak_wire::{
-    Bitfield, BlockOutcome, BlockRef, CodecError, ExtensionHandshake, Frame, Handshake, Limits,
-    Message, MetadataMessage, PeerCodec, Reserved, BLOCK_SIZE, EXTENSION_HANDSHAKE_ID, SB_MACHINE,
-    UT_METADATA,
+    Action, Bitfield, BlockRef, CodecError, DisconnectReason, ExtensionHandshake, Frame, Handshake,
+    Limits, Message, MetadataMessage, PeerCodec, PeerSession, PiecePicker, Reserved, SessionConfig,
+    BLOCK_SIZE, SB_MACHINE, UT_METADATA,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::cache::PieceCache;
 use crate::io::PeerIo;
-use crate::torrent::{PeerKey, PeerView, Torrent};
+use crate::torrent::{Inner, PeerKey, PeerView, Torrent};
 
 /// Our extension ids (what peers send to us).
 const OUR_UT_METADATA: u8 = 1;
 const OUR_SB_MACHINE: u8 = 2;
-/// Requests kept in flight per peer.
-const PIPELINE: usize = 64;
-/// Largest block a peer may request.
-const MAX_REQUEST: u32 = 128 * 1024;
-/// Requests unanswered this long go back to the picker for other peers.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// A peer silent this long is dropped.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Requests served in one batch at most before more frames are read (a batch is then
+/// flushed once; 64 blocks are the write boundary of [`PeerIo`]).
+const SERVE_BATCH: usize = 64;
+/// How often the session's timers run (request timeout, idle, keep-alive, refill).
+const TICK: Duration = Duration::from_millis(250);
 
 /// Orders the engine gives a connection.
 #[derive(Debug, Clone, Copy)]
 pub enum Control {
     Choke,
     Unchoke,
+    /// Endgame: another connection delivered this block first; send `cancel` and free it.
+    Cancel(BlockRef),
     Close,
 }
 
@@ -46,6 +52,19 @@ pub enum End {
     Banned(String),
 }
 
+impl From<DisconnectReason> for End {
+    fn from(reason: DisconnectReason) -> End {
+        if reason.bans() {
+            End::Banned(format!("{reason:?}"))
+        } else {
+            End::Closed(format!("{reason:?}"))
+        }
+    }
+}
+
+/// Sends an order to another connection of the engine (by its key).
+pub type Route = Arc<dyn Fn(PeerKey, Control) + Send + Sync>;
+
 pub struct Conn {
     pub key: PeerKey,
     pub addr: SocketAddr,
@@ -57,6 +76,8 @@ pub struct Conn {
     pub interest: Arc<tokio::sync::Notify>,
     /// Pieces read to serve peers (the engine's, shared by its connections).
     pub cache: Arc<PieceCache>,
+    /// Reaches the engine's other connections (endgame cancels).
+    pub route: Route,
 }
 
 /// `SWARMBAK_WIRE_LOG=1`: one stderr line (`swarmbak-wire {json}`) per connection event:
@@ -73,33 +94,9 @@ fn wire_log(v: serde_json::Value) {
     }
 }
 
-/// The message's name, for the wire log.
-fn kind(m: &Message) -> &'static str {
-    match m {
-        Message::KeepAlive => "keep_alive",
-        Message::Choke => "choke",
-        Message::Unchoke => "unchoke",
-        Message::Interested => "interested",
-        Message::NotInterested => "not_interested",
-        Message::Have(_) => "have",
-        Message::Bitfield(_) => "bitfield",
-        Message::Request(_) => "request",
-        Message::Piece { .. } => "piece",
-        Message::Cancel(_) => "cancel",
-        Message::Port(_) => "port",
-        Message::Suggest(_) => "suggest",
-        Message::HaveAll => "have_all",
-        Message::HaveNone => "have_none",
-        Message::Reject(_) => "reject",
-        Message::AllowedFast(_) => "allowed_fast",
-        Message::Extended { .. } => "extended",
-        _ => "unknown",
-    }
-}
-
-/// Message counts by kind, one direction (kept only while the wire log is on). The first
-/// message of each kind is logged as it happens (a short-lived fetch may exit before its
-/// connections log their `end`).
+/// Message counts by kind ([`Message::name`]), one direction (kept only while the wire
+/// log is on). The first message of each kind is logged as it happens (a short-lived
+/// fetch may exit before its connections log their `end`).
 struct Counts {
     map: std::collections::BTreeMap<&'static str, u64>,
     peer: SocketAddr,
@@ -117,7 +114,7 @@ impl Counts {
 
     fn add(&mut self, m: &Message) {
         if wire_log_on() {
-            let k = kind(m);
+            let k = m.name();
             let n = self.map.entry(k).or_default();
             *n += 1;
             if *n == 1 {
@@ -170,68 +167,49 @@ pub async fn dial(conn: &Conn) -> Result<(PeerIo, Handshake), End> {
     Ok((framed, theirs))
 }
 
-/// Runs a connection whose handshakes were exchanged and which the engine admitted.
-pub async fn accepted(conn: Conn, framed: PeerIo, theirs: Reserved) -> End {
-    run(conn, framed, theirs).await
-}
-
-struct State {
-    fast: bool,
-    ext: bool,
-    their_ut_metadata: Option<u8>,
-    am_choking: bool,
-    am_interested: bool,
-    peer_choking: bool,
-    in_flight: Vec<BlockRef>,
-    /// When the oldest outstanding request was sent (None: nothing outstanding).
-    waiting_since: Option<Instant>,
-    allowed_fast: Vec<u32>,
-    last_heard: Instant,
-    last_sent: Instant,
-    /// Messages sent and received, by kind (for the wire log).
-    sent: Counts,
-    received: Counts,
-    /// The peer's address (bans are by address).
-    addr: SocketAddr,
-    /// Poked when the peer becomes interested.
-    interest: Arc<tokio::sync::Notify>,
-    cache: Arc<PieceCache>,
-}
-
-async fn run(mut conn: Conn, mut framed: PeerIo, theirs: Reserved) -> End {
-    let t = conn.torrent.clone();
-    let n = t.num_pieces();
-    let common = reserved().common(theirs);
-    let mut st = State {
-        fast: common.fast(),
-        ext: common.extension_protocol(),
-        their_ut_metadata: None,
-        am_choking: true,
-        am_interested: false,
-        peer_choking: true,
-        in_flight: Vec::new(),
-        waiting_since: None,
-        allowed_fast: Vec::new(),
-        last_heard: Instant::now(),
-        last_sent: Instant::now(),
-        sent: Counts::new(conn.addr, "sent"),
-        received: Counts::new(conn.addr, "received"),
-        addr: conn.addr,
-        interest: conn.interest.clone(),
-        cache: conn.cache.clone(),
+/// Our extension handshake for `t` (BEP 10; the swarmbak keys are wire.md's).
+fn our_extensions(t: &Torrent, listen_port: u16, reqq: usize) -> ExtensionHandshake {
+    let mut eh = ExtensionHandshake::default();
+    eh.extensions
+        .insert(UT_METADATA.to_string(), OUR_UT_METADATA);
+    eh.extensions.insert(SB_MACHINE.to_string(), OUR_SB_MACHINE);
+    eh.client = Some(format!("swarmbak {}", env!("CARGO_PKG_VERSION")));
+    eh.port = Some(listen_port);
+    eh.reqq = Some(reqq as u32);
+    eh.metadata_size = Some(t.info.len() as u64);
+    // Short-lived processes (fetch, health) send no key: they are not holders and must
+    // not move placement while they run.
+    eh.sb_key = if t.me.is_empty() {
+        None
+    } else {
+        Some(t.me.clone())
     };
+    eh.sb_owner = !t.me.is_empty() && t.is_own();
+    eh
+}
+
+/// Runs a connection whose handshakes were exchanged and which the engine admitted.
+pub async fn accepted(conn: Conn, io: PeerIo, theirs: Handshake) -> End {
+    let t = conn.torrent.clone();
+    let common = reserved().common(theirs.reserved);
     wire_log(serde_json::json!({
         "event": "start",
         "peer": conn.addr.to_string(),
         "infohash": hex::encode(t.ih.0),
-        "their_reserved": hex::encode(theirs.0),
-        "their_fast": theirs.fast(),
-        "their_extension_protocol": theirs.extension_protocol(),
-        "their_dht": theirs.dht(),
-        "fast": st.fast,
-        "extension_protocol": st.ext,
+        "their_reserved": hex::encode(theirs.reserved.0),
+        "their_fast": theirs.reserved.fast(),
+        "their_extension_protocol": theirs.reserved.extension_protocol(),
+        "their_dht": theirs.reserved.dht(),
+        "fast": common.fast(),
+        "extension_protocol": common.extension_protocol(),
     }));
-    let mut haves = t.haves.subscribe();
+    let defaults = SessionConfig::default();
+    let config = SessionConfig {
+        extensions: our_extensions(&t, conn.listen_port, defaults.max_incoming_requests),
+        ..defaults
+    };
+    let n = t.num_pieces();
+    let session = PeerSession::new(conn.key, config, n, common, Instant::now());
     t.inner().peers.insert(
         conn.key,
         PeerView {
@@ -241,101 +219,25 @@ async fn run(mut conn: Conn, mut framed: PeerIo, theirs: Reserved) -> End {
             interested: false,
             downloaded: 0,
             uploaded: 0,
+            snubbed: false,
         },
     );
-    let end = async {
-        // Extension handshake, then what we have.
-        if st.ext {
-            let mut eh = ExtensionHandshake::default();
-            eh.extensions.insert(UT_METADATA.to_string(), OUR_UT_METADATA);
-            eh.extensions.insert(SB_MACHINE.to_string(), OUR_SB_MACHINE);
-            eh.client = Some(format!("swarmbak {}", env!("CARGO_PKG_VERSION")));
-            eh.port = Some(conn.listen_port);
-            eh.reqq = Some(512);
-            eh.metadata_size = Some(t.info.len() as u64);
-            // Short-lived processes (fetch, health) send no key: they are not holders and
-            // must not move placement while they run.
-            eh.sb_key = if t.me.is_empty() { None } else { Some(t.me.clone()) };
-            eh.sb_owner = !t.me.is_empty() && t.is_own();
-            send(&mut framed, &mut st.sent, Message::Extended { id: EXTENSION_HANDSHAKE_ID, payload: Bytes::from(eh.encode()) }).await?;
-        }
-        let have = t.have();
-        if st.fast && have.has_all() {
-            send(&mut framed, &mut st.sent, Message::HaveAll).await?;
-        } else if st.fast && have.has_none() {
-            send(&mut framed, &mut st.sent, Message::HaveNone).await?;
-        } else if !have.has_none() {
-            send(&mut framed, &mut st.sent, Message::Bitfield(Bytes::copy_from_slice(have.as_bytes()))).await?;
-        }
-        update_interest(&t, conn.key, &mut st, &mut framed).await?;
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tokio::select! {
-                frame = framed.next() => {
-                    let msg = match frame {
-                        Some(Ok(Frame::Message(m))) => m,
-                        Some(Ok(Frame::Handshake(_))) => return Err(End::Banned("a second handshake".into())),
-                        Some(Err(CodecError::Io(e))) => return Err(End::Closed(format!("connection: {e}"))),
-                        Some(Err(e)) => return Err(End::Banned(format!("malformed message: {e}"))),
-                        None => return Err(End::Closed("peer closed the connection".into())),
-                    };
-                    st.last_heard = Instant::now();
-                    st.received.add(&msg);
-                    on_message(&t, conn.key, &mut st, &mut framed, msg).await?;
-                }
-                have = haves.recv() => {
-                    match have {
-                        Ok(p) => {
-                            send(&mut framed, &mut st.sent, Message::Have(p)).await?;
-                            st.last_sent = Instant::now();
-                            update_interest(&t, conn.key, &mut st, &mut framed).await?;
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(_) => return Err(End::Closed("torrent closed".into())),
-                    }
-                }
-                c = conn.control.recv() => {
-                    match c {
-                        Some(Control::Choke) if !st.am_choking => {
-                            st.am_choking = true;
-                            send(&mut framed, &mut st.sent, Message::Choke).await?;
-                        }
-                        Some(Control::Unchoke) if st.am_choking => {
-                            st.am_choking = false;
-                            send(&mut framed, &mut st.sent, Message::Unchoke).await?;
-                        }
-                        Some(Control::Close) | None => return Err(End::Closed("closed by us".into())),
-                        _ => {}
-                    }
-                }
-                _ = tick.tick() => {
-                    flush(&mut framed).await?;
-                    if t.inner().kick.remove(&conn.key) {
-                        return Err(End::Banned("sent a piece that failed its SHA-1 check".into()));
-                    }
-                    if st.last_heard.elapsed() > IDLE_TIMEOUT {
-                        return Err(End::Closed("peer idle".into()));
-                    }
-                    if st.last_sent.elapsed() > Duration::from_secs(60) {
-                        send(&mut framed, &mut st.sent, Message::KeepAlive).await?;
-                        st.last_sent = Instant::now();
-                    }
-                    // A peer that leaves requests unanswered gives them back to the picker.
-                    if st.waiting_since.is_some_and(|w| w.elapsed() > REQUEST_TIMEOUT) {
-                        let mut g = t.inner();
-                        for b in st.in_flight.drain(..) {
-                            g.picker.request_failed(&conn.key, &b);
-                        }
-                        st.waiting_since = None;
-                    }
-                    update_interest(&t, conn.key, &mut st, &mut framed).await?;
-                    request_more(&t, conn.key, &mut st, &mut framed).await?;
-                }
-            }
-        }
-    }
-    .await;
-    let end = match end {
+    let mut d = Driver {
+        t: t.clone(),
+        key: conn.key,
+        addr: conn.addr,
+        their_listen: None,
+        session,
+        io,
+        sent: Counts::new(conn.addr, "sent"),
+        received: Counts::new(conn.addr, "received"),
+        interest: conn.interest,
+        cache: conn.cache,
+        route: conn.route,
+        completed: Vec::new(),
+    };
+    let mut control = conn.control;
+    let end = match d.run(&mut control).await {
         Ok(()) => End::Closed("done".into()),
         Err(e) => e,
     };
@@ -344,351 +246,321 @@ async fn run(mut conn: Conn, mut framed: PeerIo, theirs: Reserved) -> End {
         "peer": conn.addr.to_string(),
         "infohash": hex::encode(t.ih.0),
         "end": format!("{end:?}"),
-        "sent": st.sent.map,
-        "received": st.received.map,
+        "sent": d.sent.map,
+        "received": d.received.map,
     }));
-    let mut g = t.inner();
-    if let Some(v) = g.peers.remove(&conn.key) {
-        g.picker.remove_peer(&conn.key, &v.has);
+    {
+        let mut g = t.inner();
+        g.peers.remove(&conn.key);
+        d.session.close(&mut g.picker);
     }
     if let End::Banned(_) = &end {
-        g.banned_addrs.insert(conn.addr);
+        t.ban(conn.addr, d.their_listen, theirs.peer_id);
     }
-    drop(g);
     t.update_wanted();
     end
 }
 
-type F = PeerIo;
-
-/// Queues a message without flushing (flush once after a batch).
-async fn feed(framed: &mut F, sent: &mut Counts, m: Message) -> Result<(), End> {
-    sent.add(&m);
-    framed
-        .feed(Frame::Message(m))
-        .await
-        .map_err(|e| End::Closed(format!("send: {e}")))
+/// What changed in the session that the torrent's view of the peer must follow.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Has {
+    Same,
+    Piece(u32),
+    All,
 }
 
-async fn flush(framed: &mut F) -> Result<(), End> {
-    framed
-        .flush()
-        .await
-        .map_err(|e| End::Closed(format!("send: {e}")))
-}
-
-async fn send(framed: &mut F, sent: &mut Counts, m: Message) -> Result<(), End> {
-    sent.add(&m);
-    framed
-        .send(Frame::Message(m))
-        .await
-        .map_err(|e| End::Closed(format!("send: {e}")))
-}
-
-async fn update_interest(
-    t: &Torrent,
+struct Driver {
+    t: Arc<Torrent>,
     key: PeerKey,
-    st: &mut State,
-    framed: &mut F,
-) -> Result<(), End> {
-    let want = {
-        let g = t.inner();
-        g.peers
-            .get(&key)
-            .map(|v| g.picker.is_interesting(&v.has))
-            .unwrap_or(false)
-    };
-    if want != st.am_interested {
-        st.am_interested = want;
-        send(
-            framed,
-            &mut st.sent,
-            if want {
-                Message::Interested
-            } else {
-                Message::NotInterested
-            },
-        )
-        .await?;
-    }
-    Ok(())
+    addr: SocketAddr,
+    /// The peer's listening address (its address, and the port of its extension
+    /// handshake): banned with it.
+    their_listen: Option<SocketAddr>,
+    session: PeerSession<PeerKey>,
+    io: PeerIo,
+    sent: Counts,
+    received: Counts,
+    interest: Arc<tokio::sync::Notify>,
+    cache: Arc<PieceCache>,
+    route: Route,
+    /// Pieces whose every block is in, to hash and write once the lock is released.
+    completed: Vec<(u32, Vec<Bytes>)>,
 }
 
-async fn request_more(
-    t: &Torrent,
-    key: PeerKey,
-    st: &mut State,
-    framed: &mut F,
-) -> Result<(), End> {
-    if !st.am_interested || st.in_flight.len() >= PIPELINE {
-        return Ok(());
-    }
-    if st.peer_choking && (!st.fast || st.allowed_fast.is_empty()) {
-        return Ok(());
-    }
-    let blocks = {
-        let mut g = t.inner();
-        let Some(has) = g.peers.get(&key).map(|v| v.has.clone()) else {
-            return Ok(());
-        };
-        let allowed = if st.peer_choking {
-            Some(st.allowed_fast.as_slice())
-        } else {
-            None
-        };
-        g.picker
-            .pick(&key, &has, PIPELINE - st.in_flight.len(), allowed)
-    };
-    let any = !blocks.is_empty();
-    for b in blocks {
-        if st.in_flight.is_empty() {
-            st.waiting_since = Some(Instant::now());
-        }
-        st.in_flight.push(b);
-        feed(framed, &mut st.sent, Message::Request(b)).await?;
-    }
-    if any {
-        flush(framed).await?;
-    }
-    Ok(())
-}
+type Actions = Vec<Action<PeerKey>>;
 
-fn forget(st: &mut State, b: &BlockRef) {
-    if let Some(i) = st.in_flight.iter().position(|x| x == b) {
-        st.in_flight.swap_remove(i);
-        // The peer answers: measure the next wait from now.
-        st.waiting_since = if st.in_flight.is_empty() {
-            None
-        } else {
-            Some(Instant::now())
-        };
-    }
-}
-
-async fn on_message(
-    t: &Arc<Torrent>,
-    key: PeerKey,
-    st: &mut State,
-    framed: &mut F,
-    msg: Message,
-) -> Result<(), End> {
-    let n = t.num_pieces();
-    match msg {
-        Message::KeepAlive | Message::Port(_) | Message::Suggest(_) | Message::Unknown { .. } => {}
-        Message::Choke => {
-            st.peer_choking = true;
-            if !st.fast {
-                // Without the fast extension a choke drops every outstanding request.
-                let mut g = t.inner();
-                for b in st.in_flight.drain(..) {
-                    g.picker.request_failed(&key, &b);
-                }
-            }
-        }
-        Message::Unchoke => {
-            st.peer_choking = false;
-            request_more(t, key, st, framed).await?;
-        }
-        Message::Interested | Message::NotInterested => {
-            let on = matches!(msg, Message::Interested);
-            let newly = t.inner().peers.get_mut(&key).is_some_and(|v| {
-                let was = v.interested;
-                v.interested = on;
-                on && !was
-            });
-            if newly {
-                st.interest.notify_one();
-            }
-        }
-        Message::Have(p) => {
-            if p >= n {
-                return Err(End::Banned(format!("have for piece {p} of {n}")));
-            }
-            {
-                let mut g = t.inner();
-                let newly = g.peers.get_mut(&key).map(|v| {
-                    !v.has.get(p) && {
-                        v.has.set(p, true);
-                        true
-                    }
-                });
-                if newly == Some(true) {
-                    g.picker.add_have(p);
-                }
-            }
-            t.update_wanted();
-            update_interest(t, key, st, framed).await?;
-        }
-        Message::Bitfield(b) => {
-            let bf = Bitfield::from_bytes(&b, n)
-                .map_err(|e| End::Banned(format!("bad bitfield: {e}")))?;
-            set_has(t, key, bf);
-            update_interest(t, key, st, framed).await?;
-        }
-        Message::HaveAll | Message::HaveNone => {
-            let bf = if matches!(msg, Message::HaveAll) {
-                Bitfield::full(n)
-            } else {
-                Bitfield::new(n)
-            };
-            set_has(t, key, bf);
-            update_interest(t, key, st, framed).await?;
-        }
-        Message::AllowedFast(p) if p < n && !st.allowed_fast.contains(&p) => {
-            st.allowed_fast.push(p);
-        }
-        Message::Request(b) => {
-            let valid = b.piece < n
-                && b.length > 0
-                && b.length <= MAX_REQUEST
-                && (b.offset as u64 + b.length as u64) <= t.layout().shard_size as u64;
-            if !valid {
-                return Err(End::Banned(format!("invalid request {b:?}")));
-            }
-            let data = if st.am_choking {
-                None
-            } else {
-                t.read_block(&st.cache, b.piece, b.offset, b.length).await
-            };
-            match data {
-                Some(d) => {
-                    if let Some(v) = t.inner().peers.get_mut(&key) {
-                        v.uploaded += d.len() as u64;
-                    }
-                    feed(
-                        framed,
-                        &mut st.sent,
-                        Message::Piece {
-                            piece: b.piece,
-                            offset: b.offset,
-                            data: d,
-                        },
-                    )
-                    .await?;
-                    // More requests already read: answer them before flushing, so many
-                    // blocks leave in one write.
-                    if framed.read_buffer().len() < 17 {
-                        flush(framed).await?;
-                    }
-                    st.last_sent = Instant::now();
-                }
-                None if st.fast => send(framed, &mut st.sent, Message::Reject(b)).await?,
-                None => {}
-            }
-        }
-        Message::Piece {
-            piece,
-            offset,
-            data,
-        } => {
-            let b = BlockRef::new(piece, offset, data.len() as u32);
-            forget(st, &b);
-            let outcome = t.inner().picker.block_received(&key, &b);
-            match outcome {
-                BlockOutcome::Accepted {
-                    piece_complete,
-                    cancel,
-                } => {
-                    let done = {
-                        let mut g = t.inner();
-                        if let Some(v) = g.peers.get_mut(&key) {
-                            v.downloaded += data.len() as u64;
+impl Driver {
+    async fn run(&mut self, control: &mut mpsc::UnboundedReceiver<Control>) -> Result<(), End> {
+        let mut haves = self.t.haves.subscribe();
+        let now = Instant::now();
+        let a = self.step(Has::Same, |s, p| s.start(now, p))?;
+        self.act(a).await?;
+        self.flush().await?;
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                frame = self.io.next() => {
+                    let msg = match frame {
+                        Some(Ok(Frame::Message(m))) => m,
+                        Some(Ok(Frame::Handshake(_))) => {
+                            return Err(DisconnectReason::Malformed("a second handshake".into()).into())
                         }
-                        Torrent::add_block(
-                            &mut g,
-                            t.piece_size(piece),
-                            piece,
-                            offset,
-                            data,
-                            piece_complete,
-                        )
-                        .map_err(End::Banned)?
+                        Some(Err(CodecError::Io(e))) => return Err(End::Closed(format!("connection: {e}"))),
+                        Some(Err(e)) => return Err(DisconnectReason::Malformed(e.to_string()).into()),
+                        None => return Err(End::Closed("peer closed the connection".into())),
                     };
-                    let _ = cancel;
-                    if let Some(blocks) = done {
-                        // Hashing and writing 1 MiB takes about a millisecond: done on a
-                        // blocking thread while this connection goes on reading.
-                        t.complete_in_background(piece, blocks, key, st.addr);
+                    self.on_message(msg).await?;
+                    // Frames already read (more requests, cancels) are handled before the
+                    // queue is served and everything written in one flush.
+                    let more = self.io.has_frame();
+                    if !more || self.session.queued_requests() >= SERVE_BATCH {
+                        self.serve().await?;
                     }
-                    request_more(t, key, st, framed).await?;
-                }
-                BlockOutcome::Duplicate => {}
-                _ => {
-                    // A block nobody asked for: tolerated once a request was cancelled or
-                    // timed out, but a peer that sends blocks out of range is lying.
-                    if piece >= n
-                        || offset as u64 + data.len() as u64 > t.layout().shard_size as u64
-                    {
-                        return Err(End::Banned(format!("unrequested block {b:?}")));
+                    if !more {
+                        self.flush().await?;
                     }
                 }
-            }
-        }
-        Message::Cancel(_) => {}
-        Message::Reject(b) => {
-            forget(st, &b);
-            t.inner().picker.request_failed(&key, &b);
-        }
-        Message::Extended { id, payload } => {
-            if id == EXTENSION_HANDSHAKE_ID {
-                let eh = ExtensionHandshake::parse(&payload)
-                    .map_err(|e| End::Banned(format!("bad extension handshake: {e}")))?;
-                wire_log(serde_json::json!({
-                    "event": "extension_handshake",
-                    "peer": st.sent.peer.to_string(),
-                    "infohash": hex::encode(t.ih.0),
-                    "client": eh.client,
-                    "m": eh.extensions,
-                    "metadata_size": eh.metadata_size,
-                    "reqq": eh.reqq,
-                    "sb_key": eh.sb_key.is_some(),
-                }));
-                st.their_ut_metadata = eh.extension_id(UT_METADATA);
-                if let Some(k) = eh.sb_key {
-                    if eh.sb_owner {
-                        t.learn_owner(&k);
+                have = haves.recv() => {
+                    match have {
+                        Ok(piece) => {
+                            let now = Instant::now();
+                            let a = self.step(Has::Same, |s, p| s.we_have(now, piece, p))?;
+                            self.act(a).await?;
+                            self.flush().await?;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => return Err(End::Closed("torrent closed".into())),
                     }
-                    if let Some(v) = t.inner().peers.get_mut(&key) {
-                        v.machine = Some(k);
-                    }
-                    t.update_wanted();
                 }
-            } else if id == OUR_UT_METADATA {
-                if let Ok(MetadataMessage::Request { piece }) = MetadataMessage::parse(&payload) {
-                    if let Some(their) = st.their_ut_metadata {
-                        let reply = MetadataMessage::data_for(&t.info, piece)
-                            .unwrap_or(MetadataMessage::Reject { piece });
-                        send(
-                            framed,
-                            &mut st.sent,
-                            Message::Extended {
-                                id: their,
-                                payload: Bytes::from(reply.encode()),
-                            },
-                        )
-                        .await?;
+                c = control.recv() => {
+                    let now = Instant::now();
+                    let a = match c {
+                        Some(Control::Choke) => self.step(Has::Same, |s, _| s.set_choking(now, true))?,
+                        Some(Control::Unchoke) => self.step(Has::Same, |s, _| s.set_choking(now, false))?,
+                        Some(Control::Cancel(b)) => self.step(Has::Same, |s, p| {
+                            let mut a = s.cancel(now, b, p);
+                            a.extend(s.refresh(now, p));
+                            a
+                        })?,
+                        Some(Control::Close) | None => return Err(End::Closed("closed by us".into())),
+                    };
+                    self.act(a).await?;
+                    self.flush().await?;
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    let key = self.key;
+                    let a = self.step(Has::Same, |s, p| s.tick(now, p))?;
+                    self.act(a).await?;
+                    // A piece this peer alone sent failed its hash check (wire.md).
+                    let failed = self.t.inner().kick.remove(&key);
+                    if let Some(piece) = failed {
+                        let a = self.step(Has::Same, |s, p| s.hash_failed(piece, true, p))?;
+                        self.act(a).await?;
                     }
+                    self.flush().await?;
                 }
             }
         }
-        _ => {}
     }
-    Ok(())
-}
 
-fn set_has(t: &Torrent, key: PeerKey, bf: Bitfield) {
-    {
-        let mut g = t.inner();
-        let old = g.peers.get(&key).map(|v| v.has.clone());
-        if let Some(old) = old {
-            g.picker.remove_peer(&key, &old);
+    /// Hands a received message to the session.
+    async fn on_message(&mut self, msg: Message) -> Result<(), End> {
+        self.received.add(&msg);
+        let has = match &msg {
+            Message::Have(p) => Has::Piece(*p),
+            Message::Bitfield(_) | Message::HaveAll | Message::HaveNone => Has::All,
+            _ => Has::Same,
+        };
+        let now = Instant::now();
+        let a = self.step(has, |s, p| s.on_message(now, msg, p))?;
+        self.act(a).await?;
+        if has != Has::Same && !self.session.is_closed() {
+            // What the peer has changes what a fetch wants (any k shards of a stripe,
+            // among those some peer has): re-rank, then ask again.
+            self.t.update_wanted();
+            let a = self.step(Has::Same, |s, p| s.refresh(now, p))?;
+            self.act(a).await?;
         }
-        g.picker.add_peer(&bf);
-        if let Some(v) = g.peers.get_mut(&key) {
-            v.has = bf;
-        }
+        Ok(())
     }
-    t.update_wanted();
+
+    /// Runs `f` on the session with the torrent's picker, and under the same lock does
+    /// what the resulting actions need of the torrent: received blocks filed, completed
+    /// pieces taken out for hashing, the torrent's view of the peer brought up to date.
+    /// Returns the other actions; pieces completed are handed to a blocking thread once
+    /// the lock is released.
+    fn step(
+        &mut self,
+        has: Has,
+        f: impl FnOnce(&mut PeerSession<PeerKey>, &mut PiecePicker<PeerKey>) -> Actions,
+    ) -> Result<Actions, End> {
+        let t = self.t.clone();
+        let mut rest = Vec::new();
+        let newly_interested = {
+            let mut g = t.inner();
+            let actions = f(&mut self.session, &mut g.picker);
+            rest.reserve(actions.len());
+            for a in actions {
+                match a {
+                    Action::StoreBlock {
+                        piece,
+                        offset,
+                        data,
+                    } => {
+                        let size = t.piece_size(piece);
+                        Torrent::add_block(&mut g, size, piece, offset, data, false)
+                            .map_err(|e| End::from(DisconnectReason::Malformed(e)))?;
+                    }
+                    Action::VerifyPiece(piece) => {
+                        let blocks = Torrent::take_piece(&mut g, piece)
+                            .map_err(|e| End::from(DisconnectReason::Malformed(e)))?;
+                        self.completed.push((piece, blocks));
+                    }
+                    other => rest.push(other),
+                }
+            }
+            self.update_view(&mut g, has)
+        };
+        if newly_interested {
+            self.interest.notify_one();
+        }
+        for (piece, blocks) in self.completed.drain(..) {
+            // Hashing and writing 1 MiB takes about a millisecond: done on a blocking
+            // thread while this connection goes on reading.
+            t.complete_in_background(piece, blocks);
+        }
+        Ok(rest)
+    }
+
+    /// Copies the session's view of the peer into the torrent's (placement, holder
+    /// counts and the choker read it). Returns whether the peer just became interested.
+    fn update_view(&self, g: &mut Inner, has: Has) -> bool {
+        let s = &self.session;
+        let Some(v) = g.peers.get_mut(&self.key).filter(|_| !s.is_closed()) else {
+            return false;
+        };
+        match has {
+            Has::Same => {}
+            Has::Piece(p) => {
+                v.has.set(p, s.peer_has().get(p));
+            }
+            Has::All => v.has = s.peer_has().clone(),
+        }
+        v.downloaded = s.downloaded();
+        v.uploaded = s.uploaded();
+        v.snubbed = s.is_snubbed();
+        let newly = s.peer_interested() && !v.interested;
+        v.interested = s.peer_interested();
+        newly
+    }
+
+    /// Carries out the actions that need no lock: messages queued for writing, cancels
+    /// routed, the peer's extension handshake and metadata requests answered.
+    async fn act(&mut self, actions: Actions) -> Result<(), End> {
+        let mut queue = std::collections::VecDeque::from(actions);
+        while let Some(a) = queue.pop_front() {
+            match a {
+                Action::Send(m) => self.feed(m).await?,
+                Action::CancelAt { peer, block } => (self.route)(peer, Control::Cancel(block)),
+                Action::ExtensionHandshake(h) => {
+                    queue.extend(self.on_extension_handshake(*h)?);
+                }
+                Action::Metadata(MetadataMessage::Request { piece }) => {
+                    // BEP 9: we serve the info dictionary of every torrent we take part in.
+                    let reply = MetadataMessage::data_for(&self.t.info, piece)
+                        .unwrap_or(MetadataMessage::Reject { piece });
+                    let payload = Bytes::from(reply.encode());
+                    queue.extend(self.session.extended(Instant::now(), UT_METADATA, payload));
+                }
+                Action::Disconnect { reason, .. } => return Err(reason.into()),
+                // Metadata answers (we never ask over an open connection), sb_machine
+                // (reserved), the DHT port (no DHT yet).
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer's extension handshake: its machine key (placement, holder counts), the
+    /// owner's claim, its listening port.
+    fn on_extension_handshake(&mut self, eh: ExtensionHandshake) -> Result<Actions, End> {
+        wire_log(serde_json::json!({
+            "event": "extension_handshake",
+            "peer": self.addr.to_string(),
+            "infohash": hex::encode(self.t.ih.0),
+            "client": eh.client,
+            "m": eh.extensions,
+            "metadata_size": eh.metadata_size,
+            "reqq": eh.reqq,
+            "sb_key": eh.sb_key.is_some(),
+        }));
+        self.their_listen = eh.port.map(|p| SocketAddr::new(self.addr.ip(), p));
+        let Some(k) = eh.sb_key else {
+            return Ok(Vec::new());
+        };
+        if eh.sb_owner {
+            self.t.learn_owner(&k);
+        }
+        if let Some(v) = self.t.inner().peers.get_mut(&self.key) {
+            v.machine = Some(k);
+        }
+        // A machine joined the placement: what we want may change.
+        self.t.update_wanted();
+        let now = Instant::now();
+        self.step(Has::Same, |s, p| s.refresh(now, p))
+    }
+
+    /// Serves the requests the session queued: each block a slice of its piece, read once
+    /// through the cache, queued for writing without a copy.
+    async fn serve(&mut self) -> Result<(), End> {
+        let mut served = false;
+        while let Some(b) = self.session.pop_request() {
+            let now = Instant::now();
+            match self
+                .t
+                .read_block(&self.cache, b.piece, b.offset, b.length)
+                .await
+            {
+                Some(data) => {
+                    self.session.block_sent(now, data.len());
+                    served = true;
+                    self.feed(Message::Piece {
+                        piece: b.piece,
+                        offset: b.offset,
+                        data,
+                    })
+                    .await?;
+                }
+                None => {
+                    let a = self.session.refuse(now, b);
+                    self.act(a).await?;
+                }
+            }
+        }
+        if served {
+            let t = self.t.clone();
+            let mut g = t.inner();
+            self.update_view(&mut g, Has::Same);
+        }
+        Ok(())
+    }
+
+    /// Queues a message without flushing (flush once after a batch).
+    async fn feed(&mut self, m: Message) -> Result<(), End> {
+        self.sent.add(&m);
+        self.io
+            .feed(Frame::Message(m))
+            .await
+            .map_err(|e| End::Closed(format!("send: {e}")))
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        self.io
+            .flush()
+            .await
+            .map_err(|e| End::Closed(format!("send: {e}")))
+    }
 }
 
 /// Block size used for requests.

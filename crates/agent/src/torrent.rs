@@ -56,6 +56,9 @@ pub struct PeerView {
     pub interested: bool,
     pub downloaded: u64,
     pub uploaded: u64,
+    /// No block from it for the request timeout while our requests were outstanding
+    /// (wire.md, "State machine"); the choker gives it only the optimistic slot.
+    pub snubbed: bool,
 }
 
 pub struct Inner {
@@ -65,10 +68,15 @@ pub struct Inner {
     /// Pieces being assembled: their blocks as received (slices of the connection's read
     /// buffer, not copied), by block index.
     pub partial: HashMap<u32, Vec<Option<bytes::Bytes>>>,
-    /// Peers banned by address and port (loopback tests put every peer on one address).
+    /// Banned peers' addresses and ports: the address a connection came from or went
+    /// to, and the peer's listening address (wire.md, "Disconnect and ban": never by
+    /// address alone, since machines may share one).
     pub banned_addrs: HashSet<SocketAddr>,
-    /// Connections to close: they delivered a piece that failed its hash check.
-    pub kick: HashSet<PeerKey>,
+    /// Banned peers' peer ids (a banned process dialling in again from a new port).
+    pub banned_ids: HashSet<[u8; 20]>,
+    /// Connections to close and ban: each alone sent a piece (the value) that failed its
+    /// hash check.
+    pub kick: HashMap<PeerKey, u32>,
 }
 
 /// A snapshot this engine takes part in.
@@ -208,7 +216,8 @@ impl Torrent {
                 peers: HashMap::new(),
                 partial: HashMap::new(),
                 banned_addrs: HashSet::new(),
-                kick: HashSet::new(),
+                banned_ids: HashSet::new(),
+                kick: HashMap::new(),
             }),
             haves,
             downloaded: std::sync::atomic::AtomicU64::new(0),
@@ -446,31 +455,36 @@ impl Torrent {
         if !complete {
             return Ok(None);
         }
+        Self::take_piece(g, piece).map(Some)
+    }
+
+    /// Takes a piece whose every block was filed ([`Torrent::add_block`]) out of the
+    /// pieces being assembled: its blocks, in order. An error if a block is missing.
+    pub fn take_piece(g: &mut Inner, piece: u32) -> Result<Vec<bytes::Bytes>, String> {
         let slots = g.partial.remove(&piece).unwrap_or_default();
-        if slots.iter().any(|b| b.is_none()) {
+        if slots.is_empty() || slots.iter().any(|b| b.is_none()) {
             return Err(format!("piece {piece} completed with blocks missing"));
         }
-        Ok(Some(slots.into_iter().flatten().collect()))
+        Ok(slots.into_iter().flatten().collect())
     }
 
     /// Verifies and stores a completed piece on a blocking thread, so the connection that
     /// delivered it keeps reading meanwhile. A piece that fails its hash check is
-    /// downloaded again, and the connection (`key`, from `addr`) is closed and banned.
-    pub fn complete_in_background(
-        self: &Arc<Self>,
-        piece: u32,
-        blocks: Vec<bytes::Bytes>,
-        key: PeerKey,
-        addr: SocketAddr,
-    ) {
+    /// downloaded again, from one peer; if one peer alone sent it, that peer's address is
+    /// banned at once and its connection closed and banned (wire.md, "Disconnect and
+    /// ban").
+    pub fn complete_in_background(self: &Arc<Self>, piece: u32, blocks: Vec<bytes::Bytes>) {
         let t = self.clone();
         tokio::task::spawn_blocking(move || match t.complete_piece(piece, &blocks) {
             Ok(true) => {}
             Ok(false) => {
                 let mut g = t.inner();
-                g.picker.piece_failed(piece);
-                g.banned_addrs.insert(addr);
-                g.kick.insert(key);
+                if let [liar] = g.picker.piece_failed(piece)[..] {
+                    if let Some(addr) = g.peers.get(&liar).map(|v| v.addr) {
+                        g.banned_addrs.insert(addr);
+                    }
+                    g.kick.insert(liar, piece);
+                }
             }
             Err(e) => {
                 eprintln!("swarmbak: cannot store piece {piece} of {}: {e}", t.ih);
@@ -506,6 +520,15 @@ impl Torrent {
         let _ = self.haves.send(piece);
         self.update_wanted();
         Ok(true)
+    }
+
+    /// Bans a peer from this torrent (wire.md, "Disconnect and ban"): the address its
+    /// connection used, its listening address when it gave one, and its peer id.
+    pub fn ban(&self, addr: SocketAddr, listen: Option<SocketAddr>, peer_id: [u8; 20]) {
+        let mut g = self.inner();
+        g.banned_addrs.insert(addr);
+        g.banned_addrs.extend(listen);
+        g.banned_ids.insert(peer_id);
     }
 
     /// Makes the shards written since the last call durable (one flush for many).
@@ -631,7 +654,8 @@ mod tests {
             peers: HashMap::new(),
             partial: HashMap::new(),
             banned_addrs: HashSet::new(),
-            kick: HashSet::new(),
+            banned_ids: HashSet::new(),
+            kick: HashMap::new(),
         }
     }
 
@@ -653,6 +677,35 @@ mod tests {
             g.partial.is_empty(),
             "a completed piece leaves the partial set"
         );
+    }
+
+    /// The driver files blocks as they come and takes the piece when the session says it
+    /// is complete: once, and only whole.
+    #[test]
+    fn a_complete_piece_is_taken_once() {
+        let bs = swarmbak_wire::BLOCK_SIZE as usize;
+        let mut g = inner(1, 2 * bs as u64);
+        let b = Bytes::from(vec![1u8; bs]);
+        assert_eq!(
+            Torrent::add_block(&mut g, 2 * bs, 0, 0, b.clone(), false),
+            Ok(None)
+        );
+        assert!(
+            Torrent::take_piece(&mut g, 0).is_err(),
+            "a block is missing"
+        );
+        // the failed take dropped the partial piece: it is assembled again
+        assert_eq!(
+            Torrent::add_block(&mut g, 2 * bs, 0, 0, b.clone(), false),
+            Ok(None)
+        );
+        let second = (bs as u32, b.clone());
+        assert_eq!(
+            Torrent::add_block(&mut g, 2 * bs, 0, second.0, second.1, false),
+            Ok(None)
+        );
+        assert_eq!(Torrent::take_piece(&mut g, 0), Ok(vec![b.clone(), b]));
+        assert!(Torrent::take_piece(&mut g, 0).is_err(), "taken once");
     }
 
     #[test]

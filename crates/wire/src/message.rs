@@ -151,11 +151,15 @@ impl Message {
         })
     }
 
-    /// The message's name, for logs and errors.
+    /// The message's name, for logs and errors: `keep_alive`, `choke`, `unchoke`,
+    /// `interested`, `not_interested`, `have`, `bitfield`, `request`, `piece`, `cancel`,
+    /// `port`, `suggest`, `have_all`, `have_none`, `reject`, `allowed_fast`, `extended`,
+    /// or `unknown` (an id this codec does not know). The wire log uses these names.
     pub fn name(&self) -> &'static str {
-        match self.id() {
-            None => "keep-alive",
-            Some(i) => name_of(i),
+        match self {
+            Message::KeepAlive => "keep_alive",
+            Message::Unknown { .. } => "unknown",
+            m => m.id().map_or("unknown", name_of),
         }
     }
 
@@ -235,23 +239,25 @@ impl Message {
     }
 }
 
+/// A message's name by id, as swarmbak's logs spell it (the wire log,
+/// `SWARMBAK_WIRE_LOG`, which the interop tests read) and as errors name it.
 fn name_of(message_id: u8) -> &'static str {
     match message_id {
         id::CHOKE => "choke",
         id::UNCHOKE => "unchoke",
         id::INTERESTED => "interested",
-        id::NOT_INTERESTED => "not interested",
+        id::NOT_INTERESTED => "not_interested",
         id::HAVE => "have",
         id::BITFIELD => "bitfield",
         id::REQUEST => "request",
         id::PIECE => "piece",
         id::CANCEL => "cancel",
         id::PORT => "port",
-        id::SUGGEST => "suggest piece",
-        id::HAVE_ALL => "have all",
-        id::HAVE_NONE => "have none",
-        id::REJECT => "reject request",
-        id::ALLOWED_FAST => "allowed fast",
+        id::SUGGEST => "suggest",
+        id::HAVE_ALL => "have_all",
+        id::HAVE_NONE => "have_none",
+        id::REJECT => "reject",
+        id::ALLOWED_FAST => "allowed_fast",
         id::EXTENDED => "extended",
         _ => "unknown",
     }

@@ -187,17 +187,23 @@ impl<P: Clone + Eq + Hash> PiecePicker<P> {
     /// A peer left: its pieces leave the availability counts (pass its final bitfield),
     /// and its requests are forgotten.
     pub fn remove_peer(&mut self, peer: &P, has: &Bitfield) {
-        for p in has.iter_ones() {
-            if let Some(a) = self.availability.get_mut(p as usize) {
-                *a = a.saturating_sub(1);
-            }
-        }
+        self.remove_pieces(has);
         for progress in self.progress.values_mut() {
             for state in &mut progress.blocks {
                 drop_requester(state, peer);
             }
             if progress.owner.as_ref() == Some(peer) {
                 progress.owner = None;
+            }
+        }
+    }
+
+    /// A peer's pieces leave the availability counts (it sent a new bitfield in place of
+    /// `has`); its requests stand.
+    pub fn remove_pieces(&mut self, has: &Bitfield) {
+        for p in has.iter_ones() {
+            if let Some(a) = self.availability.get_mut(p as usize) {
+                *a = a.saturating_sub(1);
             }
         }
     }

@@ -4,6 +4,11 @@
 //! The session starts once the handshake is done and the torrent's piece count is known
 //! (a magnet fetch first gets the metadata with [`MetadataAssembler`](crate::MetadataAssembler),
 //! keeping any early `bitfield`/`have` messages to replay here afterwards).
+//!
+//! The rules it implements are `protocol-spec/wire.md` ("State machine", "Disconnect and
+//! ban"). Requests the peer makes are queued here ([`PeerSession::pop_request`]); the
+//! engine reads and sends the blocks, so a `cancel` or a choke that arrives before a
+//! request is served takes it out of the queue.
 
 use std::collections::VecDeque;
 use std::hash::Hash;
@@ -13,7 +18,7 @@ use bytes::Bytes;
 
 use crate::bitfield::Bitfield;
 use crate::extension::{ExtensionHandshake, EXTENSION_HANDSHAKE_ID, UT_METADATA};
-use crate::handshake::Reserved;
+use crate::handshake::{PeerId, Reserved};
 use crate::message::{BlockRef, Message, BLOCK_SIZE};
 use crate::metadata::MetadataMessage;
 use crate::picker::{BlockOutcome, PiecePicker};
@@ -24,15 +29,17 @@ pub struct SessionConfig {
     /// Most requests of ours outstanding at once (capped by the peer's `reqq`). Default 64
     /// (1 MiB in flight in 16 KiB blocks).
     pub pipeline_depth: usize,
-    /// A request unanswered this long is dropped and the peer marked snubbed. Default 30 s.
+    /// No block for this long while requests are outstanding: they are all dropped (and
+    /// cancelled), and the peer is marked snubbed until it sends a block. Default 30 s.
     pub request_timeout: Duration,
     /// Nothing received for this long closes the connection. Default 120 s.
     pub idle_timeout: Duration,
-    /// A keep-alive is sent after this long without sending. Default 90 s.
+    /// A keep-alive is sent after this long without sending. Default 60 s (half the idle
+    /// timeout, so one late keep-alive still arrives in time).
     pub keepalive_interval: Duration,
     /// Longest block we serve. Default 16 KiB; longer requests are refused.
     pub max_request_len: u32,
-    /// Most requests of the peer's we queue. Default 500 (our `reqq`).
+    /// Most requests of the peer's we queue. Default 500; advertise it as `reqq`.
     pub max_incoming_requests: usize,
     /// Our extension handshake (sent when both sides set the BEP 10 bit); its `m` also
     /// tells which extended ids we receive under which name.
@@ -45,7 +52,7 @@ impl Default for SessionConfig {
             pipeline_depth: 64,
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
-            keepalive_interval: Duration::from_secs(90),
+            keepalive_interval: Duration::from_secs(60),
             max_request_len: BLOCK_SIZE,
             max_incoming_requests: 500,
             extensions: ExtensionHandshake::default(),
@@ -72,7 +79,8 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
-    /// Should the peer be banned from this torrent? Everything but an idle timeout.
+    /// Should the peer be banned from this torrent? Everything but an idle timeout
+    /// (wire.md, "Disconnect and ban").
     pub fn bans(&self) -> bool {
         !matches!(self, DisconnectReason::Idle)
     }
@@ -139,8 +147,9 @@ pub struct PeerSession<P> {
     peer_choking: bool,
     peer_interested: bool,
     peer_has: Bitfield,
-    got_availability: bool,
-    pending: Vec<(BlockRef, Instant)>,
+    pending: Vec<BlockRef>,
+    /// Since when we wait for a block (requests outstanding, none answered since).
+    waiting_since: Option<Instant>,
     dropped: VecDeque<BlockRef>,
     allowed_fast: Vec<u32>,
     incoming: VecDeque<BlockRef>,
@@ -151,6 +160,7 @@ pub struct PeerSession<P> {
     closed: bool,
     released: bool,
     downloaded: u64,
+    uploaded: u64,
 }
 
 const MAX_ALLOWED_FAST: usize = 64;
@@ -176,8 +186,8 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
             peer_choking: true,
             peer_interested: false,
             peer_has: Bitfield::new(num_pieces),
-            got_availability: false,
             pending: Vec::new(),
+            waiting_since: None,
             dropped: VecDeque::new(),
             allowed_fast: Vec::new(),
             incoming: VecDeque::new(),
@@ -188,6 +198,7 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
             closed: false,
             released: false,
             downloaded: 0,
+            uploaded: 0,
         }
     }
 
@@ -221,7 +232,11 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
     }
     /// Requests of ours awaiting an answer.
     pub fn pending_requests(&self) -> impl Iterator<Item = &BlockRef> {
-        self.pending.iter().map(|(b, _)| b)
+        self.pending.iter()
+    }
+    /// Requests of the peer's queued, not yet served.
+    pub fn queued_requests(&self) -> usize {
+        self.incoming.len()
     }
     /// Has a request of ours timed out since the last block arrived?
     pub fn is_snubbed(&self) -> bool {
@@ -230,6 +245,10 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
     /// Payload bytes accepted from the peer.
     pub fn downloaded(&self) -> u64 {
         self.downloaded
+    }
+    /// Payload bytes served to the peer ([`PeerSession::block_sent`]).
+    pub fn uploaded(&self) -> u64 {
+        self.uploaded
     }
     /// Has the session decided to disconnect?
     pub fn is_closed(&self) -> bool {
@@ -291,6 +310,8 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
             self.released = true;
             picker.remove_peer(&self.key, &self.peer_has);
             self.pending.clear();
+            self.waiting_since = None;
+            self.incoming.clear();
         }
     }
 
@@ -328,10 +349,11 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
                 self.peer_choking = true;
                 if !self.fast {
                     // Without BEP 6 a choke drops every pending request.
-                    for (b, _) in std::mem::take(&mut self.pending) {
+                    for b in std::mem::take(&mut self.pending) {
                         picker.request_failed(&self.key, &b);
                         self.remember_dropped(b);
                     }
+                    self.waiting_since = None;
                 }
             }
             Message::Unchoke => {
@@ -344,20 +366,15 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
                 if piece >= self.num_pieces {
                     return self.disconnect(picker, DisconnectReason::PieceOutOfRange(piece));
                 }
-                self.got_availability = true;
                 if !self.peer_has.set(piece, true) {
                     picker.add_have(piece);
                 }
                 self.update_interest(now, picker, &mut out);
                 self.fill_into(now, picker, &mut out);
             }
+            // A later availability message replaces what the peer had (aria2 sends a
+            // bitfield after `have none` and `have`s; libtorrent takes it the same way).
             Message::Bitfield(bytes) => {
-                if self.got_availability {
-                    return self.disconnect(
-                        picker,
-                        DisconnectReason::ProtocolViolation("bitfield after other availability"),
-                    );
-                }
                 match Bitfield::from_bytes(&bytes, self.num_pieces) {
                     Ok(b) => self.set_availability(b, picker),
                     Err(e) => {
@@ -367,14 +384,6 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
                 self.update_interest(now, picker, &mut out);
             }
             Message::HaveAll | Message::HaveNone => {
-                if self.got_availability {
-                    return self.disconnect(
-                        picker,
-                        DisconnectReason::ProtocolViolation(
-                            "have all/none after other availability",
-                        ),
-                    );
-                }
                 let b = if message == Message::HaveAll {
                     Bitfield::full(self.num_pieces)
                 } else {
@@ -394,8 +403,9 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
                     return self.disconnect(picker, DisconnectReason::PieceOutOfRange(piece));
                 }
                 let block = BlockRef::new(piece, offset, data.len() as u32);
-                if let Some(i) = self.pending.iter().position(|(b, _)| *b == block) {
+                if let Some(i) = self.pending.iter().position(|b| *b == block) {
                     self.pending.swap_remove(i);
+                    self.answered(now);
                 } else if let Some(i) = self.dropped.iter().position(|b| *b == block) {
                     // cancelled or timed out, then answered anyway: harmless
                     self.dropped.remove(i);
@@ -430,8 +440,9 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
             }
             Message::Port(port) => out.push(Action::DhtPort(port)),
             Message::Reject(block) => {
-                if let Some(i) = self.pending.iter().position(|(b, _)| *b == block) {
+                if let Some(i) = self.pending.iter().position(|b| *b == block) {
                     self.pending.swap_remove(i);
+                    self.answered(now);
                     picker.request_failed(&self.key, &block);
                     // not re-requested until the next tick, so a peer that rejects
                     // everything cannot make us spin
@@ -493,13 +504,25 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
     }
 
     fn set_availability(&mut self, b: Bitfield, picker: &mut PiecePicker<P>) {
-        self.got_availability = true;
+        picker.remove_pieces(&self.peer_has);
         picker.add_peer(&b);
         self.peer_has = b;
     }
 
+    /// A request of ours was answered (or withdrawn): the wait for the next block starts
+    /// now, or there is none.
+    fn answered(&mut self, now: Instant) {
+        self.waiting_since = if self.pending.is_empty() {
+            None
+        } else {
+            Some(now)
+        };
+    }
+
+    /// Remembers a request we gave up (cancelled, timed out, choked away), so that its
+    /// block, if the peer sends it anyway, is dropped without a ban.
     fn remember_dropped(&mut self, b: BlockRef) {
-        if self.dropped.len() >= 2 * self.config.pipeline_depth.max(16) {
+        if self.dropped.len() >= 4 * self.config.pipeline_depth.max(16) {
             self.dropped.pop_front();
         }
         self.dropped.push_back(b);
@@ -528,9 +551,40 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
         }
     }
 
-    /// The next block the peer asked for, to read and send as `piece`.
+    /// The next block the peer asked for, to read and send as `piece` (then
+    /// [`PeerSession::block_sent`]).
     pub fn pop_request(&mut self) -> Option<BlockRef> {
         self.incoming.pop_front()
+    }
+
+    /// The engine sent a block of `len` bytes (a `piece` it built from a popped request).
+    pub fn block_sent(&mut self, now: Instant, len: usize) {
+        self.last_sent = now;
+        self.uploaded += len as u64;
+    }
+
+    /// The engine could not read a popped request's block after all: refuse it (a
+    /// `reject` under BEP 6, nothing otherwise).
+    pub fn refuse(&mut self, now: Instant, block: BlockRef) -> Vec<Action<P>> {
+        let mut out = Vec::new();
+        if self.fast && !self.closed {
+            self.send(now, &mut out, Message::Reject(block));
+        }
+        out
+    }
+
+    /// An extended message for extension `name`, sent under the id the peer advertised
+    /// for it; nothing if the peer did not advertise it.
+    pub fn extended(&mut self, now: Instant, name: &str, payload: Bytes) -> Vec<Action<P>> {
+        let mut out = Vec::new();
+        let id = self
+            .peer_extensions
+            .as_ref()
+            .and_then(|e| e.extension_id(name));
+        if let (Some(id), false) = (id, self.closed) {
+            self.send(now, &mut out, Message::Extended { id, payload });
+        }
+        out
     }
 
     /// The choker's decision. Choking drops the peer's queued requests (each rejected
@@ -580,8 +634,9 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
         picker: &mut PiecePicker<P>,
     ) -> Vec<Action<P>> {
         let mut out = Vec::new();
-        if let Some(i) = self.pending.iter().position(|(b, _)| *b == block) {
+        if let Some(i) = self.pending.iter().position(|b| *b == block) {
             self.pending.swap_remove(i);
+            self.answered(now);
             picker.request_failed(&self.key, &block);
             self.remember_dropped(block);
             self.send(now, &mut out, Message::Cancel(block));
@@ -612,6 +667,17 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
         out
     }
 
+    /// What we want changed (the engine re-ranked wanted pieces): reconsider interest and
+    /// fill the pipeline.
+    pub fn refresh(&mut self, now: Instant, picker: &mut PiecePicker<P>) -> Vec<Action<P>> {
+        let mut out = Vec::new();
+        if !self.closed {
+            self.update_interest(now, picker, &mut out);
+            self.fill_into(now, picker, &mut out);
+        }
+        out
+    }
+
     fn fill_into(&mut self, now: Instant, picker: &mut PiecePicker<P>, out: &mut Vec<Action<P>>) {
         if self.closed || !self.am_interested {
             return;
@@ -634,7 +700,10 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
         }
         let blocks = picker.pick(&self.key, &self.peer_has, room, allowed);
         for b in blocks {
-            self.pending.push((b, now));
+            if self.pending.is_empty() {
+                self.waiting_since = Some(now);
+            }
+            self.pending.push(b);
             self.send(now, out, Message::Request(b));
         }
     }
@@ -662,18 +731,21 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
         if now.saturating_duration_since(self.last_received) >= self.config.idle_timeout {
             return self.disconnect(picker, DisconnectReason::Idle);
         }
-        let timeout = self.config.request_timeout;
-        let (expired, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|(_, t)| now.saturating_duration_since(*t) >= timeout);
-        self.pending = live;
-        let timed_out = !expired.is_empty();
+        // No block for the request timeout while requests are outstanding: every one is
+        // given back to the picker (and cancelled), and the peer is snubbed until it sends
+        // a block. Measured from the last answer, not from each request, so a deep
+        // pipeline to a slow but steady peer does not time out.
+        let timed_out = self
+            .waiting_since
+            .is_some_and(|w| now.saturating_duration_since(w) >= self.config.request_timeout);
         if timed_out {
             self.snubbed = true;
-        }
-        for (b, _) in expired {
-            picker.request_failed(&self.key, &b);
-            self.remember_dropped(b);
+            self.waiting_since = None;
+            for b in std::mem::take(&mut self.pending) {
+                picker.request_failed(&self.key, &b);
+                self.remember_dropped(b);
+                self.send(now, &mut out, Message::Cancel(b));
+            }
         }
         self.update_interest(now, picker, &mut out);
         // after a timeout, wait a tick so other peers may take the freed blocks first
@@ -685,4 +757,19 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
         }
         out
     }
+}
+
+/// Of two connections between the same two peers for one torrent (each dialled the
+/// other, having learnt of it from the tracker), does the new one stay and the old one
+/// close? The one dialled by the side with the bytewise smaller peer id stays, so both
+/// sides keep the same connection; of two dialled the same way, the old one
+/// (protocol-spec/swarm.md §5.3).
+pub fn new_connection_stays(
+    mine: &PeerId,
+    theirs: &PeerId,
+    new_outgoing: bool,
+    old_outgoing: bool,
+) -> bool {
+    let keep_outgoing = mine < theirs;
+    new_outgoing == keep_outgoing && old_outgoing != keep_outgoing
 }
