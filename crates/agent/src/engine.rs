@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use swarmbak_core::MachineKey;
 use swarmbak_format::InfoHash;
 use swarmbak_tracker::{AnnounceEvent, AnnounceRequest, TrackerClient};
 use swarmbak_wire::{
@@ -24,8 +25,11 @@ use crate::torrent::{PeerKey, Torrent};
 #[derive(Clone)]
 pub struct EngineConfig {
     pub listen: SocketAddr,
-    /// This machine's key (sent as `sb_key`; machines are counted by it).
-    pub machine_key: Vec<u8>,
+    /// This machine's key (sent as `sb_key`; machines are counted by it). `None` for
+    /// processes that are not holders (fetch, health): they never move placement.
+    pub machine_key: Option<MachineKey>,
+    /// How long the next machine in line waits before taking over a shard (swarm.md §3.1).
+    pub takeover_grace: Duration,
     pub tracker: Option<TrackerClient>,
     /// Announce at least this often (the tracker's interval permitting less).
     pub announce_every: Duration,
@@ -120,11 +124,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A fresh peer id: swarmbak's client prefix and 12 random bytes.
 pub fn new_peer_id() -> [u8; 20] {
-    let mut id = [0u8; 20];
-    id[..8].copy_from_slice(b"-SW0100-");
-    let r: [u8; 12] = rand::random();
-    id[8..].copy_from_slice(&r);
-    id
+    swarmbak_core::PeerId::swarmbak(rand::random()).0
 }
 
 impl Engine {
@@ -178,7 +178,12 @@ impl Engine {
                     .into_iter()
                     .filter(|t| matches!(t.inner().role, crate::torrent::Role::Replicate { .. }))
                     .collect();
-                let _ = tokio::task::spawn_blocking(move || ts.iter().for_each(|t| t.sync())).await;
+                // Each torrent logs its own flush failure (and retries at the next tick).
+                if let Err(e) =
+                    tokio::task::spawn_blocking(move || ts.iter().for_each(|t| t.sync())).await
+                {
+                    eprintln!("swarmbak: the shard flush stopped: {e}");
+                }
             }
         });
         Ok(e)
@@ -188,8 +193,8 @@ impl Engine {
         self.0.local
     }
 
-    pub fn machine_key(&self) -> &[u8] {
-        &self.0.cfg.machine_key
+    pub fn machine_key(&self) -> Option<&MachineKey> {
+        self.0.cfg.machine_key.as_ref()
     }
 
     pub fn torrent(&self, ih: &InfoHash) -> Option<Arc<Torrent>> {
@@ -207,6 +212,7 @@ impl Engine {
     /// to its peers.
     pub fn add(&self, t: Arc<Torrent>) {
         let ih = t.ih;
+        t.set_takeover_grace(self.0.cfg.takeover_grace);
         {
             let mut g = lock(&self.0.torrents);
             if g.contains_key(&ih) {
@@ -281,7 +287,7 @@ impl Engine {
             req.event = event;
             req.uploaded = up;
             req.downloaded = down;
-            req.machine = Some(hex::encode(&self.0.cfg.machine_key));
+            req.machine = self.0.cfg.machine_key.as_ref().map(MachineKey::to_hex);
             req.numwant = Some(200);
             let mut wait = self.0.cfg.announce_every;
             match tokio::time::timeout(Duration::from_secs(20), tr.announce(&req)).await {

@@ -9,4 +9,5 @@ pub mod peer;
 pub mod torrent;
 
 pub use engine::{Engine, EngineConfig};
-pub use torrent::{Quota, Role, Torrent};
+pub use metadata::MetadataFetchError;
+pub use torrent::{BlockError, Quota, Role, Torrent, TorrentError};

@@ -20,6 +20,8 @@ use swarmbak_wire::{
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use swarmbak_core::MachineKey;
+
 use crate::cache::PieceCache;
 use crate::io::PeerIo;
 use crate::torrent::{Inner, PeerKey, PeerView, Torrent};
@@ -179,12 +181,8 @@ fn our_extensions(t: &Torrent, listen_port: u16, reqq: usize) -> ExtensionHandsh
     eh.metadata_size = Some(t.info.len() as u64);
     // Short-lived processes (fetch, health) send no key: they are not holders and must
     // not move placement while they run.
-    eh.sb_key = if t.me.is_empty() {
-        None
-    } else {
-        Some(t.me.clone())
-    };
-    eh.sb_owner = !t.me.is_empty() && t.is_own();
+    eh.sb_key = t.me.as_ref().map(|k| k.as_bytes().to_vec());
+    eh.sb_owner = t.is_own();
     eh
 }
 
@@ -410,11 +408,11 @@ impl Driver {
                     } => {
                         let size = t.piece_size(piece);
                         Torrent::add_block(&mut g, size, piece, offset, data, false)
-                            .map_err(|e| End::from(DisconnectReason::Malformed(e)))?;
+                            .map_err(|e| End::from(DisconnectReason::Malformed(e.to_string())))?;
                     }
                     Action::VerifyPiece(piece) => {
                         let blocks = Torrent::take_piece(&mut g, piece)
-                            .map_err(|e| End::from(DisconnectReason::Malformed(e)))?;
+                            .map_err(|e| End::from(DisconnectReason::Malformed(e.to_string())))?;
                         self.completed.push((piece, blocks));
                     }
                     other => rest.push(other),
@@ -496,7 +494,8 @@ impl Driver {
             "sb_key": eh.sb_key.is_some(),
         }));
         self.their_listen = eh.port.map(|p| SocketAddr::new(self.addr.ip(), p));
-        let Some(k) = eh.sb_key else {
+        // A key that is empty or too long is no machine (swarm.md §1).
+        let Some(k) = eh.sb_key.and_then(|k| MachineKey::from_bytes(&k).ok()) else {
             return Ok(Vec::new());
         };
         if eh.sb_owner {

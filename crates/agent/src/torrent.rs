@@ -5,10 +5,36 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha1::{Digest, Sha1};
+use swarmbak_core::placement::{self, HolderSets};
+use swarmbak_core::MachineKey;
 use swarmbak_format::restore::SnapshotMeta;
 use swarmbak_format::{InfoHash, Layout, Store};
 use swarmbak_wire::{Bitfield, PiecePicker};
 use tokio::sync::broadcast;
+
+/// Why a snapshot could not be opened, or a piece not stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TorrentError {
+    #[error(transparent)]
+    Store(#[from] swarmbak_format::FormatError),
+    #[error("not valid metainfo: {0}")]
+    Metainfo(#[from] swarmbak_metainfo::MetainfoError),
+    #[error("the metainfo stored for {0} has another infohash")]
+    Mismatch(InfoHash),
+    #[error(transparent)]
+    Picker(#[from] swarmbak_wire::PickerError),
+}
+
+/// A block that does not belong where a peer put it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlockError {
+    #[error("block at {offset} (+{len}) does not fit piece {piece}")]
+    Misfit { piece: u32, offset: u32, len: usize },
+    #[error("piece {0} completed with blocks missing")]
+    Incomplete(u32),
+}
 
 /// A connection's key (unique per engine).
 pub type PeerKey = u64;
@@ -51,7 +77,7 @@ pub enum Role {
 pub struct PeerView {
     pub addr: SocketAddr,
     /// The peer's machine key (BEP 10 `sb_key`), once its extension handshake arrived.
-    pub machine: Option<Vec<u8>>,
+    pub machine: Option<MachineKey>,
     pub has: Bitfield,
     pub interested: bool,
     pub downloaded: u64,
@@ -90,9 +116,9 @@ pub struct Torrent {
     pub meta: SnapshotMeta,
     /// The owner's machine key, when known (from the tracker's publish record, or from
     /// the owner's own extension handshake: `sb_owner`).
-    owner: std::sync::OnceLock<Vec<u8>>,
-    /// This machine's key.
-    pub me: Vec<u8>,
+    owner: std::sync::OnceLock<MachineKey>,
+    /// This machine's key; `None` for processes that are not holders (fetch, health).
+    pub me: Option<MachineKey>,
     pub store: Store,
     inner: Mutex<Inner>,
     /// Pieces we just verified, for every peer task to announce.
@@ -103,6 +129,8 @@ pub struct Torrent {
     quota: std::sync::OnceLock<Arc<Quota>>,
     /// When each piece was first seen with fewer holders than the target.
     under_since: Mutex<HashMap<u32, std::time::Instant>>,
+    /// The takeover grace (swarm.md §3.1), set by the engine from its configuration.
+    grace: std::sync::OnceLock<std::time::Duration>,
     /// Shards written since the last sync.
     pub unsynced: std::sync::atomic::AtomicBool,
 }
@@ -118,13 +146,12 @@ impl Torrent {
         store: &Store,
         ih: InfoHash,
         role: Role,
-        owner: Option<Vec<u8>>,
-        me: Vec<u8>,
-    ) -> Result<Arc<Torrent>, String> {
-        let torrent_bytes = store.torrent_bytes(&ih).map_err(|e| e.to_string())?;
-        let mi =
-            swarmbak_metainfo::Metainfo::from_bytes(&torrent_bytes).map_err(|e| e.to_string())?;
-        let meta = SnapshotMeta::from_metainfo(&ih, &mi).map_err(|e| e.to_string())?;
+        owner: Option<MachineKey>,
+        me: Option<MachineKey>,
+    ) -> Result<Arc<Torrent>, TorrentError> {
+        let torrent_bytes = store.torrent_bytes(&ih)?;
+        let mi = swarmbak_metainfo::Metainfo::from_bytes(&torrent_bytes)?;
+        let meta = SnapshotMeta::from_metainfo(&ih, &mi)?;
         let total = meta.layout.pieces() as u64 * meta.layout.shard_size as u64;
         let info = mi.raw_info().to_vec();
         Self::with_meta(store, ih, torrent_bytes, info, meta, total, role, owner, me)
@@ -133,12 +160,11 @@ impl Torrent {
     /// Opens a plain (non-swarmbak) torrent held in `store`, to download all of it: a
     /// plain torrent is treated as stripes of one data shard and no parity (k = 1, m = 0),
     /// so "k shards of every stripe" means every piece.
-    pub fn open_plain(store: &Store, ih: InfoHash, me: Vec<u8>) -> Result<Arc<Torrent>, String> {
-        let torrent_bytes = store.torrent_bytes(&ih).map_err(|e| e.to_string())?;
-        let mi =
-            swarmbak_metainfo::Metainfo::from_bytes(&torrent_bytes).map_err(|e| e.to_string())?;
+    pub fn open_plain(store: &Store, ih: InfoHash) -> Result<Arc<Torrent>, TorrentError> {
+        let torrent_bytes = store.torrent_bytes(&ih)?;
+        let mi = swarmbak_metainfo::Metainfo::from_bytes(&torrent_bytes)?;
         if mi.info_hash() != ih.0 {
-            return Err(format!("the metainfo stored for {ih} has another infohash"));
+            return Err(TorrentError::Mismatch(ih));
         }
         let n = mi.pieces().len();
         let meta = SnapshotMeta {
@@ -164,7 +190,7 @@ impl Torrent {
             mi.total_length(),
             Role::Fetch,
             None,
-            me,
+            None,
         )
     }
 
@@ -177,13 +203,12 @@ impl Torrent {
         meta: SnapshotMeta,
         total_length: u64,
         role: Role,
-        owner: Option<Vec<u8>>,
-        me: Vec<u8>,
-    ) -> Result<Arc<Torrent>, String> {
+        owner: Option<MachineKey>,
+        me: Option<MachineKey>,
+    ) -> Result<Arc<Torrent>, TorrentError> {
         let l = meta.layout;
         let n = meta.hashes.len() as u32;
-        let mut picker = PiecePicker::new(n, l.shard_size as u64, total_length, rand::random())
-            .map_err(|e| e.to_string())?;
+        let mut picker = PiecePicker::new(n, l.shard_size as u64, total_length, rand::random())?;
         let size = |p: u32| -> usize {
             (total_length - p as u64 * l.shard_size as u64).min(l.shard_size as u64) as usize
         };
@@ -223,6 +248,7 @@ impl Torrent {
             downloaded: std::sync::atomic::AtomicU64::new(0),
             quota: std::sync::OnceLock::new(),
             under_since: Mutex::new(HashMap::new()),
+            grace: std::sync::OnceLock::new(),
             unsynced: std::sync::atomic::AtomicBool::new(false),
         });
         t.update_wanted();
@@ -230,22 +256,32 @@ impl Torrent {
     }
 
     /// The owner's machine key, if known.
-    pub fn owner(&self) -> Option<&[u8]> {
-        self.owner.get().map(|v| v.as_slice())
+    pub fn owner(&self) -> Option<&MachineKey> {
+        self.owner.get()
     }
 
     /// Learns the owner's key from a peer that says it owns this snapshot (a tracker
     /// without publish records, like opentracker, cannot tell). The first claim stands.
-    pub fn learn_owner(&self, key: &[u8]) {
-        if self.owner.set(key.to_vec()).is_ok() {
-            let _ = self.store.set_owner(&self.ih, key);
+    pub fn learn_owner(&self, key: &MachineKey) {
+        if self.owner.set(key.clone()).is_ok() {
+            if let Err(e) = self.store.set_owner(&self.ih, key.as_bytes()) {
+                // Only a hint for the next start: it is learnt again from the owner.
+                eprintln!("swarmbak: cannot record {}'s owner: {e}", self.ih);
+            }
             self.update_wanted();
         }
     }
 
     /// Whether this machine owns the snapshot.
     pub fn is_own(&self) -> bool {
-        self.owner() == Some(self.me.as_slice())
+        self.me.is_some() && self.owner() == self.me.as_ref()
+    }
+
+    /// Sets the takeover grace (swarm.md §3.1; default 30 s).
+    pub fn set_takeover_grace(&self, grace: std::time::Duration) {
+        if self.grace.set(grace).is_ok() {
+            self.update_wanted();
+        }
     }
 
     pub fn layout(&self) -> Layout {
@@ -284,76 +320,50 @@ impl Torrent {
     /// Does every stripe have at least k verified shards here?
     pub fn restorable_here(&self) -> bool {
         let have = self.have();
-        let l = self.layout();
-        (0..l.stripes).all(|s| {
-            (0..l.n())
-                .filter(|&i| have.get(l.piece(s, i) as u32))
-                .count()
-                >= l.k
-        })
+        self.layout().recoverable_with(|p| have.get(p as u32))
     }
 
     /// Recomputes which pieces we want, from the role and what peers hold.
     pub fn update_wanted(&self) {
         let mut g = self.inner();
         let l = self.meta.layout;
-        let n = l.n();
         let role = g.role.clone();
         let want: Vec<bool> = match role {
             Role::Seed => vec![false; l.pieces()],
-            Role::Fetch => {
-                let mut w = vec![false; l.pieces()];
-                for s in 0..l.stripes {
-                    let have = (0..n)
-                        .filter(|&i| g.picker.have().get(l.piece(s, i) as u32))
-                        .count();
-                    if have >= l.k {
-                        continue;
-                    }
-                    // Exactly the shards still needed: data shards first (no decoding),
-                    // then the parity shards most peers have. Pieces already being
-                    // downloaded stay wanted so their blocks are not thrown away.
-                    let mut cands: Vec<(bool, u32, usize)> = (0..n)
-                        .filter(|&i| !g.picker.have().get(l.piece(s, i) as u32))
-                        .map(|i| (i >= l.k, g.picker.availability(l.piece(s, i) as u32), i))
-                        .filter(|(_, a, _)| *a > 0)
-                        .collect();
-                    cands.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
-                    for (_, _, i) in cands.into_iter().take(l.k - have) {
-                        w[l.piece(s, i)] = true;
-                    }
-                }
-                w
-            }
+            Role::Fetch => placement::fetch_wanted(
+                &l,
+                |p| g.picker.have().get(p),
+                |p| g.picker.availability(p),
+            ),
             Role::Replicate { .. } if self.quota.get().is_some_and(|q| q.full()) => {
                 vec![false; l.pieces()]
             }
-            Role::Replicate { copies } => {
-                let machines = self.online_machines(&g);
-                let holders = holder_counts(&g, self.owner(), &self.me, l.pieces());
-                let now = std::time::Instant::now();
-                let mut under = lock(&self.under_since);
-                let grace = takeover_grace();
-                (0..l.pieces())
-                    .map(|p| {
-                        if holders[p] >= copies {
-                            under.remove(&(p as u32));
-                            return false;
-                        }
-                        let since = *under.entry(p as u32).or_insert(now);
-                        let (_, shard) = l.locate(p);
-                        match rank(&self.ih, shard, &machines, &self.me) {
-                            // Assigned: take it now.
-                            Some(r) if r < copies => true,
-                            // Next in line: take it over when the assigned machines have
-                            // not delivered (full, slow, or gone) after a grace period
-                            // that grows with the rank, so takeovers do not stampede.
-                            Some(r) => now.duration_since(since) > grace * (r - copies + 1) as u32,
-                            None => false,
-                        }
-                    })
-                    .collect::<Vec<bool>>()
-            }
+            Role::Replicate { copies } => match &self.me {
+                // Not a machine: never a holder.
+                None => vec![false; l.pieces()],
+                Some(me) => {
+                    let machines = placement::candidates(
+                        g.peers.values().filter_map(|p| p.machine.as_ref()),
+                        Some(me),
+                        self.owner(),
+                    );
+                    let holders = placement::holder_counts(
+                        &holder_sets(&g, self.me.as_ref(), l.pieces()),
+                        self.owner(),
+                    );
+                    let view = placement::ReplicateView {
+                        ih: &self.ih,
+                        layout: &l,
+                        machines: &machines,
+                        me,
+                        copies,
+                        holders: &holders,
+                        grace: self.grace.get().copied().unwrap_or(DEFAULT_GRACE),
+                    };
+                    let mut under = lock(&self.under_since);
+                    placement::replicate_wanted(&view, &mut under, std::time::Instant::now())
+                }
+            },
         };
         // Under a quota, want no more new pieces than the budget left holds (pieces
         // already being assembled count against it), so the quota is overshot by at most
@@ -382,40 +392,17 @@ impl Torrent {
         }
     }
 
-    /// Machine keys of connected peers (not the owner), plus ours.
-    fn online_machines(&self, g: &Inner) -> Vec<Vec<u8>> {
-        let me = Some(self.me.as_slice());
-        let mut v: Vec<Vec<u8>> = g
-            .peers
-            .values()
-            .filter_map(|p| p.machine.clone())
-            .filter(|k| Some(k.as_slice()) != self.owner())
-            .collect();
-        if let Some(me) = me {
-            if Some(me) != self.owner() {
-                v.push(me.to_vec());
-            }
-        }
-        v.sort();
-        v.dedup();
-        v
-    }
-
     /// Distinct machines (by key) other than the owner holding each piece, among
     /// connected peers and ourselves.
     pub fn holders(&self) -> Vec<usize> {
-        let g = self.inner();
-        holder_counts(&g, self.owner(), &self.me, self.num_pieces() as usize)
+        placement::holder_counts(&self.holder_sets(), self.owner())
     }
 
     /// Every machine (by key, the owner included) that holds each piece, among connected
     /// peers and ourselves.
-    pub fn holder_sets(&self) -> Vec<Vec<Vec<u8>>> {
+    pub fn holder_sets(&self) -> HolderSets {
         let g = self.inner();
-        holder_keys(&g, &self.me, self.num_pieces() as usize)
-            .into_iter()
-            .map(|s| s.into_iter().map(<[u8]>::to_vec).collect())
-            .collect()
+        holder_sets(&g, self.me.as_ref(), self.num_pieces() as usize)
     }
 
     /// Whether some connected peer (any client, with or without a machine key) has each
@@ -437,7 +424,7 @@ impl Torrent {
         offset: u32,
         data: bytes::Bytes,
         complete: bool,
-    ) -> Result<Option<Vec<bytes::Bytes>>, String> {
+    ) -> Result<Option<Vec<bytes::Bytes>>, BlockError> {
         let bs = swarmbak_wire::BLOCK_SIZE as usize;
         let i = offset as usize / bs;
         let blocks = piece_size.div_ceil(bs);
@@ -445,10 +432,11 @@ impl Torrent {
             || i >= blocks
             || offset as usize + data.len() > piece_size
         {
-            return Err(format!(
-                "block at {offset} (+{}) does not fit piece {piece}",
-                data.len()
-            ));
+            return Err(BlockError::Misfit {
+                piece,
+                offset,
+                len: data.len(),
+            });
         }
         let slots = g.partial.entry(piece).or_insert_with(|| vec![None; blocks]);
         slots[i] = Some(data);
@@ -460,10 +448,10 @@ impl Torrent {
 
     /// Takes a piece whose every block was filed ([`Torrent::add_block`]) out of the
     /// pieces being assembled: its blocks, in order. An error if a block is missing.
-    pub fn take_piece(g: &mut Inner, piece: u32) -> Result<Vec<bytes::Bytes>, String> {
+    pub fn take_piece(g: &mut Inner, piece: u32) -> Result<Vec<bytes::Bytes>, BlockError> {
         let slots = g.partial.remove(&piece).unwrap_or_default();
         if slots.is_empty() || slots.iter().any(|b| b.is_none()) {
-            return Err(format!("piece {piece} completed with blocks missing"));
+            return Err(BlockError::Incomplete(piece));
         }
         Ok(slots.into_iter().flatten().collect())
     }
@@ -495,7 +483,11 @@ impl Torrent {
 
     /// Verifies a completed piece (its blocks in order) and stores it. Returns false when
     /// the hash is wrong.
-    pub fn complete_piece<B: AsRef<[u8]>>(&self, piece: u32, blocks: &[B]) -> Result<bool, String> {
+    pub fn complete_piece<B: AsRef<[u8]>>(
+        &self,
+        piece: u32,
+        blocks: &[B],
+    ) -> Result<bool, TorrentError> {
         let size = self.piece_size(piece);
         let len: usize = blocks.iter().map(|b| b.as_ref().len()).sum();
         let mut h = Sha1::new();
@@ -506,8 +498,7 @@ impl Torrent {
             return Ok(false);
         }
         self.store
-            .write_shard_parts(&self.ih, piece as usize, blocks)
-            .map_err(|e| e.to_string())?;
+            .write_shard_parts(&self.ih, piece as usize, blocks)?;
         self.unsynced
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.inner().picker.piece_verified(piece);
@@ -537,7 +528,16 @@ impl Torrent {
             .unsynced
             .swap(false, std::sync::atomic::Ordering::Relaxed)
         {
-            let _ = self.store.sync();
+            if let Err(e) = self.store.sync() {
+                // The shards stay unsynced: flushed again at the next call. A shard lost
+                // in a crash meanwhile is a missing shard (SHA-1 on load), never a wrong one.
+                self.unsynced
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                eprintln!(
+                    "swarmbak: cannot flush the shards of {} to disk: {e}",
+                    self.ih
+                );
+            }
         }
     }
 
@@ -573,73 +573,24 @@ impl Torrent {
     }
 }
 
-/// How long the next machine in line waits before taking over a shard its assigned
-/// holders have not delivered (SWARMBAK_TAKEOVER_SECS, default 30 s; times the rank).
-fn takeover_grace() -> std::time::Duration {
-    let s = std::env::var("SWARMBAK_TAKEOVER_SECS")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(30.0);
-    std::time::Duration::from_secs_f64(s.max(0.1))
-}
+/// The takeover grace when the engine sets none (swarm.md §11).
+const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Every machine (by key) holding each piece: connected peers that sent a key, and us.
-fn holder_keys<'a>(g: &'a Inner, me: &'a [u8], n: usize) -> Vec<HashSet<&'a [u8]>> {
-    let mut sets: Vec<HashSet<&[u8]>> = vec![HashSet::new(); n];
+fn holder_sets(g: &Inner, me: Option<&MachineKey>, n: usize) -> HolderSets {
+    let mut sets: HolderSets = vec![Default::default(); n];
     let peers = g
         .peers
         .values()
-        .filter_map(|p| Some((p.machine.as_deref()?, &p.has)));
-    for (k, has) in peers.chain(std::iter::once((me, g.picker.have()))) {
+        .filter_map(|p| Some((p.machine.as_ref()?, &p.has)));
+    for (k, has) in peers.chain(me.map(|k| (k, g.picker.have()))) {
         for i in has.iter_ones() {
             if let Some(s) = sets.get_mut(i as usize) {
-                s.insert(k);
+                s.insert(k.clone());
             }
         }
     }
     sets
-}
-
-/// Distinct machines other than the owner holding each piece (peers and ourselves).
-fn holder_counts(g: &Inner, owner: Option<&[u8]>, me: &[u8], n: usize) -> Vec<usize> {
-    holder_keys(g, me, n)
-        .into_iter()
-        .map(|s| s.into_iter().filter(|k| Some(*k) != owner).count())
-        .collect()
-}
-
-/// This machine's place (0 = first) in the rendezvous ranking for shard index `shard`.
-pub fn rank(ih: &InfoHash, shard: usize, machines: &[Vec<u8>], me: &[u8]) -> Option<usize> {
-    let mut ranked: Vec<([u8; 20], &[u8])> = machines
-        .iter()
-        .map(|k| (score(ih, shard, k), k.as_slice()))
-        .collect();
-    ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
-    ranked.iter().position(|(_, k)| *k == me)
-}
-
-fn score(ih: &InfoHash, shard: usize, k: &[u8]) -> [u8; 20] {
-    let mut h = Sha1::new();
-    h.update(k);
-    h.update(ih.0);
-    h.update((shard as u32).to_be_bytes());
-    h.finalize().into()
-}
-
-/// Placement (rendezvous hashing): the machines that should hold shard index `shard` of
-/// every stripe of snapshot `ih` are the `copies` online machines (other than the owner)
-/// with the highest SHA-1(machine key || infohash || shard). The same machines hold that
-/// shard of every stripe, so a snapshot depends on one group of machines, not on a new
-/// group per stripe (protocol-spec/durability.md). Returns whether `me` is among them.
-pub fn assigned(
-    ih: &InfoHash,
-    shard: usize,
-    machines: &[Vec<u8>],
-    copies: usize,
-    me: Option<&[u8]>,
-) -> bool {
-    me.and_then(|me| rank(ih, shard, machines, me))
-        .is_some_and(|r| r < copies)
 }
 
 #[cfg(test)]

@@ -11,17 +11,26 @@ async fn metadata_from_a_swarmbak_peer_with_only_the_infohash() {
     swarmbak_gentree::office(&tree, 1 << 20, 1).unwrap();
     let (home, _) = Home::create(&t.path().join("home")).unwrap();
     let r = backup::backup(&home, &BackupOptions::new(vec![tree]), &backup::NoProgress).unwrap();
-    let me = home.recipient().unwrap().to_string().into_bytes();
+    let me = swarmbak_core::MachineKey::from_age_recipient(&home.recipient().unwrap().to_string())
+        .unwrap();
     let engine = Engine::start(EngineConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        machine_key: me.clone(),
+        machine_key: Some(me.clone()),
+        takeover_grace: std::time::Duration::from_secs(30),
         tracker: None,
         announce_every: std::time::Duration::from_secs(30),
         verbose: false,
     })
     .await
     .unwrap();
-    let tor = Torrent::open(&home.store(), r.infohash, Role::Seed, Some(me.clone()), me).unwrap();
+    let tor = Torrent::open(
+        &home.store(),
+        r.infohash,
+        Role::Seed,
+        Some(me.clone()),
+        Some(me),
+    )
+    .unwrap();
     engine.add(tor);
     let bytes = swarmbak_agent::metadata::from_peer(
         engine.local_addr(),

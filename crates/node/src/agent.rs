@@ -65,11 +65,7 @@ impl Replicate {
                     cx.store.set_owner(&ih, o.as_bytes())?;
                 }
             }
-            let owner = found
-                .owner
-                .as_ref()
-                .map(|o| o.as_bytes().to_vec())
-                .or_else(|| cx.store.owner(&ih));
+            let owner = found.owner.clone().or_else(|| stored_owner(&cx.store, &ih));
             // Not a swarmbak snapshot (someone else's torrent on a shared tracker): left
             // alone.
             match Torrent::open(
@@ -77,7 +73,7 @@ impl Replicate {
                 ih,
                 Role::Replicate { copies },
                 owner,
-                cx.me.as_bytes().to_vec(),
+                Some(cx.me.clone()),
             ) {
                 Ok(t) => {
                     if let Some(q) = &cx.quota {
@@ -109,6 +105,11 @@ impl Job for Replicate {
     ) -> crate::discovery::BoxFuture<'a, Result<(), String>> {
         Box::pin(async move { self.once(cx).await.map_err(|e| e.to_string()) })
     }
+}
+
+/// The owner recorded for a snapshot held for another machine, if any.
+fn stored_owner(store: &Store, ih: &InfoHash) -> Option<MachineKey> {
+    MachineKey::from_bytes(&store.owner(ih)?).ok()
 }
 
 /// The listening address for peers.
@@ -143,11 +144,11 @@ fn open_held(
             Role::Replicate { copies }
         };
         let owner = if role == Role::Seed {
-            Some(me.as_bytes().to_vec())
+            Some(me.clone())
         } else {
-            store.owner(&ih)
+            stored_owner(store, &ih)
         };
-        match Torrent::open(store, ih, role.clone(), owner, me.as_bytes().to_vec()) {
+        match Torrent::open(store, ih, role.clone(), owner, Some(me.clone())) {
             Ok(t) => {
                 if role != Role::Seed {
                     held.push(t.clone());
@@ -190,8 +191,8 @@ pub fn run(
             addr,
             Some(&me),
             node.config.tracker.as_deref(),
+            &node.settings,
             node.settings.announce,
-            node.settings.verbose,
         )
         .await
         .map_err(|e| match e {
@@ -355,7 +356,7 @@ async fn answer(req: Request, engine: &Engine, node: &Node) -> Response {
                 Err(e) => return Response::error(e),
             };
             let me = match node.machine_key() {
-                Ok(k) => k.as_bytes().to_vec(),
+                Ok(k) => k,
                 Err(e) => return Response::error(e),
             };
             match Torrent::open(
@@ -363,7 +364,7 @@ async fn answer(req: Request, engine: &Engine, node: &Node) -> Response {
                 r.infohash,
                 Role::Seed,
                 Some(me.clone()),
-                me,
+                Some(me),
             ) {
                 Ok(t) => engine.add(t),
                 Err(e) => {

@@ -166,8 +166,11 @@ pub enum FetchError {
     Listen(#[source] std::io::Error),
     #[error("tracker {tracker}: {reason}")]
     Tracker { tracker: String, reason: String },
+    #[error(transparent)]
+    Torrent(#[from] swarmbak_agent::TorrentError),
+    /// A plain torrent that names no safe files or lacks a piece it should have.
     #[error("{0}")]
-    Torrent(String),
+    Plain(String),
     #[error(transparent)]
     Format(#[from] FormatError),
     #[error("{path}: {source}")]

@@ -23,8 +23,8 @@ pub async fn start_engine(
     listen: SocketAddr,
     machine: Option<&MachineKey>,
     tracker: Option<&str>,
+    settings: &Settings,
     announce_every: Duration,
-    verbose: bool,
 ) -> Result<Engine, FetchError> {
     let tracker = match tracker {
         Some(t) => Some(tracker_client(t)?),
@@ -32,10 +32,11 @@ pub async fn start_engine(
     };
     Engine::start(EngineConfig {
         listen,
-        machine_key: machine.map(|k| k.as_bytes().to_vec()).unwrap_or_default(),
+        machine_key: machine.cloned(),
+        takeover_grace: settings.takeover_grace,
         tracker,
         announce_every,
-        verbose,
+        verbose: settings.verbose,
     })
     .await
     .map_err(FetchError::Listen)
@@ -86,8 +87,7 @@ pub async fn download(
     settings: &Settings,
     report: &dyn Report,
 ) -> Result<u64, FetchError> {
-    let t =
-        Torrent::open(store, *ih, Role::Fetch, None, Vec::new()).map_err(FetchError::Torrent)?;
+    let t = Torrent::open(store, *ih, Role::Fetch, None, None)?;
     if t.restorable_here() {
         return Ok(0);
     }
@@ -241,8 +241,8 @@ pub fn fetch_into_store(
             any_addr(),
             None,
             Some(tracker),
+            settings,
             settings.fetch_announce,
-            settings.verbose,
         )
         .await?;
         let mut got = download(&engine, store, ih, timeout, settings, report).await?;

@@ -1,10 +1,8 @@
 //! `health INFOHASH` against the swarm: who holds which shard right now (swarm.md §7).
 
-use std::collections::BTreeSet;
-
 use swarmbak_agent::{Role, Torrent};
-use swarmbak_core::placement::{Health, HolderSets};
-use swarmbak_core::{InfoHash, MachineKey};
+use swarmbak_core::placement::Health;
+use swarmbak_core::InfoHash;
 use swarmbak_format::Store;
 
 use crate::config::Settings;
@@ -28,24 +26,14 @@ pub fn swarm_health(
             any_addr(),
             None,
             Some(tracker),
+            settings,
             std::time::Duration::from_secs(2),
-            false,
         )
         .await?;
-        let t =
-            Torrent::open(store, *ih, Role::Seed, None, Vec::new()).map_err(FetchError::Torrent)?;
+        let t = Torrent::open(store, *ih, Role::Seed, None, None).map_err(FetchError::from)?;
         engine.add(t.clone());
         // Listen to the swarm for a moment: peers' bitfields arrive right after connecting.
         tokio::time::sleep(settings.health_wait).await;
-        let sets: HolderSets = t
-            .holder_sets()
-            .into_iter()
-            .map(|s| {
-                s.into_iter()
-                    .filter_map(|k| MachineKey::from_bytes(&k).ok())
-                    .collect::<BTreeSet<_>>()
-            })
-            .collect();
-        Ok(Health::evaluate(&t.layout(), &sets))
+        Ok(Health::evaluate(&t.layout(), &t.holder_sets()))
     })
 }

@@ -61,7 +61,7 @@ pub fn fetch_plain(
             };
             store.add_torrent(&ih, &bytes)?;
         }
-        let t = Torrent::open_plain(store, ih, Vec::new()).map_err(FetchError::Torrent)?;
+        let t = Torrent::open_plain(store, ih)?;
         refuse_unsafe_paths(&t.torrent_bytes)?;
         if t.restorable_here() {
             return Ok(0);
@@ -70,8 +70,8 @@ pub fn fetch_plain(
             any_addr(),
             None,
             f.tracker.as_deref(),
+            settings,
             settings.fetch_announce,
-            settings.verbose,
         )
         .await?;
         engine.add(t.clone());
@@ -103,14 +103,14 @@ pub fn fetch_plain(
         report.finish();
         Ok(t.downloaded.load(Ordering::Relaxed))
     })?;
-    let t = Torrent::open_plain(store, ih, Vec::new()).map_err(FetchError::Torrent)?;
+    let t = Torrent::open_plain(store, ih)?;
     write_plain_files(&t, store, to)?;
     Ok(downloaded)
 }
 
 /// Refuses a torrent naming a path that would leave the target directory.
 pub fn refuse_unsafe_paths(torrent: &[u8]) -> Result<(), FetchError> {
-    let mi = Metainfo::from_bytes(torrent).map_err(|e| FetchError::Torrent(e.to_string()))?;
+    let mi = Metainfo::from_bytes(torrent).map_err(|e| FetchError::Torrent(e.into()))?;
     let bad = mi.unsafe_paths();
     if bad.is_empty() {
         return Ok(());
@@ -143,8 +143,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
 /// DIR/NAME/PATH... for several; padding files (BEP 47) are skipped. Nothing is written
 /// through a symlink.
 fn write_plain_files(t: &Torrent, store: &Store, to: &Path) -> Result<(), FetchError> {
-    let mi =
-        Metainfo::from_bytes(&t.torrent_bytes).map_err(|e| FetchError::Torrent(e.to_string()))?;
+    let mi = Metainfo::from_bytes(&t.torrent_bytes).map_err(|e| FetchError::Torrent(e.into()))?;
     refuse_unsafe_paths(&t.torrent_bytes)?;
     let name = OsStr::from_bytes(mi.name());
     std::fs::create_dir_all(to).map_err(io_err(to))?;
@@ -178,14 +177,14 @@ fn write_plain_files(t: &Torrent, store: &Store, to: &Path) -> Result<(), FetchE
                 _ => {
                     let b = store
                         .read_shard(&t.ih, piece as usize)?
-                        .ok_or_else(|| FetchError::Torrent(format!("piece {piece} is missing")))?;
+                        .ok_or_else(|| FetchError::Plain(format!("piece {piece} is missing")))?;
                     &cache.insert((piece, b)).1
                 }
             };
             let a = (off - piece * pl) as usize;
             let n = ((end - off) as usize).min(b.len().saturating_sub(a));
             if n == 0 {
-                return Err(FetchError::Torrent(format!("piece {piece} is short")));
+                return Err(FetchError::Plain(format!("piece {piece} is short")));
             }
             out.write_all(&b[a..a + n]).map_err(io_err(&path))?;
             off += n as u64;

@@ -199,14 +199,19 @@ pub fn publish_and_seed(
                     any_addr(),
                     Some(&me),
                     node.config.tracker.as_deref(),
+                    &node.settings,
                     node.settings.announce,
-                    node.settings.verbose,
                 )
                 .await
                 .map_err(|e| SeedError::Runtime(e.to_string()))?;
-                let mine = me.as_bytes().to_vec();
-                let t = Torrent::open(&node.home.store(), ih, Role::Seed, Some(mine.clone()), mine)
-                    .map_err(SeedError::Runtime)?;
+                let t = Torrent::open(
+                    &node.home.store(),
+                    ih,
+                    Role::Seed,
+                    Some(me.clone()),
+                    Some(me),
+                )
+                .map_err(|e| SeedError::Runtime(e.to_string()))?;
                 engine.add(t.clone());
                 report.counter(t.num_pieces() as u64 * plan.copies as u64);
                 (Holders::Here(t), Some(engine), Duration::from_millis(200))

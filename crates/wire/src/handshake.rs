@@ -9,10 +9,9 @@ pub const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
 /// Length of a handshake on the wire.
 pub const HANDSHAKE_LEN: usize = 68;
 
-/// A 20-byte info-hash (SHA-1 of the info dictionary).
-pub type InfoHash = [u8; 20];
-/// A 20-byte peer id. swarmbak never counts machines by it (see `sb_key`).
-pub type PeerId = [u8; 20];
+// The wire carries info-hashes and peer ids as raw 20-byte strings; the types that name
+// them (`swarmbak_core::InfoHash`, `PeerId`) wrap exactly these bytes. swarmbak never
+// counts machines by peer id (see `sb_key`).
 
 /// The 8 reserved bytes of the handshake: extension bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -77,14 +76,14 @@ pub struct Handshake {
     /// Extension bits.
     pub reserved: Reserved,
     /// The torrent.
-    pub info_hash: InfoHash,
+    pub info_hash: [u8; 20],
     /// The sender's peer id.
-    pub peer_id: PeerId,
+    pub peer_id: [u8; 20],
 }
 
 impl Handshake {
     /// A handshake with swarmbak's reserved bits ([`Reserved::SWARMBAK`]).
-    pub fn new(info_hash: InfoHash, peer_id: PeerId) -> Self {
+    pub fn new(info_hash: [u8; 20], peer_id: [u8; 20]) -> Self {
         Handshake {
             reserved: Reserved::SWARMBAK,
             info_hash,

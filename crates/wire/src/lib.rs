@@ -31,7 +31,7 @@ pub use error::{BitfieldError, CodecError, ExtensionError, MetadataError, Picker
 pub use extension::{
     ExtensionHandshake, EXTENSION_HANDSHAKE_ID, MAX_SB_KEY_LEN, SB_MACHINE, UT_METADATA,
 };
-pub use handshake::{Handshake, InfoHash, PeerId, Reserved, HANDSHAKE_LEN, PROTOCOL};
+pub use handshake::{Handshake, Reserved, HANDSHAKE_LEN, PROTOCOL};
 pub use message::{decode_message, encode_piece_header, id, BlockRef, Limits, Message, BLOCK_SIZE};
 pub use metadata::{
     metadata_pieces, MetadataAssembler, MetadataMessage, MAX_METADATA_SIZE, METADATA_PIECE_SIZE,

@@ -6,7 +6,6 @@ use sha1::{Digest, Sha1};
 use swarmbak_bencode::{decode_prefix_with, Encoder, Limits as BencodeLimits, Value};
 
 use crate::error::MetadataError;
-use crate::handshake::InfoHash;
 
 /// Metadata is exchanged in pieces of 16 KiB (the last may be shorter).
 pub const METADATA_PIECE_SIZE: usize = 16 * 1024;
@@ -168,7 +167,7 @@ pub fn metadata_pieces(size: u64) -> u32 {
 /// its info-hash.
 #[derive(Debug, Clone)]
 pub struct MetadataAssembler {
-    info_hash: InfoHash,
+    info_hash: [u8; 20],
     total_size: usize,
     pieces: Vec<Option<Bytes>>,
     have: u32,
@@ -176,13 +175,13 @@ pub struct MetadataAssembler {
 
 impl MetadataAssembler {
     /// For `total_size` bytes (from a peer's `metadata_size`) with the default 8 MiB limit.
-    pub fn new(info_hash: InfoHash, total_size: u64) -> Result<Self, MetadataError> {
+    pub fn new(info_hash: [u8; 20], total_size: u64) -> Result<Self, MetadataError> {
         Self::with_limit(info_hash, total_size, MAX_METADATA_SIZE)
     }
 
     /// With an explicit size limit.
     pub fn with_limit(
-        info_hash: InfoHash,
+        info_hash: [u8; 20],
         total_size: u64,
         limit: u64,
     ) -> Result<Self, MetadataError> {
@@ -281,7 +280,7 @@ impl MetadataAssembler {
 mod tests {
     use super::*;
 
-    fn info_of(len: usize) -> (Vec<u8>, InfoHash) {
+    fn info_of(len: usize) -> (Vec<u8>, [u8; 20]) {
         let body: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         let mut e = Encoder::new();
         e.begin_dict().key(b"x").bytes(&body).end();

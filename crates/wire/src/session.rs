@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::bitfield::Bitfield;
 use crate::extension::{ExtensionHandshake, EXTENSION_HANDSHAKE_ID, UT_METADATA};
-use crate::handshake::{PeerId, Reserved};
+use crate::handshake::Reserved;
 use crate::message::{BlockRef, Message, BLOCK_SIZE};
 use crate::metadata::MetadataMessage;
 use crate::picker::{BlockOutcome, PiecePicker};
@@ -765,8 +765,8 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
 /// sides keep the same connection; of two dialled the same way, the old one
 /// (protocol-spec/swarm.md §5.3).
 pub fn new_connection_stays(
-    mine: &PeerId,
-    theirs: &PeerId,
+    mine: &[u8; 20],
+    theirs: &[u8; 20],
     new_outgoing: bool,
     old_outgoing: bool,
 ) -> bool {
