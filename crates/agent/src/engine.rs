@@ -30,6 +30,8 @@ pub struct EngineConfig {
     pub machine_key: Option<MachineKey>,
     /// How long the next machine in line waits before taking over a shard (swarm.md §3.1).
     pub takeover_grace: Duration,
+    /// The clock takeovers are measured with.
+    pub clock: Arc<dyn swarmbak_core::Clock>,
     pub tracker: Option<TrackerClient>,
     /// Announce at least this often (the tracker's interval permitting less).
     pub announce_every: Duration,
@@ -212,7 +214,7 @@ impl Engine {
     /// to its peers.
     pub fn add(&self, t: Arc<Torrent>) {
         let ih = t.ih;
-        t.set_takeover_grace(self.0.cfg.takeover_grace);
+        t.set_takeover(self.0.cfg.takeover_grace, self.0.cfg.clock.clone());
         {
             let mut g = lock(&self.0.torrents);
             if g.contains_key(&ih) {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha1::{Digest, Sha1};
 use swarmbak_core::placement::{self, HolderSets};
-use swarmbak_core::MachineKey;
+use swarmbak_core::{Clock, MachineKey};
 use swarmbak_format::restore::SnapshotMeta;
 use swarmbak_format::{InfoHash, Layout, Store};
 use swarmbak_wire::{Bitfield, PiecePicker};
@@ -131,6 +131,8 @@ pub struct Torrent {
     under_since: Mutex<HashMap<u32, std::time::Instant>>,
     /// The takeover grace (swarm.md §3.1), set by the engine from its configuration.
     grace: std::sync::OnceLock<std::time::Duration>,
+    /// The time source for takeovers, set by the engine (the system clock otherwise).
+    clock: std::sync::OnceLock<Arc<dyn Clock>>,
     /// Shards written since the last sync.
     pub unsynced: std::sync::atomic::AtomicBool,
 }
@@ -249,6 +251,7 @@ impl Torrent {
             quota: std::sync::OnceLock::new(),
             under_since: Mutex::new(HashMap::new()),
             grace: std::sync::OnceLock::new(),
+            clock: std::sync::OnceLock::new(),
             unsynced: std::sync::atomic::AtomicBool::new(false),
         });
         t.update_wanted();
@@ -277,9 +280,11 @@ impl Torrent {
         self.me.is_some() && self.owner() == self.me.as_ref()
     }
 
-    /// Sets the takeover grace (swarm.md §3.1; default 30 s).
-    pub fn set_takeover_grace(&self, grace: std::time::Duration) {
-        if self.grace.set(grace).is_ok() {
+    /// Sets the takeover grace (swarm.md §3.1; default 30 s) and the clock it is
+    /// measured with. The first call wins.
+    pub fn set_takeover(&self, grace: std::time::Duration, clock: Arc<dyn Clock>) {
+        let changed = self.grace.set(grace).is_ok() | self.clock.set(clock).is_ok();
+        if changed {
             self.update_wanted();
         }
     }
@@ -361,7 +366,11 @@ impl Torrent {
                         grace: self.grace.get().copied().unwrap_or(DEFAULT_GRACE),
                     };
                     let mut under = lock(&self.under_since);
-                    placement::replicate_wanted(&view, &mut under, std::time::Instant::now())
+                    let now = match self.clock.get() {
+                        Some(c) => c.instant(),
+                        None => std::time::Instant::now(),
+                    };
+                    placement::replicate_wanted(&view, &mut under, now)
                 }
             },
         };

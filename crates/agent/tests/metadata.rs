@@ -17,6 +17,7 @@ async fn metadata_from_a_swarmbak_peer_with_only_the_infohash() {
         listen: "127.0.0.1:0".parse().unwrap(),
         machine_key: Some(me.clone()),
         takeover_grace: std::time::Duration::from_secs(30),
+        clock: std::sync::Arc::new(swarmbak_core::SystemClock),
         tracker: None,
         announce_every: std::time::Duration::from_secs(30),
         verbose: false,

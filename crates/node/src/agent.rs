@@ -17,7 +17,7 @@ use crate::config::Node;
 use crate::control::{parse_request, Request, Response};
 use crate::discovery::{Discovery, TrackerDiscovery};
 use crate::error::{AgentError, ConfigError, FetchError};
-use crate::fetch::start_engine;
+use crate::fetch::start_engine_with_clock;
 
 /// A job the agent runs on a schedule.
 pub trait Job: Send {
@@ -187,12 +187,13 @@ pub fn run(
     let me = node.machine_key()?;
     let rt = crate::runtime().map_err(|source| AgentError::Listen { addr, source })?;
     rt.block_on(async move {
-        let engine = start_engine(
+        let engine = start_engine_with_clock(
             addr,
             Some(&me),
             node.config.tracker.as_deref(),
             &node.settings,
             node.settings.announce,
+            node.clock.clone(),
         )
         .await
         .map_err(|e| match e {

@@ -37,6 +37,33 @@ pub struct NodeConfig {
     /// Most bytes of other machines' shards this machine holds (None: no limit).
     #[serde(default)]
     pub quota: Option<u64>,
+    /// Timers that differ from the defaults (seconds); the environment overrides them.
+    #[serde(default, skip_serializing_if = "Timers::is_empty")]
+    pub timers: Timers,
+}
+
+/// The `timers` section of `config.json`: each in seconds, absent for the default
+/// (swarm.md §11).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timers {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_timeout: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover: Option<f64>,
+}
+
+impl Timers {
+    fn is_empty(&self) -> bool {
+        *self == Timers::default()
+    }
 }
 
 /// What `swarmbak init` may set; `None` leaves a setting as it is.
@@ -100,6 +127,7 @@ impl NodeConfig {
                 m: DEFAULT_M,
                 recovery_recipients: Vec::new(),
                 quota: None,
+                timers: Timers::default(),
             }
         } else {
             Self::load(root)?
@@ -233,14 +261,30 @@ impl Default for Settings {
 impl Settings {
     /// The defaults, overridden by `SWARMBAK_*` variables.
     pub fn from_env() -> Settings {
-        Self::from_vars(|k| std::env::var(k).ok())
+        Self::resolve(&Timers::default(), |k| std::env::var(k).ok())
     }
 
     /// The defaults, overridden by the variables `get` returns.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Settings {
+        Self::resolve(&Timers::default(), get)
+    }
+
+    /// The defaults, overridden by `config.json`'s timers, overridden by the variables
+    /// `get` returns (tests and the demo).
+    pub fn resolve(file: &Timers, get: impl Fn(&str) -> Option<String>) -> Settings {
+        let from_file = |name: &str| match name {
+            "SWARMBAK_POLL_SECS" => file.poll,
+            "SWARMBAK_ANNOUNCE_SECS" => file.announce,
+            "SWARMBAK_HEALTH_SECS" => file.health,
+            "SWARMBAK_FETCH_TIMEOUT_SECS" => file.fetch_timeout,
+            "SWARMBAK_STALL_SECS" => file.stall,
+            "SWARMBAK_TAKEOVER_SECS" => file.takeover,
+            _ => None,
+        };
         let secs = |name: &str| {
             get(name)
                 .and_then(|v| v.trim().parse::<f64>().ok())
+                .or_else(|| from_file(name))
                 .filter(|s| s.is_finite())
                 .map(|s| Duration::from_secs_f64(s.clamp(0.05, 1e9)))
         };
@@ -278,11 +322,12 @@ impl Node {
     pub fn open(root: &Path) -> Result<Node, ConfigError> {
         let config = NodeConfig::load(root)?;
         let home = Home::open(root)?;
+        let settings = Settings::resolve(&config.timers, |k| std::env::var(k).ok());
         Ok(Node {
             root: root.to_path_buf(),
             home: Arc::new(home),
             config,
-            settings: Settings::from_env(),
+            settings,
             clock: Arc::new(SystemClock),
         })
     }
@@ -322,6 +367,16 @@ mod tests {
         assert!(s.verbose);
         let slow = Settings::from_vars(|k| (k == "SWARMBAK_ANNOUNCE_SECS").then(|| "60".into()));
         assert_eq!(slow.fetch_announce, Duration::from_secs(5));
+        // config.json's timers sit between the defaults and the environment.
+        let file = Timers {
+            poll: Some(600.0),
+            takeover: Some(120.0),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&file, |k| (k == "SWARMBAK_POLL_SECS").then(|| "1".into()));
+        assert_eq!(s.poll, Duration::from_secs(1));
+        assert_eq!(s.takeover_grace, Duration::from_secs(120));
+        assert_eq!(s.announce, Duration::from_secs(30));
     }
 
     #[test]

@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
 use swarmbak_agent::{Engine, EngineConfig, Role, Torrent};
-use swarmbak_core::{InfoHash, MachineKey};
+
+use swarmbak_core::{Clock, InfoHash, MachineKey, SystemClock};
 use swarmbak_format::restore::{LocalSource, SnapshotMeta, SnapshotReader};
 use swarmbak_format::{Identities, Manifest, Store};
 
@@ -26,6 +28,26 @@ pub async fn start_engine(
     settings: &Settings,
     announce_every: Duration,
 ) -> Result<Engine, FetchError> {
+    start_engine_with_clock(
+        listen,
+        machine,
+        tracker,
+        settings,
+        announce_every,
+        Arc::new(SystemClock),
+    )
+    .await
+}
+
+/// [`start_engine`] with the node's clock (the agent's, which tests move by hand).
+pub async fn start_engine_with_clock(
+    listen: SocketAddr,
+    machine: Option<&MachineKey>,
+    tracker: Option<&str>,
+    settings: &Settings,
+    announce_every: Duration,
+    clock: Arc<dyn Clock>,
+) -> Result<Engine, FetchError> {
     let tracker = match tracker {
         Some(t) => Some(tracker_client(t)?),
         None => None,
@@ -34,6 +56,7 @@ pub async fn start_engine(
         listen,
         machine_key: machine.cloned(),
         takeover_grace: settings.takeover_grace,
+        clock,
         tracker,
         announce_every,
         verbose: settings.verbose,
