@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Medians of several bench-backup / bench-swarm --out files per variant, side by side.
 
-    tools/bench-ab-table.py before=/tmp/bb-before-*.jsonl after=/tmp/bb-after-*.jsonl
+    tools/ab-table.py before=/tmp/bb-before-*.jsonl after=/tmp/bb-after-*.jsonl
 
 Each argument is NAME=GLOB. Rows: (step, tool); cells: median seconds and the runs.
 """
