@@ -29,7 +29,7 @@ pub trait Job: Send {
     fn run<'a>(
         &'a mut self,
         cx: &'a JobContext,
-    ) -> crate::discovery::BoxFuture<'a, Result<(), String>>;
+    ) -> crate::discovery::BoxFuture<'a, Result<(), FetchError>>;
 }
 
 /// What jobs work with.
@@ -102,8 +102,8 @@ impl Job for Replicate {
     fn run<'a>(
         &'a mut self,
         cx: &'a JobContext,
-    ) -> crate::discovery::BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.once(cx).await.map_err(|e| e.to_string()) })
+    ) -> crate::discovery::BoxFuture<'a, Result<(), FetchError>> {
+        Box::pin(self.once(cx))
     }
 }
 
