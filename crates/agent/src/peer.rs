@@ -15,7 +15,7 @@ use bytes::Bytes;
 use swarmbak_wire::{
     Action, Bitfield, BlockRef, CodecError, DisconnectReason, ExtensionHandshake, Frame, Handshake,
     Limits, Message, MetadataMessage, PeerCodec, PeerSession, PiecePicker, Reserved, SessionConfig,
-    BLOCK_SIZE, SB_MACHINE, UT_METADATA,
+    SB_MACHINE, UT_METADATA,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -407,7 +407,7 @@ impl Driver {
                         data,
                     } => {
                         let size = t.piece_size(piece);
-                        Torrent::add_block(&mut g, size, piece, offset, data, false)
+                        Torrent::add_block(&mut g, size, piece, offset, data)
                             .map_err(|e| End::from(DisconnectReason::Malformed(e.to_string())))?;
                     }
                     Action::VerifyPiece(piece) => {
@@ -561,6 +561,3 @@ impl Driver {
             .map_err(|e| End::Closed(format!("send: {e}")))
     }
 }
-
-/// Block size used for requests.
-pub const REQUEST_SIZE: u32 = BLOCK_SIZE;

@@ -423,17 +423,16 @@ impl Torrent {
             .collect()
     }
 
-    /// Files block `data` at `offset` of `piece` (a block the picker accepted). Returns
-    /// the piece's blocks, in order, once `complete` (the picker says every block is in);
-    /// an error for a block that does not fit the piece.
+    /// Files block `data` at `offset` of `piece` (a block the picker accepted); an error
+    /// for a block that does not fit the piece. [`Torrent::take_piece`] takes the piece
+    /// once the session says every block is in.
     pub fn add_block(
         g: &mut Inner,
         piece_size: usize,
         piece: u32,
         offset: u32,
         data: bytes::Bytes,
-        complete: bool,
-    ) -> Result<Option<Vec<bytes::Bytes>>, BlockError> {
+    ) -> Result<(), BlockError> {
         let bs = swarmbak_wire::BLOCK_SIZE as usize;
         let i = offset as usize / bs;
         let blocks = piece_size.div_ceil(bs);
@@ -449,10 +448,7 @@ impl Torrent {
         }
         let slots = g.partial.entry(piece).or_insert_with(|| vec![None; blocks]);
         slots[i] = Some(data);
-        if !complete {
-            return Ok(None);
-        }
-        Self::take_piece(g, piece).map(Some)
+        Ok(())
     }
 
     /// Takes a piece whose every block was filed ([`Torrent::add_block`]) out of the
@@ -626,12 +622,11 @@ mod tests {
         let mut g = inner(4, size as u64);
         let block = |i: usize| Bytes::from(vec![i as u8; if i == 3 { 100 } else { bs }]);
         for i in [2usize, 0, 3] {
-            let r = Torrent::add_block(&mut g, size, 1, (i * bs) as u32, block(i), false);
-            assert_eq!(r, Ok(None));
+            let r = Torrent::add_block(&mut g, size, 1, (i * bs) as u32, block(i));
+            assert_eq!(r, Ok(()));
         }
-        let done = Torrent::add_block(&mut g, size, 1, bs as u32, block(1), true)
-            .unwrap()
-            .unwrap();
+        Torrent::add_block(&mut g, size, 1, bs as u32, block(1)).unwrap();
+        let done = Torrent::take_piece(&mut g, 1).unwrap();
         assert_eq!(done, (0..4).map(block).collect::<Vec<_>>());
         assert!(
             g.partial.is_empty(),
@@ -646,23 +641,17 @@ mod tests {
         let bs = swarmbak_wire::BLOCK_SIZE as usize;
         let mut g = inner(1, 2 * bs as u64);
         let b = Bytes::from(vec![1u8; bs]);
-        assert_eq!(
-            Torrent::add_block(&mut g, 2 * bs, 0, 0, b.clone(), false),
-            Ok(None)
-        );
+        assert_eq!(Torrent::add_block(&mut g, 2 * bs, 0, 0, b.clone()), Ok(()));
         assert!(
             Torrent::take_piece(&mut g, 0).is_err(),
             "a block is missing"
         );
         // the failed take dropped the partial piece: it is assembled again
-        assert_eq!(
-            Torrent::add_block(&mut g, 2 * bs, 0, 0, b.clone(), false),
-            Ok(None)
-        );
+        assert_eq!(Torrent::add_block(&mut g, 2 * bs, 0, 0, b.clone()), Ok(()));
         let second = (bs as u32, b.clone());
         assert_eq!(
-            Torrent::add_block(&mut g, 2 * bs, 0, second.0, second.1, false),
-            Ok(None)
+            Torrent::add_block(&mut g, 2 * bs, 0, second.0, second.1),
+            Ok(())
         );
         assert_eq!(Torrent::take_piece(&mut g, 0), Ok(vec![b.clone(), b]));
         assert!(Torrent::take_piece(&mut g, 0).is_err(), "taken once");
@@ -675,11 +664,12 @@ mod tests {
         let mut g = inner(2, size as u64);
         let b = Bytes::from(vec![0u8; bs]);
         // Past the end, misaligned, or too long for the piece.
-        assert!(Torrent::add_block(&mut g, size, 0, (2 * bs) as u32, b.clone(), false).is_err());
-        assert!(Torrent::add_block(&mut g, size, 0, 5, b.clone(), false).is_err());
+        assert!(Torrent::add_block(&mut g, size, 0, (2 * bs) as u32, b.clone()).is_err());
+        assert!(Torrent::add_block(&mut g, size, 0, 5, b.clone()).is_err());
         let long = Bytes::from(vec![0u8; bs + 1]);
-        assert!(Torrent::add_block(&mut g, size, 0, bs as u32, long, false).is_err());
+        assert!(Torrent::add_block(&mut g, size, 0, bs as u32, long).is_err());
         // Said complete with a block missing.
-        assert!(Torrent::add_block(&mut g, size, 0, 0, b, true).is_err());
+        Torrent::add_block(&mut g, size, 0, 0, b).unwrap();
+        assert!(Torrent::take_piece(&mut g, 0).is_err());
     }
 }

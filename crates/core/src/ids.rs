@@ -15,9 +15,6 @@ pub enum IdError {
     /// Not 40 hex digits.
     #[error("{0:?} is not an infohash (40 hex digits)")]
     InfoHash(String),
-    /// Not 40 hex digits.
-    #[error("{0:?} is not a peer id (40 hex digits)")]
-    PeerId(String),
     /// Empty, too long, or not hex.
     #[error("not a machine key: {0}")]
     MachineKey(String),
@@ -195,12 +192,6 @@ impl fmt::Display for MachineKey {
 impl fmt::Debug for MachineKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "MachineKey({})", self.to_text())
-    }
-}
-
-impl serde::Serialize for MachineKey {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_text())
     }
 }
 

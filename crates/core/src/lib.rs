@@ -16,6 +16,8 @@ mod clock;
 mod ids;
 mod layout;
 pub mod placement;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod spec;
 mod units;
 
 pub use clock::{Clock, ManualClock, SystemClock};

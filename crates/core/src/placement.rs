@@ -337,14 +337,6 @@ mod tests {
         ),
     ];
 
-    fn spec() -> String {
-        std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../protocol-spec/swarm.md"
-        ))
-        .unwrap()
-    }
-
     #[test]
     fn the_worked_placement_example_of_swarm_md_holds() {
         let ih = InfoHash::from_hex(IH).unwrap();
@@ -369,7 +361,7 @@ mod tests {
             "fd5d77a6157224fa370dd1c33cff72d9926577cd"
         );
         let machines = candidates([&key(ANNA), &key(BEN), &key(CHLOE)], None, None);
-        let spec = spec();
+        let spec = crate::spec::read("swarm.md");
         let mut held: HashMap<&str, Vec<usize>> = HashMap::new();
         for (j, row) in TABLE {
             let r = ranking(&ih, j, &machines);

@@ -760,7 +760,8 @@ pub fn backup_locked(
         time,
         time_ns,
         machine_name: opts.machine_name.clone(),
-        machine_key: home.recipient()?.to_string(),
+        // The machine itself is the first recipient (`Home::recipients`).
+        machine_key: recipients[0].to_string(),
         source_paths: opts
             .paths
             .iter()

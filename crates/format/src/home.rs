@@ -116,8 +116,8 @@ impl Home {
         })
     }
 
-    /// Everyone a snapshot of this machine is encrypted to: the machine itself and the
-    /// organisation's recovery recipients.
+    /// Everyone a snapshot of this machine is encrypted to: the machine itself (first)
+    /// and the organisation's recovery recipients.
     pub fn recipients(&self, recovery: &[Recipient]) -> Result<Vec<Recipient>, FormatError> {
         let mut v = vec![self.recipient()?];
         v.extend(recovery.iter().cloned());

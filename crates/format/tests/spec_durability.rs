@@ -2,7 +2,6 @@
 //! `python3 tools/durability.py` prints (the script is deterministic: exact sums and a
 //! seeded Monte Carlo), and its normative defaults are the crate's.
 
-use std::path::Path;
 use std::process::Command;
 
 use swarmbak_core::placement::DEFAULT_COPIES;
@@ -12,7 +11,7 @@ use swarmbak_format::{DEFAULT_K, DEFAULT_M};
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 fn spec() -> String {
-    std::fs::read_to_string(Path::new(ROOT).join("protocol-spec/durability.md")).unwrap()
+    swarmbak_core::spec::read("durability.md")
 }
 
 /// The text of every ```text block of the spec, joined by newlines.
@@ -67,7 +66,7 @@ fn s5_tables_are_what_the_tool_prints() {
 /// §4: the normative defaults.
 #[test]
 fn s4_normative_defaults() {
-    let spec = spec().split_whitespace().collect::<Vec<_>>().join(" ");
+    let spec = swarmbak_core::spec::squash(&spec());
     let rule = format!(
         "Implementations MUST use k = {DEFAULT_K} data shards and m = {DEFAULT_M} parity shards \
          per stripe by default, with shards of at most {} MiB ({} MiB of data per stripe), and \

@@ -28,6 +28,7 @@ use std::sync::Mutex;
 
 use sha1::{Digest, Sha1};
 use swarmbak_core::placement::DEFAULT_COPIES;
+use swarmbak_core::spec;
 use swarmbak_format::backup::{NoProgress, Progress, CODEC_NONE, PACK_MAGIC, PACK_TARGET};
 use swarmbak_format::chunker::{self, Chunker, AVG_SIZE, MASK_L, MASK_S, MAX_SIZE, MIN_SIZE};
 use swarmbak_format::erasure::{self, Layout, MAX_SHARD, MIN_SHARD};
@@ -268,25 +269,11 @@ const ALL_QUOTES: &[&str] = &[
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-fn squash(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 #[test]
 fn every_quote_appears_verbatim_in_the_spec() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../protocol-spec/format-v1.md"
-    );
-    let spec = squash(&fs::read_to_string(path).expect("protocol-spec/format-v1.md"));
-    for q in ALL_QUOTES {
-        assert!(
-            spec.contains(&squash(q)),
-            "this text is no longer in protocol-spec/format-v1.md; update the test and the spec together:\n{q}"
-        );
-    }
+    spec::assert_quoted("format-v1.md", ALL_QUOTES);
     // The §17.5 note on the missing shard is prose around a quoted message.
-    assert!(spec.contains(&squash(S17_5_QUIET_MISSING)));
+    spec::assert_quoted("format-v1.md", &[S17_5_QUIET_MISSING]);
 }
 
 /// The integers in `s` written with spaces between digit groups ("16 777 216"), in order.

@@ -17,7 +17,7 @@ use crate::config::Node;
 use crate::control::{parse_request, Request, Response};
 use crate::discovery::{Discovery, TrackerDiscovery};
 use crate::error::{AgentError, ConfigError, FetchError};
-use crate::fetch::start_engine_with_clock;
+use crate::fetch::start_engine;
 
 /// A job the agent runs on a schedule.
 pub trait Job: Send {
@@ -187,7 +187,7 @@ pub fn run(
     let me = node.machine_key()?;
     let rt = crate::runtime().map_err(|source| AgentError::Listen { addr, source })?;
     rt.block_on(async move {
-        let engine = start_engine_with_clock(
+        let engine = start_engine(
             addr,
             Some(&me),
             node.config.tracker.as_deref(),
@@ -240,8 +240,9 @@ pub fn run(
                     *last = Some(now);
                 }
             }
+            // Jobs are looked at every second at most (the poll period when shorter).
             tokio::select! {
-                _ = tokio::time::sleep(tick(&jobs, &cx.node)) => {}
+                _ = tokio::time::sleep(cx.node.settings.poll.min(Duration::from_secs(1))) => {}
                 _ = &mut stop => break,
             }
         }
@@ -254,11 +255,6 @@ pub fn run(
         drop(lock);
         Ok(())
     })
-}
-
-/// How long the supervisor sleeps between looking at its jobs.
-fn tick(_jobs: &[(Box<dyn Job>, Option<Instant>)], node: &Node) -> Duration {
-    node.settings.poll.min(Duration::from_secs(1))
 }
 
 async fn shutdown_signal() {

@@ -228,8 +228,6 @@ pub struct Settings {
     pub poll: Duration,
     /// Agent and seed: announce at least this often (`SWARMBAK_ANNOUNCE_SECS`, 30).
     pub announce: Duration,
-    /// Fetch and health: announce at least this often (the same variable, at most 5 s).
-    pub fetch_announce: Duration,
     /// Health: how long to listen to the swarm (`SWARMBAK_HEALTH_SECS`, 3).
     pub health_wait: Duration,
     /// Fetch: deadline per snapshot (`SWARMBAK_FETCH_TIMEOUT_SECS`, 120; plain torrents 600).
@@ -248,7 +246,6 @@ impl Default for Settings {
         Settings {
             poll: Duration::from_secs(30),
             announce: Duration::from_secs(30),
-            fetch_announce: Duration::from_secs(5),
             health_wait: Duration::from_secs(3),
             fetch_timeout: None,
             stall: Duration::from_secs(20),
@@ -259,14 +256,14 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Fetch and health announce at least this often: the announce period, at most 5 s.
+    pub fn fetch_announce(&self) -> Duration {
+        self.announce.min(Duration::from_secs(5))
+    }
+
     /// The defaults, overridden by `SWARMBAK_*` variables.
     pub fn from_env() -> Settings {
         Self::resolve(&Timers::default(), |k| std::env::var(k).ok())
-    }
-
-    /// The defaults, overridden by the variables `get` returns.
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Settings {
-        Self::resolve(&Timers::default(), get)
     }
 
     /// The defaults, overridden by `config.json`'s timers, overridden by the variables
@@ -289,11 +286,9 @@ impl Settings {
                 .map(|s| Duration::from_secs_f64(s.clamp(0.05, 1e9)))
         };
         let d = Settings::default();
-        let announce = secs("SWARMBAK_ANNOUNCE_SECS");
         Settings {
             poll: secs("SWARMBAK_POLL_SECS").unwrap_or(d.poll),
-            announce: announce.unwrap_or(d.announce),
-            fetch_announce: announce.unwrap_or(d.fetch_announce).min(d.fetch_announce),
+            announce: secs("SWARMBAK_ANNOUNCE_SECS").unwrap_or(d.announce),
             health_wait: secs("SWARMBAK_HEALTH_SECS").unwrap_or(d.health_wait),
             fetch_timeout: secs("SWARMBAK_FETCH_TIMEOUT_SECS"),
             stall: secs("SWARMBAK_STALL_SECS").unwrap_or(d.stall),
@@ -349,9 +344,10 @@ mod tests {
 
     #[test]
     fn settings_take_the_environment_once_with_floors_and_caps() {
-        let d = Settings::from_vars(|_| None);
+        let vars = |get: fn(&str) -> Option<String>| Settings::resolve(&Timers::default(), get);
+        let d = vars(|_| None);
         assert_eq!(d, Settings::default());
-        let s = Settings::from_vars(|k| match k {
+        let s = vars(|k| match k {
             "SWARMBAK_ANNOUNCE_SECS" => Some("0.5".into()),
             "SWARMBAK_POLL_SECS" => Some("0.001".into()),
             "SWARMBAK_FETCH_TIMEOUT_SECS" => Some("7".into()),
@@ -360,13 +356,13 @@ mod tests {
             _ => None,
         });
         assert_eq!(s.announce, Duration::from_millis(500));
-        assert_eq!(s.fetch_announce, Duration::from_millis(500));
+        assert_eq!(s.fetch_announce(), Duration::from_millis(500));
         assert_eq!(s.poll, Duration::from_millis(50));
         assert_eq!(s.fetch_timeout, Some(Duration::from_secs(7)));
         assert_eq!(s.takeover_grace, Duration::from_secs(30));
         assert!(s.verbose);
-        let slow = Settings::from_vars(|k| (k == "SWARMBAK_ANNOUNCE_SECS").then(|| "60".into()));
-        assert_eq!(slow.fetch_announce, Duration::from_secs(5));
+        let slow = vars(|k| (k == "SWARMBAK_ANNOUNCE_SECS").then(|| "60".into()));
+        assert_eq!(slow.fetch_announce(), Duration::from_secs(5));
         // config.json's timers sit between the defaults and the environment.
         let file = Timers {
             poll: Some(600.0),

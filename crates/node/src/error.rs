@@ -98,8 +98,11 @@ pub enum SeedError {
         copies: usize,
         fewest: usize,
     },
-    #[error("{0}")]
-    Runtime(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// Seeding: listening for peers, opening the snapshot for the swarm.
+    #[error(transparent)]
+    Swarm(#[from] FetchError),
 }
 
 impl From<ControlError> for SeedError {

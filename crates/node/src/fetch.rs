@@ -20,27 +20,9 @@ use crate::report::Report;
 
 /// Starts a peer engine: listening on `listen` (port 0: any), announcing to `tracker`.
 /// `machine`: the key sent as `sb_key`; `None` for processes that are not holders
-/// (fetch, health), so they never move placement (swarm.md §3.1).
+/// (fetch, health), so they never move placement (swarm.md §3.1). `clock`: what
+/// takeovers are measured with (the node's, which tests move by hand).
 pub async fn start_engine(
-    listen: SocketAddr,
-    machine: Option<&MachineKey>,
-    tracker: Option<&str>,
-    settings: &Settings,
-    announce_every: Duration,
-) -> Result<Engine, FetchError> {
-    start_engine_with_clock(
-        listen,
-        machine,
-        tracker,
-        settings,
-        announce_every,
-        Arc::new(SystemClock),
-    )
-    .await
-}
-
-/// [`start_engine`] with the node's clock (the agent's, which tests move by hand).
-pub async fn start_engine_with_clock(
     listen: SocketAddr,
     machine: Option<&MachineKey>,
     tracker: Option<&str>,
@@ -265,7 +247,8 @@ pub fn fetch_into_store(
             None,
             Some(tracker),
             settings,
-            settings.fetch_announce,
+            settings.fetch_announce(),
+            Arc::new(SystemClock),
         )
         .await?;
         let mut got = download(&engine, store, ih, timeout, settings, report).await?;

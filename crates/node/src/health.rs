@@ -28,6 +28,7 @@ pub fn swarm_health(
             Some(tracker),
             settings,
             std::time::Duration::from_secs(2),
+            std::sync::Arc::new(swarmbak_core::SystemClock),
         )
         .await?;
         let t = Torrent::open(store, *ih, Role::Seed, None, None).map_err(FetchError::from)?;

@@ -71,7 +71,8 @@ pub fn fetch_plain(
             None,
             f.tracker.as_deref(),
             settings,
-            settings.fetch_announce,
+            settings.fetch_announce(),
+            std::sync::Arc::new(swarmbak_core::SystemClock),
         )
         .await?;
         engine.add(t.clone());

@@ -16,7 +16,7 @@ use swarmbak_format::{FormatError, Progress, SnapshotInfo};
 use crate::config::Node;
 use crate::control::ControlClient;
 use crate::discovery::{http_status, not_a_swarmbak_tracker, tracker_client};
-use crate::error::{PublishError, SeedError};
+use crate::error::{FetchError, PublishError, SeedError};
 use crate::fetch::{any_addr, start_engine};
 use crate::report::{Event, Report};
 
@@ -75,7 +75,7 @@ pub fn make(node: &Node, paths: Vec<PathBuf>, progress: &dyn Progress) -> Result
                     })
                 })
                 .collect::<Result<_, _>>()?;
-            let rt = crate::runtime().map_err(|e| SeedError::Runtime(e.to_string()))?;
+            let rt = crate::runtime().map_err(SeedError::Runtime)?;
             let (infohash, info) = rt.block_on(ControlClient::new(&sock).seed(abs))?;
             Ok(Made {
                 infohash,
@@ -158,7 +158,7 @@ pub fn publish_and_seed(
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600 * 24 * 365))
     };
-    let rt = crate::runtime().map_err(|e| SeedError::Runtime(e.to_string()))?;
+    let rt = crate::runtime().map_err(SeedError::Runtime)?;
     // Publish (retrying while the tracker refuses or is down).
     let published = match &made.by {
         Maker::Agent(sock) => rt
@@ -201,9 +201,9 @@ pub fn publish_and_seed(
                     node.config.tracker.as_deref(),
                     &node.settings,
                     node.settings.announce,
+                    node.clock.clone(),
                 )
-                .await
-                .map_err(|e| SeedError::Runtime(e.to_string()))?;
+                .await?;
                 let t = Torrent::open(
                     &node.home.store(),
                     ih,
@@ -211,7 +211,7 @@ pub fn publish_and_seed(
                     Some(me.clone()),
                     Some(me),
                 )
-                .map_err(|e| SeedError::Runtime(e.to_string()))?;
+                .map_err(FetchError::from)?;
                 engine.add(t.clone());
                 report.counter(t.num_pieces() as u64 * plan.copies as u64);
                 (Holders::Here(t), Some(engine), Duration::from_millis(200))

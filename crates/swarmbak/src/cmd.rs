@@ -17,34 +17,13 @@ use crate::Ctx;
 
 type R = Result<(), Failure>;
 
-pub struct Init {
-    pub name: Option<String>,
-    pub tracker: Option<String>,
-    pub enroll: Option<String>,
-    pub recovery: Vec<String>,
-    pub copies: Option<u32>,
-    pub quota: Option<String>,
-    pub k: Option<u16>,
-    pub m: Option<u16>,
-}
-
-pub fn init(ctx: &Ctx, a: Init) -> R {
-    let quota = match a.quota {
-        Some(q) => Some(swarmbak_node::parse_size(&q).ok_or_else(|| {
+/// `init`: `opts` as given, with `quota` still text (`50G`).
+pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>) -> R {
+    if let Some(q) = quota {
+        opts.quota = Some(swarmbak_node::parse_size(&q).ok_or_else(|| {
             Failure::usage(format!("--quota {q:?}: give a size like 50G or 500M"))
-        })?),
-        None => None,
-    };
-    let opts = InitOptions {
-        name: a.name,
-        tracker: a.tracker,
-        enroll_token: a.enroll,
-        recovery_recipients: a.recovery,
-        copies: a.copies,
-        k: a.k,
-        m: a.m,
-        quota,
-    };
+        })?);
+    }
     let (c, created) = NodeConfig::init(&ctx.home, &opts)?;
     out(
         ctx,

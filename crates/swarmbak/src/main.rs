@@ -197,16 +197,17 @@ fn main() -> ExitCode {
             m,
         } => cmd::init(
             &ctx,
-            cmd::Init {
+            swarmbak_node::InitOptions {
                 name,
                 tracker,
-                enroll,
-                recovery: recovery_recipient,
+                enroll_token: enroll,
+                recovery_recipients: recovery_recipient,
                 copies,
-                quota,
                 k,
                 m,
+                quota: None,
             },
+            quota,
         ),
         Command::Seed {
             paths,

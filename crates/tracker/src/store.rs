@@ -111,10 +111,6 @@ pub struct Store {
     by_ih: HashMap<InfoHash, usize>,
 }
 
-fn parse_hex20(s: &str) -> Option<InfoHash> {
-    InfoHash::from_hex(s).ok()
-}
-
 /// Checks a machine key: 1 to 256 printable ASCII characters, no spaces.
 pub fn check_machine_key(k: &str) -> Result<(), String> {
     if k.is_empty() || k.len() > MAX_MACHINE_LEN {
@@ -187,7 +183,7 @@ impl Store {
             };
             let parsed = serde_json::from_slice::<Line>(line)
                 .ok()
-                .and_then(|l| parse_hex20(&l.rec.infohash).map(|ih| (ih, l.rec)));
+                .and_then(|l| Some((InfoHash::from_hex(&l.rec.infohash).ok()?, l.rec)));
             match parsed {
                 Some((ih, rec)) => {
                     good_len = next;

@@ -10,16 +10,15 @@
 //! info-hashes and machine keys are elided (`…`) in the spec; the "request head" limit
 //! (hyper's buffer, a 20 s read timeout) is not observable without waiting 20 s.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use swarmbak_metainfo::{build_swarmbak_torrent, Metainfo, SwarmbakParams, SwarmbakTorrent};
-use swarmbak_tracker::{Tracker, TrackerConfig, MAX_REPLY_BYTES, UNKNOWN_TORRENT};
+use swarmbak_tracker::{TrackerConfig, MAX_REPLY_BYTES, UNKNOWN_TORRENT};
+mod common;
+
+use common::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------------------------------
 // Quotes from protocol-spec/tracker.md
@@ -86,23 +85,9 @@ const ALL_QUOTES: &[&str] = &[
     S6_LIMITS,
 ];
 
-fn squash(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 #[test]
 fn every_quote_appears_verbatim_in_the_spec() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../protocol-spec/tracker.md"
-    );
-    let spec = squash(&std::fs::read_to_string(path).expect("protocol-spec/tracker.md"));
-    for q in ALL_QUOTES {
-        assert!(
-            spec.contains(&squash(q)),
-            "this text is no longer in protocol-spec/tracker.md; update the test and the spec together:\n{q}"
-        );
-    }
+    swarmbak_core::spec::assert_quoted("tracker.md", ALL_QUOTES);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -175,33 +160,8 @@ fn the_renderer_reads_the_templates_as_written() {
 // A tracker on 127.0.0.1
 // ---------------------------------------------------------------------------------------
 
-struct Server {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
+/// Raw HTTP against the test tracker (`common::Server`), as the spec's examples show it.
 impl Server {
-    async fn start(dir: &Path) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let tracker = Tracker::open(TrackerConfig::new(dir)).unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            tracker
-                .serve_until(listener, async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
-        Server {
-            addr,
-            stop: Some(tx),
-            task,
-        }
-    }
-
     /// One HTTP/1.1 request; the reply's status and body.
     async fn request(&self, method: &str, target: &str, body: &[u8]) -> (u16, Vec<u8>) {
         let mut s = TcpStream::connect(self.addr).await.unwrap();
@@ -242,16 +202,6 @@ impl Server {
         );
         let (status, body) = self.request("POST", &target, t).await;
         (status, serde_json::from_slice(&body).unwrap())
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
-            .await
-            .expect("server stops")
-            .unwrap();
     }
 }
 
@@ -295,7 +245,7 @@ fn announce_target(ih: &[u8; 20], peer_id: &[u8; 20], port: u16, extra: &str) ->
 #[tokio::test]
 async fn s1_s2_announce_failure_and_scrape_replies() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path()).await;
+    let server = Server::start(dir.path(), |_| {}).await;
     let name = "swarmbak-0123456789abcdef.shards";
     let t = torrent(name, 1007);
     let ih = Metainfo::from_bytes(&t).unwrap().info_hash();
@@ -464,7 +414,7 @@ fn keys(v: &serde_json::Value) -> Vec<String> {
 #[tokio::test]
 async fn s3_json_replies() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path()).await;
+    let server = Server::start(dir.path(), |_| {}).await;
     let snapshots_example: serde_json::Value = serde_json::from_str(S3_SNAPSHOTS).unwrap();
     let machines_example: serde_json::Value = serde_json::from_str(S3_MACHINES).unwrap();
     let health_example: serde_json::Value = serde_json::from_str(S3_HEALTH).unwrap();

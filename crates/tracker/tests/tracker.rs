@@ -1,7 +1,6 @@
 //! The tracker and its client over real TCP on 127.0.0.1.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use swarmbak_metainfo::{build_swarmbak_torrent, Metainfo, SwarmbakParams, SwarmbakTorrent};
@@ -10,66 +9,11 @@ use swarmbak_tracker::{
     UNKNOWN_TORRENT,
 };
 use swarmbak_tracker::{InfoHash, PeerId};
+mod common;
+
+use common::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-struct Server {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Server {
-    async fn start(dir: &Path, tweak: impl FnOnce(&mut TrackerConfig)) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Server::start_on(listener, dir, tweak).await
-    }
-
-    async fn start_on(
-        listener: TcpListener,
-        dir: &Path,
-        tweak: impl FnOnce(&mut TrackerConfig),
-    ) -> Server {
-        let mut cfg = TrackerConfig::new(dir);
-        tweak(&mut cfg);
-        let addr = listener.local_addr().unwrap();
-        let tracker = Tracker::open(cfg).unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            tracker
-                .serve_until(listener, async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
-        Server {
-            addr,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn client(&self) -> TrackerClient {
-        TrackerClient::new(&self.url()).unwrap()
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
-            .await
-            .expect("server stops")
-            .unwrap();
-    }
-}
 
 fn torrent(seed: u8, name: &str) -> Vec<u8> {
     build_swarmbak_torrent(&SwarmbakTorrent {

@@ -1,0 +1,67 @@
+//! A tracker served on 127.0.0.1 for the tests, stopped on request.
+#![allow(dead_code)] // each test crate uses its own part
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use swarmbak_tracker::{Tracker, TrackerClient, TrackerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn start(dir: &Path, tweak: impl FnOnce(&mut TrackerConfig)) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Server::start_on(listener, dir, tweak).await
+    }
+
+    pub async fn start_on(
+        listener: TcpListener,
+        dir: &Path,
+        tweak: impl FnOnce(&mut TrackerConfig),
+    ) -> Server {
+        let mut cfg = TrackerConfig::new(dir);
+        tweak(&mut cfg);
+        let addr = listener.local_addr().unwrap();
+        let tracker = Tracker::open(cfg).unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            tracker
+                .serve_until(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Server {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn client(&self) -> TrackerClient {
+        TrackerClient::new(&self.url()).unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("server stops")
+            .unwrap();
+    }
+}
