@@ -17,6 +17,7 @@ pub mod client;
 pub mod proto;
 pub mod query;
 pub mod server;
+pub mod storage;
 pub mod store;
 pub mod swarm;
 

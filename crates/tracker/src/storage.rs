@@ -1,0 +1,235 @@
+//! What the tracker keeps, behind a small trait so that a server database can stand in
+//! for the embedded one when several tracker instances share a state
+//! (protocol-spec/tracker.md §8). The embedded implementation is [`crate::sqlite`].
+//!
+//! Every method that answers a client's request for a change (enrol, publish, revoke)
+//! is durable when it returns `Ok`; [`Storage::add_online`] need not be (it is batched
+//! off the announce path).
+
+use std::fmt;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The disk (or the database's size limit) is full: nothing was written; retry once
+    /// space is freed.
+    #[error("the tracker's disk is full: nothing was written; free space in the data directory and retry")]
+    Full,
+    /// Another process holds the database's write lock for too long.
+    #[error("the tracker's database is busy: retry")]
+    Busy,
+    /// The stored data is not what this version understands (a newer schema, a corrupt file).
+    #[error("tracker database: {0}")]
+    Corrupt(String),
+    /// Anything else the database reported.
+    #[error("tracker database: {0}")]
+    Other(String),
+}
+
+/// What a machine row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineKind {
+    /// A swarmbak machine: it has a signing key and a certificate.
+    Machine,
+    /// A standard BitTorrent client (libtorrent, transmission) with a passkey only.
+    Client,
+}
+
+/// An enrolled machine or client.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MachineRow {
+    /// The database's id for it (stable).
+    pub id: i64,
+    /// Machine or client.
+    pub kind: MachineKind,
+    /// The machine's ed25519 public key (`None` for a client).
+    pub key: Option<[u8; 32]>,
+    /// Its age recipient (`age1…`; `None` for a client).
+    pub age_recipient: Option<String>,
+    /// The enrolled name (unique among machines not revoked).
+    pub name: String,
+    /// The person using it.
+    pub user: Option<String>,
+    /// A VIP machine (listed first by the administrator's reports).
+    pub vip: bool,
+    /// Where it is, `SITE/ROOM`.
+    pub domain: Option<String>,
+    /// Its passkey (32 lowercase hex digits), in announce paths.
+    pub passkey: String,
+    /// The certificate the organisation key signed for it (`None` for a client).
+    pub certificate: Option<Vec<u8>>,
+    /// When it enrolled, Unix seconds.
+    pub enrolled: i64,
+    /// When its certificate expires, Unix seconds (`None`: never).
+    pub expires: Option<i64>,
+    /// When it was revoked, Unix seconds.
+    pub revoked: Option<i64>,
+    /// The signed revocation.
+    pub revocation: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for MachineRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the passkey: it is a secret.
+        f.debug_struct("MachineRow")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("key", &self.key.map(hex::encode))
+            .field("name", &self.name)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A machine to insert (the id is the database's).
+#[derive(Clone)]
+pub struct NewMachine {
+    /// Machine or client.
+    pub kind: MachineKind,
+    /// See [`MachineRow`].
+    pub key: Option<[u8; 32]>,
+    /// See [`MachineRow`].
+    pub age_recipient: Option<String>,
+    /// See [`MachineRow`].
+    pub name: String,
+    /// See [`MachineRow`].
+    pub user: Option<String>,
+    /// See [`MachineRow`].
+    pub vip: bool,
+    /// See [`MachineRow`].
+    pub domain: Option<String>,
+    /// See [`MachineRow`].
+    pub passkey: String,
+    /// See [`MachineRow`].
+    pub certificate: Option<Vec<u8>>,
+    /// See [`MachineRow`].
+    pub enrolled: i64,
+    /// See [`MachineRow`].
+    pub expires: Option<i64>,
+}
+
+/// An enrolment waiting for its machine: what `swarmbak tracker enroll` wrote. Only a
+/// hash of the token's secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// SHA-256 of the token's secret.
+    pub token_hash: [u8; 32],
+    /// The name the machine will have.
+    pub name: String,
+    /// See [`MachineRow`].
+    pub user: Option<String>,
+    /// See [`MachineRow`].
+    pub vip: bool,
+    /// See [`MachineRow`].
+    pub domain: Option<String>,
+    /// The certificate's lifetime in days (`None`: it does not expire).
+    pub cert_days: Option<u32>,
+    /// When the token was made, Unix seconds.
+    pub created: i64,
+    /// The token is refused after this time, Unix seconds.
+    pub valid_until: i64,
+}
+
+/// What [`Storage::redeem`] did.
+#[derive(Debug)]
+pub enum Redeemed {
+    /// The machine is enrolled (the token is used up, in the same transaction).
+    Enrolled(MachineRow),
+    /// No such token, or it was used, or it expired.
+    UnknownToken,
+    /// A machine not revoked already has the token's name.
+    NameTaken,
+    /// `make` refused (its message).
+    Refused(String),
+}
+
+/// One published snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRow {
+    /// The torrent's info-hash.
+    pub infohash: [u8; 20],
+    /// The owner's machine key as text: lowercase hex of the ed25519 key for enrolled
+    /// machines; whatever an open tracker was given (an age recipient) otherwise.
+    pub machine_key: String,
+    /// The owner's name at publish.
+    pub machine_name: String,
+    /// When it was published, Unix seconds.
+    pub published: i64,
+    /// The torrent's total length (all shards).
+    pub total_length: u64,
+    /// The encrypted payload inside the data shards.
+    pub payload_length: u64,
+    /// The torrent's `name`.
+    pub name: String,
+    /// The snapshot's target copy count (from its signed record; 0 when unknown).
+    pub copies: u32,
+    /// The owner's signed publish record (`None` on an open tracker or from a v1 import).
+    pub record: Option<Vec<u8>>,
+    /// The owner's certificate at publish.
+    pub certificate: Option<Vec<u8>>,
+}
+
+/// What [`Storage::publish`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// Stored now.
+    New(SnapshotRow),
+    /// It was stored before (the stored row; nothing changed unless the stored metainfo
+    /// did not match its info-hash, in which case `torrent` replaced it).
+    Existing(SnapshotRow),
+}
+
+/// A span of time a machine was seen online (announcing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnlineInterval {
+    /// [`MachineRow::id`].
+    pub machine: i64,
+    /// Unix seconds.
+    pub start: i64,
+    /// Unix seconds.
+    pub end: i64,
+}
+
+/// The tracker's persistent state. Blocking calls: the server makes them from
+/// `spawn_blocking` or its writer thread, never on the announce path.
+pub trait Storage: Send {
+    /// A setting (`public_url`, `recovery_recipients`, ...).
+    fn setting(&mut self, key: &str) -> Result<Option<String>, StorageError>;
+    /// Sets a setting, durably.
+    fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StorageError>;
+
+    /// Stores an enrolment token's hash and what the machine will be.
+    fn add_pending(&mut self, p: &Pending) -> Result<(), StorageError>;
+    /// In one transaction: finds the unused, unexpired token `token_hash`, checks that no
+    /// machine not revoked has its name, asks `make` for the machine row (it signs the
+    /// certificate), inserts it and marks the token used.
+    fn redeem(
+        &mut self,
+        token_hash: &[u8; 32],
+        now: i64,
+        make: &mut dyn FnMut(&Pending) -> Result<NewMachine, String>,
+    ) -> Result<Redeemed, StorageError>;
+    /// Inserts a machine directly (clients, and `enroll --client`); `NameTaken` rules as
+    /// for [`Storage::redeem`] are the caller's (see [`Storage::machines`]).
+    fn add_machine(&mut self, m: &NewMachine) -> Result<MachineRow, StorageError>;
+    /// Every machine and client, revoked ones included, in enrolment order.
+    fn machines(&mut self) -> Result<Vec<MachineRow>, StorageError>;
+    /// Marks machine `id` revoked at `at` with its signed revocation.
+    fn revoke(&mut self, id: i64, at: i64, revocation: &[u8]) -> Result<(), StorageError>;
+
+    /// Stores a snapshot and its metainfo, unless its info-hash is stored already.
+    fn publish(&mut self, row: &SnapshotRow, torrent: &[u8]) -> Result<Published, StorageError>;
+    /// Every snapshot, in publish order.
+    fn snapshots(&mut self) -> Result<Vec<SnapshotRow>, StorageError>;
+    /// A snapshot's metainfo as published.
+    fn metainfo(&mut self, infohash: &[u8; 20]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Appends online intervals (not necessarily durable at once).
+    fn add_online(&mut self, intervals: &[OnlineInterval]) -> Result<(), StorageError>;
+    /// A machine's online intervals that end at or after `since`, oldest first.
+    fn online(&mut self, machine: i64, since: i64) -> Result<Vec<OnlineInterval>, StorageError>;
+
+    /// Changes whenever another connection (another process) committed a write: the
+    /// running tracker polls it to see what `swarmbak tracker revoke` wrote.
+    fn data_version(&mut self) -> Result<i64, StorageError>;
+}
