@@ -1,0 +1,95 @@
+//! protocol-spec/trust.md's examples are these tests: the keys come from fixed seeds and
+//! ed25519 signatures are deterministic, so every byte of each example is checked.
+
+use swarmbak_core::spec::assert_quoted;
+use swarmbak_trust::{
+    Certificate, CertificateFields, EnrollRequest, EnrollToken, Kind, PublishRecord, Revocation,
+    SigningKey,
+};
+
+fn org() -> SigningKey {
+    SigningKey::from_seed([0x0a; 32])
+}
+
+fn machine() -> SigningKey {
+    SigningKey::from_seed([0x01; 32])
+}
+
+/// Hex, 64 digits a line, as the spec prints long values.
+fn lines(b: &[u8]) -> String {
+    hex::encode(b)
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn examples() -> Vec<(&'static str, String)> {
+    let org = org();
+    let m = machine();
+    let cert = Certificate::issue(
+        &org,
+        &CertificateFields {
+            machine: m.public(),
+            age_recipient: "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p".into(),
+            name: "laptop-7".into(),
+            user: Some("ana".into()),
+            vip: true,
+            domain: Some("hq/2.14".into()),
+            issued: 1_796_000_000,
+            expires: None,
+        },
+    );
+    let record = PublishRecord {
+        infohash: [0xab; 20],
+        machine: m.public(),
+        copies: 2,
+        published: 1_796_100_000,
+    }
+    .sign(&m);
+    let revocation = Revocation::issue(&org, m.public(), "laptop-7", 1_796_200_000);
+    let enroll = EnrollRequest {
+        machine: m.public(),
+        age_recipient: "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p".into(),
+        secret: [0x5e; 32],
+    }
+    .sign(&m);
+    let token = EnrollToken {
+        url: "http://10.0.0.5:7070".into(),
+        org: org.public(),
+        secret: [0x5e; 32],
+        tls: None,
+    };
+    vec![
+        ("org public key", org.public().to_hex()),
+        ("org fingerprint", org.public().fingerprint()),
+        ("machine public key", m.public().to_hex()),
+        ("certificate", lines(&cert)),
+        ("publish record", lines(&record)),
+        ("revocation", lines(&revocation)),
+        ("enrolment request", lines(&enroll)),
+        ("token", token.to_text()),
+    ]
+}
+
+#[test]
+fn spec_examples() {
+    let ex = examples();
+    if std::env::var_os("PRINT_SPEC").is_some() {
+        for (name, v) in &ex {
+            println!("== {name}\n{v}");
+        }
+    }
+    let quotes: Vec<&str> = ex.iter().map(|(_, v)| v.as_str()).collect();
+    assert_quoted("trust.md", &quotes);
+    for k in [
+        Kind::Certificate,
+        Kind::Publish,
+        Kind::Revocation,
+        Kind::Enroll,
+    ] {
+        let p = std::str::from_utf8(&k.prefix()[..k.prefix().len() - 1]).unwrap();
+        assert_quoted("trust.md", &[&format!("`{p}\\0`")]);
+    }
+}
