@@ -608,6 +608,7 @@ pub fn swarmbak_tracker(data: &Path) -> (Bg, String) {
         None,
         &[
             "tracker",
+            "--open",
             "--listen",
             "127.0.0.1:0",
             "--data",

@@ -55,6 +55,7 @@ fn start_tracker(dir: &Path) -> (Proc, String) {
     let mut cmd = Command::new(swarmbak_bin());
     cmd.args([
         "tracker",
+        "--open",
         "--listen",
         "127.0.0.1:0",
         "--interval",

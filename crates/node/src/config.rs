@@ -40,6 +40,44 @@ pub struct NodeConfig {
     /// Timers that differ from the defaults (seconds); the environment overrides them.
     #[serde(default, skip_serializing_if = "Timers::is_empty")]
     pub timers: Timers,
+    /// What enrolment with a private tracker gave this machine (trust.md, tracker.md §7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolment: Option<Enrolment>,
+}
+
+/// What a private tracker handed this machine at enrolment.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Enrolment {
+    /// The passkey in its announce paths (a secret).
+    pub passkey: String,
+    /// The organisation key, hex: certificates and publish records are checked against it.
+    pub org_key: String,
+    /// The organisation secret, hex (peer handshakes, DHT keys).
+    pub org_secret: String,
+    /// This machine's certificate, base64url.
+    pub certificate: String,
+}
+
+impl std::fmt::Debug for Enrolment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrolment")
+            .field("org_key", &self.org_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Enrolment {
+    /// The organisation key.
+    pub fn org(&self) -> Result<swarmbak_trust::PublicKey, ConfigError> {
+        swarmbak_trust::PublicKey::from_hex(&self.org_key)
+            .map_err(|e| ConfigError::Invalid(format!("config.json: enrolment.org_key: {e}")))
+    }
+
+    /// This machine's certificate.
+    pub fn certificate(&self) -> Result<Vec<u8>, ConfigError> {
+        swarmbak_trust::from_b64(&self.certificate)
+            .map_err(|e| ConfigError::Invalid(format!("config.json: enrolment.certificate: {e}")))
+    }
 }
 
 /// The `timers` section of `config.json`: each in seconds, absent for the default
@@ -128,6 +166,7 @@ impl NodeConfig {
                 recovery_recipients: Vec::new(),
                 quota: None,
                 timers: Timers::default(),
+                enrolment: None,
             }
         } else {
             Self::load(root)?
@@ -159,13 +198,33 @@ impl NodeConfig {
             }
         }
         swarmbak_core::check_params(config.k as usize, config.m as usize)?;
-        let json = serde_json::to_vec_pretty(&config)
+        // The machine's signing key, beside its age identity (homes made before it get
+        // one now).
+        signing_key(root)?;
+        config.save(root)?;
+        Ok((config, created))
+    }
+
+    /// Writes `ROOT/config.json` (mode 0600: it holds the passkey).
+    pub fn save(&self, root: &Path) -> Result<(), ConfigError> {
+        let cfg_path = root.join("config.json");
+        let json = serde_json::to_vec_pretty(self)
             .map_err(|e| ConfigError::Invalid(format!("cannot encode config: {e}")))?;
         swarmbak_format::write_private(&cfg_path, &json).map_err(|source| ConfigError::Io {
             path: cfg_path.clone(),
             source,
-        })?;
-        Ok((config, created))
+        })
+    }
+
+    /// The tracker URL the machine's clients use: the base URL, followed by the passkey
+    /// when enrolled (`BASE/<passkey>`: announces go to `BASE/<passkey>/announce`, the
+    /// JSON endpoints are authorised by the same segment; tracker.md §7.3).
+    pub fn tracker_url(&self) -> Option<String> {
+        let t = self.tracker.as_ref()?;
+        Some(match &self.enrolment {
+            Some(e) => format!("{t}/{}", e.passkey),
+            None => t.clone(),
+        })
     }
 
     /// Reads `ROOT/config.json`.
@@ -217,6 +276,14 @@ impl NodeConfig {
             .collect::<Result<_, _>>()?;
         Ok(o)
     }
+}
+
+/// The machine's ed25519 signing key (`ROOT/signing.key`, trust.md §1), made the first
+/// time it is needed.
+pub fn signing_key(root: &Path) -> Result<swarmbak_trust::SigningKey, ConfigError> {
+    swarmbak_trust::SigningKey::load_or_create(&root.join("signing.key"))
+        .map(|(k, _)| k)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
 /// The node's timers and switches, read once per process. Defaults suit an office;

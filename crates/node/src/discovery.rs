@@ -98,7 +98,7 @@ impl TrackerDiscovery {
                 .filter_map(|r| {
                     Some(Found {
                         infohash: InfoHash::from_hex(&r.infohash).ok()?,
-                        owner: MachineKey::from_age_recipient(&r.machine_key).ok(),
+                        owner: owner_key(&r),
                     })
                 })
                 .collect()),
@@ -200,4 +200,16 @@ pub async fn metadata_from_swarm(
             format!(": {}", why.join("; "))
         },
     })
+}
+
+/// The placement key of a listed snapshot's owner (swarm.md §1: its age recipient): from
+/// its certificate when the publish was signed, else the key it was published under.
+fn owner_key(r: &swarmbak_tracker::SnapshotRecord) -> Option<MachineKey> {
+    let from_cert = r
+        .certificate
+        .as_deref()
+        .and_then(|c| swarmbak_trust::from_b64(c).ok())
+        .and_then(|c| swarmbak_trust::Certificate::parse_unverified(&c).ok())
+        .map(|c| c.fields.age_recipient);
+    MachineKey::from_age_recipient(from_cert.as_deref().unwrap_or(&r.machine_key)).ok()
 }

@@ -16,6 +16,7 @@ pub mod agent;
 pub mod config;
 pub mod control;
 pub mod discovery;
+pub mod enrol;
 mod error;
 pub mod fetch;
 pub mod health;

@@ -95,7 +95,7 @@ pub async fn publish(
     ih: &InfoHash,
     timeout: Duration,
 ) -> Result<Option<Event>, PublishError> {
-    let Some(url) = node.config.tracker.clone() else {
+    let Some(url) = node.config.tracker_url() else {
         return Ok(None);
     };
     let failed = |reason: String| PublishError::Tracker {
@@ -107,10 +107,15 @@ pub async fn publish(
     let c = tracker_client(&url)
         .map_err(|e| failed(e.to_string()))?
         .with_retry(swarmbak_tracker::Retry::for_duration(timeout));
-    match c
-        .publish(&bytes, &node.config.public_key, &node.config.name)
-        .await
-    {
+    let signed = crate::enrol::sign_publish(node, ih).map_err(|e| failed(e.to_string()))?;
+    let answer = match &signed {
+        Some((record, cert)) => c.publish_signed(&bytes, record, cert).await,
+        None => {
+            c.publish(&bytes, &node.config.public_key, &node.config.name)
+                .await
+        }
+    };
+    match answer {
         Ok(_) => Ok(None),
         Err(e) if not_a_swarmbak_tracker(&e) => Ok(Some(Event::AnnounceOnly {
             tracker: url.clone(),
@@ -198,7 +203,7 @@ pub fn publish_and_seed(
                 let engine = start_engine(
                     any_addr(),
                     Some(&me),
-                    node.config.tracker.as_deref(),
+                    node.config.tracker_url().as_deref(),
                     &node.settings,
                     node.settings.announce,
                     node.clock.clone(),

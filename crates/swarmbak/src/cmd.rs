@@ -24,10 +24,32 @@ pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>) -> R {
             Failure::usage(format!("--quota {q:?}: give a size like 50G or 500M"))
         })?);
     }
-    let (c, created) = NodeConfig::init(&ctx.home, &opts)?;
+    let token = opts.enroll_token.take();
+    let (mut c, created) = NodeConfig::init(
+        &ctx.home,
+        &InitOptions {
+            // The enrolled name and tracker come from the enrolment.
+            name: if token.is_some() {
+                None
+            } else {
+                opts.name.clone()
+            },
+            tracker: if token.is_some() {
+                None
+            } else {
+                opts.tracker.clone()
+            },
+            ..opts.clone()
+        },
+    )?;
+    if let Some(t) = token {
+        let rt = swarmbak_node::runtime()?;
+        c = rt.block_on(swarmbak_node::enrol::enroll(&ctx.home, &t, &opts))?;
+    }
     out(
         ctx,
         json!({"event": "init", "created": created, "home": ctx.home, "name": c.name,
+               "enrolled": c.enrolment.is_some(),
                "public_key": c.public_key, "tracker": c.tracker, "copies": c.copies,
                "k": c.k, "m": c.m, "quota": c.quota, "recovery_recipients": c.recovery_recipients}),
         || {
@@ -123,16 +145,37 @@ pub fn snapshots(ctx: &Ctx, machine: Option<String>) -> R {
 
 fn machine_snapshots(ctx: &Ctx, machine: &str) -> R {
     let node = Node::open(&ctx.home)?;
-    let Some(url) = node.config.tracker.clone() else {
+    let (Some(url), Some(base)) = (node.config.tracker_url(), node.config.tracker.clone()) else {
         return Err(Failure::usage("listing another machine's snapshots needs the tracker: `swarmbak init --tracker http://HOST:PORT`"));
     };
     let rt = swarmbak_node::runtime()?;
-    let recs = rt.block_on(async {
+    let mut recs = rt.block_on(async {
         swarmbak_node::discovery::tracker_client(&url)?
             .snapshots(Some(machine))
             .await
-            .map_err(|e| Failure::new(1, format!("tracker {url}: {e}")))
+            .map_err(|e| Failure::new(1, format!("tracker {base}: {e}")))
     })?;
+    // An enrolled machine believes only what the organisation key vouches for
+    // (trust.md §4): a tracker that lies cannot add a snapshot to a machine's list.
+    if let Some(e) = &node.config.enrolment {
+        let org = e.org()?;
+        recs.retain_mut(|r| match swarmbak_node::enrol::verify_listed(&org, r) {
+            Ok(v) => {
+                r.machine_name = v.certificate.fields.name.clone();
+                r.machine_key = v.certificate.fields.machine.to_hex();
+                r.copies = v.record.copies;
+                true
+            }
+            Err(why) => {
+                eprintln!(
+                    "swarmbak: warning: ignoring snapshot {} the tracker lists for {:?}: {why}",
+                    r.infohash, r.machine_name
+                );
+                false
+            }
+        });
+        recs.retain(|r| r.machine_name == machine || r.machine_key == machine);
+    }
     if recs.is_empty() {
         return Err(Failure::new(
             1,
@@ -159,7 +202,7 @@ pub fn health(ctx: &Ctx, infohash: &str) -> R {
     let Ok(node) = Node::open(&ctx.home) else {
         return scrub(ctx, infohash, false);
     };
-    let Some(tracker) = node.config.tracker.clone() else {
+    let Some(tracker) = node.config.tracker_url() else {
         return scrub(ctx, infohash, false);
     };
     let ih = crate::fetch::parse_target(infohash, &ctx.home)?;
@@ -282,31 +325,4 @@ pub fn agent(ctx: &Ctx, listen: Option<&str>) -> R {
     Ok(swarmbak_node::agent::run(node, listen, |a| {
         listening(ctx, a)
     })?)
-}
-
-pub fn tracker(ctx: &Ctx, listen: &str, data: &Path, interval: Option<u64>) -> R {
-    let addr = swarmbak_node::agent::bind_addr(Some(listen))?;
-    let rt = swarmbak_node::runtime()?;
-    rt.block_on(async {
-        let mut cfg = swarmbak_tracker::TrackerConfig::new(data);
-        if let Some(i) = interval {
-            cfg.interval = Duration::from_secs(i.max(1));
-            cfg.min_interval = Duration::from_secs((i / 2).max(1));
-        }
-        let data = data.to_path_buf();
-        let t = tokio::task::spawn_blocking(move || swarmbak_tracker::Tracker::open(cfg))
-            .await
-            .map_err(|e| Failure::new(1, e.to_string()))?
-            .map_err(|e| Failure::new(1, format!("{e}")))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| Failure::new(1, format!("cannot listen on {addr}: {e}")))?;
-        let local = listener.local_addr()?;
-        listening(ctx, local);
-        let r = t.load_report();
-        eprintln!("swarmbak tracker: data in {}; {r:?}", data.display());
-        t.serve(listener)
-            .await
-            .map_err(|e| Failure::new(1, e.to_string()))
-    })
 }

@@ -107,6 +107,7 @@ pub fn run(ctx: &Ctx, work: &Path, bytes: u64, tree: Option<PathBuf>) -> Result<
         "tracker",
         &[
             "tracker",
+            "--open",
             "--listen",
             "127.0.0.1:0",
             "--data",

@@ -127,7 +127,9 @@ pub fn fetch(
     let ih = parse_target(target, &ctx.home)?;
     // A plain torrent (not a swarmbak snapshot): download it and write its files.
     let torrent = torrent_file(target);
-    let home_tracker = NodeConfig::load(&ctx.home).ok().and_then(|c| c.tracker);
+    let home_tracker = NodeConfig::load(&ctx.home)
+        .ok()
+        .and_then(|c| c.tracker_url());
     let settings = Settings::from_env();
     let plain = match &torrent {
         Some(b) => swarmbak_metainfo::Metainfo::from_bytes(b)

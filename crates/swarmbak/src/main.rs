@@ -9,6 +9,7 @@ mod failure;
 mod fetch;
 mod inspect;
 mod render;
+mod tracker_cmd;
 mod ui;
 
 use std::path::PathBuf;
@@ -123,15 +124,28 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
-    /// The company tracker.
+    /// The company tracker (private: enrolled machines only), or its administration.
+    #[command(args_conflicts_with_subcommands = true)]
     Tracker {
+        #[command(subcommand)]
+        action: Option<tracker_cmd::Action>,
         #[arg(long)]
-        listen: String,
+        listen: Option<String>,
         #[arg(long)]
-        data: PathBuf,
+        data: Option<PathBuf>,
         /// Announce interval handed to peers, in seconds (default 60).
         #[arg(long, value_name = "SECONDS")]
         interval: Option<u64>,
+        /// An open tracker, as before enrolment existed: no passkeys, unsigned publishes.
+        #[arg(long)]
+        open: bool,
+        /// The organisation's recovery key (age1...), handed to every enrolled machine;
+        /// repeat for several. Stored: needed once.
+        #[arg(long = "recovery-recipient", value_name = "AGE_PUBKEY")]
+        recovery_recipient: Vec<String>,
+        /// The URL machines reach this tracker at (default: http:// and the listen address).
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
     },
     /// An end-to-end run on a generated tree: back up, lose shards, restore with the
     /// recovery key, compare byte for byte.
@@ -229,10 +243,27 @@ fn main() -> ExitCode {
         Command::Repair { infohash } => cmd::repair(&ctx, &infohash),
         Command::Agent { listen } => cmd::agent(&ctx, listen.as_deref()),
         Command::Tracker {
+            action: Some(a), ..
+        } => tracker_cmd::admin(&ctx, a),
+        Command::Tracker {
+            action: None,
             listen,
             data,
             interval,
-        } => cmd::tracker(&ctx, &listen, &data, interval),
+            open,
+            recovery_recipient,
+            public_url,
+        } => tracker_cmd::serve(
+            &ctx,
+            tracker_cmd::Serve {
+                listen,
+                data,
+                interval,
+                open,
+                recovery: recovery_recipient,
+                public_url,
+            },
+        ),
         Command::Demo {
             size,
             tree,

@@ -142,6 +142,7 @@ pub struct TrackerClient {
     scrape_path: String,
     api_base: String,
     extra_query: Option<String>,
+    passkey: Option<String>,
     retry: Retry,
     timeout: Duration,
 }
@@ -242,9 +243,20 @@ impl TrackerClient {
             scrape_path,
             api_base,
             extra_query: query,
+            passkey: None,
             retry: Retry::none(),
             timeout: Duration::from_secs(15),
         })
+    }
+
+    /// Announce and scrape as an enrolled machine (tracker.md §7.3): to
+    /// `PATH/<passkey>/announce` and `PATH/<passkey>/scrape`, and send the passkey as the
+    /// bearer token of the JSON endpoints.
+    pub fn with_passkey(mut self, passkey: &str) -> TrackerClient {
+        self.announce_path = format!("{}/{passkey}/announce", self.api_base);
+        self.scrape_path = format!("{}/{passkey}/scrape", self.api_base);
+        self.passkey = Some(passkey.to_owned());
+        self
     }
 
     /// Retry calls with backoff as `retry` says (default: no retry).
@@ -290,7 +302,7 @@ impl TrackerClient {
     pub async fn announce(&self, req: &AnnounceRequest) -> Result<AnnounceResponse, ClientError> {
         let target = self.bt_target(&self.announce_path, &req.to_query());
         self.with_retries(|| async {
-            let (status, body) = self.exchange(Method::GET, &target, None).await?;
+            let (status, body) = self.exchange(Method::GET, &target, None, &[]).await?;
             bt_reply(status, &body, parse_announce_response)
         })
         .await
@@ -310,7 +322,7 @@ impl TrackerClient {
         }
         let target = self.bt_target(&self.scrape_path, &q);
         self.with_retries(|| async {
-            let (status, body) = self.exchange(Method::GET, &target, None).await?;
+            let (status, body) = self.exchange(Method::GET, &target, None, &[]).await?;
             bt_reply(status, &body, parse_scrape_response)
         })
         .await
@@ -333,11 +345,61 @@ impl TrackerClient {
         let body = Bytes::copy_from_slice(torrent);
         self.with_retries(|| async {
             let (status, reply) = self
-                .exchange(Method::POST, &target, Some(body.clone()))
+                .exchange(Method::POST, &target, Some(body.clone()), &[])
                 .await?;
             json_reply(status, &reply)
         })
         .await
+    }
+
+    /// Publishes a snapshot's torrent with its owner's signed record and certificate
+    /// (trust.md §4; what a private tracker requires). Idempotent.
+    pub async fn publish_signed(
+        &self,
+        torrent: &[u8],
+        record: &[u8],
+        certificate: &[u8],
+    ) -> Result<Published, ClientError> {
+        let target = format!("{}/publish", self.api_base);
+        let body = Bytes::copy_from_slice(torrent);
+        let headers = [
+            (crate::server::RECORD_HEADER, swarmbak_trust::to_b64(record)),
+            (
+                crate::server::CERTIFICATE_HEADER,
+                swarmbak_trust::to_b64(certificate),
+            ),
+        ];
+        self.with_retries(|| async {
+            let (status, reply) = self
+                .exchange(Method::POST, &target, Some(body.clone()), &headers)
+                .await?;
+            json_reply(status, &reply)
+        })
+        .await
+    }
+
+    /// Enrols this machine with its signed enrolment request (trust.md §6).
+    pub async fn enroll(&self, request: &[u8]) -> Result<crate::EnrollAnswer, ClientError> {
+        let target = format!("{}/api/v1/enroll", self.api_base);
+        let body = Bytes::copy_from_slice(request);
+        self.with_retries(|| async {
+            let (status, reply) = self
+                .exchange(Method::POST, &target, Some(body.clone()), &[])
+                .await?;
+            json_reply(status, &reply)
+        })
+        .await
+    }
+
+    /// `POST PATH/api/v1/reload` with the admin token: the running tracker rereads its
+    /// machines now.
+    pub async fn reload(&self, admin_token: &str) -> Result<(), ClientError> {
+        let target = format!("{}/api/v1/reload", self.api_base);
+        let headers = [("authorization", format!("Bearer {admin_token}"))];
+        let (status, reply) = self
+            .exchange(Method::POST, &target, Some(Bytes::new()), &headers)
+            .await?;
+        json_reply::<serde_json::Value>(status, &reply).map(|_| ())
     }
 
     /// The torrent published as `info_hash`, or `None` if the tracker has none. The
@@ -345,7 +407,7 @@ impl TrackerClient {
     pub async fn metainfo(&self, info_hash: &InfoHash) -> Result<Option<Vec<u8>>, ClientError> {
         let target = format!("{}/metainfo/{}", self.api_base, hex::encode(info_hash));
         self.with_retries(|| async {
-            let (status, body) = self.exchange(Method::GET, &target, None).await?;
+            let (status, body) = self.exchange(Method::GET, &target, None, &[]).await?;
             if status == StatusCode::NOT_FOUND {
                 return Ok(None);
             }
@@ -376,7 +438,7 @@ impl TrackerClient {
             None => format!("{}/snapshots", self.api_base),
         };
         self.with_retries(|| async {
-            let (status, body) = self.exchange(Method::GET, &target, None).await?;
+            let (status, body) = self.exchange(Method::GET, &target, None, &[]).await?;
             json_reply(status, &body)
         })
         .await
@@ -386,7 +448,7 @@ impl TrackerClient {
     pub async fn machines(&self) -> Result<Vec<MachineRecord>, ClientError> {
         let target = format!("{}/machines", self.api_base);
         self.with_retries(|| async {
-            let (status, body) = self.exchange(Method::GET, &target, None).await?;
+            let (status, body) = self.exchange(Method::GET, &target, None, &[]).await?;
             json_reply(status, &body)
         })
         .await
@@ -443,9 +505,12 @@ impl TrackerClient {
         method: Method,
         target: &str,
         body: Option<Bytes>,
+        headers: &[(&str, String)],
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let timeout = self.timeout;
-        match tokio::time::timeout(timeout, self.exchange_inner(method, target, body)).await {
+        match tokio::time::timeout(timeout, self.exchange_inner(method, target, body, headers))
+            .await
+        {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout(timeout)),
         }
@@ -456,6 +521,7 @@ impl TrackerClient {
         method: Method,
         target: &str,
         body: Option<Bytes>,
+        headers: &[(&str, String)],
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let bare = self.host.trim_start_matches('[').trim_end_matches(']');
         let addr_text = format!("{}:{}", self.host, self.port);
@@ -491,6 +557,20 @@ impl TrackerClient {
             HeaderValue::from_static(concat!("swarmbak/", env!("CARGO_PKG_VERSION"))),
         );
         h.insert(CONNECTION, HeaderValue::from_static("close"));
+        if let Some(pk) = &self.passkey {
+            if let Ok(v) = HeaderValue::from_str(&format!("Bearer {pk}")) {
+                h.insert(hyper::header::AUTHORIZATION, v);
+            }
+        }
+        for (name, value) in headers {
+            let (Ok(n), Ok(v)) = (
+                hyper::header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) else {
+                return Err(ClientError::InvalidUrl(format!("bad header {name}")));
+            };
+            h.insert(n, v);
+        }
         if req.method() == Method::POST {
             req.headers_mut().insert(
                 CONTENT_TYPE,

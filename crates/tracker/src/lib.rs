@@ -13,10 +13,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod client;
+pub mod directory;
+pub mod org;
 pub mod proto;
 pub mod query;
 pub mod server;
+pub mod sqlite;
 pub mod storage;
 pub mod store;
 pub mod swarm;
@@ -26,5 +30,10 @@ pub use proto::{
     AnnounceEvent, AnnounceRequest, AnnounceResponse, InfoHash, PeerId, PeerInfo, ScrapeResponse,
     ScrapeStats,
 };
-pub use server::{serve, Tracker, TrackerConfig, TrackerError, UNKNOWN_TORRENT};
-pub use store::{LoadReport, MachineRecord, SnapshotRecord};
+pub use server::{
+    serve, EnrollAnswer, Tracker, TrackerConfig, TrackerError, CERTIFICATE_HEADER, NO_PASSKEY,
+    RECORD_HEADER, REVOKED_PASSKEY, UNKNOWN_PASSKEY, UNKNOWN_TORRENT,
+};
+pub use sqlite::ImportReport;
+pub use store::{MachineRecord, SnapshotRecord};
+pub use swarmbak_trust as trust;

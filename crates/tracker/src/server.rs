@@ -5,13 +5,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -21,9 +21,14 @@ use swarmbak_bencode::Encoder;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::admin::{self, AdminError};
+use crate::directory::{Directory, Member, Snapshots};
+use crate::org::{is_passkey, Org};
 use crate::proto::{encode_failure, AnnounceRequest, InfoHash};
 use crate::query::{decoded_pairs, percent_decode_into, raw_pairs, text_param};
-use crate::store::{LoadReport, PublishError, Store};
+use crate::sqlite::{ImportReport, Sqlite};
+use crate::storage::{Published, SnapshotRow, Storage, StorageError};
+use crate::store::{check_machine_key, check_machine_name};
 use crate::swarm::{PeerAnnounce, Swarms};
 
 /// The failure reason for an announce or scrape of a torrent nobody published.
@@ -55,6 +60,20 @@ pub struct TrackerConfig {
     pub max_connections: usize,
     /// Most info-hashes answered in one scrape (default 256; the rest are ignored).
     pub max_scrape_hashes: usize,
+    /// Today's open tracker (`--open`): no passkeys, unsigned publishes under any name.
+    /// Off by default: the tracker is private (tracker.md §7).
+    pub open: bool,
+    /// The base URL machines reach the tracker at, written into enrolment tokens
+    /// (default: `http://` and the address it listens on).
+    pub public_url: Option<String>,
+    /// The organisation's recovery recipients (`age1…`); when not empty, they replace the
+    /// stored set at start.
+    pub recovery_recipients: Vec<String>,
+    /// How often the database is checked for changes other processes made (default 1 s;
+    /// `swarmbak tracker revoke` also asks the running tracker to reload at once).
+    pub reload_every: Duration,
+    /// How often online spans are written (default 30 s).
+    pub online_flush: Duration,
 }
 
 impl TrackerConfig {
@@ -72,6 +91,11 @@ impl TrackerConfig {
             trust_ip_param: false,
             max_connections: 4096,
             max_scrape_hashes: 256,
+            open: false,
+            public_url: None,
+            recovery_recipients: Vec::new(),
+            reload_every: Duration::from_secs(1),
+            online_flush: Duration::from_secs(30),
         }
     }
 
@@ -94,19 +118,40 @@ pub enum TrackerError {
     /// Accepting connections failed.
     #[error("accepting connections: {0}")]
     Accept(std::io::Error),
+    /// The database could not be opened.
+    #[error("tracker database in {path}: {source}")]
+    Storage {
+        /// The data directory.
+        path: PathBuf,
+        /// The error.
+        source: StorageError,
+    },
+    /// The organisation's keys could not be read or made.
+    #[error(transparent)]
+    Org(#[from] crate::org::OrgError),
+    /// A bad setting.
+    #[error("{0}")]
+    Config(String),
 }
 
 struct Shared {
     config: TrackerConfig,
     swarms: Swarms,
-    store: Mutex<Store>,
+    db: Mutex<Box<dyn Storage>>,
+    snaps: RwLock<Snapshots>,
+    dir: RwLock<Directory>,
+    /// The database's `data_version` when `dir` was built.
+    dir_version: Mutex<i64>,
+    org: Org,
     started: Instant,
+    // Held while the tracker runs: a second tracker on the same DATA is refused.
+    _lock: fd_lock::RwLock<std::fs::File>,
 }
 
 /// A tracker with its state loaded, ready to serve.
 pub struct Tracker {
     shared: Arc<Shared>,
-    report: LoadReport,
+    report: ImportReport,
 }
 
 fn unix_now() -> i64 {
@@ -115,35 +160,99 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+fn lock_data_dir(dir: &std::path::Path) -> std::io::Result<fd_lock::RwLock<std::fs::File>> {
+    std::fs::create_dir_all(dir)?;
+    let mut lock = fd_lock::RwLock::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?,
+    );
+    match lock.try_write() {
+        // Keep the lock until the file is closed (when the tracker is dropped).
+        Ok(guard) => std::mem::forget(guard),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "in use by another tracker (DATA/lock is held)",
+            ))
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(lock)
+}
+
 impl Tracker {
-    /// Opens the data directory (creating it) and loads what was published before.
+    /// Opens the data directory (creating it, the organisation key and the database the
+    /// first time; importing a v1 directory once) and loads what was published before.
     /// Blocking file I/O: call it before serving, or from `spawn_blocking`.
     pub fn open(config: TrackerConfig) -> Result<Tracker, TrackerError> {
-        let (store, report) =
-            Store::open(&config.data_dir).map_err(|source| TrackerError::Data {
-                path: config.data_dir.clone(),
-                source,
-            })?;
+        let data = config.data_dir.clone();
+        let lock = lock_data_dir(&data).map_err(|source| TrackerError::Data {
+            path: data.clone(),
+            source,
+        })?;
+        let org = Org::open(&data)?;
+        let storage_err = |source| TrackerError::Storage {
+            path: data.clone(),
+            source,
+        };
+        let (mut db, report) = Sqlite::open(&data).map_err(storage_err)?;
+        if !config.recovery_recipients.is_empty() {
+            for r in &config.recovery_recipients {
+                if !r.starts_with("age1") {
+                    return Err(TrackerError::Config(format!(
+                        "--recovery-recipient takes an age public key (age1...), not {r:?}"
+                    )));
+                }
+            }
+            db.set_setting(
+                admin::RECOVERY_SETTING,
+                &config.recovery_recipients.join("\n"),
+            )
+            .map_err(storage_err)?;
+        }
+        let rows = db.snapshots().map_err(storage_err)?;
+        let machines = db.machines().map_err(storage_err)?;
+        let version = db.data_version().map_err(storage_err)?;
         let swarms = Swarms::new(config.peer_timeout());
-        for r in store.records() {
-            if let Ok(ih) = InfoHash::from_hex(&r.infohash) {
-                swarms.add_torrent(ih);
+        for r in &rows {
+            if config.open || r.record.is_some() {
+                swarms.add_torrent(InfoHash(r.infohash));
             }
         }
         Ok(Tracker {
             shared: Arc::new(Shared {
-                config,
                 swarms,
-                store: Mutex::new(store),
+                db: Mutex::new(Box::new(db)),
+                snaps: RwLock::new(Snapshots::new(rows)),
+                dir: RwLock::new(Directory::build(&machines, &Directory::default())),
+                dir_version: Mutex::new(version),
+                org,
                 started: Instant::now(),
+                _lock: lock,
+                config,
             }),
             report,
         })
     }
 
-    /// What loading the data directory found (records, a torn index tail, ...).
-    pub fn load_report(&self) -> &LoadReport {
+    /// What opening the data directory found (a v1 import, ...).
+    pub fn load_report(&self) -> &ImportReport {
         &self.report
+    }
+
+    /// Records where the tracker listens (the URL enrolment tokens carry, unless
+    /// `public_url` is set). `serve` does it too; call it first when something must see
+    /// it before serving starts (`swarmbak tracker` does, before printing `listening`).
+    pub fn record_address(&self, local: SocketAddr) {
+        record_address(&self.shared, local);
+    }
+
+    /// The organisation's public key.
+    pub fn org_key(&self) -> swarmbak_trust::PublicKey {
+        self.shared.org.public()
     }
 
     /// Serves on `listener` until the task is dropped.
@@ -174,6 +283,12 @@ impl Tracker {
                     }
                 }
             })
+        };
+        let background = {
+            let shared = shared.clone();
+            let stop = stop_rx.clone();
+            let local = listener.local_addr().ok();
+            tokio::spawn(background(shared, stop, local))
         };
         tokio::pin!(shutdown);
         let result = loop {
@@ -207,6 +322,7 @@ impl Tracker {
         };
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
+        let _ = background.await;
         drop(listener);
         // Wait for the connections to finish (each holds a permit).
         let all = u32::try_from(shared.config.max_connections.max(1)).unwrap_or(u32::MAX);
@@ -294,6 +410,183 @@ fn json_error(status: StatusCode, msg: impl Into<String>) -> Resp {
     json(status, &E { error: msg.into() })
 }
 
+/// Runs beside the accept loop: records where the tracker listens (for enrolment tokens
+/// and `swarmbak tracker revoke`), reloads the machines when another process changed the
+/// database, and writes online spans.
+async fn background(
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    local: Option<SocketAddr>,
+) {
+    if let Some(local) = local {
+        let sh = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || record_address(&sh, local)).await;
+    }
+    let mut reload =
+        tokio::time::interval(shared.config.reload_every.max(Duration::from_millis(50)));
+    let mut flush =
+        tokio::time::interval(shared.config.online_flush.max(Duration::from_millis(50)));
+    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = reload.tick() => {
+                let sh = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || reload_if_changed(&sh, false)).await;
+            }
+            _ = flush.tick() => {
+                let sh = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || flush_online(&sh)).await;
+            }
+            _ = stop.changed() => {
+                let sh = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || flush_online(&sh)).await;
+                break;
+            }
+        }
+    }
+}
+
+/// Records the URL enrolment tokens carry and the address `swarmbak tracker revoke`
+/// reaches the running tracker at.
+fn record_address(sh: &Shared, local: SocketAddr) {
+    let url = sh.config.public_url.clone().unwrap_or_else(|| {
+        if local.ip().is_unspecified() {
+            format!("http://{}:{}", crate::org::host_name(), local.port())
+        } else {
+            format!("http://{local}")
+        }
+    });
+    let mut db = lock_db(sh);
+    if let Err(e) = db
+        .set_setting(admin::URL_SETTING, url.trim_end_matches('/'))
+        .and_then(|()| db.set_setting(admin::LISTEN_SETTING, &local.to_string()))
+    {
+        eprintln!("swarmbak tracker: cannot record its address: {e}");
+    }
+}
+
+/// Rebuilds the machine directory from the database when another connection changed it
+/// (or always, with `force`).
+fn reload_if_changed(shared: &Shared, force: bool) -> Result<(), StorageError> {
+    let mut db = lock_db(shared);
+    let v = db.data_version()?;
+    let mut seen = shared.dir_version.lock().unwrap_or_else(|p| p.into_inner());
+    if !force && v == *seen {
+        return Ok(());
+    }
+    let rows = db.machines()?;
+    let mut dir = shared.dir.write().unwrap_or_else(|p| p.into_inner());
+    *dir = Directory::build(&rows, &dir);
+    *seen = v;
+    Ok(())
+}
+
+fn flush_online(shared: &Shared) {
+    let spans = shared
+        .dir
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .take_intervals();
+    if !spans.is_empty() {
+        if let Err(e) = lock_db(shared).add_online(&spans) {
+            eprintln!("swarmbak tracker: online spans not written: {e}");
+        }
+    }
+}
+
+fn lock_db(shared: &Shared) -> std::sync::MutexGuard<'_, Box<dyn Storage>> {
+    shared.db.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_snaps(shared: &Shared) -> std::sync::RwLockReadGuard<'_, Snapshots> {
+    shared.snaps.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_dir(shared: &Shared) -> std::sync::RwLockReadGuard<'_, Directory> {
+    shared.dir.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs blocking database work off the async threads.
+async fn blocking<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&Shared) -> T + Send + 'static,
+) -> Option<T> {
+    let sh = shared.clone();
+    tokio::task::spawn_blocking(move || f(&sh)).await.ok()
+}
+
+/// An announce or scrape path: which one, and the passkey in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bt {
+    Announce,
+    Scrape,
+}
+
+/// `/announce`, `/announce/<passkey>`, `/<passkey>/announce` (and any path starting
+/// with `/an`, as opentracker answers); the same for `scrape`.
+fn bt_route(path: &str) -> Option<(Bt, Option<&str>)> {
+    let p = path.strip_prefix('/')?;
+    let kind = |s: &str| {
+        if s == "announce" {
+            Some(Bt::Announce)
+        } else if s == "scrape" {
+            Some(Bt::Scrape)
+        } else {
+            None
+        }
+    };
+    match p.split_once('/') {
+        None if p.starts_with("an") => Some((Bt::Announce, None)),
+        None if p.starts_with("sc") => Some((Bt::Scrape, None)),
+        None => None,
+        Some((a, b)) => {
+            let b = b.trim_end_matches('/');
+            if let Some(k) = kind(a) {
+                Some((k, Some(b)))
+            } else if let Some(k) = kind(b) {
+                Some((k, Some(a)))
+            } else if a.starts_with("an") && !b.contains('/') {
+                Some((Bt::Announce, Some(b)))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Who a request comes from, for the JSON endpoints.
+enum Caller {
+    Admin,
+    Member,
+    Anyone,
+}
+
+fn caller(shared: &Shared, req: &Request<Incoming>, path_passkey: Option<&str>) -> Caller {
+    let auth = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if shared.org.is_admin(auth) {
+        return Caller::Admin;
+    }
+    if let Some(pk) = path_passkey.or_else(|| auth.and_then(|h| h.strip_prefix("Bearer "))) {
+        if let Some(m) = read_dir(shared).by_passkey(pk.trim()) {
+            if !m.revoked {
+                return Caller::Member;
+            }
+        }
+    }
+    Caller::Anyone
+}
+
+fn private_refusal() -> Resp {
+    json_error(
+        StatusCode::UNAUTHORIZED,
+        "this tracker is private: send `Authorization: Bearer <passkey>` (enrol with `swarmbak init --enroll TOKEN`)",
+    )
+}
+
 async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>) -> Resp {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("").as_bytes();
@@ -301,35 +594,85 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
         .uri()
         .path_and_query()
         .map_or(path.len(), |p| p.as_str().len());
-    let is_bt = path.starts_with("/an") || path.starts_with("/sc");
+    let bt = bt_route(path);
     if target_len > shared.config.max_url_len {
-        return if is_bt {
+        return if bt.is_some() {
             bencoded(encode_failure("request URL too long"))
         } else {
             json_error(StatusCode::URI_TOO_LONG, "request URL too long")
         };
     }
     let method = req.method().clone();
-    if path.starts_with("/an") {
-        return match method {
-            Method::GET | Method::HEAD => announce(shared, remote, query),
-            _ => bencoded(encode_failure("announce takes GET")),
+    if let Some((kind, passkey)) = bt {
+        if !matches!(method, Method::GET | Method::HEAD) {
+            return bencoded(encode_failure(match kind {
+                Bt::Announce => "announce takes GET",
+                Bt::Scrape => "scrape takes GET",
+            }));
+        }
+        let member = if shared.config.open {
+            None
+        } else {
+            match check_passkey(shared, passkey) {
+                Ok(m) => Some(m),
+                Err(msg) => return bencoded(encode_failure(msg)),
+            }
+        };
+        return match kind {
+            Bt::Announce => announce(shared, remote, query, member.as_deref()),
+            Bt::Scrape => scrape(shared, query),
         };
     }
-    if path.starts_with("/sc") {
-        return match method {
-            Method::GET | Method::HEAD => scrape(shared, query),
-            _ => bencoded(encode_failure("scrape takes GET")),
-        };
-    }
+    // `/<passkey>/publish`, `/<passkey>/snapshots`, ...: the JSON endpoints under a
+    // machine's tracker URL (`BASE/<passkey>`), authorised by that segment.
+    let (path, path_passkey) = match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+        Some((pk, _)) if is_passkey(pk) => (&path[pk.len() + 1..], Some(pk)),
+        _ => (path, None),
+    };
+    let who = caller(shared, &req, path_passkey);
+    let may_read = shared.config.open || !matches!(who, Caller::Anyone);
     match (method, path) {
         (Method::POST | Method::PUT, "/publish") => publish(shared, req).await,
+        (Method::POST, "/api/v1/enroll") => enroll(shared, req).await,
+        (Method::POST, "/api/v1/enrollments") => {
+            if !matches!(who, Caller::Admin) {
+                return json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "the admin API needs `Authorization: Bearer <DATA/admin-token>`",
+                );
+            }
+            enrollments(shared, req).await
+        }
+        (Method::POST, "/api/v1/reload") => {
+            if !matches!(who, Caller::Admin) {
+                return json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "the admin API needs `Authorization: Bearer <DATA/admin-token>`",
+                );
+            }
+            match blocking(shared, |sh| reload_if_changed(sh, true)).await {
+                Some(Ok(())) => json(StatusCode::OK, &serde_json::json!({"reloaded": true})),
+                Some(Err(e)) => storage_error(&e),
+                None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "reload failed"),
+            }
+        }
         (Method::GET | Method::HEAD, p) if p.starts_with("/metainfo/") => {
+            if !may_read {
+                return private_refusal();
+            }
             metainfo(shared, &p["/metainfo/".len()..]).await
         }
-        (Method::GET | Method::HEAD, "/snapshots") => snapshots(shared, query),
+        (Method::GET | Method::HEAD, "/snapshots") => {
+            if !may_read {
+                return private_refusal();
+            }
+            snapshots(shared, query)
+        }
         (Method::GET | Method::HEAD, "/machines") => {
-            let mut list = lock_store(shared).machines();
+            if !may_read {
+                return private_refusal();
+            }
+            let mut list = read_snaps(shared).machines();
             let online = shared.swarms.online_machines();
             for m in &mut list {
                 m.online = online.contains(&hex::encode(&m.machine_key))
@@ -341,15 +684,32 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
         (_, "/publish" | "/snapshots" | "/machines" | "/" | "/health") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
-        (_, p) if p.starts_with("/metainfo/") => {
+        (_, p) if p.starts_with("/metainfo/") || p.starts_with("/api/v1/") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => json_error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
 }
 
-fn lock_store(shared: &Shared) -> std::sync::MutexGuard<'_, Store> {
-    shared.store.lock().unwrap_or_else(|p| p.into_inner())
+/// The failure reasons of a private tracker's announce and scrape (tracker.md §7.3).
+pub const NO_PASSKEY: &str = "this tracker is private: announce to /<passkey>/announce (enrol with `swarmbak init --enroll TOKEN`, or ask the administrator for a client passkey)";
+/// An unknown passkey.
+pub const UNKNOWN_PASSKEY: &str = "unknown passkey: this machine is not enrolled here (enrol with `swarmbak init --enroll TOKEN`)";
+/// A revoked passkey.
+pub const REVOKED_PASSKEY: &str =
+    "passkey revoked: the administrator shut this machine out (ask them to enrol it again)";
+
+fn check_passkey(shared: &Shared, passkey: Option<&str>) -> Result<Arc<Member>, &'static str> {
+    let pk = passkey.filter(|p| !p.is_empty()).ok_or(NO_PASSKEY)?;
+    if !is_passkey(pk) {
+        return Err(UNKNOWN_PASSKEY);
+    }
+    let dir = read_dir(shared);
+    let m = dir.by_passkey(pk).ok_or(UNKNOWN_PASSKEY)?;
+    if m.revoked {
+        return Err(REVOKED_PASSKEY);
+    }
+    Ok(m.clone())
 }
 
 fn canonical(addr: SocketAddr) -> IpAddr {
@@ -359,7 +719,7 @@ fn canonical(addr: SocketAddr) -> IpAddr {
     }
 }
 
-fn announce(shared: &Shared, remote: SocketAddr, query: &[u8]) -> Resp {
+fn announce(shared: &Shared, remote: SocketAddr, query: &[u8], member: Option<&Member>) -> Resp {
     let req = match AnnounceRequest::parse_query(query) {
         Ok(r) => r,
         Err(msg) => return bencoded(encode_failure(&msg)),
@@ -375,6 +735,15 @@ fn announce(shared: &Shared, remote: SocketAddr, query: &[u8]) -> Resp {
         .numwant
         .map_or(cfg.default_numwant, |n| n as usize)
         .min(cfg.max_numwant);
+    // On a private tracker the passkey says which machine this is; `machine=` is ignored
+    // (anyone can type another machine's key).
+    let machine = match member {
+        Some(m) => {
+            m.seen(unix_now());
+            m.key_hex.as_deref()
+        }
+        None => req.machine.as_deref(),
+    };
     let a = PeerAnnounce {
         peer_id: &req.peer_id,
         addr: SocketAddr::new(ip, req.port),
@@ -382,7 +751,7 @@ fn announce(shared: &Shared, remote: SocketAddr, query: &[u8]) -> Resp {
         event: req.event,
         numwant,
         compact: req.compact,
-        machine: req.machine.as_deref(),
+        machine,
     };
     let mut enc = Encoder::with_capacity(96 + numwant * if req.compact { 6 } else { 64 });
     enc.begin_dict();
@@ -428,19 +797,17 @@ fn scrape(shared: &Shared, query: &[u8]) -> Resp {
     let now = Instant::now();
     let mut files: BTreeMap<InfoHash, (crate::swarm::Counts, String)> = BTreeMap::new();
     {
-        let store = lock_store(shared);
+        let snaps = read_snaps(shared);
         if wanted.is_empty() {
-            for r in store.records() {
-                let Ok(ih) = InfoHash::from_hex(&r.infohash) else {
-                    continue;
-                };
+            for r in snaps.rows() {
+                let ih = InfoHash(r.infohash);
                 if let Some(c) = shared.swarms.counts(&ih, now) {
                     files.insert(ih, (c, r.name.clone()));
                 }
             }
         } else {
             for ih in wanted {
-                if let (Some(r), Some(c)) = (store.get(&ih), shared.swarms.counts(&ih, now)) {
+                if let (Some(r), Some(c)) = (snaps.get(&ih), shared.swarms.counts(&ih, now)) {
                     files.insert(ih, (c, r.name.clone()));
                 }
             }
@@ -469,86 +836,243 @@ fn scrape(shared: &Shared, query: &[u8]) -> Resp {
     }
 }
 
-async fn publish(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
-    let max = shared.config.max_publish_bytes;
+/// A storage failure as an HTTP answer: a full disk is 507 and says what to do.
+fn storage_error(e: &StorageError) -> Resp {
+    let status = match e {
+        StorageError::Full => StatusCode::INSUFFICIENT_STORAGE,
+        StorageError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    json_error(status, e.to_string())
+}
+
+fn admin_error(e: &AdminError) -> Resp {
+    let status = match e {
+        AdminError::Storage(s) => return storage_error(s),
+        AdminError::NameTaken(_) => StatusCode::CONFLICT,
+        AdminError::UnknownToken => StatusCode::FORBIDDEN,
+        AdminError::UnknownMachine(_) => StatusCode::NOT_FOUND,
+        AdminError::NoRecovery | AdminError::NoUrl => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    json_error(status, e.to_string())
+}
+
+/// Reads a request body of at most `max` bytes (413 beyond), within the body timeout.
+async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Resp> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        return json_error(
+        return Err(json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("torrent larger than {max} bytes"),
-        );
+            format!("body larger than {max} bytes"),
+        ));
     }
-    let pairs = match decoded_pairs(req.uri().query().unwrap_or("").as_bytes()) {
-        Ok(p) => p,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.0),
-    };
-    let (key, name) = match (text_param(&pairs, "machine"), text_param(&pairs, "name")) {
-        (Ok(Some(k)), Ok(Some(n))) => (k, n),
-        (Err(e), _) | (_, Err(e)) => return json_error(StatusCode::BAD_REQUEST, e.0),
-        _ => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "publish needs `machine` (the machine key) and `name` (the machine name)",
-            )
-        }
-    };
-    let body = match Limited::new(req.into_body(), max).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return if e
-                .downcast_ref::<http_body_util::LengthLimitError>()
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
                 json_error(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("torrent larger than {max} bytes"),
+                    format!("body larger than {max} bytes"),
                 )
             } else {
                 json_error(StatusCode::BAD_REQUEST, format!("reading body: {e}"))
-            };
+            },
+        ),
+    }
+}
+
+fn header_b64(req: &Request<Incoming>, name: &str) -> Result<Option<Vec<u8>>, String> {
+    match req.headers().get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| swarmbak_trust::from_b64(s).ok())
+            .map(Some)
+            .ok_or_else(|| format!("`{name}` is not base64url")),
+    }
+}
+
+/// The header carrying a publish's signed record (trust.md §4), base64url.
+pub const RECORD_HEADER: &str = "swarmbak-record";
+/// The header carrying the publisher's certificate (trust.md §3), base64url.
+pub const CERTIFICATE_HEADER: &str = "swarmbak-certificate";
+
+async fn publish(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
+    let pairs = match decoded_pairs(req.uri().query().unwrap_or("").as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.0),
+    };
+    let (record, cert) = match (
+        header_b64(&req, RECORD_HEADER),
+        header_b64(&req, CERTIFICATE_HEADER),
+    ) {
+        (Ok(r), Ok(c)) => (r, c),
+        (Err(e), _) | (_, Err(e)) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    let signed = match (record, cert) {
+        (Some(r), Some(c)) => Some((r, c)),
+        (None, None) if shared.config.open => None,
+        _ => {
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "this tracker is private: a publish carries the owner's signed record and certificate (Swarmbak-Record, Swarmbak-Certificate; protocol-spec/trust.md §4)",
+            )
         }
     };
-    let sh = shared.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut store = lock_store(&sh);
-        let r = store.publish(&body, &key, &name, unix_now());
-        if let Ok((rec, _)) = &r {
-            if let Ok(ih) = InfoHash::from_hex(&rec.infohash) {
-                sh.swarms.add_torrent(ih);
+    let open_names = if signed.is_none() {
+        match (text_param(&pairs, "machine"), text_param(&pairs, "name")) {
+            (Ok(Some(k)), Ok(Some(n))) => {
+                if let Err(e) = check_machine_key(&k).and(check_machine_name(&n)) {
+                    return json_error(StatusCode::BAD_REQUEST, e);
+                }
+                Some((k, n))
+            }
+            (Err(e), _) | (_, Err(e)) => return json_error(StatusCode::BAD_REQUEST, e.0),
+            _ => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "publish needs `machine` (the machine key) and `name` (the machine name)",
+                )
             }
         }
-        r
+    } else {
+        None
+    };
+    let body = match read_body(req, shared.config.max_publish_bytes).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mi = match swarmbak_metainfo::Metainfo::from_bytes(&body) {
+        Ok(m) => m,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("not a valid torrent: {e}")),
+    };
+    let Some(params) = mi.swarmbak() else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "not a swarmbak torrent (no `swarmbak` dictionary in info)",
+        );
+    };
+    if !mi.is_private() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "swarmbak torrents must be private (BEP 27)",
+        );
+    }
+    let ih = mi.info_hash();
+    let now = unix_now();
+    let mut row = SnapshotRow {
+        infohash: ih,
+        machine_key: String::new(),
+        machine_name: String::new(),
+        published: now,
+        total_length: mi.total_length(),
+        payload_length: params.payload_length,
+        name: String::from_utf8_lossy(mi.name()).into_owned(),
+        copies: 0,
+        record: None,
+        certificate: None,
+    };
+    match (signed, open_names) {
+        (Some((record, cert)), _) => {
+            let (c, r) =
+                match swarmbak_trust::verify_publish(&record, &cert, &shared.org.public(), &ih) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        return json_error(StatusCode::FORBIDDEN, format!("publish refused: {e}"))
+                    }
+                };
+            {
+                let dir = read_dir(shared);
+                match dir.by_key(c.fields.machine.as_bytes()) {
+                    Some(m) if !m.revoked => {}
+                    Some(_) => {
+                        return json_error(
+                            StatusCode::FORBIDDEN,
+                            format!("publish refused: {} is revoked", c.fields.name),
+                        )
+                    }
+                    None => {
+                        return json_error(
+                            StatusCode::FORBIDDEN,
+                            "publish refused: the certificate's machine is not enrolled here",
+                        )
+                    }
+                }
+            }
+            if let Err(e) = c.valid_at(now) {
+                return json_error(StatusCode::FORBIDDEN, format!("publish refused: {e}"));
+            }
+            if (r.published - now).abs() > 86_400 {
+                return json_error(
+                    StatusCode::FORBIDDEN,
+                    "publish refused: the record's time is more than a day from the tracker's clock (check the machine's clock)",
+                );
+            }
+            row.machine_key = c.fields.machine.to_hex();
+            row.machine_name = c.fields.name.clone();
+            row.copies = r.copies;
+            row.record = Some(record);
+            row.certificate = Some(cert);
+        }
+        (None, Some((k, n))) => {
+            row.machine_key = k;
+            row.machine_name = n;
+        }
+        (None, None) => return json_error(StatusCode::BAD_REQUEST, "publish needs a machine"),
+    }
+    let torrent = mi.as_bytes().to_vec();
+    let result = blocking(shared, move |sh| {
+        let r = lock_db(sh).publish(&row, &torrent);
+        if let Ok(Published::New(row)) = &r {
+            sh.swarms.add_torrent(InfoHash(row.infohash));
+            sh.snaps
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(row.clone());
+        }
+        (r, row.machine_key)
     })
     .await;
     #[derive(Serialize)]
-    struct Published {
+    struct Answer {
         infohash: String,
         new: bool,
         published: i64,
     }
     match result {
-        Ok(Ok((rec, new))) => json(
-            if new {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            },
-            &Published {
-                infohash: rec.infohash,
-                new,
-                published: rec.published,
+        Some((Ok(Published::New(r)), _)) => json(
+            StatusCode::CREATED,
+            &Answer {
+                infohash: hex::encode(r.infohash),
+                new: true,
+                published: r.published,
             },
         ),
-        Ok(Err(PublishError::Invalid(m))) => json_error(StatusCode::BAD_REQUEST, m),
-        Ok(Err(PublishError::Conflict(m))) => json_error(StatusCode::CONFLICT, m),
-        Ok(Err(e @ PublishError::Io(_))) => {
-            json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        }
-        Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "publish failed"),
+        Some((Ok(Published::Existing(r)), key)) if r.machine_key == key => json(
+            StatusCode::OK,
+            &Answer {
+                infohash: hex::encode(r.infohash),
+                new: false,
+                published: r.published,
+            },
+        ),
+        Some((Ok(Published::Existing(r)), _)) => json_error(
+            StatusCode::CONFLICT,
+            format!(
+                "{} was already published by another machine",
+                hex::encode(r.infohash)
+            ),
+        ),
+        Some((Err(e), _)) => storage_error(&e),
+        None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "publish failed"),
     }
 }
 
@@ -560,16 +1084,14 @@ async fn metainfo(shared: &Arc<Shared>, hex_ih: &str) -> Resp {
             "expected /metainfo/<40 hex digits>",
         );
     };
-    let path = {
-        let store = lock_store(shared);
-        if store.get(&ih).is_none() {
-            return json_error(StatusCode::NOT_FOUND, "unknown torrent");
-        }
-        store.torrent_path(&ih)
-    };
-    match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
-        Ok(Ok(bytes)) => response(StatusCode::OK, "application/x-bittorrent", bytes),
-        _ => json_error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the torrent"),
+    if read_snaps(shared).get(&ih).is_none() {
+        return json_error(StatusCode::NOT_FOUND, "unknown torrent");
+    }
+    match blocking(shared, move |sh| lock_db(sh).metainfo(&ih.0)).await {
+        Some(Ok(Some(bytes))) => response(StatusCode::OK, "application/x-bittorrent", bytes),
+        Some(Ok(None)) => json_error(StatusCode::NOT_FOUND, "unknown torrent"),
+        Some(Err(e)) => storage_error(&e),
+        None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the torrent"),
     }
 }
 
@@ -582,8 +1104,120 @@ fn snapshots(shared: &Shared, query: &[u8]) -> Resp {
         Ok(m) => m.filter(|m| !m.is_empty()),
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.0),
     };
-    let list = lock_store(shared).snapshots(machine.as_deref());
+    let list = read_snaps(shared).list(machine.as_deref());
     json(StatusCode::OK, &list)
+}
+
+/// What `POST /api/v1/enroll` answers (tracker.md §7.2).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct EnrollAnswer {
+    /// The enrolled name.
+    pub name: String,
+    /// The machine's certificate, base64url.
+    pub certificate: String,
+    /// Its passkey.
+    pub passkey: String,
+    /// The organisation key, hex.
+    pub org_key: String,
+    /// The organisation secret, hex.
+    pub org_secret: String,
+    /// The organisation's recovery recipients.
+    pub recovery_recipients: Vec<String>,
+}
+
+async fn enroll(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
+    let body = match read_body(req, 4096).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let r = blocking(shared, move |sh| {
+        let r = admin::redeem(&mut **lock_db(sh), &sh.org, &body, unix_now());
+        if r.is_ok() {
+            let _ = reload_if_changed(sh, true);
+        }
+        r
+    })
+    .await;
+    match r {
+        Some(Ok(e)) => json(
+            StatusCode::CREATED,
+            &EnrollAnswer {
+                name: e.row.name.clone(),
+                certificate: swarmbak_trust::to_b64(&e.certificate),
+                passkey: e.row.passkey.clone(),
+                org_key: shared.org.public().to_hex(),
+                org_secret: hex::encode(shared.org.secret),
+                recovery_recipients: e.recovery_recipients,
+            },
+        ),
+        Some(Err(e)) => admin_error(&e),
+        None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "enrolment failed"),
+    }
+}
+
+/// `POST /api/v1/enrollments` (admin): what `swarmbak tracker enroll` does, over HTTP.
+async fn enrollments(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
+    #[derive(serde::Deserialize)]
+    struct Ask {
+        name: String,
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        vip: bool,
+        #[serde(default)]
+        domain: Option<String>,
+        #[serde(default)]
+        expires_days: Option<u32>,
+        #[serde(default)]
+        client: bool,
+    }
+    let body = match read_body(req, 8192).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let ask: Ask = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"name\": …}}: {e}"),
+            )
+        }
+    };
+    let r = blocking(shared, move |sh| {
+        let mut db = lock_db(sh);
+        let now = unix_now();
+        let out = if ask.client {
+            admin::create_client(&mut **db, None, &ask.name, now)
+                .map(|(row, url)| serde_json::json!({"name": row.name, "passkey": row.passkey, "announce_url": url}))
+        } else {
+            admin::create_token(
+                &mut **db,
+                &sh.org,
+                None,
+                &admin::EnrollOptions {
+                    name: ask.name.clone(),
+                    user: ask.user,
+                    vip: ask.vip,
+                    domain: ask.domain,
+                    cert_days: ask.expires_days,
+                },
+                now,
+            )
+            .map(|t| serde_json::json!({"name": ask.name, "token": t}))
+        };
+        drop(db);
+        if out.is_ok() {
+            let _ = reload_if_changed(sh, true);
+        }
+        out
+    })
+    .await;
+    match r {
+        Some(Ok(v)) => json(StatusCode::CREATED, &v),
+        Some(Err(e)) => admin_error(&e),
+        None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "enrolment failed"),
+    }
 }
 
 fn health(shared: &Shared) -> Resp {
@@ -592,14 +1226,15 @@ fn health(shared: &Shared) -> Resp {
         status: &'static str,
         service: &'static str,
         version: &'static str,
+        private: bool,
         torrents: usize,
         machines: usize,
         peers: usize,
         uptime_seconds: u64,
     }
     let (torrents, machines) = {
-        let s = lock_store(shared);
-        (s.records().len(), s.machines().len())
+        let s = read_snaps(shared);
+        (s.rows().len(), s.machines().len())
     };
     json(
         StatusCode::OK,
@@ -607,10 +1242,39 @@ fn health(shared: &Shared) -> Resp {
             status: "ok",
             service: "swarmbak-tracker",
             version: env!("CARGO_PKG_VERSION"),
+            private: !shared.config.open,
             torrents,
             machines,
             peers: shared.swarms.peer_count(),
             uptime_seconds: shared.started.elapsed().as_secs(),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let pk = "0123456789abcdef0123456789abcdef";
+        assert_eq!(bt_route("/announce"), Some((Bt::Announce, None)));
+        assert_eq!(bt_route("/ann"), Some((Bt::Announce, None)));
+        assert_eq!(
+            bt_route(&format!("/announce/{pk}")),
+            Some((Bt::Announce, Some(pk)))
+        );
+        assert_eq!(
+            bt_route(&format!("/{pk}/announce")),
+            Some((Bt::Announce, Some(pk)))
+        );
+        assert_eq!(
+            bt_route(&format!("/{pk}/scrape")),
+            Some((Bt::Scrape, Some(pk)))
+        );
+        assert_eq!(bt_route("/scrape"), Some((Bt::Scrape, None)));
+        assert_eq!(bt_route("/publish"), None);
+        assert_eq!(bt_route("/metainfo/ab"), None);
+        assert_eq!(bt_route("/api/v1/enroll"), None);
+    }
 }

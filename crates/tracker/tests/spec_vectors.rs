@@ -54,11 +54,11 @@ const S3_PUBLISH_CONFLICT: &str = "409 — already published by a different mach
 const S3_ERRORS: &str = r#"Errors are JSON `{"error": "<message>"}` with an HTTP status"#;
 const S3_SNAPSHOTS: &str = r#"[{"infohash": "…40 hex…", "machine_key": "age1…", "machine_name": "alpha laptop",
   "published": 1763900000, "total_length": 49152, "payload_length": 1007,
-  "name": "swarmbak-0123456789abcdef.shards"}]"#;
+  "name": "swarmbak-0123456789abcdef.shards", "copies": 0}]"#;
 const S3_MACHINES: &str = r#"[{"machine_key": "age1…", "machine_name": "alpha laptop", "snapshots": 2,
   "last_published": 1763900000, "payload_bytes": 2013, "online": true}]"#;
-const S3_HEALTH: &str = r#"{"status": "ok", "service": "swarmbak-tracker", "version": "0.1.0", "torrents": 3,
- "machines": 2, "peers": 5, "uptime_seconds": 42}"#;
+const S3_HEALTH: &str = r#"{"status": "ok", "service": "swarmbak-tracker", "version": "0.1.0", "private": false,
+ "torrents": 3, "machines": 2, "peers": 5, "uptime_seconds": 42}"#;
 
 /// §6.
 const S6_LIMITS: &str = r#"| request target (path and query) | 8 KiB (longer: `failure reason` on announce/scrape, 414 elsewhere) |

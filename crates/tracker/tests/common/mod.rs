@@ -1,6 +1,8 @@
 //! A tracker served on 127.0.0.1 for the tests, stopped on request.
 #![allow(dead_code)] // each test crate uses its own part
 
+pub mod torrents;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -28,6 +30,9 @@ impl Server {
         tweak: impl FnOnce(&mut TrackerConfig),
     ) -> Server {
         let mut cfg = TrackerConfig::new(dir);
+        // These tests are of the BitTorrent and directory endpoints: an open tracker.
+        // The private tracker's tests run the real binary (crates/swarmbak/tests).
+        cfg.open = true;
         tweak(&mut cfg);
         let addr = listener.local_addr().unwrap();
         let tracker = Tracker::open(cfg).unwrap();

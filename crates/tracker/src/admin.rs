@@ -1,0 +1,309 @@
+//! Enrolment and revocation (tracker.md §7): the operations `swarmbak tracker
+//! enroll|revoke|machines` run on the data directory, and the tracker runs for
+//! `POST /api/v1/enroll` and the admin API, written once over [`Storage`].
+
+use swarmbak_trust::{Certificate, CertificateFields, EnrollRequest, EnrollToken, Revocation};
+
+use crate::org::{new_passkey, Org};
+use crate::storage::{
+    MachineKind, MachineRow, NewMachine, Pending, Redeemed, Storage, StorageError,
+};
+use crate::store::check_machine_name;
+
+/// The setting holding the organisation's recovery recipients, one a line.
+pub const RECOVERY_SETTING: &str = "recovery_recipients";
+/// The setting holding the tracker's base URL as machines reach it.
+pub const URL_SETTING: &str = "public_url";
+/// The setting holding the SHA-256 (hex) of the tracker's TLS certificate.
+pub const TLS_SETTING: &str = "tls_sha256";
+/// The setting holding the address the running tracker listens on (for
+/// `swarmbak tracker revoke` to ask it to reload).
+pub const LISTEN_SETTING: &str = "listen_addr";
+/// How long an enrolment token can be used, by default.
+pub const TOKEN_DAYS: u32 = 7;
+
+/// Why an enrolment, a revocation or a listing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The database.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An active machine has the name.
+    #[error("a machine named {0:?} is enrolled and not revoked: choose another name, or revoke it first (swarmbak tracker revoke)")]
+    NameTaken(String),
+    /// A bad name, user or domain.
+    #[error("{0}")]
+    Invalid(String),
+    /// No recovery recipient configured.
+    #[error("the organisation has no recovery recipient, so its machines' backups could not be restored without them: start the tracker once with --recovery-recipient AGE_PUBKEY (the public half of the key you keep offline)")]
+    NoRecovery,
+    /// The tracker's address is unknown.
+    #[error("the tracker's address is not known yet: start the tracker once (it records the address it listens on), or pass --url")]
+    NoUrl,
+    /// No machine with that name or key.
+    #[error("no enrolled machine is named or keyed {0:?} (swarmbak tracker machines lists them)")]
+    UnknownMachine(String),
+    /// The machine is revoked already.
+    #[error("{0:?} is revoked already")]
+    AlreadyRevoked(String),
+    /// The enrolment request does not verify.
+    #[error("enrolment request refused: {0}")]
+    BadRequest(String),
+    /// The token is unknown, used or expired.
+    #[error("the enrolment token is unknown, used or expired: ask the administrator for a new one (swarmbak tracker enroll)")]
+    UnknownToken,
+}
+
+/// What an enrolment token will make.
+#[derive(Debug, Clone, Default)]
+pub struct EnrollOptions {
+    /// The machine's name.
+    pub name: String,
+    /// Who uses it.
+    pub user: Option<String>,
+    /// A VIP machine.
+    pub vip: bool,
+    /// `SITE/ROOM`.
+    pub domain: Option<String>,
+    /// The certificate's lifetime in days (`None`: never expires).
+    pub cert_days: Option<u32>,
+}
+
+fn check_label(what: &str, v: &Option<String>) -> Result<(), AdminError> {
+    if let Some(v) = v {
+        check_machine_name(v).map_err(|e| AdminError::Invalid(e.replace("machine name", what)))?;
+    }
+    Ok(())
+}
+
+/// The organisation's recovery recipients.
+pub fn recovery_recipients(db: &mut dyn Storage) -> Result<Vec<String>, AdminError> {
+    Ok(db
+        .setting(RECOVERY_SETTING)?
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The announce URL of a passkey: `BASE/<passkey>/announce` (BEP 48: a standard client
+/// derives the scrape URL from it).
+pub fn announce_url(base: &str, passkey: &str) -> String {
+    format!("{}/{passkey}/announce", base.trim_end_matches('/'))
+}
+
+fn active_name_taken(db: &mut dyn Storage, name: &str) -> Result<bool, AdminError> {
+    Ok(db
+        .machines()?
+        .iter()
+        .any(|m| m.kind == MachineKind::Machine && m.revoked.is_none() && m.name == name))
+}
+
+/// The tracker's base URL and TLS pin as recorded (or `url` when given).
+pub fn tracker_address(
+    db: &mut dyn Storage,
+    url: Option<&str>,
+) -> Result<(String, Option<[u8; 32]>), AdminError> {
+    let url = match url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => db.setting(URL_SETTING)?.ok_or(AdminError::NoUrl)?,
+    };
+    let tls = if url.starts_with("https://") {
+        db.setting(TLS_SETTING)?
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| b.try_into().ok())
+    } else {
+        None
+    };
+    Ok((url, tls))
+}
+
+/// Makes a one-time enrolment token for a machine (`swarmbak tracker enroll`).
+pub fn create_token(
+    db: &mut dyn Storage,
+    org: &Org,
+    url: Option<&str>,
+    o: &EnrollOptions,
+    now: i64,
+) -> Result<String, AdminError> {
+    check_machine_name(&o.name).map_err(AdminError::Invalid)?;
+    check_label("user", &o.user)?;
+    check_label("domain", &o.domain)?;
+    if recovery_recipients(db)?.is_empty() {
+        return Err(AdminError::NoRecovery);
+    }
+    if active_name_taken(db, &o.name)? {
+        return Err(AdminError::NameTaken(o.name.clone()));
+    }
+    let (url, tls) = tracker_address(db, url)?;
+    let secret: [u8; 32] = rand::random();
+    db.add_pending(&Pending {
+        token_hash: EnrollToken::secret_hash(&secret),
+        name: o.name.clone(),
+        user: o.user.clone(),
+        vip: o.vip,
+        domain: o.domain.clone(),
+        cert_days: o.cert_days,
+        created: now,
+        valid_until: now + i64::from(TOKEN_DAYS) * 86_400,
+    })?;
+    Ok(EnrollToken {
+        url,
+        org: org.public(),
+        secret,
+        tls,
+    }
+    .to_text())
+}
+
+/// Enrols a standard BitTorrent client: a passkey and no machine key. Returns the row and
+/// the client's announce URL.
+pub fn create_client(
+    db: &mut dyn Storage,
+    url: Option<&str>,
+    name: &str,
+    now: i64,
+) -> Result<(MachineRow, String), AdminError> {
+    check_machine_name(name).map_err(AdminError::Invalid)?;
+    let (base, _) = tracker_address(db, url)?;
+    let row = db.add_machine(&NewMachine {
+        kind: MachineKind::Client,
+        key: None,
+        age_recipient: None,
+        name: name.to_owned(),
+        user: None,
+        vip: false,
+        domain: None,
+        passkey: new_passkey(),
+        certificate: None,
+        enrolled: now,
+        expires: None,
+    })?;
+    let url = announce_url(&base, &row.passkey);
+    Ok((row, url))
+}
+
+/// A machine enrolled by [`redeem`].
+#[derive(Debug)]
+pub struct Enrolled {
+    /// Its row (passkey included).
+    pub row: MachineRow,
+    /// Its certificate.
+    pub certificate: Vec<u8>,
+    /// The organisation's recovery recipients.
+    pub recovery_recipients: Vec<String>,
+}
+
+/// Enrols the machine that sent the signed `request` (`POST /api/v1/enroll`).
+pub fn redeem(
+    db: &mut dyn Storage,
+    org: &Org,
+    request: &[u8],
+    now: i64,
+) -> Result<Enrolled, AdminError> {
+    let req = EnrollRequest::verify(request).map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    if !req.age_recipient.starts_with("age1") || req.age_recipient.len() > 256 {
+        return Err(AdminError::BadRequest(
+            "the age recipient must be an age1… public key".into(),
+        ));
+    }
+    let recovery = recovery_recipients(db)?;
+    if recovery.is_empty() {
+        return Err(AdminError::NoRecovery);
+    }
+    if db
+        .machines()?
+        .iter()
+        .any(|m| m.key == Some(*req.machine.as_bytes()) && m.revoked.is_none())
+    {
+        return Err(AdminError::BadRequest(
+            "this machine key is enrolled already".into(),
+        ));
+    }
+    let mut certificate = Vec::new();
+    let outcome = db.redeem(&EnrollToken::secret_hash(&req.secret), now, &mut |p| {
+        let expires = p.cert_days.map(|d| now + i64::from(d) * 86_400);
+        certificate = Certificate::issue(
+            &org.key,
+            &CertificateFields {
+                machine: req.machine,
+                age_recipient: req.age_recipient.clone(),
+                name: p.name.clone(),
+                user: p.user.clone(),
+                vip: p.vip,
+                domain: p.domain.clone(),
+                issued: now,
+                expires,
+            },
+        );
+        Ok(NewMachine {
+            kind: MachineKind::Machine,
+            key: Some(*req.machine.as_bytes()),
+            age_recipient: Some(req.age_recipient.clone()),
+            name: p.name.clone(),
+            user: p.user.clone(),
+            vip: p.vip,
+            domain: p.domain.clone(),
+            passkey: new_passkey(),
+            certificate: Some(certificate.clone()),
+            enrolled: now,
+            expires,
+        })
+    })?;
+    match outcome {
+        Redeemed::Enrolled(row) => Ok(Enrolled {
+            row,
+            certificate,
+            recovery_recipients: recovery,
+        }),
+        Redeemed::UnknownToken => Err(AdminError::UnknownToken),
+        Redeemed::NameTaken => Err(AdminError::NameTaken("the token's name".into())),
+        Redeemed::Refused(m) => Err(AdminError::BadRequest(m)),
+    }
+}
+
+/// Finds the one machine `who` names: an enrolled name (active machines first), a
+/// key in hex, or a passkey.
+pub fn find(db: &mut dyn Storage, who: &str) -> Result<MachineRow, AdminError> {
+    let all = db.machines()?;
+    let key = who.to_ascii_lowercase();
+    let by_key = all
+        .iter()
+        .find(|m| m.key.map(hex::encode).as_deref() == Some(key.as_str()) || m.passkey == key);
+    if let Some(m) = by_key {
+        return Ok(m.clone());
+    }
+    let mut named: Vec<&MachineRow> = all.iter().filter(|m| m.name == who).collect();
+    // The active one, else the latest revoked.
+    named.sort_by_key(|m| (m.revoked.is_none(), m.id));
+    named
+        .last()
+        .map(|m| (*m).clone())
+        .ok_or_else(|| AdminError::UnknownMachine(who.to_owned()))
+}
+
+/// Revokes the machine `who` names (`swarmbak tracker revoke`): its passkey stops working
+/// and a signed revocation is stored.
+pub fn revoke(
+    db: &mut dyn Storage,
+    org: &Org,
+    who: &str,
+    now: i64,
+) -> Result<MachineRow, AdminError> {
+    let m = find(db, who)?;
+    if m.revoked.is_some() {
+        return Err(AdminError::AlreadyRevoked(m.name));
+    }
+    let revocation = match m.key {
+        Some(k) => Revocation::issue(&org.key, swarmbak_trust::PublicKey(k), &m.name, now),
+        None => Vec::new(),
+    };
+    db.revoke(m.id, now, &revocation)?;
+    Ok(MachineRow {
+        revoked: Some(now),
+        revocation: Some(revocation),
+        ..m
+    })
+}
