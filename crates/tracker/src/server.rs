@@ -383,6 +383,10 @@ fn announce(shared: &Shared, remote: SocketAddr, query: &[u8]) -> Resp {
         numwant,
         compact: req.compact,
         machine: req.machine.as_deref(),
+        // Until announces carry a passkey, every announce is open: its owner is the address.
+        owner: crate::swarm::ip_owner(ip),
+        max_per_owner: crate::swarm::MAX_PEERS_PER_ADDRESS_OWNER,
+        no_peer_id: req.no_peer_id,
     };
     let mut enc = Encoder::with_capacity(96 + numwant * if req.compact { 6 } else { 64 });
     enc.begin_dict();
