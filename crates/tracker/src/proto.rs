@@ -63,6 +63,9 @@ pub struct AnnounceRequest {
     pub tracker_id: Option<Vec<u8>>,
     /// swarmbak's extension: hex of the machine's key.
     pub machine: Option<String>,
+    /// `no_peer_id=1` (BEP 23): leave `peer id` out of a dictionary peer list. Sent by
+    /// [`to_query`](Self::to_query) only when set.
+    pub no_peer_id: bool,
 }
 
 impl AnnounceRequest {
@@ -82,6 +85,7 @@ impl AnnounceRequest {
             ip: None,
             tracker_id: None,
             machine: None,
+            no_peer_id: false,
         }
     }
 
@@ -121,6 +125,9 @@ impl AnnounceRequest {
         if let Some(m) = &self.machine {
             q.push_str("&machine=");
             percent_encode_into(m.as_bytes(), &mut q);
+        }
+        if self.no_peer_id {
+            q.push_str("&no_peer_id=1");
         }
         q
     }
@@ -171,6 +178,8 @@ impl AnnounceRequest {
                     }
                 }
                 b"compact" => req.compact = buf.as_slice() == b"1",
+                // As libtorrent and opentracker read it: present with any value but `0`.
+                b"no_peer_id" => req.no_peer_id = buf.as_slice() != b"0",
                 b"event" => {
                     req.event = match buf.as_slice() {
                         b"started" => Some(AnnounceEvent::Started),
@@ -428,8 +437,23 @@ mod tests {
         r.uploaded = 7;
         r.downloaded = 9;
         let q = r.to_query();
+        assert!(!q.contains("no_peer_id"), "{q}");
         let back = AnnounceRequest::parse_query(q.as_bytes()).unwrap();
         assert_eq!(back, r);
+        r.no_peer_id = true;
+        let q = r.to_query();
+        assert!(q.ends_with("&no_peer_id=1"), "{q}");
+        assert_eq!(AnnounceRequest::parse_query(q.as_bytes()).unwrap(), r);
+        let base = "info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=aaaaaaaaaaaaaaaaaaaa&port=1";
+        for (tail, want) in [
+            ("", false),
+            ("&no_peer_id=0", false),
+            ("&no_peer_id=1", true),
+        ] {
+            let q = format!("{base}{tail}");
+            let r = AnnounceRequest::parse_query(q.as_bytes()).unwrap();
+            assert_eq!(r.no_peer_id, want, "{q}");
+        }
     }
 
     #[test]

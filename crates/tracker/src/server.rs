@@ -752,6 +752,15 @@ fn announce(shared: &Shared, remote: SocketAddr, query: &[u8], member: Option<&M
         numwant,
         compact: req.compact,
         machine,
+        // Who may move or remove the entry, and whose cap it counts against: the enrolled
+        // machine (its passkey), or on an open tracker the address.
+        owner: member.map_or_else(|| crate::swarm::ip_owner(ip), |m| m.id as u64),
+        max_per_owner: if member.is_some() {
+            crate::swarm::MAX_PEERS_PER_OWNER
+        } else {
+            crate::swarm::MAX_PEERS_PER_ADDRESS_OWNER
+        },
+        no_peer_id: req.no_peer_id,
     };
     let mut enc = Encoder::with_capacity(96 + numwant * if req.compact { 6 } else { 64 });
     enc.begin_dict();
