@@ -146,6 +146,10 @@ enum Command {
         /// The URL machines reach this tracker at (default: http:// and the listen address).
         #[arg(long, value_name = "URL")]
         public_url: Option<String>,
+        /// Where the UDP tracker (BEP 15) listens: default the --listen address and port,
+        /// `off` for none.
+        #[arg(long, value_name = "ADDR|off")]
+        udp_listen: Option<String>,
     },
     /// An end-to-end run on a generated tree: back up, lose shards, restore with the
     /// recovery key, compare byte for byte.
@@ -253,6 +257,7 @@ fn main() -> ExitCode {
             open,
             recovery_recipient,
             public_url,
+            udp_listen,
         } => tracker_cmd::serve(
             &ctx,
             tracker_cmd::Serve {
@@ -262,6 +267,7 @@ fn main() -> ExitCode {
                 open,
                 recovery: recovery_recipient,
                 public_url,
+                udp_listen,
             },
         ),
         Command::Demo {

@@ -66,6 +66,58 @@ pub struct Serve {
     pub open: bool,
     pub recovery: Vec<String>,
     pub public_url: Option<String>,
+    /// `--udp-listen`: an address, `off`, or the HTTP listener's address by default.
+    pub udp_listen: Option<String>,
+}
+
+/// Where the UDP tracker listens.
+enum UdpListen {
+    /// On the HTTP listener's address and port.
+    Same,
+    /// Here.
+    At(std::net::SocketAddr),
+    /// Not at all.
+    Off,
+}
+
+/// Binds the HTTP listener and, unless `udp` is off, the UDP socket. With the default
+/// (the same address and port as HTTP), a UDP port that is taken is an error; when the
+/// port was 0 (any), another pair is tried a few times first.
+async fn bind_both(
+    addr: std::net::SocketAddr,
+    udp: &UdpListen,
+) -> Result<(tokio::net::TcpListener, Option<tokio::net::UdpSocket>), Failure> {
+    let mut tries = 0;
+    loop {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Failure::new(1, format!("cannot listen on {addr}: {e}")))?;
+        let local = listener.local_addr()?;
+        let at = match udp {
+            UdpListen::Off => return Ok((listener, None)),
+            UdpListen::At(a) => *a,
+            UdpListen::Same => local,
+        };
+        match tokio::net::UdpSocket::bind(at).await {
+            Ok(s) => return Ok((listener, Some(s))),
+            Err(e)
+                if matches!(udp, UdpListen::Same)
+                    && addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && tries < 8 =>
+            {
+                tries += 1;
+            }
+            Err(e) => {
+                return Err(Failure::new(
+                    1,
+                    format!(
+                        "cannot serve the UDP tracker on {at}: {e} (choose another port with --udp-listen ADDR, or --udp-listen off)"
+                    ),
+                ))
+            }
+        }
+    }
 }
 
 fn now() -> i64 {
@@ -81,6 +133,15 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
         ));
     };
     let addr = swarmbak_node::agent::bind_addr(Some(&listen))?;
+    let udp = match s.udp_listen.as_deref() {
+        None => UdpListen::Same,
+        Some("off") => UdpListen::Off,
+        Some(a) => UdpListen::At(a.parse().map_err(|_| {
+            Failure::usage(format!(
+                "--udp-listen {a:?}: give HOST:PORT, like 0.0.0.0:6969, or `off`"
+            ))
+        })?),
+    };
     let rt = swarmbak_node::runtime()?;
     rt.block_on(async {
         let mut cfg = swarmbak_tracker::TrackerConfig::new(&data);
@@ -95,12 +156,17 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
             .await
             .map_err(|e| Failure::new(1, e.to_string()))?
             .map_err(|e| Failure::new(1, format!("{e}")))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| Failure::new(1, format!("cannot listen on {addr}: {e}")))?;
+        let (listener, udp_socket) = bind_both(addr, &udp).await?;
         let local = listener.local_addr()?;
         t.record_address(local);
         listening(ctx, local);
+        let t = match udp_socket {
+            Some(sock) => {
+                println!("listening-udp {}", sock.local_addr()?);
+                t.with_udp(sock)
+            }
+            None => t,
+        };
         eprintln!(
             "swarmbak tracker: {} tracker, data in {}, organisation key {} ({}); {:?}",
             if s.open { "open" } else { "private" },

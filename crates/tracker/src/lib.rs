@@ -6,6 +6,9 @@
 //! fetch it back by info-hash and list a machine's snapshots. Its state lives in a data
 //! directory ([`store`]) and survives restarts; peer lists are in memory.
 //!
+//! The same tracker answers BEP 15 over UDP ([`udp`], [`Tracker::with_udp`]), with a
+//! private tracker's passkey carried as BEP 41 URL data.
+//!
 //! The client ([`TrackerClient`]) speaks to it, and its announce and scrape to any
 //! BitTorrent HTTP tracker (opentracker included). The HTTP interface is described in
 //! `protocol-spec/tracker.md`.
@@ -24,6 +27,7 @@ pub mod sqlite;
 pub mod storage;
 pub mod store;
 pub mod swarm;
+pub mod udp;
 
 pub use client::{ClientError, Published, Retry, TrackerClient, MAX_REPLY_BYTES};
 pub use proto::{

@@ -134,9 +134,9 @@ pub enum TrackerError {
     Config(String),
 }
 
-struct Shared {
-    config: TrackerConfig,
-    swarms: Swarms,
+pub(crate) struct Shared {
+    pub(crate) config: TrackerConfig,
+    pub(crate) swarms: Swarms,
     db: Mutex<Box<dyn Storage>>,
     snaps: RwLock<Snapshots>,
     dir: RwLock<Directory>,
@@ -152,6 +152,8 @@ struct Shared {
 pub struct Tracker {
     shared: Arc<Shared>,
     report: ImportReport,
+    /// The UDP socket served beside the HTTP listener (BEP 15), if any.
+    udp: Option<tokio::net::UdpSocket>,
 }
 
 fn unix_now() -> i64 {
@@ -235,6 +237,7 @@ impl Tracker {
                 config,
             }),
             report,
+            udp: None,
         })
     }
 
@@ -250,9 +253,23 @@ impl Tracker {
         record_address(&self.shared, local);
     }
 
+    /// The shared state (unit tests of the UDP server).
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// The organisation's public key.
     pub fn org_key(&self) -> swarmbak_trust::PublicKey {
         self.shared.org.public()
+    }
+
+    /// Also serves the UDP tracker protocol (BEP 15, with BEP 41 passkeys; tracker.md §9)
+    /// on `socket` when serving: `serve` and `serve_until` run it beside the HTTP
+    /// listener and stop it with them.
+    pub fn with_udp(mut self, socket: tokio::net::UdpSocket) -> Tracker {
+        self.udp = Some(socket);
+        self
     }
 
     /// Serves on `listener` until the task is dropped.
@@ -269,6 +286,9 @@ impl Tracker {
     ) -> Result<(), TrackerError> {
         let shared = self.shared;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let udp = self
+            .udp
+            .map(|socket| tokio::spawn(crate::udp::serve(shared.clone(), socket, stop_rx.clone())));
         let permits = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
         let sweeper = {
             let shared = shared.clone();
@@ -323,6 +343,9 @@ impl Tracker {
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
         let _ = background.await;
+        if let Some(udp) = udp {
+            let _ = udp.await;
+        }
         drop(listener);
         // Wait for the connections to finish (each holds a permit).
         let all = u32::try_from(shared.config.max_connections.max(1)).unwrap_or(u32::MAX);
@@ -518,14 +541,14 @@ async fn blocking<T: Send + 'static>(
 
 /// An announce or scrape path: which one, and the passkey in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Bt {
+pub(crate) enum Bt {
     Announce,
     Scrape,
 }
 
 /// `/announce`, `/announce/<passkey>`, `/<passkey>/announce` (and any path starting
 /// with `/an`, as opentracker answers); the same for `scrape`.
-fn bt_route(path: &str) -> Option<(Bt, Option<&str>)> {
+pub(crate) fn bt_route(path: &str) -> Option<(Bt, Option<&str>)> {
     let p = path.strip_prefix('/')?;
     let kind = |s: &str| {
         if s == "announce" {
@@ -699,7 +722,10 @@ pub const UNKNOWN_PASSKEY: &str = "unknown passkey: this machine is not enrolled
 pub const REVOKED_PASSKEY: &str =
     "passkey revoked: the administrator shut this machine out (ask them to enrol it again)";
 
-fn check_passkey(shared: &Shared, passkey: Option<&str>) -> Result<Arc<Member>, &'static str> {
+pub(crate) fn check_passkey(
+    shared: &Shared,
+    passkey: Option<&str>,
+) -> Result<Arc<Member>, &'static str> {
     let pk = passkey.filter(|p| !p.is_empty()).ok_or(NO_PASSKEY)?;
     if !is_passkey(pk) {
         return Err(UNKNOWN_PASSKEY);
@@ -712,18 +738,24 @@ fn check_passkey(shared: &Shared, passkey: Option<&str>) -> Result<Arc<Member>, 
     Ok(m.clone())
 }
 
-fn canonical(addr: SocketAddr) -> IpAddr {
+/// The address as IPv4 when it is an IPv4-mapped IPv6 address (a dual-stack socket).
+pub(crate) fn canonical(addr: SocketAddr) -> IpAddr {
     match addr.ip() {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         ip => ip,
     }
 }
 
-fn announce(shared: &Shared, remote: SocketAddr, query: &[u8], member: Option<&Member>) -> Resp {
-    let req = match AnnounceRequest::parse_query(query) {
-        Ok(r) => r,
-        Err(msg) => return bencoded(encode_failure(&msg)),
-    };
+/// The swarm's view of a parsed announce, whatever it came over (HTTP or UDP): the
+/// address (the packet's, or the `ip` parameter's with `trust_ip_param`), `numwant`
+/// within the configured bounds, the machine (the passkey's on a private tracker), the
+/// owner of the entry and its cap (tracker.md §1, §7.3).
+pub(crate) fn peer_announce<'a>(
+    shared: &Shared,
+    remote: SocketAddr,
+    req: &'a AnnounceRequest,
+    member: Option<&'a Member>,
+) -> PeerAnnounce<'a> {
     let cfg = &shared.config;
     let mut ip = canonical(remote);
     if cfg.trust_ip_param {
@@ -744,7 +776,7 @@ fn announce(shared: &Shared, remote: SocketAddr, query: &[u8], member: Option<&M
         }
         None => req.machine.as_deref(),
     };
-    let a = PeerAnnounce {
+    PeerAnnounce {
         peer_id: &req.peer_id,
         addr: SocketAddr::new(ip, req.port),
         left: req.left,
@@ -761,13 +793,27 @@ fn announce(shared: &Shared, remote: SocketAddr, query: &[u8], member: Option<&M
             crate::swarm::MAX_PEERS_PER_ADDRESS_OWNER
         },
         no_peer_id: req.no_peer_id,
-    };
-    let mut enc = Encoder::with_capacity(96 + numwant * if req.compact { 6 } else { 64 });
-    enc.begin_dict();
-    let intervals = (
+    }
+}
+
+/// `interval` and `min interval` handed to peers, in seconds.
+pub(crate) fn intervals(cfg: &TrackerConfig) -> (i64, i64) {
+    (
         cfg.interval.as_secs().max(1) as i64,
         cfg.min_interval.as_secs() as i64,
-    );
+    )
+}
+
+fn announce(shared: &Shared, remote: SocketAddr, query: &[u8], member: Option<&Member>) -> Resp {
+    let req = match AnnounceRequest::parse_query(query) {
+        Ok(r) => r,
+        Err(msg) => return bencoded(encode_failure(&msg)),
+    };
+    let a = peer_announce(shared, remote, &req, member);
+    let numwant = a.numwant;
+    let mut enc = Encoder::with_capacity(96 + numwant * if req.compact { 6 } else { 64 });
+    enc.begin_dict();
+    let intervals = intervals(&shared.config);
     match shared
         .swarms
         .announce(&req.info_hash, &a, Instant::now(), intervals, &mut enc)
@@ -803,25 +849,7 @@ fn scrape(shared: &Shared, query: &[u8]) -> Resp {
             wanted.push(ih);
         }
     }
-    let now = Instant::now();
-    let mut files: BTreeMap<InfoHash, (crate::swarm::Counts, String)> = BTreeMap::new();
-    {
-        let snaps = read_snaps(shared);
-        if wanted.is_empty() {
-            for r in snaps.rows() {
-                let ih = InfoHash(r.infohash);
-                if let Some(c) = shared.swarms.counts(&ih, now) {
-                    files.insert(ih, (c, r.name.clone()));
-                }
-            }
-        } else {
-            for ih in wanted {
-                if let (Some(r), Some(c)) = (snaps.get(&ih), shared.swarms.counts(&ih, now)) {
-                    files.insert(ih, (c, r.name.clone()));
-                }
-            }
-        }
-    }
+    let files = scrape_files(shared, &wanted);
     let mut enc = Encoder::with_capacity(16 + files.len() * 100);
     enc.begin_dict().key(b"files").begin_dict();
     for (ih, (c, name)) in &files {
@@ -843,6 +871,33 @@ fn scrape(shared: &Shared, query: &[u8]) -> Resp {
         Ok(b) => bencoded(b),
         Err(_) => bencoded(encode_failure("internal error")),
     }
+}
+
+/// The counts and names of the `wanted` torrents that are announced here (unknown ones
+/// left out), or of every one when `wanted` is empty (a full scrape). Shared by the HTTP
+/// and UDP scrapes.
+pub(crate) fn scrape_files(
+    shared: &Shared,
+    wanted: &[InfoHash],
+) -> BTreeMap<InfoHash, (crate::swarm::Counts, String)> {
+    let now = Instant::now();
+    let mut files = BTreeMap::new();
+    let snaps = read_snaps(shared);
+    if wanted.is_empty() {
+        for r in snaps.rows() {
+            let ih = InfoHash(r.infohash);
+            if let Some(c) = shared.swarms.counts(&ih, now) {
+                files.insert(ih, (c, r.name.clone()));
+            }
+        }
+    } else {
+        for ih in wanted {
+            if let (Some(r), Some(c)) = (snaps.get(ih), shared.swarms.counts(ih, now)) {
+                files.insert(*ih, (c, r.name.clone()));
+            }
+        }
+    }
+    files
 }
 
 /// A storage failure as an HTTP answer: a full disk is 507 and says what to do.

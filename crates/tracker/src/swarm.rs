@@ -352,19 +352,59 @@ impl Swarms {
         interval: (i64, i64),
         enc: &mut Encoder,
     ) -> Option<Counts> {
+        self.record_announce(ih, a, now, |swarm, me, counts| {
+            let want = if me.is_none() { 0 } else { a.numwant };
+            enc.key(b"complete").int(counts.complete as i64);
+            enc.key(b"downloaded").int(counts.downloaded as i64);
+            enc.key(b"incomplete").int(counts.incomplete as i64);
+            enc.key(b"interval").int(interval.0);
+            enc.key(b"min interval").int(interval.1);
+            write_peers(swarm, a, me, want, enc);
+            counts
+        })
+    }
+
+    /// Records an announce as [`Swarms::announce`] does and appends to `out` the compact
+    /// peer list of one address family only (BEP 15: an IPv4 request is answered with
+    /// IPv4 peers, 6 bytes each; an IPv6 request with IPv6 peers, 18 bytes each). Returns
+    /// `None` for an unknown torrent. Costs O(`numwant` + the owner's cap) when the
+    /// swarm's peers are of the requester's family, at most O(swarm) otherwise.
+    pub fn announce_compact(
+        &self,
+        ih: &InfoHash,
+        a: &PeerAnnounce<'_>,
+        now: Instant,
+        ipv6: bool,
+        out: &mut Vec<u8>,
+    ) -> Option<Counts> {
+        self.record_announce(ih, a, now, |swarm, me, counts| {
+            let want = if me.is_none() { 0 } else { a.numwant };
+            for p in chosen(swarm, a, me, want, Some(ipv6)) {
+                match p.addr.ip() {
+                    IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
+                    IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
+                }
+                out.extend_from_slice(&p.addr.port().to_be_bytes());
+            }
+            counts
+        })
+    }
+
+    /// Records `a` in its swarm (sweeping first when due) and hands the swarm, the
+    /// announcing peer's entry (`None` after `stopped`) and the counts to `reply`.
+    fn record_announce<T>(
+        &self,
+        ih: &InfoHash,
+        a: &PeerAnnounce<'_>,
+        now: Instant,
+        reply: impl FnOnce(&Swarm, Option<usize>, Counts) -> T,
+    ) -> Option<T> {
         let mut shard = self.lock(ih);
         let swarm = shard.get_mut(ih)?;
         swarm.sweep_if_due(now, self.timeout);
         let me = swarm.record(a, now);
         let counts = swarm.counts();
-        let want = if me.is_none() { 0 } else { a.numwant };
-        enc.key(b"complete").int(counts.complete as i64);
-        enc.key(b"downloaded").int(counts.downloaded as i64);
-        enc.key(b"incomplete").int(counts.incomplete as i64);
-        enc.key(b"interval").int(interval.0);
-        enc.key(b"min interval").int(interval.1);
-        write_peers(swarm, a, me, want, enc);
-        Some(counts)
+        Some(reply(swarm, me, counts))
     }
 
     /// Counts for one torrent, `None` if unknown.
@@ -438,16 +478,17 @@ impl Swarms {
     }
 }
 
-/// Writes `peers` (and `peers6`): up to `want` entries, a run of the swarm from a random
-/// start, leaving out the requester's own entry (`me`) and any entry with its peer id or
-/// its address. Stops as soon as it has `want`: O(`want` + entries left out).
-fn write_peers(
-    swarm: &Swarm,
+/// Up to `want` entries for a reply, a run of the swarm from a random start, leaving out
+/// the requester's own entry (`me`) and any entry with its peer id or its address; only
+/// IPv6 (`Some(true)`) or IPv4 (`Some(false)`) entries when `family` says so. Stops as
+/// soon as it has `want`: O(`want` + entries left out).
+fn chosen<'s>(
+    swarm: &'s Swarm,
     a: &PeerAnnounce<'_>,
     me: Option<usize>,
     want: usize,
-    enc: &mut Encoder,
-) {
+    family: Option<bool>,
+) -> impl Iterator<Item = &'s Peer> + 's {
     let n = swarm.peers.len();
     // Start at a random place so that different peers get different subsets (when
     // everyone fits, the order does not matter).
@@ -457,16 +498,33 @@ fn write_peers(
         0
     };
     let (tail, head) = swarm.peers.split_at(start.min(n));
-    let chosen = head
-        .iter()
+    let (id, addr) = (*a.peer_id, a.addr);
+    head.iter()
         .enumerate()
-        .map(|(k, p)| (start + k, p))
+        .map(move |(k, p)| (start + k, p))
         .chain(tail.iter().enumerate())
         .take(if want == 0 { 0 } else { n })
         .inspect(|_| visited(1))
-        .filter(|&(k, p)| Some(k) != me && p.id != *a.peer_id && p.addr != a.addr)
+        .filter(move |&(k, p)| {
+            Some(k) != me
+                && p.id != id
+                && p.addr != addr
+                && family.is_none_or(|v6| p.addr.is_ipv6() == v6)
+        })
         .map(|(_, p)| p)
-        .take(want);
+        .take(want)
+}
+
+/// Writes `peers` (and `peers6`): the entries [`chosen`] picks.
+fn write_peers(
+    swarm: &Swarm,
+    a: &PeerAnnounce<'_>,
+    me: Option<usize>,
+    want: usize,
+    enc: &mut Encoder,
+) {
+    let n = swarm.peers.len();
+    let chosen = chosen(swarm, a, me, want, None);
     if a.compact {
         let mut v4 = Vec::with_capacity(want.min(n) * 6);
         let mut v6 = Vec::new();
