@@ -527,7 +527,7 @@ async fn private_tracker_takes_passkeys_as_bep41_url_data() {
     );
     // The HTTP tracker sees the UDP peers (another machine's passkey).
     let http = t.client().with_passkey(pk2).scrape(&[ih]).await.unwrap();
-    let s = http.files.get(&ih).expect("scraped");
+    let s = http.get(&ih).expect("scraped");
     assert_eq!((s.complete, s.incomplete), (1, 1));
     // Entries are owned by the passkey's machine: the second client cannot stop the
     // first one's entry by sending its peer id.
