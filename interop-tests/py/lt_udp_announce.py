@@ -1,16 +1,20 @@
 #!/usr/bin/python3
 """libtorrent announces a torrent to one UDP tracker URL, for udp_tracker.rs.
 
-Usage: lt_udp_announce.py TORRENT SAVE_DIR TRACKER_URL SECONDS
+Usage: lt_udp_announce.py TORRENT SAVE_DIR TRACKER_URL SECONDS [REANNOUNCE_SECONDS]
 
 Adds TORRENT paused, replaces its trackers by TRACKER_URL only (so nothing goes to the
 HTTP announce URL the torrent carries), resumes it and reports what the tracker answers
 for SECONDS, then removes the torrent (a `stopped` announce) and exits 0. SAVE_DIR holds
-nothing: libtorrent announces as a leecher. Prints JSON lines:
+nothing: libtorrent announces as a leecher. With REANNOUNCE_SECONDS it forces a
+re-announce that often (libtorrent waits at least 60 s between UDP announces otherwise).
+Prints JSON lines:
   {"event": "added", "listen_port": P, "libtorrent": "2.0.8.0"}
   {"event": "reply", "num_peers": N, "url": ...}           tracker_reply_alert
   {"event": "error", "message": ..., "failure_reason": ..., "error": ...}
   {"event": "peer", "ip": "127.0.0.1", "port": P}          peers libtorrent learnt
+  {"event": "announce", "announce_event": E, "url": ...}    tracker_announce_alert
+  {"event": "state", "state": ...}                          state_changed_alert
 Session on loopback: TCP only (uTP off), no DHT, LSD, UPnP or NAT-PMP.
 """
 
@@ -27,6 +31,7 @@ def out(obj):
 
 def main():
     torrent, save, url, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    every = float(sys.argv[5]) if len(sys.argv) > 5 else 0
     s = lt.session({
         "listen_interfaces": "127.0.0.1:0",
         "outgoing_interfaces": "127.0.0.1",
@@ -56,8 +61,12 @@ def main():
     h.resume()
     seen = set()
     deadline = time.time() + seconds
+    last = time.time()
     while time.time() < deadline:
         s.wait_for_alert(200)
+        if every and time.time() - last >= every:
+            last = time.time()
+            h.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
         for a in s.pop_alerts():
             if isinstance(a, lt.tracker_reply_alert):
                 out({"event": "reply", "num_peers": a.num_peers, "url": a.tracker_url()})
@@ -65,6 +74,10 @@ def main():
                 out({"event": "error", "message": a.message(),
                      "failure_reason": a.failure_reason(), "error": a.error.message(),
                      "url": a.tracker_url()})
+            elif isinstance(a, lt.tracker_announce_alert):
+                out({"event": "announce", "announce_event": int(a.event), "url": a.tracker_url()})
+            elif isinstance(a, lt.state_changed_alert):
+                out({"event": "state", "state": str(a.state)})
             elif isinstance(a, (lt.tracker_warning_alert, lt.torrent_error_alert)):
                 out({"event": "note", "message": a.message()})
             elif isinstance(a, lt.peer_connect_alert) or isinstance(a, lt.peer_disconnected_alert):

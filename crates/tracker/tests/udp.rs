@@ -529,6 +529,38 @@ async fn private_tracker_takes_passkeys_as_bep41_url_data() {
     let http = t.client().with_passkey(pk2).scrape(&[ih]).await.unwrap();
     let s = http.get(&ih).expect("scraped");
     assert_eq!((s.complete, s.incomplete), (1, 1));
+    // And an HTTP announce (the second client's passkey, another peer) is told about
+    // both UDP peers, the UDP entries left in place.
+    let http = t
+        .client()
+        .with_passkey(pk2)
+        .announce(&AnnounceRequest::new(ih, PeerId([4; 20]), 6004, 5))
+        .await
+        .unwrap();
+    let mut seen: Vec<SocketAddr> = http.peers.iter().map(|p| p.addr).collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            "127.0.0.1:6001".parse().unwrap(),
+            "127.0.0.1:6002".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        a.scrape(&[ih], Some(&format!("/{pk1}/scrape"))).await,
+        Reply::Scrape(vec![(1, 0, 2)])
+    );
+    let r = t
+        .client()
+        .with_passkey(pk2)
+        .announce(&{
+            let mut r = AnnounceRequest::new(ih, PeerId([4; 20]), 6004, 5);
+            r.event = Some(swarmbak_tracker::AnnounceEvent::Stopped);
+            r
+        })
+        .await
+        .unwrap();
+    assert!(r.peers.is_empty());
     // Entries are owned by the passkey's machine: the second client cannot stop the
     // first one's entry by sending its peer id.
     let r = b
