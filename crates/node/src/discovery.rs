@@ -63,6 +63,9 @@ pub fn tracker_client(url: &str) -> Result<TrackerClient, FetchError> {
 pub struct TrackerDiscovery {
     url: String,
     client: TrackerClient,
+    /// When set, metainfo is taken only for snapshots whose signed record verifies with
+    /// this organisation key (trust.md §4).
+    org: Option<swarmbak_trust::PublicKey>,
 }
 
 impl TrackerDiscovery {
@@ -71,7 +74,14 @@ impl TrackerDiscovery {
         Ok(TrackerDiscovery {
             url: url.to_string(),
             client: tracker_client(url)?.with_retry(Retry::none()),
+            org: None,
         })
+    }
+
+    /// Believes only snapshots the organisation key vouches for (an enrolled machine).
+    pub fn trusting(mut self, org: Option<swarmbak_trust::PublicKey>) -> TrackerDiscovery {
+        self.org = org;
+        self
     }
 
     /// Retries each request for up to `d` while the tracker refuses or is down.
@@ -123,6 +133,26 @@ impl TrackerDiscovery {
     }
 
     async fn lookup(&self, ih: &InfoHash) -> Result<Option<Vec<u8>>, FetchError> {
+        if let Some(org) = &self.org {
+            // A tracker that lies cannot hand an enrolled machine a snapshot no enrolled
+            // machine signed.
+            let refuse = |reason: String| FetchError::Metainfo {
+                infohash: *ih,
+                tracker: self.url.clone(),
+                reason,
+            };
+            let rec = self
+                .client
+                .snapshot(ih)
+                .await
+                .map_err(|e| refuse(e.to_string()))?
+                .ok_or_else(|| refuse("the tracker lists no such snapshot".into()))?;
+            crate::enrol::verify_listed(org, &rec).map_err(|why| {
+                refuse(format!(
+                    "its record does not verify with the organisation key ({why}): refusing it"
+                ))
+            })?;
+        }
         let from_tracker = self.client.metainfo(ih).await;
         if let Ok(Some(b)) = from_tracker {
             return Ok(Some(b));

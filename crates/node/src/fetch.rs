@@ -215,6 +215,9 @@ pub struct FetchPlan<'a> {
     pub identities: &'a Identities,
     /// Do not trust shard files by their size (a restore found damage).
     pub verify: bool,
+    /// The organisation key of an enrolled machine: snapshots from the tracker must carry
+    /// a record it vouches for.
+    pub org: Option<swarmbak_trust::PublicKey>,
 }
 
 /// Makes the snapshot and every earlier snapshot it reuses restorable from the local
@@ -240,7 +243,9 @@ pub fn fetch_into_store(
     let timeout = settings.fetch_timeout.unwrap_or(Duration::from_secs(120));
     let rt = crate::runtime().map_err(FetchError::Listen)?;
     rt.block_on(async {
-        let d = TrackerDiscovery::new(tracker)?.retrying_for(Duration::from_secs(10));
+        let d = TrackerDiscovery::new(tracker)?
+            .retrying_for(Duration::from_secs(10))
+            .trusting(plan.org);
         ensure_metainfo(store, ih, plan.torrent.as_deref(), Some(&d)).await?;
         let engine = start_engine(
             any_addr(),

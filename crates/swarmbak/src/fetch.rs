@@ -207,6 +207,10 @@ pub fn fetch(
         tracker: tracker.clone(),
         identities: &opts.identities,
         verify: false,
+        org: NodeConfig::load(&ctx.home)
+            .ok()
+            .and_then(|c| c.enrolment)
+            .and_then(|e| e.org().ok()),
     };
     let ui = Ui::new(ctx.json, "fetch");
     let mut downloaded = fetch_into_store(&plan, &settings, &ui)?;

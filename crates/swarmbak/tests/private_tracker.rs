@@ -321,4 +321,65 @@ fn enrolment_signed_publishes_passkeys_and_revocation() {
     let body = announce(&addr, &format!("/{again}/announce"), &ih_bytes, "");
     assert!(body.contains("8:intervali"), "{body}");
     drop(tracker);
+
+    // A tracker that lies: its database gains an unsigned record of the attacker's
+    // snapshot under the victim's name. Enrolled machines believe only what the
+    // organisation key vouches for.
+    {
+        use swarmbak_tracker::storage::Storage;
+        let (mut db, _) = swarmbak_tracker::sqlite::Sqlite::open(&data).unwrap();
+        let mi = swarmbak_metainfo::Metainfo::from_bytes(&evil).unwrap();
+        db.publish(
+            &swarmbak_tracker::storage::SnapshotRow {
+                infohash: mi.info_hash(),
+                machine_key: victim_key.clone(),
+                machine_name: "laptop-7".into(),
+                published: 4_000_000_000,
+                total_length: mi.total_length(),
+                payload_length: mi.swarmbak().unwrap().payload_length,
+                name: "forged".into(),
+                copies: 2,
+                record: None,
+                certificate: None,
+            },
+            &evil,
+        )
+        .unwrap();
+    }
+    let tracker = Proc::start(
+        "tracker",
+        &[
+            "tracker",
+            "--listen",
+            &addr,
+            "--data",
+            data_s,
+            "--interval",
+            "1",
+        ],
+    );
+    let o = common::run(&victim, &["--json", "snapshots", "--machine", "laptop-7"]);
+    let (out, err) = common::text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(!out.contains(&evil_ih), "the forgery is listed: {out}");
+    assert!(out.contains(&ih), "{out}");
+    assert!(err.contains("ignoring snapshot"), "{err}");
+    let identity = rec_home.join("identity.txt");
+    let err = fails(
+        &victim,
+        &[
+            "fetch",
+            &evil_ih,
+            "--to",
+            t.path().join("restored").to_str().unwrap(),
+            "--identity",
+            identity.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains("does not verify with the organisation key"),
+        "{err}"
+    );
+    assert!(!t.path().join("restored").join("src").exists());
+    drop(tracker);
 }

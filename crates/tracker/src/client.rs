@@ -444,6 +444,19 @@ impl TrackerClient {
         .await
     }
 
+    /// The tracker's record of one snapshot (`GET /snapshots?infohash=`), `None` when it
+    /// lists none.
+    pub async fn snapshot(&self, ih: &InfoHash) -> Result<Option<SnapshotRecord>, ClientError> {
+        let target = format!("{}/snapshots?infohash={}", self.api_base, hex::encode(ih));
+        let list: Vec<SnapshotRecord> = self
+            .with_retries(|| async {
+                let (status, body) = self.exchange(Method::GET, &target, None, &[]).await?;
+                json_reply(status, &body)
+            })
+            .await?;
+        Ok(list.into_iter().find(|r| r.infohash == hex::encode(ih)))
+    }
+
     /// Every machine that published, most recent first.
     pub async fn machines(&self) -> Result<Vec<MachineRecord>, ClientError> {
         let target = format!("{}/machines", self.api_base);

@@ -28,7 +28,7 @@ use crate::proto::{encode_failure, AnnounceRequest, InfoHash};
 use crate::query::{decoded_pairs, percent_decode_into, raw_pairs, text_param};
 use crate::sqlite::{ImportReport, Sqlite};
 use crate::storage::{Published, SnapshotRow, Storage, StorageError};
-use crate::store::{check_machine_key, check_machine_name};
+use crate::store::{check_machine_key, check_machine_name, SnapshotRecord};
 use crate::swarm::{PeerAnnounce, Swarms};
 
 /// The failure reason for an announce or scrape of a torrent nobody published.
@@ -74,6 +74,15 @@ pub struct TrackerConfig {
     pub reload_every: Duration,
     /// How often online spans are written (default 30 s).
     pub online_flush: Duration,
+    /// A request body must arrive within this (default 30 s; later: 408).
+    pub body_timeout: Duration,
+    /// Publish bytes being received at once, all publishes together (default 64 MiB):
+    /// beyond it a publish is answered 503 at once, before its body is read.
+    pub max_publish_in_flight: usize,
+    /// Publishes being received at once (default 16; more: 503 at once).
+    pub max_publishes_at_once: usize,
+    /// Most pieces a published snapshot may have (default 2^20).
+    pub max_pieces: usize,
 }
 
 impl TrackerConfig {
@@ -96,6 +105,10 @@ impl TrackerConfig {
             recovery_recipients: Vec::new(),
             reload_every: Duration::from_secs(1),
             online_flush: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            max_publish_in_flight: 64 << 20,
+            max_publishes_at_once: 16,
+            max_pieces: 1 << 20,
         }
     }
 
@@ -143,6 +156,10 @@ struct Shared {
     /// The database's `data_version` when `dir` was built.
     dir_version: Mutex<i64>,
     org: Org,
+    /// Bytes of publish bodies being received (permits are bytes).
+    publish_bytes: Semaphore,
+    /// Publishes being received.
+    publish_slots: Semaphore,
     started: Instant,
     // Held while the tracker runs: a second tracker on the same DATA is refused.
     _lock: fd_lock::RwLock<std::fs::File>,
@@ -230,6 +247,8 @@ impl Tracker {
                 dir: RwLock::new(Directory::build(&machines, &Directory::default())),
                 dir_version: Mutex::new(version),
                 org,
+                publish_bytes: Semaphore::new(config.max_publish_in_flight.max(1)),
+                publish_slots: Semaphore::new(config.max_publishes_at_once.max(1)),
                 started: Instant::now(),
                 _lock: lock,
                 config,
@@ -867,8 +886,8 @@ fn admin_error(e: &AdminError) -> Resp {
     json_error(status, e.to_string())
 }
 
-/// Reads a request body of at most `max` bytes (413 beyond), within the body timeout.
-async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Resp> {
+/// Reads a request body of at most `max` bytes (413 beyond), within `timeout` (408).
+async fn read_body(req: Request<Incoming>, max: usize, timeout: Duration) -> Result<Bytes, Resp> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -880,7 +899,14 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Resp> {
             format!("body larger than {max} bytes"),
         ));
     }
-    match Limited::new(req.into_body(), max).collect().await {
+    let read = tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await;
+    let Ok(read) = read else {
+        return Err(json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {} s", timeout.as_secs()),
+        ));
+    };
+    match read {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) => Err(
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -955,7 +981,42 @@ async fn publish(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
     } else {
         None
     };
-    let body = match read_body(req, shared.config.max_publish_bytes).await {
+    // Memory and connection slots are bounded before any body byte is read: a publish
+    // declares its length, and gets a share of the bytes in flight or a 503 at once.
+    let max = shared.config.max_publish_bytes;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    let Some(declared) = declared else {
+        return json_error(
+            StatusCode::LENGTH_REQUIRED,
+            "a publish declares its Content-Length",
+        );
+    };
+    if declared > max as u64 {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {max} bytes"),
+        );
+    }
+    let busy = || {
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the tracker is receiving as many publishes as it takes at once: retry shortly",
+        )
+    };
+    let Ok(_slot) = shared.publish_slots.try_acquire() else {
+        return busy();
+    };
+    let Ok(_bytes) = shared
+        .publish_bytes
+        .try_acquire_many(u32::try_from(declared.max(1)).unwrap_or(u32::MAX))
+    else {
+        return busy();
+    };
+    let body = match read_body(req, max, shared.config.body_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -1113,7 +1174,23 @@ fn snapshots(shared: &Shared, query: &[u8]) -> Resp {
         Ok(m) => m.filter(|m| !m.is_empty()),
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.0),
     };
-    let list = read_snaps(shared).list(machine.as_deref());
+    let infohash = match text_param(&pairs, "infohash") {
+        Ok(Some(h)) => match InfoHash::from_hex(&h) {
+            Ok(ih) => Some(ih),
+            Err(_) => return json_error(StatusCode::BAD_REQUEST, "infohash: 40 hex digits"),
+        },
+        Ok(None) => None,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.0),
+    };
+    let snaps = read_snaps(shared);
+    let list = match infohash {
+        Some(ih) => snaps
+            .get(&ih)
+            .map(SnapshotRecord::from)
+            .into_iter()
+            .collect(),
+        None => snaps.list(machine.as_deref()),
+    };
     json(StatusCode::OK, &list)
 }
 
@@ -1135,7 +1212,7 @@ pub struct EnrollAnswer {
 }
 
 async fn enroll(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
-    let body = match read_body(req, 4096).await {
+    let body = match read_body(req, 4096, shared.config.body_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -1180,7 +1257,7 @@ async fn enrollments(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
         #[serde(default)]
         client: bool,
     }
-    let body = match read_body(req, 8192).await {
+    let body = match read_body(req, 8192, shared.config.body_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
     };
