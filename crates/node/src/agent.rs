@@ -185,6 +185,8 @@ pub fn run(
     store.clean_tmp()?;
     let addr = bind_addr(listen)?;
     let me = node.machine_key()?;
+    // Homes made before machines had signing keys get theirs now (trust.md §1).
+    crate::config::signing_key(&node.root)?;
     let rt = crate::runtime().map_err(|source| AgentError::Listen { addr, source })?;
     rt.block_on(async move {
         let engine = start_engine(

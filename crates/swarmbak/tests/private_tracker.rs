@@ -383,3 +383,53 @@ fn enrolment_signed_publishes_passkeys_and_revocation() {
     assert!(!t.path().join("restored").join("src").exists());
     drop(tracker);
 }
+
+#[test]
+fn an_expired_certificate_stops_the_passkey() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("tracker");
+    let data_s = data.to_str().unwrap();
+    let rec_home = t.path().join("recovery");
+    ok(&rec_home, &["init", "--name", "recovery"]);
+    let recovery = config(&rec_home)["public_key"].as_str().unwrap().to_owned();
+    let tracker = Proc::start(
+        "tracker",
+        &[
+            "tracker",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data_s,
+            "--recovery-recipient",
+            &recovery,
+        ],
+    );
+    // A certificate of 0 days expires the second it is made.
+    let out = ok(
+        t.path(),
+        &[
+            "tracker",
+            "enroll",
+            "--data",
+            data_s,
+            "--name",
+            "temp",
+            "--expires",
+            "0",
+        ],
+    );
+    let home = t.path().join("temp");
+    ok(&home, &["init", "--enroll", out.lines().next().unwrap()]);
+    let passkey = config(&home)["enrolment"]["passkey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let body = announce(
+        &tracker.addr,
+        &format!("/{passkey}/announce"),
+        &[1u8; 20],
+        "",
+    );
+    assert!(body.contains("certificate expired"), "{body}");
+}

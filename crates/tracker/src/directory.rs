@@ -24,6 +24,8 @@ pub struct Member {
     pub name: String,
     /// Revoked: its passkey no longer works.
     pub revoked: bool,
+    /// When its certificate expires (Unix seconds): its passkey stops working then.
+    pub expires: Option<i64>,
     first_seen: AtomicI64,
     last_seen: AtomicI64,
 }
@@ -68,6 +70,7 @@ impl Directory {
                 key_hex: r.key.map(|k| hex::encode(k).into()),
                 name: r.name.clone(),
                 revoked: r.revoked.is_some(),
+                expires: r.expires,
                 first_seen: AtomicI64::new(
                     prev.map_or(0, |p| p.first_seen.load(Ordering::Relaxed)),
                 ),

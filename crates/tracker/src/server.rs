@@ -714,6 +714,8 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
 pub const NO_PASSKEY: &str = "this tracker is private: announce to /<passkey>/announce (enrol with `swarmbak init --enroll TOKEN`, or ask the administrator for a client passkey)";
 /// An unknown passkey.
 pub const UNKNOWN_PASSKEY: &str = "unknown passkey: this machine is not enrolled here (enrol with `swarmbak init --enroll TOKEN`)";
+/// The passkey of a machine whose certificate expired.
+pub const EXPIRED_PASSKEY: &str = "certificate expired: this machine's enrolment ran out (ask the administrator for a new token: swarmbak tracker enroll)";
 /// A revoked passkey.
 pub const REVOKED_PASSKEY: &str =
     "passkey revoked: the administrator shut this machine out (ask them to enrol it again)";
@@ -727,6 +729,9 @@ fn check_passkey(shared: &Shared, passkey: Option<&str>) -> Result<Arc<Member>, 
     let m = dir.by_passkey(pk).ok_or(UNKNOWN_PASSKEY)?;
     if m.revoked {
         return Err(REVOKED_PASSKEY);
+    }
+    if m.expires.is_some_and(|x| unix_now() > x) {
+        return Err(EXPIRED_PASSKEY);
     }
     Ok(m.clone())
 }
