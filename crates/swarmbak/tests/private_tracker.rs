@@ -307,6 +307,34 @@ fn enrolment_signed_publishes_passkeys_and_revocation() {
         ],
     );
     assert!(err.contains("revoked"), "{err}");
+    // The signed revocation is published for peers to check.
+    let (status, body) = http(
+        &addr,
+        "GET",
+        "/revocations",
+        &[(
+            "Authorization",
+            format!(
+                "Bearer {}",
+                std::fs::read_to_string(data.join("admin-token"))
+                    .unwrap()
+                    .trim()
+            ),
+        )],
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rev = swarmbak_tracker::trust::from_b64(list[0]["revocation"].as_str().unwrap()).unwrap();
+    let org = swarmbak_tracker::trust::PublicKey::from_hex(
+        config(&victim)["enrolment"]["org_key"].as_str().unwrap(),
+    )
+    .unwrap();
+    let r = swarmbak_tracker::trust::Revocation::verify(&rev, &org).unwrap();
+    assert_eq!(
+        (r.name.as_str(), hex::encode(r.machine.0)),
+        ("laptop-7", victim_key.clone())
+    );
     // Enrolled again (a new token, the same machine and keys): a new passkey works.
     let out = ok(
         t.path(),

@@ -699,8 +699,14 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
             }
             json(StatusCode::OK, &list)
         }
+        (Method::GET | Method::HEAD, "/revocations") => {
+            if !may_read {
+                return private_refusal();
+            }
+            revocations(shared).await
+        }
         (Method::GET | Method::HEAD, "/" | "/health") => health(shared),
-        (_, "/publish" | "/snapshots" | "/machines" | "/" | "/health") => {
+        (_, "/publish" | "/snapshots" | "/machines" | "/revocations" | "/" | "/health") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         (_, p) if p.starts_with("/metainfo/") || p.starts_with("/api/v1/") => {
@@ -1197,6 +1203,30 @@ fn snapshots(shared: &Shared, query: &[u8]) -> Resp {
         None => snaps.list(machine.as_deref()),
     };
     json(StatusCode::OK, &list)
+}
+
+/// `GET /revocations`: every signed revocation (trust.md §5), for peers and the DHT to
+/// check against the organisation key.
+async fn revocations(shared: &Arc<Shared>) -> Resp {
+    match blocking(shared, |sh| lock_db(sh).machines()).await {
+        Some(Ok(rows)) => {
+            let list: Vec<serde_json::Value> = rows
+                .iter()
+                .filter_map(|m| {
+                    let r = m.revocation.as_deref().filter(|r| !r.is_empty())?;
+                    Some(serde_json::json!({
+                        "name": m.name,
+                        "machine_key": m.key.map(hex::encode),
+                        "revoked": m.revoked,
+                        "revocation": swarmbak_trust::to_b64(r),
+                    }))
+                })
+                .collect();
+            json(StatusCode::OK, &list)
+        }
+        Some(Err(e)) => storage_error(&e),
+        None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "revocations failed"),
+    }
 }
 
 /// What `POST /api/v1/enroll` answers (tracker.md §7.2).
