@@ -145,12 +145,13 @@ pub fn snapshots(ctx: &Ctx, machine: Option<String>) -> R {
 
 fn machine_snapshots(ctx: &Ctx, machine: &str) -> R {
     let node = Node::open(&ctx.home)?;
-    let (Some(url), Some(base)) = (node.config.tracker_url(), node.config.tracker.clone()) else {
+    let (Some(tracker), Some(base)) = (node.config.tracker_ref(), node.config.tracker.clone())
+    else {
         return Err(Failure::usage("listing another machine's snapshots needs the tracker: `swarmbak init --tracker http://HOST:PORT`"));
     };
     let rt = swarmbak_node::runtime()?;
     let mut recs = rt.block_on(async {
-        swarmbak_node::discovery::tracker_client(&url)?
+        swarmbak_node::discovery::tracker_client(&tracker)?
             .snapshots(Some(machine))
             .await
             .map_err(|e| Failure::new(1, format!("tracker {base}: {e}")))
@@ -202,7 +203,7 @@ pub fn health(ctx: &Ctx, infohash: &str) -> R {
     let Ok(node) = Node::open(&ctx.home) else {
         return scrub(ctx, infohash, false);
     };
-    let Some(tracker) = node.config.tracker_url() else {
+    let Some(tracker) = node.config.tracker_ref() else {
         return scrub(ctx, infohash, false);
     };
     let ih = crate::fetch::parse_target(infohash, &ctx.home)?;

@@ -3,6 +3,8 @@
 //! (SQLite in WAL mode lets them while the tracker runs) and then ask a running tracker
 //! to reload, so a revocation counts on its next request.
 
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,7 +15,6 @@ use swarmbak_tracker::org::Org;
 use swarmbak_tracker::sqlite::Sqlite;
 use swarmbak_tracker::storage::{MachineKind, Storage};
 
-use crate::cmd::listening;
 use crate::failure::Failure;
 use crate::render::utc;
 use crate::Ctx;
@@ -61,6 +62,9 @@ pub enum Action {
 
 pub struct Serve {
     pub listen: Option<String>,
+    pub tls_listen: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub data: Option<PathBuf>,
     pub interval: Option<u64>,
     pub open: bool,
@@ -74,13 +78,70 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Prints where the tracker listens, in one write (a reader that stops after the first
+/// line must not make the second fail): `listening HOST:PORT` first (the plain address
+/// when there is one, else the TLS one), then `listening-tls HOST:PORT` when both.
+fn print_listening(ctx: &Ctx, plain: Option<SocketAddr>, tls: Option<SocketAddr>) {
+    let mut out = String::new();
+    let first = plain.or(tls);
+    if ctx.json {
+        if let Some(a) = first {
+            out.push_str(&format!(
+                "{}\n",
+                json!({"event": "listening", "addr": a.to_string(), "tls": plain.is_none()})
+            ));
+        }
+        if let (Some(_), Some(t)) = (plain, tls) {
+            out.push_str(&format!(
+                "{}\n",
+                json!({"event": "listening", "addr": t.to_string(), "tls": true})
+            ));
+        }
+    }
+    if let Some(a) = first {
+        out.push_str(&format!("listening {a}\n"));
+    }
+    if let (Some(_), Some(t)) = (plain, tls) {
+        out.push_str(&format!("listening-tls {t}\n"));
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+}
+
 pub fn serve(ctx: &Ctx, s: Serve) -> R {
-    let (Some(listen), Some(data)) = (s.listen, s.data) else {
+    let Some(data) = s.data else {
         return Err(Failure::usage(
-            "swarmbak tracker needs --listen ADDR and --data DIR (or a subcommand: enroll, revoke, machines)",
+            "swarmbak tracker needs --listen ADDR and/or --tls-listen ADDR, and --data DIR (or a subcommand: enroll, revoke, machines)",
         ));
     };
-    let addr = swarmbak_node::agent::bind_addr(Some(&listen))?;
+    if s.listen.is_none() && s.tls_listen.is_none() {
+        return Err(Failure::usage(
+            "swarmbak tracker needs --tls-listen ADDR (HTTPS: passkeys, tokens and the admin token never cross the network in clear) and/or --listen ADDR (plain HTTP)",
+        ));
+    }
+    let own_tls = match (s.tls_cert, s.tls_key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(Failure::usage(
+                "--tls-cert FILE and --tls-key FILE go together (the certificate and its private key, PEM)",
+            ))
+        }
+    };
+    if own_tls.is_some() && s.tls_listen.is_none() {
+        return Err(Failure::usage(
+            "--tls-cert and --tls-key are for --tls-listen ADDR: add it",
+        ));
+    }
+    let addr = match &s.listen {
+        Some(l) => Some(swarmbak_node::agent::bind_addr(Some(l))?),
+        None => None,
+    };
+    let tls_addr = match &s.tls_listen {
+        Some(l) => Some(swarmbak_node::agent::bind_addr(Some(l))?),
+        None => None,
+    };
     let rt = swarmbak_node::runtime()?;
     rt.block_on(async {
         let mut cfg = swarmbak_tracker::TrackerConfig::new(&data);
@@ -95,21 +156,49 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
             .await
             .map_err(|e| Failure::new(1, e.to_string()))?
             .map_err(|e| Failure::new(1, format!("{e}")))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| Failure::new(1, format!("cannot listen on {addr}: {e}")))?;
-        let local = listener.local_addr()?;
-        t.record_address(local);
-        listening(ctx, local);
+        let bind = |a: SocketAddr| async move {
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| Failure::new(1, format!("cannot listen on {a}: {e}")))
+        };
+        let mut listeners = Vec::new();
+        let mut plain_local = None;
+        if let Some(a) = addr {
+            let l = bind(a).await?;
+            plain_local = Some(l.local_addr()?);
+            listeners.push(swarmbak_tracker::Listener::plain(l));
+        }
+        let mut tls_local = None;
+        let mut pin = None;
+        if let Some(a) = tls_addr {
+            let l = bind(a).await?;
+            let local = l.local_addr()?;
+            let id = t
+                .tls_identity(
+                    own_tls.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+                    local,
+                )
+                .map_err(|e| Failure::new(1, e.to_string()))?;
+            let cfg = id
+                .server_config()
+                .map_err(|e| Failure::new(1, e.to_string()))?;
+            pin = Some(id.sha256_hex());
+            tls_local = Some(local);
+            listeners.push(swarmbak_tracker::Listener::tls(l, cfg));
+        }
+        t.record_addresses(plain_local, tls_local);
+        print_listening(ctx, plain_local, tls_local);
         eprintln!(
-            "swarmbak tracker: {} tracker, data in {}, organisation key {} ({}); {:?}",
+            "swarmbak tracker: {} tracker, data in {}, organisation key {} ({}){}; {:?}",
             if s.open { "open" } else { "private" },
             data.display(),
             t.org_key(),
             t.org_key().fingerprint(),
+            pin.map(|p| format!(", TLS certificate SHA-256 {p}"))
+                .unwrap_or_default(),
             t.load_report()
         );
-        t.serve(listener)
+        t.serve_listeners_until(listeners, std::future::pending())
             .await
             .map_err(|e| Failure::new(1, e.to_string()))
     })
@@ -128,15 +217,34 @@ fn poke(db: &mut Sqlite, org: &Org) {
     let Ok(Some(addr)) = db.setting(admin::LISTEN_SETTING) else {
         return;
     };
-    let Ok(mut sa) = addr.parse::<std::net::SocketAddr>() else {
+    // `https://ADDR` when the tracker serves TLS: the admin token goes over it, to the
+    // certificate the tracker recorded.
+    let (https, addr) = match addr.strip_prefix("https://") {
+        Some(a) => (true, a.to_owned()),
+        None => (false, addr),
+    };
+    let Ok(mut sa) = addr.parse::<SocketAddr>() else {
         return;
     };
     if sa.ip().is_unspecified() {
         sa.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let Ok(c) = swarmbak_tracker::TrackerClient::new(&format!("http://{sa}")) else {
+    let scheme = if https { "https" } else { "http" };
+    let Ok(mut c) = swarmbak_tracker::TrackerClient::new(&format!("{scheme}://{sa}")) else {
         return;
     };
+    if https {
+        let pin = db
+            .setting(admin::TLS_SETTING)
+            .ok()
+            .flatten()
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        match pin {
+            Some(p) => c = c.with_tls_pin(p),
+            None => return,
+        }
+    }
     if let Ok(rt) = swarmbak_node::runtime() {
         let c = c.with_timeout(Duration::from_secs(5));
         if let Err(e) = rt.block_on(c.reload(&org.admin_token)) {

@@ -461,3 +461,162 @@ fn an_expired_certificate_stops_the_passkey() {
     );
     assert!(body.contains("certificate expired"), "{body}");
 }
+
+/// Issue 9, point 4: the tracker over TLS with its own certificate, pinned by the
+/// enrolment token. (a) enrolment, publishing and listing work over TLS; (b) a token
+/// pinning another certificate fails before any secret is sent (the token stays usable);
+/// (c) the plain port still serves standard clients.
+#[test]
+fn tls_tracker_pinned_by_the_token() {
+    use swarmbak_tracker::tls::{TlsIdentity, CERT_FILE, KEY_FILE};
+    use swarmbak_tracker::trust::EnrollToken;
+
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("tracker");
+    let data_s = data.to_str().unwrap();
+    let rec_home = t.path().join("recovery");
+    ok(&rec_home, &["init", "--name", "recovery"]);
+    let recovery = config(&rec_home)["public_key"].as_str().unwrap().to_owned();
+    let (tracker, lines) = Proc::start_lines(
+        "tracker",
+        &[
+            "tracker",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--data",
+            data_s,
+            "--interval",
+            "1",
+            "--recovery-recipient",
+            &recovery,
+        ],
+        2,
+    );
+    let plain = tracker.addr.clone();
+    let tls = lines[1]
+        .strip_prefix("listening-tls ")
+        .unwrap_or_else(|| panic!("second line: {:?}", lines[1]))
+        .to_owned();
+    assert_ne!(plain, tls);
+    // The tracker made its key (private) and certificate; the pin is the certificate's.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join(KEY_FILE))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let id = TlsIdentity::from_files(&data.join(CERT_FILE), &data.join(KEY_FILE)).unwrap();
+
+    // The token names the https address and pins the certificate.
+    let out = ok(
+        t.path(),
+        &["tracker", "enroll", "--data", data_s, "--name", "laptop-9"],
+    );
+    let token = out.lines().next().unwrap().to_owned();
+    let tok = EnrollToken::parse(&token).unwrap();
+    assert_eq!(tok.url, format!("https://{tls}"));
+    assert_eq!(tok.tls, Some(id.sha256));
+
+    // (b) The same token pinning another certificate: refused at the TLS handshake,
+    // before the request (and its secret) is sent.
+    let other = tempfile::tempdir().unwrap();
+    let other_id = TlsIdentity::load_or_create(other.path(), &["localhost".into()]).unwrap();
+    assert_ne!(other_id.sha256, id.sha256);
+    let mut altered = tok.clone();
+    altered.tls = Some(other_id.sha256);
+    let err = fails(
+        &t.path().join("impostor-victim"),
+        &["init", "--enroll", &altered.to_text()],
+    );
+    assert!(
+        err.contains("is not the tracker the pin names") && err.contains("nothing was sent"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&hex::encode(id.sha256)),
+        "names what it saw: {err}"
+    );
+    // An https token without a pin is refused without connecting.
+    let mut unpinned = tok.clone();
+    unpinned.tls = None;
+    let err = fails(
+        &t.path().join("unpinned"),
+        &["init", "--enroll", &unpinned.to_text()],
+    );
+    assert!(err.contains("carries no TLS certificate pin"), "{err}");
+
+    // (a) The token is still unused: the right pin enrols over TLS.
+    let laptop = t.path().join("laptop");
+    ok(&laptop, &["init", "--enroll", &token]);
+    let c = config(&laptop);
+    assert_eq!(c["tracker"], format!("https://{tls}"));
+    assert_eq!(c["enrolment"]["tls_sha256"], hex::encode(id.sha256));
+    let passkey = c["enrolment"]["passkey"].as_str().unwrap().to_owned();
+    // Publish and list over TLS.
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"over tls").unwrap();
+    let out = ok(
+        &laptop,
+        &["seed", src.to_str().unwrap(), "--until", "published"],
+    );
+    let ih = out.lines().next().unwrap().to_owned();
+    let listed = ok(&laptop, &["--json", "snapshots", "--machine", "laptop-9"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains(&ih), "{listed}");
+    // Every later connection carries the pin: with another one, the tracker is refused.
+    let cfg_path = laptop.join("config.json");
+    let good = std::fs::read(&cfg_path).unwrap();
+    let mut bad = c.clone();
+    bad["enrolment"]["tls_sha256"] = hex::encode(other_id.sha256).into();
+    std::fs::write(&cfg_path, serde_json::to_vec(&bad).unwrap()).unwrap();
+    let err = fails(&laptop, &["snapshots", "--machine", "laptop-9"]);
+    assert!(err.contains("is not the tracker the pin names"), "{err}");
+    std::fs::write(&cfg_path, good).unwrap();
+
+    // (c) The plain port serves the same tracker to standard clients.
+    let mut ih_bytes = [0u8; 20];
+    hex::decode_to_slice(&ih, &mut ih_bytes).unwrap();
+    let out = ok(
+        t.path(),
+        &[
+            "tracker", "enroll", "--data", data_s, "--client", "--name", "qbt",
+        ],
+    );
+    let announce_url = out.lines().next().unwrap();
+    let client_pk = announce_url
+        .trim_end_matches("/announce")
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let body = announce(&plain, &format!("/{client_pk}/announce"), &ih_bytes, "");
+    assert!(body.contains("8:intervali"), "{body}");
+    let body = announce(&plain, &format!("/{passkey}/scrape"), &ih_bytes, "");
+    assert!(body.contains("5:filesd"), "{body}");
+    assert_eq!(http(&plain, "GET", "/health", &[], b"").0, 200);
+    // Plain HTTP on the TLS port gets no answer it could take for the tracker's.
+    let mut s = TcpStream::connect(&tls).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(!got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+
+    // Revocation asks the running tracker to reload over TLS (the admin token never in
+    // clear): no complaint, and the passkey is refused on the next request.
+    let o = common::run(
+        t.path(),
+        &["tracker", "revoke", "--data", data_s, "laptop-9"],
+    );
+    let (_, err) = common::text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("did not reload"), "{err}");
+    let body = announce(&plain, &format!("/{passkey}/announce"), &ih_bytes, "");
+    assert!(body.contains("passkey revoked"), "{body}");
+    drop(tracker);
+}

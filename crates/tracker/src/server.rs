@@ -1,4 +1,5 @@
-//! The tracker's HTTP server (hyper on tokio, HTTP/1.1 with keep-alive).
+//! The tracker's HTTP server (hyper on tokio, HTTP/1.1 with keep-alive), on plain TCP
+//! and/or TLS (rustls; tracker.md §7.5): the same service on every listener.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -18,6 +19,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use swarmbak_bencode::Encoder;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -83,6 +85,9 @@ pub struct TrackerConfig {
     pub max_publishes_at_once: usize,
     /// Most pieces a published snapshot may have (default 2^20).
     pub max_pieces: usize,
+    /// Longest a TLS client may take over its handshake before it is dropped (default
+    /// 10 s). The handshake runs in the connection's task, never in the accept loop.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl TrackerConfig {
@@ -109,6 +114,7 @@ impl TrackerConfig {
             max_publish_in_flight: 64 << 20,
             max_publishes_at_once: 16,
             max_pieces: 1 << 20,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 
@@ -145,6 +151,41 @@ pub enum TrackerError {
     /// A bad setting.
     #[error("{0}")]
     Config(String),
+    /// The TLS certificate or key.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// A socket the tracker accepts connections on: plain HTTP, or HTTPS with the tracker's
+/// certificate (the handshake is done in each connection's task).
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Listener {
+    /// Plain HTTP on `tcp`.
+    pub fn plain(tcp: TcpListener) -> Listener {
+        Listener { tcp, tls: None }
+    }
+
+    /// HTTPS on `tcp` with `config` (see [`crate::tls::TlsIdentity::server_config`]).
+    pub fn tls(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> Listener {
+        Listener {
+            tcp,
+            tls: Some(tokio_rustls::TlsAcceptor::from(config)),
+        }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Serves TLS?
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 struct Shared {
@@ -266,7 +307,43 @@ impl Tracker {
     /// `public_url` is set). `serve` does it too; call it first when something must see
     /// it before serving starts (`swarmbak tracker` does, before printing `listening`).
     pub fn record_address(&self, local: SocketAddr) {
-        record_address(&self.shared, local);
+        record_address(&self.shared, Some(local), None);
+    }
+
+    /// Records where the tracker listens in plain HTTP and in TLS: with TLS, the URL
+    /// tokens carry is `https://` and the TLS address (unless `public_url` is set), and
+    /// `swarmbak tracker revoke` reaches the admin API over TLS.
+    pub fn record_addresses(&self, plain: Option<SocketAddr>, tls: Option<SocketAddr>) {
+        record_address(&self.shared, plain, tls);
+    }
+
+    /// The tracker's TLS identity for a TLS listener on `tls_listen`: the
+    /// administrator's own certificate and key (`own`, PEM files), else `DATA/tls.crt`
+    /// and `DATA/tls.key`, made the first time (naming the public URL's host,
+    /// `localhost` and the listen address) and never replaced. Its SHA-256 is recorded
+    /// (setting [`admin::TLS_SETTING`]) so that `https://` enrolment tokens pin it.
+    /// Blocking file I/O.
+    pub fn tls_identity(
+        &self,
+        own: Option<(&std::path::Path, &std::path::Path)>,
+        tls_listen: SocketAddr,
+    ) -> Result<crate::tls::TlsIdentity, TrackerError> {
+        let sh = &self.shared;
+        let id = match own {
+            Some((cert, key)) => crate::tls::TlsIdentity::from_files(cert, key)?,
+            None => {
+                let url = public_url(sh, None, Some(tls_listen));
+                let names = crate::tls::subject_names(Some(&url), Some(tls_listen.ip()));
+                crate::tls::TlsIdentity::load_or_create(&sh.config.data_dir, &names)?
+            }
+        };
+        lock_db(sh)
+            .set_setting(admin::TLS_SETTING, &id.sha256_hex())
+            .map_err(|source| TrackerError::Storage {
+                path: sh.config.data_dir.clone(),
+                source,
+            })?;
+        Ok(id)
     }
 
     /// The organisation's public key.
@@ -279,13 +356,30 @@ impl Tracker {
         self.serve_until(listener, std::future::pending()).await
     }
 
-    /// Serves on `listener` until `shutdown` completes, then stops accepting, lets
-    /// requests in flight finish (at most 5 s) and returns.
+    /// Serves plain HTTP on `listener` until `shutdown` completes, then stops accepting,
+    /// lets requests in flight finish (at most 5 s) and returns.
     pub async fn serve_until(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), TrackerError> {
+        self.serve_listeners_until(vec![Listener::plain(listener)], shutdown)
+            .await
+    }
+
+    /// Serves the same service on every listener (plain and TLS) until `shutdown`
+    /// completes or one of them fails, then stops accepting, lets requests in flight
+    /// finish (at most 5 s) and returns. The connection limit is shared.
+    pub async fn serve_listeners_until(
+        self,
+        listeners: Vec<Listener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), TrackerError> {
+        if listeners.is_empty() {
+            return Err(TrackerError::Config(
+                "the tracker needs at least one listener (--listen or --tls-listen)".into(),
+            ));
+        }
         let shared = self.shared;
         let (stop_tx, stop_rx) = watch::channel(false);
         let permits = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
@@ -306,43 +400,42 @@ impl Tracker {
         let background = {
             let shared = shared.clone();
             let stop = stop_rx.clone();
-            let local = listener.local_addr().ok();
-            tokio::spawn(background(shared, stop, local))
+            let plain = listeners
+                .iter()
+                .find(|l| !l.is_tls())
+                .and_then(|l| l.local_addr().ok());
+            let tls = listeners
+                .iter()
+                .find(|l| l.is_tls())
+                .and_then(|l| l.local_addr().ok());
+            tokio::spawn(background(shared, stop, plain, tls))
         };
-        tokio::pin!(shutdown);
-        let result = loop {
-            let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break Ok(()),
-                },
-                _ = &mut shutdown => break Ok(()),
-            };
-            let (stream, remote) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) if is_transient(&e) => {
-                        // Out of file descriptors and the like: wait a little.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    Err(e) => break Err(TrackerError::Accept(e)),
-                },
-                _ = &mut shutdown => break Ok(()),
-            };
-            let _ = stream.set_nodelay(true);
-            let shared = shared.clone();
-            let stop = stop_rx.clone();
-            tokio::spawn(async move {
-                serve_connection(shared, stream, remote, stop).await;
-                // Only now: every reference to the shared state is gone.
-                drop(permit);
-            });
+        // One accept loop per listener; the first to fail ends the service.
+        let (ended_tx, mut ended_rx) = tokio::sync::mpsc::channel(listeners.len());
+        let loops: Vec<_> = listeners
+            .into_iter()
+            .map(|l| {
+                let shared = shared.clone();
+                let permits = permits.clone();
+                let stop = stop_rx.clone();
+                let ended = ended_tx.clone();
+                tokio::spawn(async move {
+                    let r = accept_loop(shared, l, permits, stop).await;
+                    let _ = ended.send(r).await;
+                })
+            })
+            .collect();
+        drop(ended_tx);
+        let result = tokio::select! {
+            _ = shutdown => Ok(()),
+            r = ended_rx.recv() => r.unwrap_or(Ok(())),
         };
         let _ = stop_tx.send(true);
+        for l in loops {
+            let _ = l.await;
+        }
         let _ = sweeper.await;
         let _ = background.await;
-        drop(listener);
         // Wait for the connections to finish (each holds a permit).
         let all = u32::try_from(shared.config.max_connections.max(1)).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(Duration::from_secs(6), permits.acquire_many(all)).await;
@@ -350,12 +443,64 @@ impl Tracker {
     }
 }
 
-async fn serve_connection(
+/// Accepts connections on `listener` until `stop`; each is served in its own task
+/// (after its TLS handshake, on a TLS listener), holding a permit.
+async fn accept_loop(
     shared: Arc<Shared>,
-    stream: tokio::net::TcpStream,
+    listener: Listener,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), TrackerError> {
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            },
+            _ = stop.changed() => return Ok(()),
+        };
+        let (stream, remote) = tokio::select! {
+            r = listener.tcp.accept() => match r {
+                Ok(x) => x,
+                Err(e) if is_transient(&e) => {
+                    // Out of file descriptors and the like: wait a little.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => return Err(TrackerError::Accept(e)),
+            },
+            _ = stop.changed() => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let tls = listener.tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve_connection(shared, stream, remote, stop).await,
+                Some(acceptor) => {
+                    let limit = shared.config.tls_handshake_timeout;
+                    // A client that never finishes its handshake holds only this task.
+                    if let Ok(Ok(tls)) = tokio::time::timeout(limit, acceptor.accept(stream)).await
+                    {
+                        serve_connection(shared, tls, remote, stop).await;
+                    }
+                }
+            }
+            // Only now: every reference to the shared state is gone.
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection<S>(
+    shared: Arc<Shared>,
+    stream: S,
     remote: SocketAddr,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let max_buf = shared.config.max_url_len.max(8192) + 8192;
     let svc = service_fn(move |req| {
         let shared = shared.clone();
@@ -435,11 +580,12 @@ fn json_error(status: StatusCode, msg: impl Into<String>) -> Resp {
 async fn background(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-    local: Option<SocketAddr>,
+    plain: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
 ) {
-    if let Some(local) = local {
+    if plain.is_some() || tls.is_some() {
         let sh = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || record_address(&sh, local)).await;
+        let _ = tokio::task::spawn_blocking(move || record_address(&sh, plain, tls)).await;
     }
     let mut reload =
         tokio::time::interval(shared.config.reload_every.max(Duration::from_millis(50)));
@@ -466,20 +612,39 @@ async fn background(
     }
 }
 
+/// The URL machines reach the tracker at: `public_url` when set, else `https://` and
+/// the TLS address when TLS is served, else `http://` and the plain address (the host
+/// name for an unspecified address).
+fn public_url(sh: &Shared, plain: Option<SocketAddr>, tls: Option<SocketAddr>) -> String {
+    if let Some(u) = &sh.config.public_url {
+        return u.trim_end_matches('/').to_owned();
+    }
+    let (scheme, local) = match (tls, plain) {
+        (Some(t), _) => ("https", t),
+        (None, Some(p)) => ("http", p),
+        (None, None) => return String::new(),
+    };
+    if local.ip().is_unspecified() {
+        format!("{scheme}://{}:{}", crate::org::host_name(), local.port())
+    } else {
+        format!("{scheme}://{local}")
+    }
+}
+
 /// Records the URL enrolment tokens carry and the address `swarmbak tracker revoke`
-/// reaches the running tracker at.
-fn record_address(sh: &Shared, local: SocketAddr) {
-    let url = sh.config.public_url.clone().unwrap_or_else(|| {
-        if local.ip().is_unspecified() {
-            format!("http://{}:{}", crate::org::host_name(), local.port())
-        } else {
-            format!("http://{local}")
-        }
-    });
+/// reaches the running tracker at (`https://ADDR` when TLS is served, so that the admin
+/// token never crosses in clear; else `ADDR`).
+fn record_address(sh: &Shared, plain: Option<SocketAddr>, tls: Option<SocketAddr>) {
+    let url = public_url(sh, plain, tls);
+    let listen = match (tls, plain) {
+        (Some(t), _) => format!("https://{t}"),
+        (None, Some(p)) => p.to_string(),
+        (None, None) => return,
+    };
     let mut db = lock_db(sh);
     if let Err(e) = db
-        .set_setting(admin::URL_SETTING, url.trim_end_matches('/'))
-        .and_then(|()| db.set_setting(admin::LISTEN_SETTING, &local.to_string()))
+        .set_setting(admin::URL_SETTING, &url)
+        .and_then(|()| db.set_setting(admin::LISTEN_SETTING, &listen))
     {
         eprintln!("swarmbak tracker: cannot record its address: {e}");
     }

@@ -48,6 +48,37 @@ impl Proc {
         }
     }
 
+    /// Starts `swarmbak args` and reads its first `n` lines of stdout (a tracker with
+    /// `--listen` and `--tls-listen` prints `listening` and `listening-tls`).
+    pub fn start_lines(name: &str, args: &[&str], n: usize) -> (Proc, Vec<String>) {
+        let mut c = Command::new(BIN);
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        for (k, v) in FAST {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("swarmbak starts");
+        let out = child.stdout.take().expect("stdout");
+        let mut r = BufReader::new(out);
+        let mut lines = Vec::new();
+        for _ in 0..n {
+            let mut line = String::new();
+            r.read_line(&mut line).expect("reads a line");
+            lines.push(line.trim().to_string());
+        }
+        let addr = lines[0]
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("{name}: first line was {:?}", lines[0]))
+            .to_string();
+        (
+            Proc {
+                child,
+                addr,
+                name: name.to_string(),
+            },
+            lines,
+        )
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
