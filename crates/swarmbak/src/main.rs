@@ -129,36 +129,8 @@ enum Command {
     Tracker {
         #[command(subcommand)]
         action: Option<tracker_cmd::Action>,
-        /// Serve plain HTTP here (tests, standard clients on a trusted LAN).
-        #[arg(long)]
-        listen: Option<String>,
-        /// Serve HTTPS here with the tracker's own certificate (DATA/tls.crt, made at the
-        /// first start), pinned by enrolment tokens: passkeys, tokens and the admin token
-        /// never cross the network in clear.
-        #[arg(long, value_name = "ADDR")]
-        tls_listen: Option<String>,
-        /// Your own TLS certificate (PEM) instead of DATA/tls.crt; tokens pin its SHA-256.
-        #[arg(long, value_name = "FILE")]
-        tls_cert: Option<PathBuf>,
-        /// The private key (PEM) of --tls-cert.
-        #[arg(long, value_name = "FILE")]
-        tls_key: Option<PathBuf>,
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Announce interval handed to peers, in seconds (default 60).
-        #[arg(long, value_name = "SECONDS")]
-        interval: Option<u64>,
-        /// An open tracker, as before enrolment existed: no passkeys, unsigned publishes.
-        #[arg(long)]
-        open: bool,
-        /// The organisation's recovery key (age1...), handed to every enrolled machine;
-        /// repeat for several. Stored: needed once.
-        #[arg(long = "recovery-recipient", value_name = "AGE_PUBKEY")]
-        recovery_recipient: Vec<String>,
-        /// The URL machines reach this tracker at (default: https:// and the --tls-listen
-        /// address, else http:// and the --listen address).
-        #[arg(long, value_name = "URL")]
-        public_url: Option<String>,
+        #[command(flatten)]
+        serve: tracker_cmd::Serve,
     },
     /// An end-to-end run on a generated tree: back up, lose shards, restore with the
     /// recovery key, compare byte for byte.
@@ -260,29 +232,8 @@ fn main() -> ExitCode {
         } => tracker_cmd::admin(&ctx, a),
         Command::Tracker {
             action: None,
-            listen,
-            tls_listen,
-            tls_cert,
-            tls_key,
-            data,
-            interval,
-            open,
-            recovery_recipient,
-            public_url,
-        } => tracker_cmd::serve(
-            &ctx,
-            tracker_cmd::Serve {
-                listen,
-                tls_listen,
-                tls_cert,
-                tls_key,
-                data,
-                interval,
-                open,
-                recovery: recovery_recipient,
-                public_url,
-            },
-        ),
+            serve,
+        } => tracker_cmd::serve(&ctx, serve),
         Command::Demo {
             size,
             tree,

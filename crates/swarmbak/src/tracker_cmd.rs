@@ -12,6 +12,7 @@ use clap::Subcommand;
 use serde_json::json;
 use swarmbak_tracker::admin::{self, EnrollOptions};
 use swarmbak_tracker::org::Org;
+use swarmbak_tracker::server::unix_now;
 use swarmbak_tracker::sqlite::Sqlite;
 use swarmbak_tracker::storage::{MachineKind, Storage};
 
@@ -60,22 +61,39 @@ pub enum Action {
     },
 }
 
+/// `swarmbak tracker`'s serving options (clap flattens them into the command).
+#[derive(clap::Args, Debug)]
 pub struct Serve {
+    /// Serve plain HTTP here (tests, standard clients on a trusted LAN).
+    #[arg(long)]
     pub listen: Option<String>,
+    /// Serve HTTPS here with the tracker's own certificate (DATA/tls.crt, made at the
+    /// first start), pinned by enrolment tokens: passkeys, tokens and the admin token
+    /// never cross the network in clear.
+    #[arg(long, value_name = "ADDR")]
     pub tls_listen: Option<String>,
+    /// Your own TLS certificate (PEM) instead of DATA/tls.crt; tokens pin its SHA-256.
+    #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Announce interval handed to peers, in seconds (default 60).
+    #[arg(long, value_name = "SECONDS")]
     pub interval: Option<u64>,
+    /// An open tracker, as before enrolment existed: no passkeys, unsigned publishes.
+    #[arg(long)]
     pub open: bool,
+    /// The organisation's recovery key (age1...), handed to every enrolled machine;
+    /// repeat for several. Stored: needed once.
+    #[arg(long = "recovery-recipient", value_name = "AGE_PUBKEY")]
     pub recovery: Vec<String>,
+    /// The URL machines reach this tracker at (default: https:// and the --tls-listen
+    /// address, else http:// and the --listen address).
+    #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Prints where the tracker listens, in one write (a reader that stops after the first
@@ -271,7 +289,8 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
             let (mut db, org) = open_db(&data)?;
             if client {
                 let (row, announce) =
-                    admin::create_client(&mut db, url.as_deref(), &name, now()).map_err(fail)?;
+                    admin::create_client(&mut db, url.as_deref(), &name, unix_now())
+                        .map_err(fail)?;
                 println!("{announce}");
                 poke(&mut db, &org);
                 if ctx.json {
@@ -295,7 +314,7 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                     domain,
                     cert_days: expires,
                 },
-                now(),
+                unix_now(),
             )
             .map_err(fail)?;
             println!("{token}");
@@ -315,7 +334,7 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
         }
         Action::Revoke { data, machine } => {
             let (mut db, org) = open_db(&data)?;
-            let row = admin::revoke(&mut db, &org, &machine, now()).map_err(fail)?;
+            let row = admin::revoke(&mut db, &org, &machine, unix_now()).map_err(fail)?;
             poke(&mut db, &org);
             if ctx.json {
                 println!(

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,57 +16,10 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 mod torrents;
 
-use common::BIN;
+use common::procs;
 
-struct Tracker {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path) -> Tracker {
-    let mut child = Command::new(BIN)
-        .args(["tracker", "--open", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
-        line.push(b[0]);
-    }
-    let line = String::from_utf8(line).unwrap();
-    let addr = line
-        .strip_prefix("listening ")
-        .expect("listening line")
-        .to_owned();
-    Tracker { child, addr }
-}
-
-/// One HTTP exchange; `None` when the connection failed or broke.
 fn http(addr: &str, method: &str, target: &str, body: &[u8]) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    let head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).ok()?;
-    s.write_all(body).ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.get(9..12)?.parse().ok()?;
-    Some((status, text.split_once("\r\n\r\n")?.1.to_owned()))
+    common::try_http(addr, method, target, &[], body)
 }
 
 fn publish(addr: &str, torrent: &[u8]) -> Option<(u16, String)> {
@@ -82,8 +35,8 @@ fn ih_hex(torrent: &[u8]) -> String {
 #[test]
 fn every_acknowledged_publish_survives_sigkill() {
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    let mut tracker = start(&data);
+    let data = t.path();
+    let mut tracker = procs::tracker(data);
     let acked = Arc::new(Mutex::new(Vec::new()));
     let threads: Vec<_> = (0..4u32)
         .map(|k| {
@@ -116,7 +69,7 @@ fn every_acknowledged_publish_survives_sigkill() {
         acked.len()
     );
     drop(tracker);
-    let tracker = start(&data);
+    let tracker = procs::tracker(data);
     for ih in &acked {
         let (status, _) = http(&tracker.addr, "GET", &format!("/metainfo/{ih}"), b"").unwrap();
         assert_eq!(status, 200, "acknowledged {ih} lost after SIGKILL");
@@ -146,8 +99,8 @@ fn a_full_disk_acknowledges_nothing_it_did_not_keep_and_service_resumes() {
         "this test needs to mount a small tmpfs (root, as CI runs): mount failed"
     );
     let _m = Mount(mnt.clone());
-    let data = mnt.join("data");
-    let tracker = start(&data);
+    let data = mnt.as_path();
+    let tracker = procs::tracker(data);
     // Leave a little room, and keep a file to free later.
     let filler = mnt.join("filler");
     let free = fs_free(&mnt);
@@ -182,7 +135,7 @@ fn a_full_disk_acknowledges_nothing_it_did_not_keep_and_service_resumes() {
     assert_eq!(publish(&tracker.addr, &next).unwrap().0, 201);
     acked.push(ih_hex(&next));
     drop(tracker);
-    let tracker = start(&data);
+    let tracker = procs::tracker(data);
     for ih in &acked {
         assert_eq!(
             http(&tracker.addr, "GET", &format!("/metainfo/{ih}"), b"")
@@ -220,7 +173,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn stalled_uploads_cost_bounded_memory_and_health_keeps_answering() {
     let t = tempfile::tempdir().unwrap();
-    let tracker = start(&t.path().join("data"));
+    let tracker = procs::tracker(t.path());
     let before = rss_kib(tracker.child.id());
     // 24 publishes declare one byte short of 16 MiB, send 15 MiB, and stall.
     let chunk = vec![b'd'; 1 << 20];

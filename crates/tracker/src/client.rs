@@ -412,14 +412,8 @@ impl TrackerClient {
             url_encode(machine_key),
             url_encode(machine_name)
         );
-        let body = Bytes::copy_from_slice(torrent);
-        self.with_retries(|| async {
-            let (status, reply) = self
-                .exchange(Method::POST, &target, Some(body.clone()), &[])
-                .await?;
-            json_reply(status, &reply)
-        })
-        .await
+        self.json_call(Method::POST, &target, Some(torrent), &[])
+            .await
     }
 
     /// Publishes a snapshot's torrent with its owner's signed record and certificate
@@ -431,7 +425,6 @@ impl TrackerClient {
         certificate: &[u8],
     ) -> Result<Published, ClientError> {
         let target = format!("{}/publish", self.api_base);
-        let body = Bytes::copy_from_slice(torrent);
         let headers = [
             (crate::server::RECORD_HEADER, swarmbak_trust::to_b64(record)),
             (
@@ -439,26 +432,15 @@ impl TrackerClient {
                 swarmbak_trust::to_b64(certificate),
             ),
         ];
-        self.with_retries(|| async {
-            let (status, reply) = self
-                .exchange(Method::POST, &target, Some(body.clone()), &headers)
-                .await?;
-            json_reply(status, &reply)
-        })
-        .await
+        self.json_call(Method::POST, &target, Some(torrent), &headers)
+            .await
     }
 
     /// Enrols this machine with its signed enrolment request (trust.md §6).
     pub async fn enroll(&self, request: &[u8]) -> Result<crate::EnrollAnswer, ClientError> {
         let target = format!("{}/api/v1/enroll", self.api_base);
-        let body = Bytes::copy_from_slice(request);
-        self.with_retries(|| async {
-            let (status, reply) = self
-                .exchange(Method::POST, &target, Some(body.clone()), &[])
-                .await?;
-            json_reply(status, &reply)
-        })
-        .await
+        self.json_call(Method::POST, &target, Some(request), &[])
+            .await
     }
 
     /// `POST PATH/api/v1/reload` with the admin token: the running tracker rereads its
@@ -507,32 +489,38 @@ impl TrackerClient {
             Some(m) => format!("{}/snapshots?machine={}", self.api_base, url_encode(m)),
             None => format!("{}/snapshots", self.api_base),
         };
-        self.with_retries(|| async {
-            let (status, body) = self.exchange(Method::GET, &target, None, &[]).await?;
-            json_reply(status, &body)
-        })
-        .await
+        self.json_call(Method::GET, &target, None, &[]).await
     }
 
     /// The tracker's record of one snapshot (`GET /snapshots?infohash=`), `None` when it
     /// lists none.
     pub async fn snapshot(&self, ih: &InfoHash) -> Result<Option<SnapshotRecord>, ClientError> {
         let target = format!("{}/snapshots?infohash={}", self.api_base, hex::encode(ih));
-        let list: Vec<SnapshotRecord> = self
-            .with_retries(|| async {
-                let (status, body) = self.exchange(Method::GET, &target, None, &[]).await?;
-                json_reply(status, &body)
-            })
-            .await?;
+        let list: Vec<SnapshotRecord> = self.json_call(Method::GET, &target, None, &[]).await?;
         Ok(list.into_iter().find(|r| r.infohash == hex::encode(ih)))
     }
 
     /// Every machine that published, most recent first.
     pub async fn machines(&self) -> Result<Vec<MachineRecord>, ClientError> {
         let target = format!("{}/machines", self.api_base);
+        self.json_call(Method::GET, &target, None, &[]).await
+    }
+
+    /// One JSON endpoint: `method target` with `body` and `headers`, retried as the client
+    /// says, the reply's JSON (or the tracker's error) returned.
+    async fn json_call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        target: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, String)],
+    ) -> Result<T, ClientError> {
+        let body = body.map(Bytes::copy_from_slice);
         self.with_retries(|| async {
-            let (status, body) = self.exchange(Method::GET, &target, None, &[]).await?;
-            json_reply(status, &body)
+            let (status, reply) = self
+                .exchange(method.clone(), target, body.clone(), headers)
+                .await?;
+            json_reply(status, &reply)
         })
         .await
     }

@@ -182,6 +182,16 @@ impl Snapshots {
             .collect()
     }
 
+    /// How many machines published (what [`Snapshots::machines`] would list, without
+    /// building the list).
+    pub fn machine_count(&self) -> usize {
+        self.rows
+            .iter()
+            .map(|r| r.machine_key.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
     /// Every machine that published, most recent publish first.
     pub fn machines(&self) -> Vec<MachineRecord> {
         let mut by_key: HashMap<&str, MachineRecord> = HashMap::new();

@@ -196,6 +196,9 @@ struct Shared {
     dir: RwLock<Directory>,
     /// The database's `data_version` when `dir` was built.
     dir_version: Mutex<i64>,
+    /// The addresses last recorded in the database (recorded once, not at every start of
+    /// `serve` after `swarmbak tracker` recorded them before printing `listening`).
+    recorded: Mutex<Option<(Option<SocketAddr>, Option<SocketAddr>)>>,
     org: Org,
     /// Bytes of publish bodies being received (permits are bytes).
     publish_bytes: Semaphore,
@@ -212,7 +215,8 @@ pub struct Tracker {
     report: ImportReport,
 }
 
-fn unix_now() -> i64 {
+/// Now, in Unix seconds (the tracker's clock for records, tokens and expiry).
+pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -287,6 +291,7 @@ impl Tracker {
                 snaps: RwLock::new(Snapshots::new(rows)),
                 dir: RwLock::new(Directory::build(&machines, &Directory::default())),
                 dir_version: Mutex::new(version),
+                recorded: Mutex::new(None),
                 org,
                 publish_bytes: Semaphore::new(config.max_publish_in_flight.max(1)),
                 publish_slots: Semaphore::new(config.max_publishes_at_once.max(1)),
@@ -301,13 +306,6 @@ impl Tracker {
     /// What opening the data directory found (a v1 import, ...).
     pub fn load_report(&self) -> &ImportReport {
         &self.report
-    }
-
-    /// Records where the tracker listens (the URL enrolment tokens carry, unless
-    /// `public_url` is set). `serve` does it too; call it first when something must see
-    /// it before serving starts (`swarmbak tracker` does, before printing `listening`).
-    pub fn record_address(&self, local: SocketAddr) {
-        record_address(&self.shared, Some(local), None);
     }
 
     /// Records where the tracker listens in plain HTTP and in TLS: with TLS, the URL
@@ -635,6 +633,10 @@ fn public_url(sh: &Shared, plain: Option<SocketAddr>, tls: Option<SocketAddr>) -
 /// reaches the running tracker at (`https://ADDR` when TLS is served, so that the admin
 /// token never crosses in clear; else `ADDR`).
 fn record_address(sh: &Shared, plain: Option<SocketAddr>, tls: Option<SocketAddr>) {
+    let mut last = sh.recorded.lock().unwrap_or_else(|p| p.into_inner());
+    if *last == Some((plain, tls)) {
+        return;
+    }
     let url = public_url(sh, plain, tls);
     let listen = match (tls, plain) {
         (Some(t), _) => format!("https://{t}"),
@@ -647,6 +649,8 @@ fn record_address(sh: &Shared, plain: Option<SocketAddr>, tls: Option<SocketAddr
         .and_then(|()| db.set_setting(admin::LISTEN_SETTING, &listen))
     {
         eprintln!("swarmbak tracker: cannot record its address: {e}");
+    } else {
+        *last = Some((plain, tls));
     }
 }
 
@@ -794,16 +798,18 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
                 Bt::Scrape => "scrape takes GET",
             }));
         }
+        // One clock read per request: the certificate's expiry and the online span.
+        let now = unix_now();
         let member = if shared.config.open {
             None
         } else {
-            match check_passkey(shared, passkey) {
+            match check_passkey(shared, passkey, now) {
                 Ok(m) => Some(m),
                 Err(msg) => return bencoded(encode_failure(msg)),
             }
         };
         return match kind {
-            Bt::Announce => announce(shared, remote, query, member.as_deref()),
+            Bt::Announce => announce(shared, remote, query, member.as_deref().map(|m| (m, now))),
             Bt::Scrape => scrape(shared, query),
         };
     }
@@ -891,7 +897,11 @@ pub const EXPIRED_PASSKEY: &str = "certificate expired: this machine's enrolment
 pub const REVOKED_PASSKEY: &str =
     "passkey revoked: the administrator shut this machine out (ask them to enrol it again)";
 
-fn check_passkey(shared: &Shared, passkey: Option<&str>) -> Result<Arc<Member>, &'static str> {
+fn check_passkey(
+    shared: &Shared,
+    passkey: Option<&str>,
+    now: i64,
+) -> Result<Arc<Member>, &'static str> {
     let pk = passkey.filter(|p| !p.is_empty()).ok_or(NO_PASSKEY)?;
     if !is_passkey(pk) {
         return Err(UNKNOWN_PASSKEY);
@@ -901,7 +911,7 @@ fn check_passkey(shared: &Shared, passkey: Option<&str>) -> Result<Arc<Member>, 
     if m.revoked {
         return Err(REVOKED_PASSKEY);
     }
-    if m.expires.is_some_and(|x| unix_now() > x) {
+    if m.expires.is_some_and(|x| now > x) {
         return Err(EXPIRED_PASSKEY);
     }
     Ok(m.clone())
@@ -914,7 +924,13 @@ fn canonical(addr: SocketAddr) -> IpAddr {
     }
 }
 
-fn announce(shared: &Shared, remote: SocketAddr, query: &[u8], member: Option<&Member>) -> Resp {
+/// `member`: the announcing machine on a private tracker, and the request's time.
+fn announce(
+    shared: &Shared,
+    remote: SocketAddr,
+    query: &[u8],
+    member: Option<(&Member, i64)>,
+) -> Resp {
     let req = match AnnounceRequest::parse_query(query) {
         Ok(r) => r,
         Err(msg) => return bencoded(encode_failure(&msg)),
@@ -933,8 +949,8 @@ fn announce(shared: &Shared, remote: SocketAddr, query: &[u8], member: Option<&M
     // On a private tracker the passkey says which machine this is; `machine=` is ignored
     // (anyone can type another machine's key).
     let machine = match member {
-        Some(m) => {
-            m.seen(unix_now());
+        Some((m, now)) => {
+            m.seen(now);
             m.key_hex.as_deref()
         }
         None => req.machine.as_deref(),
@@ -949,7 +965,7 @@ fn announce(shared: &Shared, remote: SocketAddr, query: &[u8], member: Option<&M
         machine,
         // Who may move or remove the entry, and whose cap it counts against: the enrolled
         // machine (its passkey), or on an open tracker the address.
-        owner: member.map_or_else(|| crate::swarm::ip_owner(ip), |m| m.id as u64),
+        owner: member.map_or_else(|| crate::swarm::ip_owner(ip), |(m, _)| m.id as u64),
         max_per_owner: if member.is_some() {
             crate::swarm::MAX_PEERS_PER_OWNER
         } else {
@@ -1062,18 +1078,25 @@ fn admin_error(e: &AdminError) -> Resp {
     json_error(status, e.to_string())
 }
 
-/// Reads a request body of at most `max` bytes (413 beyond), within `timeout` (408).
-async fn read_body(req: Request<Incoming>, max: usize, timeout: Duration) -> Result<Bytes, Resp> {
-    let declared = req
-        .headers()
+/// The request's `Content-Length`, if it declares one.
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than {max} bytes"),
-        ));
+        .and_then(|s| s.parse::<u64>().ok())
+}
+
+fn too_large(max: usize) -> Resp {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("body larger than {max} bytes"),
+    )
+}
+
+/// Reads a request body of at most `max` bytes (413 beyond), within `timeout` (408).
+async fn read_body(req: Request<Incoming>, max: usize, timeout: Duration) -> Result<Bytes, Resp> {
+    if declared_length(&req).is_some_and(|n| n > max as u64) {
+        return Err(too_large(max));
     }
     let read = tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await;
     let Ok(read) = read else {
@@ -1088,10 +1111,7 @@ async fn read_body(req: Request<Incoming>, max: usize, timeout: Duration) -> Res
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body larger than {max} bytes"),
-                )
+                too_large(max)
             } else {
                 json_error(StatusCode::BAD_REQUEST, format!("reading body: {e}"))
             },
@@ -1160,22 +1180,14 @@ async fn publish(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
     // Memory and connection slots are bounded before any body byte is read: a publish
     // declares its length, and gets a share of the bytes in flight or a 503 at once.
     let max = shared.config.max_publish_bytes;
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<u64>().ok());
-    let Some(declared) = declared else {
+    let Some(declared) = declared_length(&req) else {
         return json_error(
             StatusCode::LENGTH_REQUIRED,
             "a publish declares its Content-Length",
         );
     };
     if declared > max as u64 {
-        return json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than {max} bytes"),
-        );
+        return too_large(max);
     }
     let busy = || {
         json_error(
@@ -1520,7 +1532,7 @@ fn health(shared: &Shared) -> Resp {
     }
     let (torrents, machines) = {
         let s = read_snaps(shared);
-        (s.rows().len(), s.machines().len())
+        (s.rows().len(), s.machine_count())
     };
     json(
         StatusCode::OK,

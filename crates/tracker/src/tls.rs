@@ -14,7 +14,6 @@
 //!
 //! Only the `ring` provider is used, named explicitly (no process-wide default).
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,23 +106,18 @@ fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// Writes `data` to `path` (which must not exist) with `mode`, synced, and syncs the
-/// directory.
+/// Writes `data` to `path` (which must not exist) with `mode`: once, synced, never half
+/// ([`swarmbak_trust::create_once`]).
 fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
     let io = |source| TlsError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
-    let mut f = opts.open(path).map_err(io)?;
-    f.write_all(data).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    if let Some(d) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
-        let _ = d.sync_all();
+    if swarmbak_trust::create_once(path, data, mode).map_err(io)? {
+        Ok(())
+    } else {
+        Err(io(std::io::Error::from(std::io::ErrorKind::AlreadyExists)))
     }
-    Ok(())
 }
 
 impl TlsIdentity {

@@ -25,27 +25,7 @@ pub struct Proc {
 impl Proc {
     /// Starts `swarmbak args` and waits for its `listening HOST:PORT` line.
     pub fn start(name: &str, args: &[&str]) -> Proc {
-        let mut c = Command::new(BIN);
-        c.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        for (k, v) in FAST {
-            c.env(k, v);
-        }
-        let mut child = c.spawn().expect("swarmbak starts");
-        let out = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .expect("reads the first line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("{name}: first line was {line:?}"))
-            .to_string();
-        Proc {
-            child,
-            addr,
-            name: name.to_string(),
-        }
+        Proc::start_lines(name, args, 1).0
     }
 
     /// Starts `swarmbak args` and reads its first `n` lines of stdout (a tracker with
