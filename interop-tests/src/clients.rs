@@ -663,9 +663,7 @@ pub fn client_announce_url(tracker_data: &Path, name: &str) -> String {
         .map(|(_, pk)| pk)
         .unwrap_or("");
     assert!(
-        url.starts_with("http://")
-            && pk.len() == 32
-            && pk.bytes().all(|b| b.is_ascii_hexdigit()),
+        url.starts_with("http://") && pk.len() == 32 && pk.bytes().all(|b| b.is_ascii_hexdigit()),
         "tracker enroll --client: not http://HOST:PORT/<passkey>/announce: {url:?}"
     );
     url

@@ -148,7 +148,10 @@ fn full_scrape(addr: &str, scrape: &str, ih: &str) -> Option<(i64, i64)> {
     );
     let v = Ben::decode(&body).unwrap_or_else(|e| panic!("scrape reply is not bencode ({e})"));
     let Some(Ben::Dict(files)) = v.get(b"files") else {
-        panic!("scrape reply has no `files` dictionary: {v:?} ({})", String::from_utf8_lossy(&body))
+        panic!(
+            "scrape reply has no `files` dictionary: {v:?} ({})",
+            String::from_utf8_lossy(&body)
+        )
     };
     files.iter().find(|(k, _)| hex(k) == ih).map(|(_, f)| {
         (
@@ -339,7 +342,10 @@ fn standard_clients_announce_and_scrape() {
     let reply = event(&events, "reply");
     assert!(
         reply["url"].as_str().unwrap_or("").ends_with("/announce")
-            && !reply["url"].as_str().unwrap_or("").contains(&format!("{addr}/announce")),
+            && !reply["url"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("{addr}/announce")),
         "libtorrent announced to its passkey URL: {events:#?}"
     );
     assert_eq!(
@@ -356,7 +362,13 @@ fn standard_clients_announce_and_scrape() {
         "libtorrent's scrape counts the three leechers: {events:#?}"
     );
     // libtorrent removed its torrent: its `stopped` announce takes it out of the swarm.
-    wait_scrape(at, &ih, (0, 2), &[&tr, &a2], "libtorrent's stopped announce");
+    wait_scrape(
+        at,
+        &ih,
+        (0, 2),
+        &[&tr, &a2],
+        "libtorrent's stopped announce",
+    );
     drop(a2);
     drop(tr);
     eprintln!(
@@ -391,7 +403,10 @@ fn standard_clients_show_a_refused_announce() {
     let events = libtorrent_probe(&t.py, dir.path(), &bare);
     let err = event(&events, "error");
     assert!(
-        err["failure_reason"].as_str().unwrap_or("").starts_with(PRIVATE),
+        err["failure_reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(PRIVATE),
         "libtorrent's tracker_error_alert carries the failure reason: {events:#?}"
     );
     let events = libtorrent_probe(

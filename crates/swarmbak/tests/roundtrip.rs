@@ -310,7 +310,13 @@ fn magnet_and_torrent_file_name_the_same_snapshot_and_export_round_trips() {
     assert_eq!(jc["pieces"], j["pieces"]);
     let err = fails(
         &m.home,
-        &["export", &ih, tc.to_str().unwrap(), "--announce", "tracker:6969"],
+        &[
+            "export",
+            &ih,
+            tc.to_str().unwrap(),
+            "--announce",
+            "tracker:6969",
+        ],
     );
     assert!(err.contains("--announce"), "{err}");
     let to = t.path().join("a");
