@@ -108,7 +108,15 @@ enum Command {
     /// Print a torrent's metainfo (a .torrent file or a snapshot in the store).
     Inspect { what: String },
     /// Write a snapshot's metainfo as a .torrent file.
-    Export { infohash: String, file: PathBuf },
+    Export {
+        infohash: String,
+        file: PathBuf,
+        /// The announce URL to write into it instead of the tracker's bare one: for a
+        /// standard client, its own passkey URL (`swarmbak tracker enroll --client`).
+        /// The info-hash does not change.
+        #[arg(long, value_name = "URL")]
+        announce: Option<String>,
+    },
     /// List this machine's snapshots (or another machine's, from the tracker).
     Snapshots {
         #[arg(long, value_name = "NAME|KEY")]
@@ -222,7 +230,11 @@ fn main() -> ExitCode {
             peers,
         } => fetch::fetch(&ctx, &snapshot, &to, paths, identity, peers),
         Command::Inspect { what } => inspect::inspect(&ctx, &what),
-        Command::Export { infohash, file } => cmd::export(&ctx, &infohash, &file),
+        Command::Export {
+            infohash,
+            file,
+            announce,
+        } => cmd::export(&ctx, &infohash, &file, announce.as_deref()),
         Command::Snapshots { machine } => cmd::snapshots(&ctx, machine),
         Command::Health { infohash } => cmd::health(&ctx, &infohash),
         Command::Repair { infohash } => cmd::repair(&ctx, &infohash),

@@ -36,7 +36,7 @@ fn ih_hex(torrent: &[u8]) -> String {
 fn every_acknowledged_publish_survives_sigkill() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path();
-    let mut tracker = procs::tracker(data);
+    let mut tracker = procs::open_tracker(data);
     let acked = Arc::new(Mutex::new(Vec::new()));
     let threads: Vec<_> = (0..4u32)
         .map(|k| {
@@ -57,8 +57,8 @@ fn every_acknowledged_publish_survives_sigkill() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // SIGKILL in the middle of the burst.
-    tracker.child.kill().unwrap();
-    tracker.child.wait().unwrap();
+    tracker.proc.child.kill().unwrap();
+    tracker.proc.child.wait().unwrap();
     for th in threads {
         th.join().unwrap();
     }
@@ -69,7 +69,7 @@ fn every_acknowledged_publish_survives_sigkill() {
         acked.len()
     );
     drop(tracker);
-    let tracker = procs::tracker(data);
+    let tracker = procs::open_tracker(data);
     for ih in &acked {
         let (status, _) = http(&tracker.addr, "GET", &format!("/metainfo/{ih}"), b"").unwrap();
         assert_eq!(status, 200, "acknowledged {ih} lost after SIGKILL");
@@ -100,7 +100,7 @@ fn a_full_disk_acknowledges_nothing_it_did_not_keep_and_service_resumes() {
     );
     let _m = Mount(mnt.clone());
     let data = mnt.as_path();
-    let tracker = procs::tracker(data);
+    let tracker = procs::open_tracker(data);
     // Leave a little room, and keep a file to free later.
     let filler = mnt.join("filler");
     let free = fs_free(&mnt);
@@ -135,7 +135,7 @@ fn a_full_disk_acknowledges_nothing_it_did_not_keep_and_service_resumes() {
     assert_eq!(publish(&tracker.addr, &next).unwrap().0, 201);
     acked.push(ih_hex(&next));
     drop(tracker);
-    let tracker = procs::tracker(data);
+    let tracker = procs::open_tracker(data);
     for ih in &acked {
         assert_eq!(
             http(&tracker.addr, "GET", &format!("/metainfo/{ih}"), b"")
@@ -173,8 +173,8 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn stalled_uploads_cost_bounded_memory_and_health_keeps_answering() {
     let t = tempfile::tempdir().unwrap();
-    let tracker = procs::tracker(t.path());
-    let before = rss_kib(tracker.child.id());
+    let tracker = procs::open_tracker(t.path());
+    let before = rss_kib(tracker.proc.child.id());
     // 24 publishes declare one byte short of 16 MiB, send 15 MiB, and stall.
     let chunk = vec![b'd'; 1 << 20];
     let mut held = Vec::new();
@@ -199,7 +199,7 @@ fn stalled_uploads_cost_bounded_memory_and_health_keeps_answering() {
         }
         held.push(s);
     }
-    let after = rss_kib(tracker.child.id());
+    let after = rss_kib(tracker.proc.child.id());
     assert!(
         after < before + 80 * 1024,
         "24 stalled 16 MiB uploads took the tracker from {before} KiB to {after} KiB"
