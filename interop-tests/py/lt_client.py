@@ -44,6 +44,12 @@ def session():
         "out_enc_policy": int(lt.enc_policy.disabled),
         "in_enc_policy": int(lt.enc_policy.enabled),
         "announce_to_all_trackers": True,
+        # The swarmbak tracker is private: a client announces to its passkey URL,
+        # http://127.0.0.1:PORT/<passkey>/announce. libtorrent's SSRF mitigation (on by
+        # default) refuses any tracker request to a loopback address whose path does not
+        # start with /announce ("blocked by SSRF mitigation"); on a real network the
+        # tracker is not on loopback and the mitigation does not apply.
+        "ssrf_mitigation": False,
         "alert_mask": int(lt.alert.category_t.error_notification
                           | lt.alert.category_t.status_notification
                           | lt.alert.category_t.peer_notification

@@ -600,26 +600,106 @@ pub fn regenerate_table() {
         .run();
 }
 
-/// A swarmbak tracker on 127.0.0.1 (killed on drop).
-pub fn swarmbak_tracker(data: &Path) -> (Bg, String) {
+/// The company tracker on 127.0.0.1 as an organisation runs it: private (only enrolled
+/// machines and clients announce or publish), handing the organisation's recovery key
+/// `recovery_pub` to every machine it enrols (killed on drop). Enrol with
+/// [`enrol_machine`] and [`client_announce_url`] on the same `data`.
+pub fn swarmbak_tracker(data: &Path, recovery_pub: &str) -> (Bg, String) {
     let d = data.to_str().expect("utf-8 path");
     Bg::swarmbak_listening(
         "swarmbak tracker",
         None,
         &[
             "tracker",
-            "--open",
             "--listen",
             "127.0.0.1:0",
             "--data",
             d,
             "--interval",
             "2",
+            "--recovery-recipient",
+            recovery_pub,
         ],
     )
 }
 
-/// `swarmbak --home HOME init --name NAME --tracker URL --recovery-recipient KEY`.
+/// The administrator enrols `name` at the tracker on `tracker_data` (`swarmbak tracker
+/// enroll`) and the machine redeems the one-time token (`swarmbak --home HOME init
+/// --enroll TOKEN`): keys, certificate, passkey, tracker URL and recovery recipients.
+/// Checks that `home` came out enrolled under `name`.
+pub fn enrol_machine(home: &Path, tracker_data: &Path, name: &str) {
+    let out = Cmd::swarmbak(home)
+        .args(["tracker", "enroll", "--data"])
+        .arg(tracker_data)
+        .args(["--name", name])
+        .run();
+    let token = out.first_line();
+    assert!(
+        token.starts_with("swarmbak-enroll-1."),
+        "tracker enroll: {}",
+        out.stdout_str()
+    );
+    Cmd::swarmbak(home).args(["init", "--enroll", &token]).run();
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("config.json")).expect("config.json"))
+            .expect("config.json is JSON");
+    assert_eq!(c["name"], name, "{c}");
+    assert!(c["enrolment"]["passkey"].is_string(), "not enrolled: {c}");
+}
+
+/// A standard BitTorrent client enrolled at the tracker on `tracker_data` (`swarmbak
+/// tracker enroll --client --name NAME`): its own announce URL, with its passkey in the
+/// BEP 48 form `http://HOST:PORT/<passkey>/announce`.
+pub fn client_announce_url(tracker_data: &Path, name: &str) -> String {
+    let out = Cmd::new(crate::swarmbak_bin())
+        .args(["tracker", "enroll", "--data"])
+        .arg(tracker_data)
+        .args(["--client", "--name", name])
+        .run();
+    let url = out.first_line();
+    let pk = url
+        .strip_suffix("/announce")
+        .and_then(|u| u.rsplit_once('/'))
+        .map(|(_, pk)| pk)
+        .unwrap_or("");
+    assert!(
+        url.starts_with("http://") && pk.len() == 32 && pk.bytes().all(|b| b.is_ascii_hexdigit()),
+        "tracker enroll --client: not http://HOST:PORT/<passkey>/announce: {url:?}"
+    );
+    url
+}
+
+/// `swarmbak --home HOME export IH FILE --announce URL`: the snapshot's .torrent for a
+/// standard client, announcing to that client's own passkey URL. Checks that the file
+/// says so and that the info-hash is the snapshot's.
+pub fn export_for(home: &Path, ih: &str, file: &Path, announce_url: &str) {
+    Cmd::swarmbak(home)
+        .args(["export", ih])
+        .arg(file)
+        .args(["--announce", announce_url])
+        .run();
+    let out = Cmd::swarmbak(home)
+        .args(["--json", "inspect"])
+        .arg(file)
+        .run();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect --json");
+    assert_eq!(v["infohash"], ih, "{v}");
+    assert_eq!(v["announce"], announce_url, "{v}");
+}
+
+/// The passkey an enrolled home announces with (from its config.json).
+pub fn passkey_of(home: &Path) -> String {
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("config.json")).expect("config.json"))
+            .expect("config.json is JSON");
+    c["enrolment"]["passkey"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{} is not enrolled: {c}", home.display()))
+        .to_string()
+}
+
+/// `swarmbak --home HOME init --name NAME --tracker URL --recovery-recipient KEY`: a
+/// machine that does not enrol (for trackers other than swarmbak's: opentracker).
 pub fn init_machine(home: &Path, name: &str, tracker_url: &str, recovery_pub: &str) {
     Cmd::swarmbak(home)
         .args(["init", "--name", name, "--tracker", tracker_url])

@@ -1,12 +1,15 @@
 //! Standard BitTorrent clients and swarmbak snapshots (issue 4, items 1 and 7).
 //!
-//! For libtorrent, transmission and aria2: a swarmbak owner machine seeds a snapshot; the
-//! client downloads the whole torrent (every shard piece, from `swarmbak export`) from the
-//! swarmbak peers it finds through the swarmbak tracker, and every piece is checked
-//! (SHA-1 in the test, and the client's own verdict). Then every swarmbak peer stops, the
-//! client seeds alone (the torrent re-added over the downloaded data, announcing to the
-//! same tracker), and a new swarmbak machine restores the snapshot with the recovery key
-//! from the .torrent file, the client its only seeder; the tree must be byte-identical.
+//! For libtorrent, transmission and aria2: an enrolled swarmbak owner machine seeds a
+//! snapshot to the private swarmbak tracker; the client, enrolled as a standard client
+//! (`swarmbak tracker enroll --client`), gets the snapshot's .torrent with its OWN passkey
+//! URL as announce (`swarmbak export IH FILE --announce URL`: never the owner's passkey)
+//! and downloads the whole torrent (every shard piece) from the swarmbak peers it finds
+//! through the tracker; every piece is checked (SHA-1 in the test, and the client's own
+//! verdict). Then every swarmbak peer stops, the client seeds alone (the torrent re-added
+//! over the downloaded data, announcing with its passkey), and a new swarmbak machine,
+//! enrolled in turn, restores the snapshot with the recovery key from the owner's plain
+//! .torrent file, the client its only seeder; the tree must be byte-identical.
 //!
 //! Along the way swarmbak's wire log (`SWARMBAK_WIRE_LOG`) says what each client
 //! negotiated (fast extension, extension protocol), both while it downloads from the
@@ -22,9 +25,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use swarmbak_interop_tests::clients::{
-    agent, aria2_args, assert_same_tree, free_port, init_machine, libtorrent_seed, negotiated, py,
-    record, regenerate_table, require_libtorrent, swarmbak_fast, swarmbak_tracker, tool_version,
-    verify_pieces, Bg, Negotiated, Transmission, WireEvent, LT_PYTHON,
+    agent, aria2_args, assert_same_tree, client_announce_url, enrol_machine, export_for, free_port,
+    libtorrent_seed, negotiated, passkey_of, py, record, regenerate_table, require_libtorrent,
+    swarmbak_fast, swarmbak_tracker, tool_version, verify_pieces, Bg, Negotiated, Transmission,
+    WireEvent, LT_PYTHON,
 };
 use swarmbak_interop_tests::{age_public_key, require_tool, Cmd};
 
@@ -40,10 +44,10 @@ struct Owner {
     dir: PathBuf,
     tracker: Bg,
     tracker_url: String,
+    tracker_data: PathBuf,
     agent: Option<Bg>,
     recovery: PathBuf,
     src: PathBuf,
-    #[allow(dead_code)]
     ih: String,
     torrent: PathBuf,
     pieces: u64,
@@ -52,12 +56,13 @@ struct Owner {
 
 fn owner(dir: &Path) -> Owner {
     require_tool("age-keygen");
-    let (tracker, addr) = swarmbak_tracker(&dir.join("tracker"));
-    let tracker_url = format!("http://{addr}");
     let recovery = dir.join("recovery.txt");
     Cmd::new("age-keygen").arg("-o").arg(&recovery).run();
+    let tracker_data = dir.join("tracker");
+    let (tracker, addr) = swarmbak_tracker(&tracker_data, &age_public_key(&recovery));
+    let tracker_url = format!("http://{addr}");
     let home = dir.join("owner");
-    init_machine(&home, "owner", &tracker_url, &age_public_key(&recovery));
+    enrol_machine(&home, &tracker_data, "owner");
     let (agent, _) = agent("owner agent", &home);
 
     // A small office tree plus an incompressible file: several stripes of shards.
@@ -93,10 +98,13 @@ fn owner(dir: &Path) -> Owner {
     let pieces = v["pieces"].as_u64().expect("inspect: pieces");
     let piece_length = v["piece_length"].as_u64().expect("inspect: piece_length");
     assert_eq!(v["private"], serde_json::json!(true), "{v}");
+    // As the node wrote it: the tracker's bare announce URL, no passkey.
+    assert_eq!(v["announce"], format!("{tracker_url}/announce"), "{v}");
     Owner {
         dir: dir.to_path_buf(),
         tracker,
         tracker_url,
+        tracker_data,
         agent: Some(agent),
         recovery,
         src,
@@ -118,6 +126,36 @@ impl Owner {
         dir.join(v["name"].as_str().expect("inspect: name"))
     }
 
+    /// The snapshot's .torrent for the standard client `client`: enrolled at the tracker
+    /// as a client, its own passkey URL as announce (never the owner's passkey).
+    fn torrent_for(&self, client: &str) -> PathBuf {
+        let url = client_announce_url(&self.tracker_data, client);
+        let file = self.dir.join(format!("snapshot-{client}.torrent"));
+        let owner = self.dir.join("owner");
+        export_for(&owner, &self.ih, &file, &url);
+        let bytes = std::fs::read(&file).unwrap();
+        let owners = passkey_of(&owner);
+        assert!(
+            !bytes.windows(owners.len()).any(|w| w == owners.as_bytes()),
+            "{client}'s torrent carries the owner's passkey"
+        );
+        // The owner cannot hand out its own passkey by mistake.
+        let own = Cmd::swarmbak(&owner)
+            .args(["export", &self.ih])
+            .arg(self.dir.join("wrong.torrent"))
+            .args([
+                "--announce",
+                &format!("{}/{owners}/announce", self.tracker_url),
+            ])
+            .run_fail();
+        assert!(
+            own.stderr_str().contains("own passkey"),
+            "{}",
+            own.stderr_str()
+        );
+        file
+    }
+
     /// Stops every swarmbak peer (the owner's agent); returns its wire log.
     fn stop_swarmbak_peers(&mut self) -> Vec<WireEvent> {
         let mut a = self.agent.take().expect("agent running");
@@ -130,12 +168,7 @@ impl Owner {
     /// tree must equal the source. Returns the fetch's wire log and how long it took.
     fn restore_on_new_machine(&self, tag: &str) -> (Vec<WireEvent>, Duration) {
         let home = self.dir.join(format!("new-{tag}"));
-        init_machine(
-            &home,
-            &format!("new-{tag}"),
-            &self.tracker_url,
-            &age_public_key(&self.recovery),
-        );
+        enrol_machine(&home, &self.tracker_data, &format!("new-{tag}"));
         let to = self.dir.join(format!("restored-{tag}"));
         let t0 = Instant::now();
         let out = swarmbak_fast(&home)
@@ -289,6 +322,7 @@ fn libtorrent_fetches_and_seeds_a_snapshot() {
     let version = require_libtorrent();
     let tmp = tempfile::tempdir().unwrap();
     let mut o = owner(tmp.path());
+    let torrent = o.torrent_for("libtorrent");
     let dl = tmp.path().join("lt-download");
     std::fs::create_dir_all(&dl).unwrap();
 
@@ -297,7 +331,7 @@ fn libtorrent_fetches_and_seeds_a_snapshot() {
     let out = Cmd::new(LT_PYTHON)
         .arg(py("lt_client.py"))
         .arg("download")
-        .arg(&o.torrent)
+        .arg(&torrent)
         .arg(&dl)
         .arg("90")
         .run_unchecked();
@@ -353,7 +387,7 @@ fn libtorrent_fetches_and_seeds_a_snapshot() {
 
     // 2. Every swarmbak peer stops; libtorrent seeds alone; a new machine restores.
     let serving = negotiated(&o.stop_swarmbak_peers());
-    let seeder = libtorrent_seed(&o.torrent, &dl);
+    let seeder = libtorrent_seed(&torrent, &dl);
     let (fetch_log, took) = o.restore_on_new_machine("lt");
     drop(seeder);
     record_restore("libtorrent", &version, &serving, &fetch_log, took);
@@ -372,12 +406,13 @@ fn transmission_fetches_and_seeds_a_snapshot() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let mut o = owner(tmp.path());
+    let torrent = o.torrent_for("transmission");
     let dl = tmp.path().join("tr-download");
 
     // 1. transmission downloads every shard piece from the swarmbak agent.
     let t0 = Instant::now();
     let tr = Transmission::start(&tmp.path().join("tr-config"), &dl);
-    let add = tr.remote(&["-a", o.torrent.to_str().unwrap()]);
+    let add = tr.remote(&["-a", torrent.to_str().unwrap()]);
     assert!(
         add.status.success(),
         "transmission-remote -a: {}{}",
@@ -417,7 +452,7 @@ fn transmission_fetches_and_seeds_a_snapshot() {
     //    127.0.0.1 while it seeds itself. On one host every peer shares that address.)
     let serving = negotiated(&o.stop_swarmbak_peers());
     let tr = Transmission::start(&tmp.path().join("tr-config-2"), &dl);
-    let add = tr.remote(&["-a", o.torrent.to_str().unwrap(), "--verify"]);
+    let add = tr.remote(&["-a", torrent.to_str().unwrap(), "--verify"]);
     assert!(
         add.status.success(),
         "{}{}",
@@ -456,6 +491,7 @@ fn aria2_fetches_and_seeds_a_snapshot() {
     let version = tool_version("aria2c", &["--version"]);
     let tmp = tempfile::tempdir().unwrap();
     let mut o = owner(tmp.path());
+    let torrent = o.torrent_for("aria2");
     let dl = tmp.path().join("a2-download");
     std::fs::create_dir_all(&dl).unwrap();
 
@@ -464,7 +500,7 @@ fn aria2_fetches_and_seeds_a_snapshot() {
     let mut c = Command::new("aria2c");
     c.args(aria2_args(&dl, free_port()))
         .arg("--seed-time=0")
-        .arg(&o.torrent);
+        .arg(&torrent);
     let mut a = Bg::spawn("aria2c download", c);
     let st = a.wait_exit(Duration::from_secs(90));
     let took = t0.elapsed();
@@ -493,7 +529,7 @@ fn aria2_fetches_and_seeds_a_snapshot() {
             "--seed-ratio=0.0",
             "--bt-seed-unverified=false",
         ])
-        .arg(&o.torrent);
+        .arg(&torrent);
     let seeder = Bg::spawn("aria2c seed", c);
     seeder.wait_line(|l| l.contains("SEED("), Duration::from_secs(60));
     let (fetch_log, took) = o.restore_on_new_machine("a2");

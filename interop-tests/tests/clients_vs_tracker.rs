@@ -1,18 +1,25 @@
 //! Standard clients announce to and scrape the swarmbak tracker (issue 4, item 4).
 //!
-//! A swarmbak snapshot is published to a `swarmbak tracker` the normal way (init, seed
-//! --until published, export). transmission-cli, aria2c and libtorrent (python) each add
-//! the exported torrent with nothing on disk: each must show up in the tracker's full
-//! scrape as a leecher, libtorrent's announce reply must name the other two as peers and
-//! its own scrape must count all three. Then a torrent nobody published (mktorrent -p)
-//! must be refused with the tracker's `failure reason`, and each client must show it.
+//! The tracker is private, as an organisation runs it: a swarmbak snapshot is published
+//! the normal way (an enrolled machine: `tracker enroll` + `init --enroll`, seed --until
+//! published), and each standard client is enrolled as a client (`swarmbak tracker enroll
+//! --client --name NAME`, which prints its announce URL `http://HOST:PORT/<passkey>/announce`)
+//! and gets the snapshot's .torrent with that URL as announce (`swarmbak export IH FILE
+//! --announce URL`). transmission-cli, aria2c and libtorrent (python) each add their
+//! torrent with nothing on disk: each must show up in the tracker's full scrape as a
+//! leecher, libtorrent's announce reply must name the other two as peers and its own
+//! scrape (`/<passkey>/scrape`, derived as BEP 48 says) must count all three. Then each
+//! client must show the tracker's `failure reason` for an announce without a passkey
+//! (`this tracker is private: …`) and, with its passkey, for a torrent nobody published
+//! (mktorrent -p).
 //!
 //! What makes each client behave on loopback, and how each shows a tracker failure
 //! (transmission 3.00, aria2 1.36.0, libtorrent 2.0.8, checked here):
 //! - libtorrent (py/lt_tracker_probe.py): `listen_interfaces` 127.0.0.1:0, uTP, DHT, LSD,
 //!   UPnP and NAT-PMP off. `ssrf_mitigation` must be off: with it on (the default) any
-//!   tracker request to a loopback address whose path is not `/announce` is refused, so
-//!   `scrape_tracker()` ends in scrape_failed_alert "blocked by SSRF mitigation". A
+//!   tracker request to a loopback address whose path does not start with `/announce` is
+//!   refused ("blocked by SSRF mitigation"): the passkey announce `/<passkey>/announce`
+//!   and every scrape. A
 //!   refused announce arrives as tracker_error_alert: `failure_reason()` is the
 //!   tracker's text, `error.message()` "tracker sent a failure message".
 //! - transmission-cli: a config dir (`-g`) with a settings.json binding 127.0.0.1, DHT,
@@ -26,8 +33,9 @@
 //!   announce is logged at ERROR (console and `--log=-`) as `Tracker returned failure
 //!   reason: <failure reason>`; with nothing else to do it exits 7 after
 //!   `--bt-stop-timeout`.
-//! - The swarmbak tracker answers a full scrape (`GET /scrape`) with every published
-//!   torrent's counts: that is how the test sees transmission's and aria2's announces.
+//! - The swarmbak tracker answers a full scrape (`GET /<passkey>/scrape`, the test's own
+//!   client passkey) with every published torrent's counts: that is how the test sees
+//!   transmission's and aria2's announces.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -37,9 +45,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use swarmbak_interop_tests::bt::{hex, http_get, py_script, require_libtorrent, Ben, Proc};
+use swarmbak_interop_tests::clients::{client_announce_url, enrol_machine, export_for};
 use swarmbak_interop_tests::{require_tool, swarmbak_bin, Cmd};
 
 const UNKNOWN: &str = "unknown torrent: not published to this tracker";
+/// The start of the failure reason for an announce without a passkey.
+const PRIVATE: &str = "this tracker is private: announce to /<passkey>/announce";
 const WAIT: Duration = Duration::from_secs(60);
 
 fn free_port() -> u16 {
@@ -50,16 +61,20 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `swarmbak tracker` on 127.0.0.1, and its `host:port`.
+/// The private `swarmbak tracker` on 127.0.0.1 (data in DIR/tracker), and its `host:port`.
 fn start_tracker(dir: &Path) -> (Proc, String) {
+    let recovery = swarmbak_format::Identity::generate()
+        .to_public()
+        .to_string();
     let mut cmd = Command::new(swarmbak_bin());
     cmd.args([
         "tracker",
-        "--open",
         "--listen",
         "127.0.0.1:0",
         "--interval",
         "5",
+        "--recovery-recipient",
+        &recovery,
         "--data",
     ])
     .arg(dir.join("tracker"));
@@ -70,12 +85,26 @@ fn start_tracker(dir: &Path) -> (Proc, String) {
     (p, addr)
 }
 
-/// Publishes a small snapshot to the tracker; its info-hash and exported .torrent.
-fn publish(dir: &Path, addr: &str) -> (String, std::path::PathBuf) {
+/// A standard client `name` enrolled at the tracker: the snapshot's .torrent with its own
+/// passkey URL as announce.
+fn torrent_for(dir: &Path, ih: &str, name: &str) -> PathBuf {
+    let url = client_announce_url(&dir.join("tracker"), name);
+    let file = dir.join(format!("snapshot-{name}.torrent"));
+    export_for(&dir.join("home"), ih, &file, &url);
+    file
+}
+
+/// The scrape path of a passkey URL `http://HOST:PORT/<passkey>/announce` (BEP 48).
+fn scrape_path(announce: &str) -> String {
+    let path = &announce[announce["http://".len()..].find('/').unwrap() + "http://".len()..];
+    path.replace("/announce", "/scrape")
+}
+
+/// Publishes a small snapshot from an enrolled machine; its info-hash. The owner's own
+/// export carries the tracker's bare announce URL, never its passkey.
+fn publish(dir: &Path, addr: &str) -> String {
     let home = dir.join("home");
-    Cmd::swarmbak(&home)
-        .args(["init", "--tracker", &format!("http://{addr}")])
-        .run();
+    enrol_machine(&home, &dir.join("tracker"), "publisher");
     let tree = dir.join("tree");
     std::fs::create_dir_all(tree.join("sub")).unwrap();
     std::fs::write(tree.join("a.txt"), b"hello, standard clients\n").unwrap();
@@ -104,21 +133,25 @@ fn publish(dir: &Path, addr: &str) -> (String, std::path::PathBuf) {
     let j: Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(j["infohash"], ih.as_str());
     assert_eq!(j["announce"], format!("http://{addr}/announce").as_str());
-    (ih, torrent)
+    ih
 }
 
-/// (complete, incomplete) for `ih` in the tracker's full scrape, None if it is absent.
-fn full_scrape(addr: &str, ih: &str) -> Option<(i64, i64)> {
-    let (status, body) = http_get(addr, "/scrape");
+/// (complete, incomplete) for `ih` in the tracker's full scrape (at `scrape`, a passkey's
+/// scrape path), None if it is absent.
+fn full_scrape(addr: &str, scrape: &str, ih: &str) -> Option<(i64, i64)> {
+    let (status, body) = http_get(addr, scrape);
     assert_eq!(
         status,
         200,
-        "GET /scrape: {}",
+        "GET {scrape}: {}",
         String::from_utf8_lossy(&body)
     );
     let v = Ben::decode(&body).unwrap_or_else(|e| panic!("scrape reply is not bencode ({e})"));
     let Some(Ben::Dict(files)) = v.get(b"files") else {
-        panic!("scrape reply has no `files` dictionary: {v:?}")
+        panic!(
+            "scrape reply has no `files` dictionary: {v:?} ({})",
+            String::from_utf8_lossy(&body)
+        )
     };
     files.iter().find(|(k, _)| hex(k) == ih).map(|(_, f)| {
         (
@@ -129,10 +162,16 @@ fn full_scrape(addr: &str, ih: &str) -> Option<(i64, i64)> {
 }
 
 /// Polls the full scrape until `want` holds; panics with the clients' logs if not.
-fn wait_scrape(addr: &str, ih: &str, want: (i64, i64), clients: &[&Proc], what: &str) {
+fn wait_scrape(
+    (addr, scrape): (&str, &str),
+    ih: &str,
+    want: (i64, i64),
+    clients: &[&Proc],
+    what: &str,
+) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let got = full_scrape(addr, ih);
+        let got = full_scrape(addr, scrape, ih);
         if got == Some(want) {
             return;
         }
@@ -271,30 +310,60 @@ fn standard_clients_announce_and_scrape() {
     let t = tools();
     let dir = tempfile::tempdir().unwrap();
     let (_tracker, addr) = start_tracker(dir.path());
-    let (ih, torrent) = publish(dir.path(), &addr);
+    let ih = publish(dir.path(), &addr);
+    // The test reads the full scrape with a passkey of its own; without one: refused.
+    let (_, body) = http_get(&addr, "/scrape");
+    assert!(
+        String::from_utf8_lossy(&body).contains(PRIVATE),
+        "a scrape without a passkey: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let observer = client_announce_url(&dir.path().join("tracker"), "observer");
+    let scrape = scrape_path(&observer);
+    let at = (addr.as_str(), scrape.as_str());
     // The publisher has left (seed --until published): nobody is in the swarm.
-    wait_scrape(&addr, &ih, (0, 0), &[], "after publishing");
+    wait_scrape(at, &ih, (0, 0), &[], "after publishing");
 
-    let tr = transmission(t, dir.path(), "tr", &torrent);
-    wait_scrape(&addr, &ih, (0, 1), &[&tr], "transmission's announce");
-    let a2 = aria2(t, dir.path(), "a2", &torrent);
-    wait_scrape(&addr, &ih, (0, 2), &[&tr, &a2], "aria2's announce");
+    let tr = transmission(
+        t,
+        dir.path(),
+        "tr",
+        &torrent_for(dir.path(), &ih, "transmission"),
+    );
+    wait_scrape(at, &ih, (0, 1), &[&tr], "transmission's announce");
+    let a2 = aria2(t, dir.path(), "a2", &torrent_for(dir.path(), &ih, "aria2"));
+    wait_scrape(at, &ih, (0, 2), &[&tr, &a2], "aria2's announce");
 
-    let events = libtorrent_probe(&t.py, dir.path(), &torrent);
+    let events = libtorrent_probe(
+        &t.py,
+        dir.path(),
+        &torrent_for(dir.path(), &ih, "libtorrent"),
+    );
     let reply = event(&events, "reply");
+    assert!(
+        reply["url"].as_str().unwrap_or("").ends_with("/announce")
+            && !reply["url"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("{addr}/announce")),
+        "libtorrent announced to its passkey URL: {events:#?}"
+    );
     assert_eq!(
         reply["num_peers"], 2,
         "libtorrent's announce reply names transmission and aria2: {events:#?}"
     );
-    let scrape = event(&events, "scrape");
+    let scrape_ev = event(&events, "scrape");
     assert_eq!(
-        (scrape["complete"].as_i64(), scrape["incomplete"].as_i64()),
+        (
+            scrape_ev["complete"].as_i64(),
+            scrape_ev["incomplete"].as_i64()
+        ),
         (Some(0), Some(3)),
         "libtorrent's scrape counts the three leechers: {events:#?}"
     );
     // libtorrent removed its torrent: its `stopped` announce takes it out of the swarm.
     wait_scrape(
-        &addr,
+        at,
         &ih,
         (0, 2),
         &[&tr, &a2],
@@ -308,23 +377,43 @@ fn standard_clients_announce_and_scrape() {
     );
 }
 
+/// Each client shows the tracker's failure reason: for an announce without a passkey, and
+/// (with its passkey) for a torrent nobody published.
 #[test]
 fn standard_clients_show_a_refused_announce() {
     let started = Instant::now();
     let t = tools();
     let dir = tempfile::tempdir().unwrap();
     let (_tracker, addr) = start_tracker(dir.path());
-    // A private torrent the tracker never saw.
     let file = dir.path().join("never-published.txt");
     std::fs::write(&file, b"nobody published this\n").unwrap();
-    let refused = dir.path().join("refused.torrent");
-    Cmd::new(&t.mktorrent)
-        .args(["-p", "-a", &format!("http://{addr}/announce"), "-o"])
-        .arg(&refused)
-        .arg(&file)
-        .run();
+    // A private torrent the tracker never saw, announcing to `url`.
+    let make = |name: &str, url: &str| {
+        let out = dir.path().join(format!("{name}.torrent"));
+        Cmd::new(&t.mktorrent)
+            .args(["-p", "-a", url, "-o"])
+            .arg(&out)
+            .arg(&file)
+            .run();
+        out
+    };
+    let bare = make("no-passkey", &format!("http://{addr}/announce"));
+    let data = dir.path().join("tracker");
 
-    let events = libtorrent_probe(&t.py, dir.path(), &refused);
+    let events = libtorrent_probe(&t.py, dir.path(), &bare);
+    let err = event(&events, "error");
+    assert!(
+        err["failure_reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(PRIVATE),
+        "libtorrent's tracker_error_alert carries the failure reason: {events:#?}"
+    );
+    let events = libtorrent_probe(
+        &t.py,
+        dir.path(),
+        &make("lt", &client_announce_url(&data, "libtorrent")),
+    );
     let err = event(&events, "error");
     assert_eq!(
         err["failure_reason"], UNKNOWN,
@@ -332,11 +421,19 @@ fn standard_clients_show_a_refused_announce() {
     );
     assert!(err["message"].as_str().unwrap().contains(UNKNOWN));
 
-    let mut tr = transmission(t, dir.path(), "tr", &refused);
+    let mut tr = transmission(t, dir.path(), "tr0", &bare);
+    tr.wait_log(&format!("Tracker gave an error:: {PRIVATE}"), WAIT);
+    drop(tr);
+    let url = client_announce_url(&data, "transmission");
+    let mut tr = transmission(t, dir.path(), "tr", &make("tr", &url));
     tr.wait_log(&format!("Tracker gave an error:: {UNKNOWN}"), WAIT);
     drop(tr);
 
-    let mut a2 = aria2(t, dir.path(), "a2", &refused);
+    let mut a2 = aria2(t, dir.path(), "a20", &bare);
+    a2.wait_log(&format!("Tracker returned failure reason: {PRIVATE}"), WAIT);
+    drop(a2);
+    let url = client_announce_url(&data, "aria2");
+    let mut a2 = aria2(t, dir.path(), "a2", &make("a2", &url));
     a2.wait_log(&format!("Tracker returned failure reason: {UNKNOWN}"), WAIT);
     drop(a2);
     eprintln!(

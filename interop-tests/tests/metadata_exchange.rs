@@ -1,8 +1,9 @@
 //! BEP 9 metadata exchange with libtorrent, both ways (issue 4, item 5).
 //!
-//! 1. libtorrent, from nothing but a magnet link with the swarmbak tracker, gets a
-//!    snapshot's metadata from swarmbak peers (swarmbak serves it for its private
-//!    torrents; libtorrent accepts an info dict with `private=1` that came this way).
+//! 1. libtorrent, from nothing but a magnet link with the swarmbak tracker (its own
+//!    passkey URL: `swarmbak tracker enroll --client`), gets a snapshot's metadata from
+//!    swarmbak peers (swarmbak serves it for its private torrents; libtorrent accepts an
+//!    info dict with `private=1` that came this way).
 //! 2. swarmbak (`fetch MAGNET --to DIR`, plain-torrent mode) gets the metadata of a
 //!    torrent that is NOT private from libtorrent, then its files, byte-identical. The
 //!    tracker here is opentracker (the swarmbak tracker only tracks published snapshots).
@@ -11,8 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use swarmbak_interop_tests::clients::{
-    agent, assert_same_tree, init_machine, negotiated, py, record, regenerate_table,
-    require_libtorrent, swarmbak_fast, swarmbak_tracker, Bg, OpenTracker, LT_PYTHON,
+    agent, assert_same_tree, client_announce_url, enrol_machine, negotiated, py, record,
+    regenerate_table, require_libtorrent, swarmbak_fast, swarmbak_tracker, Bg, OpenTracker,
+    LT_PYTHON,
 };
 use swarmbak_interop_tests::Cmd;
 
@@ -21,12 +23,12 @@ fn libtorrent_gets_snapshot_metadata_from_swarmbak() {
     let version = require_libtorrent();
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let (_tracker, addr) = swarmbak_tracker(&t.join("tracker"));
-    let home = t.join("owner");
     let key = swarmbak_format::Identity::generate()
         .to_public()
         .to_string();
-    init_machine(&home, "owner", &format!("http://{addr}"), &key);
+    let (_tracker, _) = swarmbak_tracker(&t.join("tracker"), &key);
+    let home = t.join("owner");
+    enrol_machine(&home, &t.join("tracker"), "owner");
     let (mut owner_agent, _) = agent("owner agent", &home);
     let src = t.join("src");
     swarmbak_gentree::office(&src, 1 << 20, 3).unwrap();
@@ -51,7 +53,12 @@ fn libtorrent_gets_snapshot_metadata_from_swarmbak() {
     )
     .unwrap();
 
-    let magnet = format!("magnet:?xt=urn:btih:{ih}&tr=http://{addr}/announce");
+    // libtorrent's own announce URL, its passkey in it, percent-encoded into the magnet.
+    let announce = client_announce_url(&t.join("tracker"), "libtorrent");
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{ih}&tr={}",
+        announce.replace(':', "%3A").replace('/', "%2F")
+    );
     let save = t.join("lt");
     std::fs::create_dir_all(&save).unwrap();
     let out = Cmd::new(LT_PYTHON)
@@ -97,7 +104,7 @@ fn libtorrent_gets_snapshot_metadata_from_swarmbak() {
         "metadata from swarmbak (BEP 9)",
         true,
         &format!(
-            "magnet + swarmbak tracker: metadata_received_alert, infohash matches, private=1 accepted ({} pieces)",
+            "magnet + swarmbak tracker (its passkey URL): metadata_received_alert, infohash matches, private=1 accepted ({} pieces)",
             res["pieces"]
         ),
     );

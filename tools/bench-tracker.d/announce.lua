@@ -1,6 +1,6 @@
 -- tools/bench-tracker.d/announce.lua: wrk script for tools/bench-tracker.
 --
---   wrk ... -s announce.lua URL -- SCENARIO HASHES_FILE [PASSKEYS_FILE|-] [NUMWANT]
+--   wrk ... -s announce.lua URL -- SCENARIO HASHES_FILE [PASSKEYS_FILE|-] [NUMWANT] [FORM]
 --
 -- SCENARIO  grow: one swarm (the first info-hash of HASHES_FILE) that grows by a peer per
 --                 request: every request a new peer id and port.
@@ -9,10 +9,13 @@
 --                 others leech); each request is a re-announce of a random peer of a
 --                 random torrent.
 -- HASHES_FILE    one hex info-hash per line.
--- PASSKEYS_FILE  one passkey per line, or "-" for none: each request goes to
---                /announce/<passkey> of its simulated machine (grow: request i uses line
---                i mod n; org: peer j of torrent t is machine (10 t + j) mod n), else
---                /announce.
+-- PASSKEYS_FILE  one passkey per line, or "-" for none: each request goes to the
+--                passkey of its simulated machine (grow: request i uses line i mod n;
+--                org: peer j of torrent t is machine (10 t + j) mod n), else /announce.
+-- FORM           where the passkey goes: "bep48" (default) /<passkey>/announce, the
+--                form of a private tracker's announce URL (tracker.md §7.3); "suffix"
+--                /announce/<passkey> (the same bytes in another order: opentracker
+--                answers only this form and ignores the passkey).
 -- Every request carries "Connection: close": a fresh TCP connection per announce, as real
 -- clients open. done() prints one JSON line (requests, errors, latency percentiles in µs).
 
@@ -42,7 +45,7 @@ local function hex_to_url(h)
   return (h:gsub("..", function(b) return "%" .. b:upper() end))
 end
 
-local scenario, hashes, passkeys, numwant
+local scenario, hashes, passkeys, numwant, form
 local counter = 0
 
 function init(args)
@@ -51,6 +54,8 @@ function init(args)
   for i, h in ipairs(hashes) do hashes[i] = hex_to_url(h) end
   passkeys = lines(args[3])
   numwant = tonumber(args[4] or "50")
+  form = args[5] or "bep48"
+  assert(form == "bep48" or form == "suffix", "form is bep48 or suffix")
   assert(#hashes > 0, "no info-hashes")
   assert(scenario == "grow" or scenario == "org", "scenario is grow or org")
   -- Different threads and different runs never repeat a peer id in "grow".
@@ -60,7 +65,9 @@ end
 
 local function path_for(machine)
   if #passkeys == 0 then return "/announce" end
-  return "/announce/" .. passkeys[(machine % #passkeys) + 1]
+  local pk = passkeys[(machine % #passkeys) + 1]
+  if form == "suffix" then return "/announce/" .. pk end
+  return "/" .. pk .. "/announce"
 end
 
 local headers = { ["Connection"] = "close" }

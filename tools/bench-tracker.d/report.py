@@ -5,9 +5,13 @@
 
 Exits 1 if a measurement had wrk errors other than opentracker's close-delimited replies
 (wrk counts each as a read error), opened fewer TCP connections than it made requests, or
-(grow) left a swarm much smaller than the number of requests.
+left fewer peers than its requests make (announces refused, say for a bad passkey, are
+HTTP 200 too: only the scrape shows them): grow, about one per request (the private
+tracker: up to 8 entries per machine, its cap, and never more); org, at least 90% of the
+distinct peers that many random re-announces reach, 10 T (1 - exp(-requests / 10 T)).
 """
 import json
+import math
 import statistics
 import sys
 
@@ -29,12 +33,28 @@ def main():
         if r["tcp_connections"] < 0.98 * w["requests"]:
             problems.append("%s %s run %d: %d TCP connections for %d requests" % (
                 r["tracker"], r["scenario"], r["run"], r["tcp_connections"], w["requests"]))
-        if r["scenario"] == "grow" and r["swarm_peers_after"] < 0.9 * w["requests"]:
-            problems.append("%s grow run %d: %d peers in the swarm after %d requests" % (
-                r["tracker"], r["run"], r["swarm_peers_after"], w["requests"]))
+        peers, n = r["peers_after"], w["requests"]
+        if r["scenario"] == "grow":
+            cap = None
+            if r["tracker"] == "swarmbak" and setup["private"]:
+                cap = setup["cap_per_machine"] * setup["grow_machines"]
+            want = min(n, cap) if cap else n
+            if peers < 0.9 * want or (cap and peers > cap):
+                problems.append("%s grow run %d: %d peers in the swarm after %d requests (expected about %d%s)" % (
+                    r["tracker"], r["run"], peers, n, want, ", the cap" if cap and want == cap else ""))
+        else:
+            slots = 10 * setup["torrents"]
+            want = slots * (1 - math.exp(-n / slots))
+            if peers < 0.9 * want or peers > slots + 1:  # + the pre-flight check's peer
+                problems.append("%s org run %d: %d peers in the %d torrents after %d requests (expected about %d)" % (
+                    r["tracker"], r["run"], peers, setup["torrents"], n, want))
     medians = []
     table = []
-    labels = {"grow": "(a) one growing swarm", "org": "(b) %d torrents x 10 peers" % setup["torrents"]}
+    if setup.get("private"):
+        labels = {"grow": "(a) one swarm, %d machines" % setup["grow_machines"],
+                  "org": "(b) %d torrents x 10 peers, %d machines" % (setup["torrents"], setup["org_machines"])}
+    else:
+        labels = {"grow": "(a) one growing swarm", "org": "(b) %d torrents x 10 peers" % setup["torrents"]}
     for scen in ("grow", "org"):
         for tracker in ("swarmbak", "opentracker"):
             rs = [r for r in runs if r["tracker"] == tracker and r["scenario"] == scen]
@@ -47,20 +67,24 @@ def main():
                  "p99_us": med(lambda r: r["wrk"]["latency_us"]["p99"]),
                  "all_rps": [round(r["rps"]) for r in rs],
                  "conns_per_request": med(lambda r: r["tcp_connections"] / max(1, r["wrk"]["requests"]))}
-            if scen == "grow":
-                m["swarm_peers_after"] = med(lambda r: r["swarm_peers_after"])
+            m["peers_after"] = med(lambda r: r["peers_after"])
             medians.append(m)
             table.append((labels[scen], tracker, "%.0f" % m["rps"], "%.2f" % (m["p50_us"] / 1000),
                           "%.2f" % (m["p99_us"] / 1000), "%.2f" % m["conns_per_request"],
-                          "%d" % m["swarm_peers_after"] if scen == "grow" else "-",
+                          "%d" % m["peers_after"],
                           " ".join(str(x) for x in m["all_rps"])))
-    print("\nswarmbak %s, opentracker %s, wrk %s; %d CPUs; wrk -t%d -c%d, %d s per measurement, numwant %d, "
-          "source addresses spread (grow): %s, passkeys: %s; %d torrents published in %s s"
-          % (setup["swarmbak_rev"], setup["opentracker"], setup["wrk"], setup["cpus"], setup["threads"],
+    if setup.get("private"):
+        mode = ("private (a passkey per machine, checked; signed publishes; database on %s)"
+                % setup.get("data_fs", "?"))
+    else:
+        mode = "--open (no passkeys, unsigned publishes)"
+    print("\nswarmbak %s tracker %s, opentracker %s, wrk %s; %d CPUs; wrk -t%d -c%d, %d s per measurement, "
+          "numwant %d, source addresses spread (grow): %s; %d torrents published in %s s"
+          % (setup["swarmbak_rev"], mode, setup["opentracker"], setup["wrk"], setup["cpus"], setup["threads"],
              setup["connections"], setup["duration"], setup["numwant"], bool(setup["spread"]),
-             setup["passkeys"], setup["torrents"], setup["publish_seconds"]))
+             setup["torrents"], setup["publish_seconds"]))
     print("requests/s and latency are medians over runs; conns/req = TCP connections opened per request.\n")
-    head = ("scenario", "tracker", "req/s", "p50 ms", "p99 ms", "conns/req", "swarm after", "every run (req/s)")
+    head = ("scenario", "tracker", "req/s", "p50 ms", "p99 ms", "conns/req", "peers after", "every run (req/s)")
     w = [max(len(str(x[i])) for x in table + [head]) for i in range(len(head))]
     for row in [head] + table:
         print("  ".join(str(c).ljust(w[i]) if i < 2 else str(c).rjust(w[i]) for i, c in enumerate(row)))

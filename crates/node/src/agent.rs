@@ -185,12 +185,14 @@ pub fn run(
     store.clean_tmp()?;
     let addr = bind_addr(listen)?;
     let me = node.machine_key()?;
+    // Homes made before machines had signing keys get theirs now (trust.md §1).
+    crate::config::signing_key(&node.root)?;
     let rt = crate::runtime().map_err(|source| AgentError::Listen { addr, source })?;
     rt.block_on(async move {
         let engine = start_engine(
             addr,
             Some(&me),
-            node.config.tracker_url().as_deref(),
+            node.config.tracker_ref().as_ref(),
             &node.settings,
             node.settings.announce,
             node.clock.clone(),
@@ -209,9 +211,9 @@ pub fn run(
         let mut control = ControlServer::bind(&sock)?;
         control.spawn(engine.clone(), node.clone());
         let mut jobs: Vec<(Box<dyn Job>, Option<Instant>)> = Vec::new();
-        if let Some(url) = &node.config.tracker_url() {
-            let discovery = TrackerDiscovery::new(url).map_err(|e| AgentError::Tracker {
-                tracker: url.clone(),
+        if let Some(tracker) = &node.config.tracker_ref() {
+            let discovery = TrackerDiscovery::new(tracker).map_err(|e| AgentError::Tracker {
+                tracker: tracker.url.clone(),
                 reason: e.to_string(),
             })?;
             jobs.push((

@@ -56,6 +56,10 @@ pub struct Enrolment {
     pub org_secret: String,
     /// This machine's certificate, base64url.
     pub certificate: String,
+    /// SHA-256 (hex) of the tracker's TLS certificate, from an `https://` enrolment
+    /// token: every connection to the tracker must present exactly that certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_sha256: Option<String>,
 }
 
 impl std::fmt::Debug for Enrolment {
@@ -71,6 +75,22 @@ impl Enrolment {
     pub fn org(&self) -> Result<swarmbak_trust::PublicKey, ConfigError> {
         swarmbak_trust::PublicKey::from_hex(&self.org_key)
             .map_err(|e| ConfigError::Invalid(format!("config.json: enrolment.org_key: {e}")))
+    }
+
+    /// The tracker's TLS pin, when enrolled over https.
+    pub fn tls_pin(&self) -> Result<Option<[u8; 32]>, ConfigError> {
+        let Some(h) = &self.tls_sha256 else {
+            return Ok(None);
+        };
+        hex::decode(h)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ConfigError::Invalid(
+                    "config.json: enrolment.tls_sha256 is not 64 hex digits: enrol again (swarmbak init --enroll TOKEN)".into(),
+                )
+            })
     }
 
     /// This machine's certificate.
@@ -216,14 +236,18 @@ impl NodeConfig {
         })
     }
 
-    /// The tracker URL the machine's clients use: the base URL, followed by the passkey
-    /// when enrolled (`BASE/<passkey>`: announces go to `BASE/<passkey>/announce`, the
-    /// JSON endpoints are authorised by the same segment; tracker.md §7.3).
-    pub fn tracker_url(&self) -> Option<String> {
+    /// The tracker as the machine's clients reach it: the base URL, followed by the
+    /// passkey when enrolled (`BASE/<passkey>`: announces go to `BASE/<passkey>/announce`,
+    /// the JSON endpoints are authorised by the same segment; tracker.md §7.3), and the
+    /// TLS pin of an https tracker (tracker.md §7.5). (`load` has checked the pin.)
+    pub fn tracker_ref(&self) -> Option<crate::discovery::TrackerRef> {
         let t = self.tracker.as_ref()?;
         Some(match &self.enrolment {
-            Some(e) => format!("{t}/{}", e.passkey),
-            None => t.clone(),
+            Some(e) => crate::discovery::TrackerRef {
+                url: format!("{t}/{}", e.passkey),
+                tls_sha256: e.tls_pin().ok().flatten(),
+            },
+            None => crate::discovery::TrackerRef::unpinned(t.clone()),
         })
     }
 
@@ -242,6 +266,9 @@ impl NodeConfig {
         })?;
         let c: NodeConfig = serde_json::from_slice(&data)
             .map_err(|e| ConfigError::Invalid(format!("{} is damaged: {e}", p.display())))?;
+        if let Some(e) = &c.enrolment {
+            e.tls_pin()?;
+        }
         if c.version != 1 {
             return Err(ConfigError::Invalid(format!(
                 "{} has version {}, which this swarmbak does not know",

@@ -50,28 +50,78 @@ pub fn not_a_swarmbak_tracker(e: &ClientError) -> bool {
     matches!(http_status(e), Some(400 | 404 | 405))
 }
 
-/// A tracker client for `url`.
-pub fn tracker_client(url: &str) -> Result<TrackerClient, FetchError> {
-    TrackerClient::new(url).map_err(|e| FetchError::Tracker {
-        tracker: url.to_string(),
-        reason: e.to_string(),
-    })
+/// A tracker as the node reaches it: its URL (`BASE/<passkey>` when enrolled) and, for
+/// an `https://` tracker, the SHA-256 of its TLS certificate that the enrolment token
+/// pinned (tracker.md §7.5). Every client the node makes for a tracker is made from one
+/// of these ([`tracker_client`]), so the pin goes wherever the URL goes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TrackerRef {
+    pub url: String,
+    pub tls_sha256: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for TrackerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackerRef")
+            .field("url", &self.url)
+            .field("tls_sha256", &self.tls_sha256.map(hex::encode))
+            .finish()
+    }
+}
+
+impl TrackerRef {
+    /// A tracker known by its URL alone (a magnet's `tr=`, a .torrent's `announce`,
+    /// `init --tracker`): no pin, so an `https://` one is refused when first used.
+    pub fn unpinned(url: impl Into<String>) -> TrackerRef {
+        TrackerRef {
+            url: url.into(),
+            tls_sha256: None,
+        }
+    }
+}
+
+/// A tracker client for `tracker`, carrying its TLS pin.
+pub fn tracker_client(tracker: &TrackerRef) -> Result<TrackerClient, FetchError> {
+    let failed = |reason: String| FetchError::Tracker {
+        tracker: tracker.url.clone(),
+        reason,
+    };
+    let c = TrackerClient::new(&tracker.url).map_err(|e| failed(e.to_string()))?;
+    match tracker.tls_sha256 {
+        Some(pin) => Ok(c.with_tls_pin(pin)),
+        None if c.is_https() => Err(failed(
+            "an https:// tracker is trusted only by the SHA-256 of its TLS certificate, and this machine has none for it: enrol with `swarmbak init --enroll TOKEN` (https tokens carry it), or use the tracker's http:// address".into(),
+        )),
+        None => Ok(c),
+    }
 }
 
 /// The company tracker: its publish records (`GET /snapshots`, `GET /metainfo`), or, for
 /// a tracker that keeps none, a full scrape and BEP 9 from the peers it names.
 pub struct TrackerDiscovery {
+    tracker: TrackerRef,
     url: String,
     client: TrackerClient,
+    /// When set, metainfo is taken only for snapshots whose signed record verifies with
+    /// this organisation key (trust.md §4).
+    org: Option<swarmbak_trust::PublicKey>,
 }
 
 impl TrackerDiscovery {
-    /// Talks to the tracker at base URL `url`, without retrying (callers poll).
-    pub fn new(url: &str) -> Result<TrackerDiscovery, FetchError> {
+    /// Talks to `tracker`, without retrying (callers poll).
+    pub fn new(tracker: &TrackerRef) -> Result<TrackerDiscovery, FetchError> {
         Ok(TrackerDiscovery {
-            url: url.to_string(),
-            client: tracker_client(url)?.with_retry(Retry::none()),
+            tracker: tracker.clone(),
+            url: tracker.url.clone(),
+            client: tracker_client(tracker)?.with_retry(Retry::none()),
+            org: None,
         })
+    }
+
+    /// Believes only snapshots the organisation key vouches for (an enrolled machine).
+    pub fn trusting(mut self, org: Option<swarmbak_trust::PublicKey>) -> TrackerDiscovery {
+        self.org = org;
+        self
     }
 
     /// Retries each request for up to `d` while the tracker refuses or is down.
@@ -123,13 +173,33 @@ impl TrackerDiscovery {
     }
 
     async fn lookup(&self, ih: &InfoHash) -> Result<Option<Vec<u8>>, FetchError> {
+        if let Some(org) = &self.org {
+            // A tracker that lies cannot hand an enrolled machine a snapshot no enrolled
+            // machine signed.
+            let refuse = |reason: String| FetchError::Metainfo {
+                infohash: *ih,
+                tracker: self.url.clone(),
+                reason,
+            };
+            let rec = self
+                .client
+                .snapshot(ih)
+                .await
+                .map_err(|e| refuse(e.to_string()))?
+                .ok_or_else(|| refuse("the tracker lists no such snapshot".into()))?;
+            crate::enrol::verify_listed(org, &rec).map_err(|why| {
+                refuse(format!(
+                    "its record does not verify with the organisation key ({why}): refusing it"
+                ))
+            })?;
+        }
         let from_tracker = self.client.metainfo(ih).await;
         if let Ok(Some(b)) = from_tracker {
             return Ok(Some(b));
         }
         // The tracker keeps no metainfo for it (opentracker keeps none at all): ask the
         // swarmbak peers it knows of, over BEP 9.
-        match metadata_from_swarm(ih, Some(&self.url), &[]).await {
+        match metadata_from_swarm(ih, Some(&self.tracker), &[]).await {
             Ok(b) => Ok(Some(b)),
             Err(_) => match from_tracker {
                 Ok(_) => Ok(None),
@@ -158,13 +228,13 @@ impl Discovery for TrackerDiscovery {
 /// A torrent's metainfo over BEP 9 from the peers the tracker names (or `peers`).
 pub async fn metadata_from_swarm(
     ih: &InfoHash,
-    tracker: Option<&str>,
+    tracker: Option<&TrackerRef>,
     peers: &[SocketAddr],
 ) -> Result<Vec<u8>, FetchError> {
     let peer_id = swarmbak_agent::engine::new_peer_id();
     let mut cands: Vec<SocketAddr> = peers.to_vec();
-    if let Some(url) = tracker {
-        let c = tracker_client(url)?.with_retry(Retry::for_duration(Duration::from_secs(10)));
+    if let Some(t) = tracker {
+        let c = tracker_client(t)?.with_retry(Retry::for_duration(Duration::from_secs(10)));
         if let Ok(r) = c
             .announce(&AnnounceRequest::new(*ih, PeerId(peer_id), 1, 1))
             .await
@@ -183,7 +253,7 @@ pub async fn metadata_from_swarm(
         // Leaving is a courtesy: the tracker forgets us after its timeout anyway.
         let _ = tokio::time::timeout(Duration::from_secs(2), c.announce(&stop)).await;
     }
-    let announce = tracker.map(|u| format!("{u}/announce"));
+    let announce = tracker.map(|t| format!("{}/announce", t.url));
     let mut why = Vec::new();
     for p in &cands {
         match swarmbak_agent::metadata::from_peer(*p, *ih, peer_id, announce.as_deref()).await {

@@ -28,11 +28,17 @@ pub async fn enroll(
             )));
         }
     }
-    if tok.url.starts_with("https://") {
-        return Err(ConfigError::Invalid(
-            "this token names an https:// tracker; this swarmbak speaks to trackers over http:// only so far".into(),
-        ));
-    }
+    // An https tracker is trusted only by the pin the token carries (tracker.md §7.5):
+    // the TLS handshake checks it before the request (and its token secret) is sent.
+    let pin = match (tok.url.starts_with("https://"), tok.tls) {
+        (true, Some(pin)) => Some(pin),
+        (true, None) => {
+            return Err(ConfigError::Invalid(
+                "this token names an https:// tracker but carries no TLS certificate pin, so the tracker cannot be told from an impostor: ask the administrator for a new token (swarmbak tracker enroll)".into(),
+            ))
+        }
+        (false, _) => None,
+    };
     let mut config = NodeConfig::load(root)?;
     let key = signing_key(root)?;
     let request = EnrollRequest {
@@ -41,11 +47,14 @@ pub async fn enroll(
         secret: tok.secret,
     }
     .sign(&key);
-    let client = swarmbak_tracker::TrackerClient::new(&tok.url)
-        .map_err(|e| ConfigError::Invalid(format!("the token's tracker {}: {e}", tok.url)))?
-        .with_retry(swarmbak_tracker::Retry::for_duration(
-            std::time::Duration::from_secs(30),
-        ));
+    let mut client = swarmbak_tracker::TrackerClient::new(&tok.url)
+        .map_err(|e| ConfigError::Invalid(format!("the token's tracker {}: {e}", tok.url)))?;
+    if let Some(pin) = pin {
+        client = client.with_tls_pin(pin);
+    }
+    let client = client.with_retry(swarmbak_tracker::Retry::for_duration(
+        std::time::Duration::from_secs(30),
+    ));
     let answer = client
         .enroll(&request)
         .await
@@ -86,6 +95,7 @@ pub async fn enroll(
         org_key: org_hex,
         org_secret: answer.org_secret,
         certificate: answer.certificate,
+        tls_sha256: pin.map(hex::encode),
     });
     config.save(root)?;
     Ok(config)

@@ -14,7 +14,7 @@ use swarmbak_format::restore::{LocalSource, SnapshotMeta, SnapshotReader};
 use swarmbak_format::{Identities, Manifest, Store};
 
 use crate::config::Settings;
-use crate::discovery::{tracker_client, Discovery, TrackerDiscovery};
+use crate::discovery::{tracker_client, Discovery, TrackerDiscovery, TrackerRef};
 use crate::error::FetchError;
 use crate::report::Report;
 
@@ -25,7 +25,7 @@ use crate::report::Report;
 pub async fn start_engine(
     listen: SocketAddr,
     machine: Option<&MachineKey>,
-    tracker: Option<&str>,
+    tracker: Option<&TrackerRef>,
     settings: &Settings,
     announce_every: Duration,
     clock: Arc<dyn Clock>,
@@ -209,12 +209,15 @@ pub struct FetchPlan<'a> {
     pub infohash: InfoHash,
     /// The .torrent's bytes, when the user gave a file.
     pub torrent: Option<Vec<u8>>,
-    /// The tracker's base URL.
-    pub tracker: Option<String>,
+    /// The tracker (its URL and TLS pin).
+    pub tracker: Option<TrackerRef>,
     /// To read the manifest (which names the earlier snapshots this one reuses).
     pub identities: &'a Identities,
     /// Do not trust shard files by their size (a restore found damage).
     pub verify: bool,
+    /// The organisation key of an enrolled machine: snapshots from the tracker must carry
+    /// a record it vouches for.
+    pub org: Option<swarmbak_trust::PublicKey>,
 }
 
 /// Makes the snapshot and every earlier snapshot it reuses restorable from the local
@@ -233,14 +236,16 @@ pub fn fetch_into_store(
             return Ok(0);
         }
     }
-    let Some(tracker) = plan.tracker.as_deref() else {
+    let Some(tracker) = plan.tracker.as_ref() else {
         // Nowhere to look: restore from what is here, which names what is missing.
         return Ok(0);
     };
     let timeout = settings.fetch_timeout.unwrap_or(Duration::from_secs(120));
     let rt = crate::runtime().map_err(FetchError::Listen)?;
     rt.block_on(async {
-        let d = TrackerDiscovery::new(tracker)?.retrying_for(Duration::from_secs(10));
+        let d = TrackerDiscovery::new(tracker)?
+            .retrying_for(Duration::from_secs(10))
+            .trusting(plan.org);
         ensure_metainfo(store, ih, plan.torrent.as_deref(), Some(&d)).await?;
         let engine = start_engine(
             any_addr(),

@@ -6,7 +6,7 @@ use swarmbak_core::InfoHash;
 use swarmbak_format::Store;
 
 use crate::config::Settings;
-use crate::discovery::TrackerDiscovery;
+use crate::discovery::{TrackerDiscovery, TrackerRef};
 use crate::error::{FetchError, HealthError};
 use crate::fetch::{any_addr, ensure_metainfo, start_engine};
 
@@ -15,7 +15,7 @@ use crate::fetch::{any_addr, ensure_metainfo, start_engine};
 pub fn swarm_health(
     store: &Store,
     ih: &InfoHash,
-    tracker: &str,
+    tracker: &TrackerRef,
     settings: &Settings,
 ) -> Result<Health, HealthError> {
     let rt = crate::runtime().map_err(FetchError::Listen)?;

@@ -17,7 +17,7 @@ use swarmbak_format::Store;
 use swarmbak_metainfo::Metainfo;
 
 use crate::config::Settings;
-use crate::discovery::metadata_from_swarm;
+use crate::discovery::{metadata_from_swarm, TrackerRef};
 use crate::error::FetchError;
 use crate::fetch::{any_addr, start_engine};
 use crate::report::Report;
@@ -52,12 +52,14 @@ pub fn fetch_plain(
 ) -> Result<u64, FetchError> {
     let ih = f.infohash;
     check_empty(to)?;
+    // A plain torrent's tracker comes from its magnet or .torrent: no pin.
+    let tracker = f.tracker.clone().map(TrackerRef::unpinned);
     let rt = crate::runtime().map_err(FetchError::Listen)?;
     let downloaded = rt.block_on(async {
         if !store.has(&ih) {
             let bytes = match f.torrent {
                 Some(b) => b,
-                None => metadata_from_swarm(&ih, f.tracker.as_deref(), f.peers).await?,
+                None => metadata_from_swarm(&ih, tracker.as_ref(), f.peers).await?,
             };
             store.add_torrent(&ih, &bytes)?;
         }
@@ -69,7 +71,7 @@ pub fn fetch_plain(
         let engine = start_engine(
             any_addr(),
             None,
-            f.tracker.as_deref(),
+            tracker.as_ref(),
             settings,
             settings.fetch_announce(),
             std::sync::Arc::new(swarmbak_core::SystemClock),

@@ -95,16 +95,17 @@ pub async fn publish(
     ih: &InfoHash,
     timeout: Duration,
 ) -> Result<Option<Event>, PublishError> {
-    let Some(url) = node.config.tracker_url() else {
+    let Some(tracker) = node.config.tracker_ref() else {
         return Ok(None);
     };
+    let url = tracker.url.clone();
     let failed = |reason: String| PublishError::Tracker {
         infohash: *ih,
         tracker: url.clone(),
         reason,
     };
     let bytes = node.home.store().torrent_bytes(ih)?;
-    let c = tracker_client(&url)
+    let c = tracker_client(&tracker)
         .map_err(|e| failed(e.to_string()))?
         .with_retry(swarmbak_tracker::Retry::for_duration(timeout));
     let signed = crate::enrol::sign_publish(node, ih).map_err(|e| failed(e.to_string()))?;
@@ -203,7 +204,7 @@ pub fn publish_and_seed(
                 let engine = start_engine(
                     any_addr(),
                     Some(&me),
-                    node.config.tracker_url().as_deref(),
+                    node.config.tracker_ref().as_ref(),
                     &node.settings,
                     node.settings.announce,
                     node.clock.clone(),

@@ -145,12 +145,13 @@ pub fn snapshots(ctx: &Ctx, machine: Option<String>) -> R {
 
 fn machine_snapshots(ctx: &Ctx, machine: &str) -> R {
     let node = Node::open(&ctx.home)?;
-    let (Some(url), Some(base)) = (node.config.tracker_url(), node.config.tracker.clone()) else {
+    let (Some(tracker), Some(base)) = (node.config.tracker_ref(), node.config.tracker.clone())
+    else {
         return Err(Failure::usage("listing another machine's snapshots needs the tracker: `swarmbak init --tracker http://HOST:PORT`"));
     };
     let rt = swarmbak_node::runtime()?;
     let mut recs = rt.block_on(async {
-        swarmbak_node::discovery::tracker_client(&url)?
+        swarmbak_node::discovery::tracker_client(&tracker)?
             .snapshots(Some(machine))
             .await
             .map_err(|e| Failure::new(1, format!("tracker {base}: {e}")))
@@ -202,7 +203,7 @@ pub fn health(ctx: &Ctx, infohash: &str) -> R {
     let Ok(node) = Node::open(&ctx.home) else {
         return scrub(ctx, infohash, false);
     };
-    let Some(tracker) = node.config.tracker_url() else {
+    let Some(tracker) = node.config.tracker_ref() else {
         return scrub(ctx, infohash, false);
     };
     let ih = crate::fetch::parse_target(infohash, &ctx.home)?;
@@ -284,16 +285,39 @@ fn scrub(ctx: &Ctx, infohash: &str, repair: bool) -> R {
     }
 }
 
-pub fn export(ctx: &Ctx, infohash: &str, file: &Path) -> R {
+/// `export`: the snapshot's torrent as stored (its `announce` the tracker's bare URL, never
+/// a passkey), or with `announce` in its place: a recipient's own passkey URL.
+pub fn export(ctx: &Ctx, infohash: &str, file: &Path, announce: Option<&str>) -> R {
     let store = swarmbak_format::Store::new(ctx.home.join("store"));
     let ih = store.resolve(infohash)?;
-    let bytes = store.torrent_bytes(&ih)?;
+    let mut bytes = store.torrent_bytes(&ih)?;
+    if let Some(url) = announce {
+        if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("udp://"))
+        {
+            return Err(Failure::usage(format!(
+                "--announce {url:?}: give a tracker URL, like http://HOST:PORT/<passkey>/announce"
+            )));
+        }
+        // The torrent is for someone else: it must not carry this machine's passkey.
+        let own = NodeConfig::load(&ctx.home)
+            .ok()
+            .and_then(|c| c.enrolment)
+            .is_some_and(|e| url.contains(&e.passkey));
+        if own {
+            return Err(Failure::usage(
+                "--announce carries this machine's own passkey: give the recipient's (swarmbak tracker enroll --client --name NAME)",
+            ));
+        }
+        let m = swarmbak_metainfo::Metainfo::from_bytes(&bytes)
+            .map_err(|e| Failure::new(1, format!("the stored torrent of {ih}: {e}")))?;
+        bytes = m.with_announce(Some(url));
+    }
     let tmp = file.with_extension("torrent.tmp");
     std::fs::write(&tmp, &bytes).map_err(|e| Failure::new(1, format!("{}: {e}", tmp.display())))?;
     std::fs::rename(&tmp, file).map_err(|e| Failure::new(1, format!("{}: {e}", file.display())))?;
     out(
         ctx,
-        json!({"event": "exported", "infohash": ih.to_hex(), "file": file}),
+        json!({"event": "exported", "infohash": ih.to_hex(), "file": file, "announce": announce}),
         || {
             format!(
                 "wrote {} ({} bytes) for {}",

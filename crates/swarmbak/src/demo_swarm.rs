@@ -1,6 +1,8 @@
-//! `swarmbak demo`: a whole organisation on loopback. A tracker and five machines run as
-//! real processes; one machine backs up until durable; it is lost together with some
-//! other machines; a new machine restores it with the organisation's recovery key; the
+//! `swarmbak demo`: a whole organisation on loopback. A private tracker and five machines
+//! run as real processes, each machine enrolled by the administrator (`swarmbak tracker
+//! enroll`, then `swarmbak init --enroll` on the machine); one machine backs up until
+//! durable; it is stolen (and revoked) and some other machines are switched off; a new
+//! machine, enrolled in its place, restores it with the organisation's recovery key; the
 //! result is compared byte for byte; everything is shut down.
 
 use std::fs;
@@ -10,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use swarmbak_format::Identity;
-use swarmbak_node::{InitOptions, NodeConfig};
+use swarmbak_node::NodeConfig;
 
 use crate::demo::{compare, sample_data, say, verdict};
 use crate::failure::Failure;
@@ -97,60 +99,115 @@ fn held(home: &Path, ih: &str) -> Vec<usize> {
         .unwrap_or_default()
 }
 
+/// The administrator enrols `name` (`swarmbak tracker enroll`, a one-time token) and the
+/// machine redeems the token (`swarmbak init --enroll`): keys, certificate, passkey and the
+/// organisation's recovery recipients, in `home`.
+fn enrol(
+    ctx: &Ctx,
+    data: &str,
+    home: &Path,
+    name: &str,
+    user: Option<&str>,
+    vip: bool,
+    domain: &str,
+) -> Result<(), Failure> {
+    let mut args = vec![
+        "tracker", "enroll", "--data", data, "--name", name, "--domain", domain,
+    ];
+    if let Some(u) = user {
+        args.extend(["--user", u]);
+    }
+    if vip {
+        args.push("--vip");
+    }
+    let out = run_cmd(&args)?;
+    let token = out.lines().next().unwrap_or("").trim().to_string();
+    run_cmd(&[
+        "--home",
+        home.to_str().unwrap_or("."),
+        "init",
+        "--enroll",
+        &token,
+    ])?;
+    let c = NodeConfig::load(home)?;
+    if c.name != name || c.enrolment.is_none() {
+        return Err(Failure::new(
+            1,
+            format!(
+                "{name}: init --enroll left it unenrolled (see {})",
+                home.display()
+            ),
+        ));
+    }
+    say(
+        ctx,
+        "enrol",
+        format!(
+            "enrolled {name}{}{}, {domain}: a one-time token from `swarmbak tracker enroll`, redeemed by `swarmbak init --enroll` for its certificate, passkey and the recovery key",
+            user.map(|u| format!(" (user {u})")).unwrap_or_default(),
+            if vip { ", VIP" } else { "" },
+        ),
+    );
+    Ok(())
+}
+
 pub fn run(ctx: &Ctx, work: &Path, bytes: u64, tree: Option<PathBuf>) -> Result<(), Failure> {
     let t0 = Instant::now();
     let sources = sample_data(ctx, work, bytes, tree)?;
     let mut procs = Procs(Vec::new());
 
-    // The organisation: a tracker, a recovery key kept offline, five machines.
+    // The organisation: a recovery key kept offline, a private tracker that hands its
+    // public half to every machine it enrols, five machines enrolled by the administrator.
+    let recovery = Identity::generate();
+    let recovery_file = work.join("recovery-key.txt");
+    fs::write(&recovery_file, recovery.to_identity_file())?;
+    let recovery_pub = recovery.to_public().to_string();
+    let data = work.join("tracker");
+    let data_s = data.to_str().unwrap_or(".");
     let (tracker, taddr) = spawn_listening(
         "tracker",
         &[
             "tracker",
-            "--open",
             "--listen",
             "127.0.0.1:0",
             "--data",
-            work.join("tracker").to_str().unwrap_or("."),
+            data_s,
             "--interval",
             "2",
+            "--recovery-recipient",
+            &recovery_pub,
         ],
         &work.join("tracker.log"),
     )?;
     procs.0.push(("tracker".into(), tracker));
-    let url = format!("http://{taddr}");
-    let recovery = Identity::generate();
-    let recovery_file = work.join("recovery-key.txt");
-    fs::write(&recovery_file, recovery.to_identity_file())?;
     say(
         ctx,
         "tracker",
         format!(
-            "tracker listening on {taddr}; organisation recovery key {}",
-            recovery.to_public()
+            "private tracker listening on {taddr}: only machines the administrator enrols may announce or publish; organisation recovery key {recovery_pub} (kept offline)"
         ),
     );
-    let names = [
-        "demo-laptop",
-        "desk-anna",
-        "desk-ben",
-        "desk-chloe",
-        "desk-dev",
+    // (name, user, VIP, SITE/ROOM)
+    let machines: [(&str, Option<&str>, bool, &str); 5] = [
+        ("demo-laptop", Some("dana"), true, "hq/board"),
+        ("desk-anna", Some("anna"), false, "hq/2.14"),
+        ("desk-ben", Some("ben"), false, "hq/2.15"),
+        ("desk-chloe", Some("chloe"), false, "annex/1.02"),
+        ("desk-dev", None, false, "annex/lab"),
     ];
+    let names: Vec<&str> = machines.iter().map(|m| m.0).collect();
     let mut homes = Vec::new();
-    for n in names {
+    for (n, user, vip, domain) in machines {
         let h = work.join(n);
-        NodeConfig::init(
-            &h,
-            &InitOptions {
-                name: Some(n.to_string()),
-                tracker: Some(url.clone()),
-                recovery_recipients: vec![recovery.to_public().to_string()],
-                ..Default::default()
-            },
-        )?;
+        enrol(ctx, data_s, &h, n, user, vip, domain)?;
         homes.push(h);
     }
+    let list = run_cmd(&["tracker", "machines", "--data", data_s])?;
+    say(
+        ctx,
+        "machines",
+        format!("the administrator's list:\n{}", list.trim_end()),
+    );
     let mut agents = Vec::new();
     for (n, h) in names.iter().zip(&homes).skip(1) {
         let (c, addr) = spawn_listening(
@@ -248,20 +305,26 @@ pub fn run(ctx: &Ctx, work: &Path, bytes: u64, tree: Option<PathBuf>) -> Result<
     say(
         ctx,
         "lost",
-        "demo-laptop is lost: its disk and keys are gone".to_string(),
+        "demo-laptop is stolen: its disk and keys are gone".to_string(),
+    );
+    run_cmd(&["tracker", "revoke", "--data", data_s, "demo-laptop"])?;
+    say(
+        ctx,
+        "revoke",
+        "the administrator revokes demo-laptop (swarmbak tracker revoke): its passkey stops working at once; its snapshots stay listed and restorable".to_string(),
     );
 
-    // A new laptop, with nothing but the tracker's address and the recovery key.
+    // A new laptop for dana: enrolled with a fresh token; the recovery key restores.
     let newh = work.join("new-laptop");
-    run_cmd(&[
-        "--home",
-        newh.to_str().unwrap_or("."),
-        "init",
-        "--name",
+    enrol(
+        ctx,
+        data_s,
+        &newh,
         "new-laptop",
-        "--tracker",
-        &url,
-    ])?;
+        Some("dana"),
+        true,
+        "hq/board",
+    )?;
     let list = run_cmd(&[
         "--home",
         newh.to_str().unwrap_or("."),

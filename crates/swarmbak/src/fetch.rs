@@ -129,7 +129,7 @@ pub fn fetch(
     let torrent = torrent_file(target);
     let home_tracker = NodeConfig::load(&ctx.home)
         .ok()
-        .and_then(|c| c.tracker_url());
+        .and_then(|c| c.tracker_ref());
     let settings = Settings::from_env();
     let plain = match &torrent {
         Some(b) => swarmbak_metainfo::Metainfo::from_bytes(b)
@@ -197,7 +197,9 @@ pub fn fetch(
         paths,
         identities,
     };
-    let tracker = home_tracker.or_else(|| tracker_of(target, torrent.as_deref()));
+    let tracker = home_tracker.or_else(|| {
+        tracker_of(target, torrent.as_deref()).map(swarmbak_node::discovery::TrackerRef::unpinned)
+    });
     let started = Instant::now();
     // A fetch is not a holder: it sends no machine key, so placement does not move.
     let mut plan = FetchPlan {
@@ -207,6 +209,10 @@ pub fn fetch(
         tracker: tracker.clone(),
         identities: &opts.identities,
         verify: false,
+        org: NodeConfig::load(&ctx.home)
+            .ok()
+            .and_then(|c| c.enrolment)
+            .and_then(|e| e.org().ok()),
     };
     let ui = Ui::new(ctx.json, "fetch");
     let mut downloaded = fetch_into_store(&plan, &settings, &ui)?;

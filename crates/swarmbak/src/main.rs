@@ -51,6 +51,9 @@ impl From<Until> for swarmbak_node::seed::Until {
     }
 }
 
+// Parsed once per process: the size of the largest variant (the tracker's options) costs
+// nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Create this machine's keys and settings (run again: change only the options given).
@@ -108,7 +111,15 @@ enum Command {
     /// Print a torrent's metainfo (a .torrent file or a snapshot in the store).
     Inspect { what: String },
     /// Write a snapshot's metainfo as a .torrent file.
-    Export { infohash: String, file: PathBuf },
+    Export {
+        infohash: String,
+        file: PathBuf,
+        /// The announce URL to write into it instead of the tracker's bare one: for a
+        /// standard client, its own passkey URL (`swarmbak tracker enroll --client`).
+        /// The info-hash does not change.
+        #[arg(long, value_name = "URL")]
+        announce: Option<String>,
+    },
     /// List this machine's snapshots (or another machine's, from the tracker).
     Snapshots {
         #[arg(long, value_name = "NAME|KEY")]
@@ -129,27 +140,8 @@ enum Command {
     Tracker {
         #[command(subcommand)]
         action: Option<tracker_cmd::Action>,
-        #[arg(long)]
-        listen: Option<String>,
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Announce interval handed to peers, in seconds (default 60).
-        #[arg(long, value_name = "SECONDS")]
-        interval: Option<u64>,
-        /// An open tracker, as before enrolment existed: no passkeys, unsigned publishes.
-        #[arg(long)]
-        open: bool,
-        /// The organisation's recovery key (age1...), handed to every enrolled machine;
-        /// repeat for several. Stored: needed once.
-        #[arg(long = "recovery-recipient", value_name = "AGE_PUBKEY")]
-        recovery_recipient: Vec<String>,
-        /// The URL machines reach this tracker at (default: http:// and the listen address).
-        #[arg(long, value_name = "URL")]
-        public_url: Option<String>,
-        /// Where the UDP tracker (BEP 15) listens: default the --listen address and port,
-        /// `off` for none.
-        #[arg(long, value_name = "ADDR|off")]
-        udp_listen: Option<String>,
+        #[command(flatten)]
+        serve: tracker_cmd::Serve,
     },
     /// An end-to-end run on a generated tree: back up, lose shards, restore with the
     /// recovery key, compare byte for byte.
@@ -241,7 +233,11 @@ fn main() -> ExitCode {
             peers,
         } => fetch::fetch(&ctx, &snapshot, &to, paths, identity, peers),
         Command::Inspect { what } => inspect::inspect(&ctx, &what),
-        Command::Export { infohash, file } => cmd::export(&ctx, &infohash, &file),
+        Command::Export {
+            infohash,
+            file,
+            announce,
+        } => cmd::export(&ctx, &infohash, &file, announce.as_deref()),
         Command::Snapshots { machine } => cmd::snapshots(&ctx, machine),
         Command::Health { infohash } => cmd::health(&ctx, &infohash),
         Command::Repair { infohash } => cmd::repair(&ctx, &infohash),
@@ -251,25 +247,8 @@ fn main() -> ExitCode {
         } => tracker_cmd::admin(&ctx, a),
         Command::Tracker {
             action: None,
-            listen,
-            data,
-            interval,
-            open,
-            recovery_recipient,
-            public_url,
-            udp_listen,
-        } => tracker_cmd::serve(
-            &ctx,
-            tracker_cmd::Serve {
-                listen,
-                data,
-                interval,
-                open,
-                recovery: recovery_recipient,
-                public_url,
-                udp_listen,
-            },
-        ),
+            serve,
+        } => tracker_cmd::serve(&ctx, serve),
         Command::Demo {
             size,
             tree,

@@ -3,6 +3,8 @@
 //! (SQLite in WAL mode lets them while the tracker runs) and then ask a running tracker
 //! to reload, so a revocation counts on its next request.
 
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,10 +12,10 @@ use clap::Subcommand;
 use serde_json::json;
 use swarmbak_tracker::admin::{self, EnrollOptions};
 use swarmbak_tracker::org::Org;
+use swarmbak_tracker::server::unix_now;
 use swarmbak_tracker::sqlite::Sqlite;
 use swarmbak_tracker::storage::{MachineKind, Storage};
 
-use crate::cmd::listening;
 use crate::failure::Failure;
 use crate::render::utc;
 use crate::Ctx;
@@ -59,14 +61,43 @@ pub enum Action {
     },
 }
 
+/// `swarmbak tracker`'s serving options (clap flattens them into the command).
+#[derive(clap::Args, Debug)]
 pub struct Serve {
+    /// Serve plain HTTP here (tests, standard clients on a trusted LAN).
+    #[arg(long)]
     pub listen: Option<String>,
+    /// Serve HTTPS here with the tracker's own certificate (DATA/tls.crt, made at the
+    /// first start), pinned by enrolment tokens: passkeys, tokens and the admin token
+    /// never cross the network in clear.
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<String>,
+    /// Your own TLS certificate (PEM) instead of DATA/tls.crt; tokens pin its SHA-256.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Announce interval handed to peers, in seconds (default 60).
+    #[arg(long, value_name = "SECONDS")]
     pub interval: Option<u64>,
+    /// An open tracker, as before enrolment existed: no passkeys, unsigned publishes.
+    #[arg(long)]
     pub open: bool,
+    /// The organisation's recovery key (age1...), handed to every enrolled machine;
+    /// repeat for several. Stored: needed once.
+    #[arg(long = "recovery-recipient", value_name = "AGE_PUBKEY")]
     pub recovery: Vec<String>,
+    /// The URL machines reach this tracker at (default: https:// and the --tls-listen
+    /// address, else http:// and the --listen address).
+    #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
-    /// `--udp-listen`: an address, `off`, or the HTTP listener's address by default.
+    /// Serve the UDP tracker (BEP 15; the passkey as BEP 41 URL data) here, or `off`.
+    /// Default: the --listen address and port; off when there is only --tls-listen (UDP
+    /// carries passkeys in clear).
+    #[arg(long, value_name = "ADDR|off")]
     pub udp_listen: Option<String>,
 }
 
@@ -108,34 +139,102 @@ async fn bind_both(
             {
                 tries += 1;
             }
-            Err(e) => {
-                return Err(Failure::new(
-                    1,
-                    format!(
-                        "cannot serve the UDP tracker on {at}: {e} (choose another port with --udp-listen ADDR, or --udp-listen off)"
-                    ),
-                ))
-            }
+            Err(e) => return Err(udp_bind_failure(at, e)),
         }
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+fn udp_bind_failure(at: SocketAddr, e: std::io::Error) -> Failure {
+    Failure::new(
+        1,
+        format!(
+            "cannot serve the UDP tracker on {at}: {e} (choose another port with --udp-listen ADDR, or --udp-listen off)"
+        ),
+    )
+}
+
+/// Prints where the tracker listens, in one write (a reader that stops after the first
+/// line must not make the second fail): `listening HOST:PORT` first (the plain address
+/// when there is one, else the TLS one), then `listening-tls HOST:PORT` when both, then
+/// `listening-udp HOST:PORT` when the UDP tracker runs.
+fn print_listening(
+    ctx: &Ctx,
+    plain: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+    udp: Option<SocketAddr>,
+) {
+    let mut out = String::new();
+    let first = plain.or(tls);
+    if ctx.json {
+        if let Some(a) = first {
+            out.push_str(&format!(
+                "{}\n",
+                json!({"event": "listening", "addr": a.to_string(), "tls": plain.is_none()})
+            ));
+        }
+        if let (Some(_), Some(t)) = (plain, tls) {
+            out.push_str(&format!(
+                "{}\n",
+                json!({"event": "listening", "addr": t.to_string(), "tls": true})
+            ));
+        }
+        if let Some(u) = udp {
+            out.push_str(&format!(
+                "{}\n",
+                json!({"event": "listening", "addr": u.to_string(), "udp": true})
+            ));
+        }
+    }
+    if let Some(a) = first {
+        out.push_str(&format!("listening {a}\n"));
+    }
+    if let (Some(_), Some(t)) = (plain, tls) {
+        out.push_str(&format!("listening-tls {t}\n"));
+    }
+    if let Some(u) = udp {
+        out.push_str(&format!("listening-udp {u}\n"));
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
 }
 
 pub fn serve(ctx: &Ctx, s: Serve) -> R {
-    let (Some(listen), Some(data)) = (s.listen, s.data) else {
+    let Some(data) = s.data else {
         return Err(Failure::usage(
-            "swarmbak tracker needs --listen ADDR and --data DIR (or a subcommand: enroll, revoke, machines)",
+            "swarmbak tracker needs --listen ADDR and/or --tls-listen ADDR, and --data DIR (or a subcommand: enroll, revoke, machines)",
         ));
     };
-    let addr = swarmbak_node::agent::bind_addr(Some(&listen))?;
+    if s.listen.is_none() && s.tls_listen.is_none() {
+        return Err(Failure::usage(
+            "swarmbak tracker needs --tls-listen ADDR (HTTPS: passkeys, tokens and the admin token never cross the network in clear) and/or --listen ADDR (plain HTTP)",
+        ));
+    }
+    let own_tls = match (s.tls_cert, s.tls_key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(Failure::usage(
+                "--tls-cert FILE and --tls-key FILE go together (the certificate and its private key, PEM)",
+            ))
+        }
+    };
+    if own_tls.is_some() && s.tls_listen.is_none() {
+        return Err(Failure::usage(
+            "--tls-cert and --tls-key are for --tls-listen ADDR: add it",
+        ));
+    }
+    let addr = match &s.listen {
+        Some(l) => Some(swarmbak_node::agent::bind_addr(Some(l))?),
+        None => None,
+    };
+    let tls_addr = match &s.tls_listen {
+        Some(l) => Some(swarmbak_node::agent::bind_addr(Some(l))?),
+        None => None,
+    };
     let udp = match s.udp_listen.as_deref() {
-        None => UdpListen::Same,
-        Some("off") => UdpListen::Off,
+        None if addr.is_some() => UdpListen::Same,
+        None | Some("off") => UdpListen::Off,
         Some(a) => UdpListen::At(a.parse().map_err(|_| {
             Failure::usage(format!(
                 "--udp-listen {a:?}: give HOST:PORT, like 0.0.0.0:6969, or `off`"
@@ -156,26 +255,65 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
             .await
             .map_err(|e| Failure::new(1, e.to_string()))?
             .map_err(|e| Failure::new(1, format!("{e}")))?;
-        let (listener, udp_socket) = bind_both(addr, &udp).await?;
-        let local = listener.local_addr()?;
-        t.record_address(local);
-        listening(ctx, local);
+        let bind = |a: SocketAddr| async move {
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| Failure::new(1, format!("cannot listen on {a}: {e}")))
+        };
+        let mut listeners = Vec::new();
+        let mut plain_local = None;
+        let mut udp_socket = None;
+        if let Some(a) = addr {
+            let (l, u) = bind_both(a, &udp).await?;
+            plain_local = Some(l.local_addr()?);
+            udp_socket = u;
+            listeners.push(swarmbak_tracker::Listener::plain(l));
+        } else if let UdpListen::At(at) = udp {
+            udp_socket = Some(
+                tokio::net::UdpSocket::bind(at)
+                    .await
+                    .map_err(|e| udp_bind_failure(at, e))?,
+            );
+        }
+        let mut tls_local = None;
+        let mut pin = None;
+        if let Some(a) = tls_addr {
+            let l = bind(a).await?;
+            let local = l.local_addr()?;
+            let id = t
+                .tls_identity(
+                    own_tls.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+                    local,
+                )
+                .map_err(|e| Failure::new(1, e.to_string()))?;
+            let cfg = id
+                .server_config()
+                .map_err(|e| Failure::new(1, e.to_string()))?;
+            pin = Some(id.sha256_hex());
+            tls_local = Some(local);
+            listeners.push(swarmbak_tracker::Listener::tls(l, cfg));
+        }
+        t.record_addresses(plain_local, tls_local);
+        let udp_local = match &udp_socket {
+            Some(u) => Some(u.local_addr()?),
+            None => None,
+        };
+        print_listening(ctx, plain_local, tls_local, udp_local);
         let t = match udp_socket {
-            Some(sock) => {
-                println!("listening-udp {}", sock.local_addr()?);
-                t.with_udp(sock)
-            }
+            Some(sock) => t.with_udp(sock),
             None => t,
         };
         eprintln!(
-            "swarmbak tracker: {} tracker, data in {}, organisation key {} ({}); {:?}",
+            "swarmbak tracker: {} tracker, data in {}, organisation key {} ({}){}; {:?}",
             if s.open { "open" } else { "private" },
             data.display(),
             t.org_key(),
             t.org_key().fingerprint(),
+            pin.map(|p| format!(", TLS certificate SHA-256 {p}"))
+                .unwrap_or_default(),
             t.load_report()
         );
-        t.serve(listener)
+        t.serve_listeners_until(listeners, std::future::pending())
             .await
             .map_err(|e| Failure::new(1, e.to_string()))
     })
@@ -194,15 +332,34 @@ fn poke(db: &mut Sqlite, org: &Org) {
     let Ok(Some(addr)) = db.setting(admin::LISTEN_SETTING) else {
         return;
     };
-    let Ok(mut sa) = addr.parse::<std::net::SocketAddr>() else {
+    // `https://ADDR` when the tracker serves TLS: the admin token goes over it, to the
+    // certificate the tracker recorded.
+    let (https, addr) = match addr.strip_prefix("https://") {
+        Some(a) => (true, a.to_owned()),
+        None => (false, addr),
+    };
+    let Ok(mut sa) = addr.parse::<SocketAddr>() else {
         return;
     };
     if sa.ip().is_unspecified() {
         sa.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let Ok(c) = swarmbak_tracker::TrackerClient::new(&format!("http://{sa}")) else {
+    let scheme = if https { "https" } else { "http" };
+    let Ok(mut c) = swarmbak_tracker::TrackerClient::new(&format!("{scheme}://{sa}")) else {
         return;
     };
+    if https {
+        let pin = db
+            .setting(admin::TLS_SETTING)
+            .ok()
+            .flatten()
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        match pin {
+            Some(p) => c = c.with_tls_pin(p),
+            None => return,
+        }
+    }
     if let Ok(rt) = swarmbak_node::runtime() {
         let c = c.with_timeout(Duration::from_secs(5));
         if let Err(e) = rt.block_on(c.reload(&org.admin_token)) {
@@ -229,7 +386,8 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
             let (mut db, org) = open_db(&data)?;
             if client {
                 let (row, announce) =
-                    admin::create_client(&mut db, url.as_deref(), &name, now()).map_err(fail)?;
+                    admin::create_client(&mut db, url.as_deref(), &name, unix_now())
+                        .map_err(fail)?;
                 println!("{announce}");
                 poke(&mut db, &org);
                 if ctx.json {
@@ -253,7 +411,7 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                     domain,
                     cert_days: expires,
                 },
-                now(),
+                unix_now(),
             )
             .map_err(fail)?;
             println!("{token}");
@@ -273,7 +431,7 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
         }
         Action::Revoke { data, machine } => {
             let (mut db, org) = open_db(&data)?;
-            let row = admin::revoke(&mut db, &org, &machine, now()).map_err(fail)?;
+            let row = admin::revoke(&mut db, &org, &machine, unix_now()).map_err(fail)?;
             poke(&mut db, &org);
             if ctx.json {
                 println!(

@@ -163,6 +163,12 @@ fn demo_runs_end_to_end() {
         out.contains("OK: the restored tree is byte-for-byte identical"),
         "{out}"
     );
+    // The organisation runs a private tracker and enrols every machine, and says so.
+    assert!(out.contains("private tracker listening on"), "{out}");
+    for m in ["demo-laptop", "desk-anna", "desk-dev", "new-laptop"] {
+        assert!(out.contains(&format!("enrolled {m}")), "{m}: {out}");
+    }
+    assert!(out.contains("revokes demo-laptop"), "{out}");
     assert_eq!(
         fs::read_dir(t.path()).unwrap().count(),
         0,

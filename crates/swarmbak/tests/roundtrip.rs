@@ -297,6 +297,28 @@ fn magnet_and_torrent_file_name_the_same_snapshot_and_export_round_trips() {
     ok(&m.home, &["export", &ih, tf.to_str().unwrap()]);
     let j = inspect_json(&m.home, tf.to_str().unwrap());
     assert_eq!(j["infohash"], ih.as_str());
+    // For a standard client: another announce URL, the same info-hash.
+    let url = "http://tracker.example:6969/0123456789abcdef0123456789abcdef/announce";
+    let tc = t.path().join("client.torrent");
+    ok(
+        &m.home,
+        &["export", &ih, tc.to_str().unwrap(), "--announce", url],
+    );
+    let jc = inspect_json(&m.home, tc.to_str().unwrap());
+    assert_eq!(jc["infohash"], ih.as_str());
+    assert_eq!(jc["announce"], url);
+    assert_eq!(jc["pieces"], j["pieces"]);
+    let err = fails(
+        &m.home,
+        &[
+            "export",
+            &ih,
+            tc.to_str().unwrap(),
+            "--announce",
+            "tracker:6969",
+        ],
+    );
+    assert!(err.contains("--announce"), "{err}");
     let to = t.path().join("a");
     ok(
         &m.home,

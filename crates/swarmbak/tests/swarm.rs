@@ -19,7 +19,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 struct Org {
     dir: tempfile::TempDir,
-    tracker: Proc,
+    tracker: Tracker,
     agents: Vec<(std::path::PathBuf, Proc)>,
     recovery: std::path::PathBuf,
     recovery_pub: String,
@@ -27,15 +27,15 @@ struct Org {
 
 fn org(agents: usize) -> Org {
     let dir = tempfile::tempdir().unwrap();
-    let tracker = tracker(dir.path());
     let rec = swarmbak_format::Identity::generate();
     let recovery = dir.path().join("recovery.txt");
     fs::write(&recovery, rec.to_identity_file()).unwrap();
     let recovery_pub = rec.to_public().to_string();
+    let tracker = tracker(dir.path(), &recovery_pub);
     let mut v = Vec::new();
     for i in 0..agents {
         let home = dir.path().join(format!("agent{i}"));
-        init(&home, &format!("agent{i}"), &tracker.addr, &recovery_pub);
+        init(&home, &format!("agent{i}"), &tracker, &recovery_pub);
         let p = agent(&home, &format!("agent{i}"));
         v.push((home, p));
     }
@@ -51,7 +51,7 @@ fn org(agents: usize) -> Org {
 /// The owner backs up `tree` until durable; returns (owner home, infohash).
 fn seed_durable(o: &Org, tree: &Path) -> (std::path::PathBuf, String) {
     let owner = o.dir.path().join("owner");
-    init(&owner, "owner", &o.tracker.addr, &o.recovery_pub);
+    init(&owner, "owner", &o.tracker, &o.recovery_pub);
     let out = run_fast(&owner, &["seed", tree.to_str().unwrap(), "--timeout", "90"]);
     let (so, se) = text(&out);
     assert!(
@@ -68,18 +68,10 @@ fn seed_durable(o: &Org, tree: &Path) -> (std::path::PathBuf, String) {
     (owner, ih)
 }
 
+/// A machine enrolled in the organisation (a replacement for a lost one, say).
 fn new_machine(o: &Org, name: &str) -> std::path::PathBuf {
     let home = o.dir.path().join(name);
-    ok(
-        &home,
-        &[
-            "init",
-            "--name",
-            name,
-            "--tracker",
-            &format!("http://{}", o.tracker.addr),
-        ],
-    );
+    init(&home, name, &o.tracker, &o.recovery_pub);
     home
 }
 
@@ -263,16 +255,59 @@ fn the_tracker_keeps_published_snapshots_across_a_restart() {
     let mut o = org(3);
     let tree = o.dir.path().join("t");
     swarmbak_gentree::office(&tree, 2 << 20, 3).unwrap();
-    let (_owner, ih) = seed_durable(&o, &tree);
+    let (owner, ih) = seed_durable(&o, &tree);
     o.tracker.kill();
-    let t2 = tracker(o.dir.path());
-    let home = o.dir.path().join("viewer");
-    ok(
-        &home,
-        &["init", "--tracker", &format!("http://{}", t2.addr)],
+    // Started again on the same data (the recovery recipient is stored: not given again).
+    let t2 = Proc::start(
+        "tracker",
+        &[
+            "tracker",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            o.tracker.data.to_str().unwrap(),
+            "--interval",
+            "1",
+        ],
     );
+    o.tracker.addr = t2.addr.clone();
+    o.tracker.proc = t2;
+    // A machine enrolled after the restart sees the owner's signed records...
+    let home = o.dir.path().join("viewer");
+    init(&home, "viewer", &o.tracker, &o.recovery_pub);
     let list = ok(&home, &["snapshots", "--machine", "owner"]);
     assert!(list.contains(&ih), "{list}");
+    // ... and a passkey enrolled before it still works (the owner moves to the new port).
+    ok(&owner, &["init", "--tracker", &o.tracker.url()]);
+    let list = ok(&owner, &["snapshots", "--machine", "owner"]);
+    assert!(list.contains(&ih), "{list}");
+}
+
+/// The old open tracker (`--open`), asked for explicitly: a machine that never enrolled
+/// publishes an unsigned snapshot and another lists it by name.
+#[test]
+fn the_open_tracker_still_serves_machines_that_never_enrolled() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = swarmbak_format::Identity::generate()
+        .to_public()
+        .to_string();
+    let t = open_tracker(dir.path());
+    let owner = dir.path().join("owner");
+    init(&owner, "owner", &t, &rec);
+    let tree = dir.path().join("t");
+    swarmbak_gentree::office(&tree, 1 << 20, 3).unwrap();
+    let ih = seed(&owner, &[&tree]);
+    let c: serde_json::Value =
+        serde_json::from_slice(&fs::read(owner.join("config.json")).unwrap()).unwrap();
+    assert!(c["enrolment"].is_null(), "{c}");
+    let viewer = dir.path().join("viewer");
+    init(&viewer, "viewer", &t, &rec);
+    let list = ok(&viewer, &["snapshots", "--machine", "owner"]);
+    assert!(list.contains(&ih), "{list}");
+    // No passkey in the announce path.
+    let out = ok(&owner, &["--json", "inspect", &ih]);
+    assert!(out.contains(&format!("\"{}/announce\"", t.url())), "{out}");
 }
 
 /// A peer that claims every piece and serves garbage: announced to the tracker, it is
@@ -299,13 +334,13 @@ mod liar {
         pub closed_by_peer: AtomicUsize,
     }
 
-    pub async fn run(tracker: String, ih: [u8; 20], counts: Arc<Counts>) {
+    pub async fn run(announce_url: String, ih: [u8; 20], counts: Arc<Counts>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         let mut peer_id = [b'L'; 20];
         peer_id[..8].copy_from_slice(b"-LIAR01-");
         tokio::spawn(async move {
-            let c = TrackerClient::new(&format!("http://{tracker}")).unwrap();
+            let c = TrackerClient::new(&announce_url).unwrap();
             loop {
                 let _ = c
                     .announce(&AnnounceRequest::new(ih.into(), peer_id.into(), port, 0))
@@ -375,7 +410,10 @@ fn a_lying_peer_is_detected_and_banned_and_the_fetch_completes_from_honest_peers
     }
     let counts = std::sync::Arc::new(liar::Counts::default());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.spawn(liar::run(o.tracker.addr.clone(), ihb, counts.clone()));
+    // The liar is enrolled as a standard client would be (a passkey, no key): a private
+    // tracker refuses announces without one.
+    let liar_url = o.tracker.client_announce("liar");
+    rt.spawn(liar::run(liar_url, ihb, counts.clone()));
     std::thread::sleep(Duration::from_millis(800));
     let newm = new_machine(&o, "replacement");
     let to = o.dir.path().join("restored");
@@ -408,7 +446,7 @@ fn an_agent_holds_other_machines_shards_within_its_quota() {
     let _serial = serial();
     let o = org(3);
     let small = o.dir.path().join("small-disk");
-    init(&small, "small-disk", &o.tracker.addr, &o.recovery_pub);
+    init(&small, "small-disk", &o.tracker, &o.recovery_pub);
     ok(&small, &["init", "--quota", "2M"]);
     let _a = agent(&small, "small-disk");
     std::thread::sleep(Duration::from_millis(500));
@@ -431,7 +469,7 @@ fn seed_hands_the_snapshot_to_the_agent_running_on_the_same_home() {
     let _serial = serial();
     let o = org(3);
     let owner = o.dir.path().join("owner");
-    init(&owner, "owner", &o.tracker.addr, &o.recovery_pub);
+    init(&owner, "owner", &o.tracker, &o.recovery_pub);
     let _owner_agent = agent(&owner, "owner-agent");
     let tree = o.dir.path().join("docs");
     swarmbak_gentree::office(&tree, 4 << 20, 21).unwrap();

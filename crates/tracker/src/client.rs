@@ -1,10 +1,13 @@
 //! The tracker client used by swarmbak machines: announce and scrape (any BEP 3 tracker,
 //! opentracker included) and swarmbak's own calls (publish, metainfo, snapshots).
 //!
-//! Plain `http://` only, over a small HTTP/1.1 exchange per call (hyper's client
-//! connection on a tokio `TcpStream`); `https://` is refused with a clear error.
+//! A small HTTP/1.1 exchange per call (hyper's client connection on a tokio
+//! `TcpStream`). `http://` as it always was; `https://` only with the SHA-256 pin of the
+//! tracker's certificate ([`TrackerClient::with_tls_pin`], from the enrolment token):
+//! the TLS verifier accepts exactly that certificate (tracker.md §7.5).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,6 +15,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
@@ -31,9 +35,18 @@ pub enum ClientError {
     /// The tracker URL is not usable.
     #[error("invalid tracker URL: {0}")]
     InvalidUrl(String),
-    /// The URL's scheme is not supported (https, udp).
+    /// The URL's scheme is not supported (udp), or https without a pin.
     #[error("{0}")]
     Unsupported(String),
+    /// The tracker's TLS certificate is not the pinned one: another server answered (or
+    /// the tracker's certificate was replaced). Not retried.
+    #[error("the server at {addr} is not the tracker the pin names: {mismatch}; nothing was sent to it. Check the enrolment token (ask the administrator for a new one), or, if the tracker's certificate was replaced on purpose, enrol again")]
+    TlsPin {
+        /// host:port.
+        addr: String,
+        /// Expected and presented hashes.
+        mismatch: crate::tls::PinMismatch,
+    },
     /// Could not connect (tracker down, refused).
     #[error("cannot connect to the tracker at {addr}: {message}")]
     Connect {
@@ -134,8 +147,11 @@ impl Default for Retry {
 }
 
 /// A tracker, by its base URL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TrackerClient {
+    /// `https://`: every call goes over TLS, with `tls` (none until a pin is given).
+    https: bool,
+    tls: Option<(Arc<rustls::ClientConfig>, [u8; 32])>,
     host: String,
     port: u16,
     announce_path: String,
@@ -145,6 +161,15 @@ pub struct TrackerClient {
     passkey: Option<String>,
     retry: Retry,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for TrackerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackerClient")
+            .field("url", &self.announce_url())
+            .field("tls_pin", &self.tls.as_ref().map(|(_, p)| hex::encode(p)))
+            .finish_non_exhaustive()
+    }
 }
 
 /// The JSON answer to a publish.
@@ -165,7 +190,9 @@ fn url_encode(s: &str) -> String {
 }
 
 impl TrackerClient {
-    /// A client for the tracker at `base_url`, `http://HOST[:PORT][/PATH]`.
+    /// A client for the tracker at `base_url`, `http://HOST[:PORT][/PATH]` or
+    /// `https://HOST[:PORT][/PATH]` (the latter needs [`TrackerClient::with_tls_pin`]
+    /// before its first call).
     ///
     /// Announces go to `PATH/announce` and scrapes to `PATH/scrape`, so a bare
     /// `http://host:port` works with swarmbak's tracker and opentracker alike. A URL
@@ -175,10 +202,16 @@ impl TrackerClient {
     /// hang off `PATH`.
     pub fn new(base_url: &str) -> Result<TrackerClient, ClientError> {
         let url = base_url.trim();
-        let Some(rest) = url.strip_prefix("http://") else {
+        let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(r), _) => (false, Some(r)),
+            (None, Some(r)) => (true, Some(r)),
+            (None, None) => (false, None),
+        };
+        let default_port = if https { 443 } else { 80 };
+        let Some(rest) = rest else {
             if let Some((scheme, _)) = url.split_once("://") {
                 return Err(ClientError::Unsupported(format!(
-                    "{scheme}:// trackers are not supported (yet): give the tracker as http://HOST:PORT"
+                    "{scheme}:// trackers are not supported (yet): give the tracker as http://HOST:PORT or https://HOST:PORT"
                 )));
             }
             return Err(ClientError::InvalidUrl(format!(
@@ -202,14 +235,14 @@ impl TrackerClient {
                 .ok_or_else(|| ClientError::InvalidUrl(format!("{url:?}: bad IPv6 host")))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse::<u16>().ok(),
-                None if after.is_empty() => Some(80),
+                None if after.is_empty() => Some(default_port),
                 None => None,
             };
             (format!("[{h}]"), port)
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h.to_owned(), p.parse::<u16>().ok()),
-                None => (authority.to_owned(), Some(80)),
+                None => (authority.to_owned(), Some(default_port)),
             }
         };
         let port = port
@@ -237,6 +270,8 @@ impl TrackerClient {
             )
         };
         Ok(TrackerClient {
+            https,
+            tls: None,
             host,
             port,
             announce_path,
@@ -259,6 +294,21 @@ impl TrackerClient {
         self
     }
 
+    /// Trust exactly the TLS certificate whose DER has SHA-256 `pin` (the `tls` field
+    /// of an enrolment token): no certificate authority, no host name check. Only
+    /// `https://` URLs use it; on `http://` it changes nothing.
+    pub fn with_tls_pin(mut self, pin: [u8; 32]) -> TrackerClient {
+        if self.https {
+            self.tls = Some((crate::tls::pinned_client_config(pin), pin));
+        }
+        self
+    }
+
+    /// Does this client speak TLS (an `https://` URL)?
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
     /// Retry calls with backoff as `retry` says (default: no retry).
     pub fn with_retry(mut self, retry: Retry) -> TrackerClient {
         self.retry = retry;
@@ -273,12 +323,32 @@ impl TrackerClient {
 
     /// The announce URL this client uses.
     pub fn announce_url(&self) -> String {
-        format!("http://{}:{}{}", self.host, self.port, self.announce_path)
+        format!(
+            "{}://{}:{}{}",
+            self.scheme(),
+            self.host,
+            self.port,
+            self.announce_path
+        )
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The scrape URL this client uses.
     pub fn scrape_url(&self) -> String {
-        format!("http://{}:{}{}", self.host, self.port, self.scrape_path)
+        format!(
+            "{}://{}:{}{}",
+            self.scheme(),
+            self.host,
+            self.port,
+            self.scrape_path
+        )
     }
 
     fn bt_target(&self, path: &str, query: &str) -> String {
@@ -342,14 +412,8 @@ impl TrackerClient {
             url_encode(machine_key),
             url_encode(machine_name)
         );
-        let body = Bytes::copy_from_slice(torrent);
-        self.with_retries(|| async {
-            let (status, reply) = self
-                .exchange(Method::POST, &target, Some(body.clone()), &[])
-                .await?;
-            json_reply(status, &reply)
-        })
-        .await
+        self.json_call(Method::POST, &target, Some(torrent), &[])
+            .await
     }
 
     /// Publishes a snapshot's torrent with its owner's signed record and certificate
@@ -361,7 +425,6 @@ impl TrackerClient {
         certificate: &[u8],
     ) -> Result<Published, ClientError> {
         let target = format!("{}/publish", self.api_base);
-        let body = Bytes::copy_from_slice(torrent);
         let headers = [
             (crate::server::RECORD_HEADER, swarmbak_trust::to_b64(record)),
             (
@@ -369,26 +432,15 @@ impl TrackerClient {
                 swarmbak_trust::to_b64(certificate),
             ),
         ];
-        self.with_retries(|| async {
-            let (status, reply) = self
-                .exchange(Method::POST, &target, Some(body.clone()), &headers)
-                .await?;
-            json_reply(status, &reply)
-        })
-        .await
+        self.json_call(Method::POST, &target, Some(torrent), &headers)
+            .await
     }
 
     /// Enrols this machine with its signed enrolment request (trust.md §6).
     pub async fn enroll(&self, request: &[u8]) -> Result<crate::EnrollAnswer, ClientError> {
         let target = format!("{}/api/v1/enroll", self.api_base);
-        let body = Bytes::copy_from_slice(request);
-        self.with_retries(|| async {
-            let (status, reply) = self
-                .exchange(Method::POST, &target, Some(body.clone()), &[])
-                .await?;
-            json_reply(status, &reply)
-        })
-        .await
+        self.json_call(Method::POST, &target, Some(request), &[])
+            .await
     }
 
     /// `POST PATH/api/v1/reload` with the admin token: the running tracker rereads its
@@ -437,19 +489,38 @@ impl TrackerClient {
             Some(m) => format!("{}/snapshots?machine={}", self.api_base, url_encode(m)),
             None => format!("{}/snapshots", self.api_base),
         };
-        self.with_retries(|| async {
-            let (status, body) = self.exchange(Method::GET, &target, None, &[]).await?;
-            json_reply(status, &body)
-        })
-        .await
+        self.json_call(Method::GET, &target, None, &[]).await
+    }
+
+    /// The tracker's record of one snapshot (`GET /snapshots?infohash=`), `None` when it
+    /// lists none.
+    pub async fn snapshot(&self, ih: &InfoHash) -> Result<Option<SnapshotRecord>, ClientError> {
+        let target = format!("{}/snapshots?infohash={}", self.api_base, hex::encode(ih));
+        let list: Vec<SnapshotRecord> = self.json_call(Method::GET, &target, None, &[]).await?;
+        Ok(list.into_iter().find(|r| r.infohash == hex::encode(ih)))
     }
 
     /// Every machine that published, most recent first.
     pub async fn machines(&self) -> Result<Vec<MachineRecord>, ClientError> {
         let target = format!("{}/machines", self.api_base);
+        self.json_call(Method::GET, &target, None, &[]).await
+    }
+
+    /// One JSON endpoint: `method target` with `body` and `headers`, retried as the client
+    /// says, the reply's JSON (or the tracker's error) returned.
+    async fn json_call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        target: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, String)],
+    ) -> Result<T, ClientError> {
+        let body = body.map(Bytes::copy_from_slice);
         self.with_retries(|| async {
-            let (status, body) = self.exchange(Method::GET, &target, None, &[]).await?;
-            json_reply(status, &body)
+            let (status, reply) = self
+                .exchange(method.clone(), target, body.clone(), headers)
+                .await?;
+            json_reply(status, &reply)
         })
         .await
     }
@@ -525,6 +596,16 @@ impl TrackerClient {
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let bare = self.host.trim_start_matches('[').trim_end_matches(']');
         let addr_text = format!("{}:{}", self.host, self.port);
+        // Checked before connecting: an https tracker is never spoken to without its pin.
+        let tls = match (&self.tls, self.https) {
+            (Some((cfg, _)), true) => Some(cfg.clone()),
+            (_, false) => None,
+            (None, true) => {
+                return Err(ClientError::Unsupported(format!(
+                    "https://{addr_text}: an https tracker is trusted only by the SHA-256 of its certificate, and none was given: enrol with a token that carries it (swarmbak tracker enroll writes it into https tokens), or use the tracker's http:// address on a trusted network"
+                )))
+            }
+        };
         let connect_err = |e: std::io::Error| ClientError::Connect {
             addr: addr_text.clone(),
             message: e.to_string(),
@@ -535,12 +616,35 @@ impl TrackerClient {
         }
         .map_err(connect_err)?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError::Io(e.to_string()))?;
-        let conn_task = tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let req = self.request(method, target, body, headers, &addr_text)?;
+        match tls {
+            None => send(stream, req).await,
+            Some(cfg) => {
+                let name = ServerName::try_from(bare.to_owned())
+                    .map_err(|_| ClientError::InvalidUrl(format!("bad host {bare:?}")))?;
+                let stream = tokio_rustls::TlsConnector::from(cfg)
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| match crate::tls::pin_mismatch(&e) {
+                        Some(mismatch) => ClientError::TlsPin {
+                            addr: addr_text.clone(),
+                            mismatch,
+                        },
+                        None => ClientError::Io(format!("TLS handshake with {addr_text}: {e}")),
+                    })?;
+                send(stream, req).await
+            }
+        }
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        target: &str,
+        body: Option<Bytes>,
+        headers: &[(&str, String)],
+        addr_text: &str,
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
         let mut req = Request::new(Full::new(body.unwrap_or_default()));
         *req.method_mut() = method;
         *req.uri_mut() = target
@@ -549,7 +653,7 @@ impl TrackerClient {
         let h = req.headers_mut();
         h.insert(
             HOST,
-            HeaderValue::from_str(&addr_text)
+            HeaderValue::from_str(addr_text)
                 .map_err(|_| ClientError::InvalidUrl(format!("bad host {addr_text:?}")))?,
         );
         h.insert(
@@ -577,6 +681,22 @@ impl TrackerClient {
                 HeaderValue::from_static("application/x-bittorrent"),
             );
         }
+        Ok(req)
+    }
+}
+
+/// One request on a fresh connection (plain or TLS), and its reply.
+async fn send<S>(stream: S, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Io(e.to_string()))?;
+    let conn_task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    {
         let result = async {
             let resp = sender
                 .send_request(req)
@@ -652,10 +772,9 @@ mod tests {
         assert_eq!(c.announce_url(), "http://[::1]:7000/x/announce");
         let c = TrackerClient::new("http://h/announce?pk=abc").unwrap();
         assert_eq!(c.bt_target(&c.announce_path, "a=1"), "/announce?pk=abc&a=1");
-        assert!(matches!(
-            TrackerClient::new("https://h:1"),
-            Err(ClientError::Unsupported(_))
-        ));
+        let c = TrackerClient::new("https://h/x").unwrap();
+        assert_eq!(c.announce_url(), "https://h:443/x/announce");
+        assert!(c.is_https());
         assert!(matches!(
             TrackerClient::new("udp://h:1"),
             Err(ClientError::Unsupported(_))

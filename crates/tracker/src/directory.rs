@@ -24,6 +24,8 @@ pub struct Member {
     pub name: String,
     /// Revoked: its passkey no longer works.
     pub revoked: bool,
+    /// When its certificate expires (Unix seconds): its passkey stops working then.
+    pub expires: Option<i64>,
     first_seen: AtomicI64,
     last_seen: AtomicI64,
 }
@@ -68,6 +70,7 @@ impl Directory {
                 key_hex: r.key.map(|k| hex::encode(k).into()),
                 name: r.name.clone(),
                 revoked: r.revoked.is_some(),
+                expires: r.expires,
                 first_seen: AtomicI64::new(
                     prev.map_or(0, |p| p.first_seen.load(Ordering::Relaxed)),
                 ),
@@ -177,6 +180,16 @@ impl Snapshots {
         v.into_iter()
             .map(|(_, r)| SnapshotRecord::from(r))
             .collect()
+    }
+
+    /// How many machines published (what [`Snapshots::machines`] would list, without
+    /// building the list).
+    pub fn machine_count(&self) -> usize {
+        self.rows
+            .iter()
+            .map(|r| r.machine_key.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
     }
 
     /// Every machine that published, most recent publish first.

@@ -27,6 +27,7 @@ pub mod sqlite;
 pub mod storage;
 pub mod store;
 pub mod swarm;
+pub mod tls;
 pub mod udp;
 
 pub use client::{ClientError, Published, Retry, TrackerClient, MAX_REPLY_BYTES};
@@ -35,8 +36,8 @@ pub use proto::{
     ScrapeStats,
 };
 pub use server::{
-    serve, EnrollAnswer, Tracker, TrackerConfig, TrackerError, CERTIFICATE_HEADER, NO_PASSKEY,
-    RECORD_HEADER, REVOKED_PASSKEY, UNKNOWN_PASSKEY, UNKNOWN_TORRENT,
+    serve, EnrollAnswer, Listener, Tracker, TrackerConfig, TrackerError, CERTIFICATE_HEADER,
+    NO_PASSKEY, RECORD_HEADER, REVOKED_PASSKEY, UNKNOWN_PASSKEY, UNKNOWN_TORRENT,
 };
 pub use sqlite::ImportReport;
 pub use store::{MachineRecord, SnapshotRecord};

@@ -9,7 +9,6 @@
 //! All three are created at the first start (or the first `swarmbak tracker enroll`) and
 //! never replaced.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use swarmbak_trust::{KeyFileError, PublicKey, SigningKey};
@@ -52,8 +51,8 @@ pub enum OrgError {
     Malformed(PathBuf),
 }
 
-/// Reads `path` (one line of hex), or creates it with `make()` (mode 0600, synced,
-/// linked into place so that two processes creating it at once agree).
+/// Reads `path` (one line of hex), or creates it with `make()` (mode 0600, once: see
+/// [`swarmbak_trust::create_once`]).
 fn load_or_create_secret(path: &Path, make: impl FnOnce() -> String) -> Result<String, OrgError> {
     let io = |source| OrgError::Io {
         path: path.to_path_buf(),
@@ -64,28 +63,7 @@ fn load_or_create_secret(path: &Path, make: impl FnOnce() -> String) -> Result<S
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".secret.tmp{}", std::process::id()));
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(format!("{}\n", make()).as_bytes())
-            .map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {}
-        // Another process made it first: theirs counts.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io(e)),
-    }
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    swarmbak_trust::create_once(path, format!("{}\n", make()).as_bytes(), 0o600).map_err(io)?;
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_owned())
         .map_err(io)

@@ -1,4 +1,5 @@
-//! The tracker's HTTP server (hyper on tokio, HTTP/1.1 with keep-alive).
+//! The tracker's HTTP server (hyper on tokio, HTTP/1.1 with keep-alive), on plain TCP
+//! and/or TLS (rustls; tracker.md §7.5): the same service on every listener.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -18,6 +19,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use swarmbak_bencode::Encoder;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -28,7 +30,7 @@ use crate::proto::{encode_failure, AnnounceRequest, InfoHash};
 use crate::query::{decoded_pairs, percent_decode_into, raw_pairs, text_param};
 use crate::sqlite::{ImportReport, Sqlite};
 use crate::storage::{Published, SnapshotRow, Storage, StorageError};
-use crate::store::{check_machine_key, check_machine_name};
+use crate::store::{check_machine_key, check_machine_name, SnapshotRecord};
 use crate::swarm::{PeerAnnounce, Swarms};
 
 /// The failure reason for an announce or scrape of a torrent nobody published.
@@ -74,6 +76,18 @@ pub struct TrackerConfig {
     pub reload_every: Duration,
     /// How often online spans are written (default 30 s).
     pub online_flush: Duration,
+    /// A request body must arrive within this (default 30 s; later: 408).
+    pub body_timeout: Duration,
+    /// Publish bytes being received at once, all publishes together (default 64 MiB):
+    /// beyond it a publish is answered 503 at once, before its body is read.
+    pub max_publish_in_flight: usize,
+    /// Publishes being received at once (default 16; more: 503 at once).
+    pub max_publishes_at_once: usize,
+    /// Most pieces a published snapshot may have (default 2^20).
+    pub max_pieces: usize,
+    /// Longest a TLS client may take over its handshake before it is dropped (default
+    /// 10 s). The handshake runs in the connection's task, never in the accept loop.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl TrackerConfig {
@@ -96,6 +110,11 @@ impl TrackerConfig {
             recovery_recipients: Vec::new(),
             reload_every: Duration::from_secs(1),
             online_flush: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            max_publish_in_flight: 64 << 20,
+            max_publishes_at_once: 16,
+            max_pieces: 1 << 20,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 
@@ -132,6 +151,41 @@ pub enum TrackerError {
     /// A bad setting.
     #[error("{0}")]
     Config(String),
+    /// The TLS certificate or key.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// A socket the tracker accepts connections on: plain HTTP, or HTTPS with the tracker's
+/// certificate (the handshake is done in each connection's task).
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Listener {
+    /// Plain HTTP on `tcp`.
+    pub fn plain(tcp: TcpListener) -> Listener {
+        Listener { tcp, tls: None }
+    }
+
+    /// HTTPS on `tcp` with `config` (see [`crate::tls::TlsIdentity::server_config`]).
+    pub fn tls(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> Listener {
+        Listener {
+            tcp,
+            tls: Some(tokio_rustls::TlsAcceptor::from(config)),
+        }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Serves TLS?
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 pub(crate) struct Shared {
@@ -142,7 +196,14 @@ pub(crate) struct Shared {
     dir: RwLock<Directory>,
     /// The database's `data_version` when `dir` was built.
     dir_version: Mutex<i64>,
+    /// The addresses last recorded in the database (recorded once, not at every start of
+    /// `serve` after `swarmbak tracker` recorded them before printing `listening`).
+    recorded: Mutex<Option<(Option<SocketAddr>, Option<SocketAddr>)>>,
     org: Org,
+    /// Bytes of publish bodies being received (permits are bytes).
+    publish_bytes: Semaphore,
+    /// Publishes being received.
+    publish_slots: Semaphore,
     started: Instant,
     // Held while the tracker runs: a second tracker on the same DATA is refused.
     _lock: fd_lock::RwLock<std::fs::File>,
@@ -156,7 +217,8 @@ pub struct Tracker {
     udp: Option<tokio::net::UdpSocket>,
 }
 
-fn unix_now() -> i64 {
+/// Now, in Unix seconds (the tracker's clock for records, tokens and expiry).
+pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -231,7 +293,10 @@ impl Tracker {
                 snaps: RwLock::new(Snapshots::new(rows)),
                 dir: RwLock::new(Directory::build(&machines, &Directory::default())),
                 dir_version: Mutex::new(version),
+                recorded: Mutex::new(None),
                 org,
+                publish_bytes: Semaphore::new(config.max_publish_in_flight.max(1)),
+                publish_slots: Semaphore::new(config.max_publishes_at_once.max(1)),
                 started: Instant::now(),
                 _lock: lock,
                 config,
@@ -246,11 +311,40 @@ impl Tracker {
         &self.report
     }
 
-    /// Records where the tracker listens (the URL enrolment tokens carry, unless
-    /// `public_url` is set). `serve` does it too; call it first when something must see
-    /// it before serving starts (`swarmbak tracker` does, before printing `listening`).
-    pub fn record_address(&self, local: SocketAddr) {
-        record_address(&self.shared, local);
+    /// Records where the tracker listens in plain HTTP and in TLS: with TLS, the URL
+    /// tokens carry is `https://` and the TLS address (unless `public_url` is set), and
+    /// `swarmbak tracker revoke` reaches the admin API over TLS.
+    pub fn record_addresses(&self, plain: Option<SocketAddr>, tls: Option<SocketAddr>) {
+        record_address(&self.shared, plain, tls);
+    }
+
+    /// The tracker's TLS identity for a TLS listener on `tls_listen`: the
+    /// administrator's own certificate and key (`own`, PEM files), else `DATA/tls.crt`
+    /// and `DATA/tls.key`, made the first time (naming the public URL's host,
+    /// `localhost` and the listen address) and never replaced. Its SHA-256 is recorded
+    /// (setting [`admin::TLS_SETTING`]) so that `https://` enrolment tokens pin it.
+    /// Blocking file I/O.
+    pub fn tls_identity(
+        &self,
+        own: Option<(&std::path::Path, &std::path::Path)>,
+        tls_listen: SocketAddr,
+    ) -> Result<crate::tls::TlsIdentity, TrackerError> {
+        let sh = &self.shared;
+        let id = match own {
+            Some((cert, key)) => crate::tls::TlsIdentity::from_files(cert, key)?,
+            None => {
+                let url = public_url(sh, None, Some(tls_listen));
+                let names = crate::tls::subject_names(Some(&url), Some(tls_listen.ip()));
+                crate::tls::TlsIdentity::load_or_create(&sh.config.data_dir, &names)?
+            }
+        };
+        lock_db(sh)
+            .set_setting(admin::TLS_SETTING, &id.sha256_hex())
+            .map_err(|source| TrackerError::Storage {
+                path: sh.config.data_dir.clone(),
+                source,
+            })?;
+        Ok(id)
     }
 
     /// The shared state (unit tests of the UDP server).
@@ -277,13 +371,30 @@ impl Tracker {
         self.serve_until(listener, std::future::pending()).await
     }
 
-    /// Serves on `listener` until `shutdown` completes, then stops accepting, lets
-    /// requests in flight finish (at most 5 s) and returns.
+    /// Serves plain HTTP on `listener` until `shutdown` completes, then stops accepting,
+    /// lets requests in flight finish (at most 5 s) and returns.
     pub async fn serve_until(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), TrackerError> {
+        self.serve_listeners_until(vec![Listener::plain(listener)], shutdown)
+            .await
+    }
+
+    /// Serves the same service on every listener (plain and TLS) until `shutdown`
+    /// completes or one of them fails, then stops accepting, lets requests in flight
+    /// finish (at most 5 s) and returns. The connection limit is shared.
+    pub async fn serve_listeners_until(
+        self,
+        listeners: Vec<Listener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), TrackerError> {
+        if listeners.is_empty() {
+            return Err(TrackerError::Config(
+                "the tracker needs at least one listener (--listen or --tls-listen)".into(),
+            ));
+        }
         let shared = self.shared;
         let (stop_tx, stop_rx) = watch::channel(false);
         let udp = self
@@ -307,46 +418,45 @@ impl Tracker {
         let background = {
             let shared = shared.clone();
             let stop = stop_rx.clone();
-            let local = listener.local_addr().ok();
-            tokio::spawn(background(shared, stop, local))
+            let plain = listeners
+                .iter()
+                .find(|l| !l.is_tls())
+                .and_then(|l| l.local_addr().ok());
+            let tls = listeners
+                .iter()
+                .find(|l| l.is_tls())
+                .and_then(|l| l.local_addr().ok());
+            tokio::spawn(background(shared, stop, plain, tls))
         };
-        tokio::pin!(shutdown);
-        let result = loop {
-            let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break Ok(()),
-                },
-                _ = &mut shutdown => break Ok(()),
-            };
-            let (stream, remote) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) if is_transient(&e) => {
-                        // Out of file descriptors and the like: wait a little.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    Err(e) => break Err(TrackerError::Accept(e)),
-                },
-                _ = &mut shutdown => break Ok(()),
-            };
-            let _ = stream.set_nodelay(true);
-            let shared = shared.clone();
-            let stop = stop_rx.clone();
-            tokio::spawn(async move {
-                serve_connection(shared, stream, remote, stop).await;
-                // Only now: every reference to the shared state is gone.
-                drop(permit);
-            });
+        // One accept loop per listener; the first to fail ends the service.
+        let (ended_tx, mut ended_rx) = tokio::sync::mpsc::channel(listeners.len());
+        let loops: Vec<_> = listeners
+            .into_iter()
+            .map(|l| {
+                let shared = shared.clone();
+                let permits = permits.clone();
+                let stop = stop_rx.clone();
+                let ended = ended_tx.clone();
+                tokio::spawn(async move {
+                    let r = accept_loop(shared, l, permits, stop).await;
+                    let _ = ended.send(r).await;
+                })
+            })
+            .collect();
+        drop(ended_tx);
+        let result = tokio::select! {
+            _ = shutdown => Ok(()),
+            r = ended_rx.recv() => r.unwrap_or(Ok(())),
         };
         let _ = stop_tx.send(true);
+        for l in loops {
+            let _ = l.await;
+        }
         let _ = sweeper.await;
         let _ = background.await;
         if let Some(udp) = udp {
             let _ = udp.await;
         }
-        drop(listener);
         // Wait for the connections to finish (each holds a permit).
         let all = u32::try_from(shared.config.max_connections.max(1)).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(Duration::from_secs(6), permits.acquire_many(all)).await;
@@ -354,12 +464,64 @@ impl Tracker {
     }
 }
 
-async fn serve_connection(
+/// Accepts connections on `listener` until `stop`; each is served in its own task
+/// (after its TLS handshake, on a TLS listener), holding a permit.
+async fn accept_loop(
     shared: Arc<Shared>,
-    stream: tokio::net::TcpStream,
+    listener: Listener,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), TrackerError> {
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            },
+            _ = stop.changed() => return Ok(()),
+        };
+        let (stream, remote) = tokio::select! {
+            r = listener.tcp.accept() => match r {
+                Ok(x) => x,
+                Err(e) if is_transient(&e) => {
+                    // Out of file descriptors and the like: wait a little.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => return Err(TrackerError::Accept(e)),
+            },
+            _ = stop.changed() => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let tls = listener.tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve_connection(shared, stream, remote, stop).await,
+                Some(acceptor) => {
+                    let limit = shared.config.tls_handshake_timeout;
+                    // A client that never finishes its handshake holds only this task.
+                    if let Ok(Ok(tls)) = tokio::time::timeout(limit, acceptor.accept(stream)).await
+                    {
+                        serve_connection(shared, tls, remote, stop).await;
+                    }
+                }
+            }
+            // Only now: every reference to the shared state is gone.
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection<S>(
+    shared: Arc<Shared>,
+    stream: S,
     remote: SocketAddr,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let max_buf = shared.config.max_url_len.max(8192) + 8192;
     let svc = service_fn(move |req| {
         let shared = shared.clone();
@@ -439,11 +601,12 @@ fn json_error(status: StatusCode, msg: impl Into<String>) -> Resp {
 async fn background(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-    local: Option<SocketAddr>,
+    plain: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
 ) {
-    if let Some(local) = local {
+    if plain.is_some() || tls.is_some() {
         let sh = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || record_address(&sh, local)).await;
+        let _ = tokio::task::spawn_blocking(move || record_address(&sh, plain, tls)).await;
     }
     let mut reload =
         tokio::time::interval(shared.config.reload_every.max(Duration::from_millis(50)));
@@ -470,22 +633,47 @@ async fn background(
     }
 }
 
+/// The URL machines reach the tracker at: `public_url` when set, else `https://` and
+/// the TLS address when TLS is served, else `http://` and the plain address (the host
+/// name for an unspecified address).
+fn public_url(sh: &Shared, plain: Option<SocketAddr>, tls: Option<SocketAddr>) -> String {
+    if let Some(u) = &sh.config.public_url {
+        return u.trim_end_matches('/').to_owned();
+    }
+    let (scheme, local) = match (tls, plain) {
+        (Some(t), _) => ("https", t),
+        (None, Some(p)) => ("http", p),
+        (None, None) => return String::new(),
+    };
+    if local.ip().is_unspecified() {
+        format!("{scheme}://{}:{}", crate::org::host_name(), local.port())
+    } else {
+        format!("{scheme}://{local}")
+    }
+}
+
 /// Records the URL enrolment tokens carry and the address `swarmbak tracker revoke`
-/// reaches the running tracker at.
-fn record_address(sh: &Shared, local: SocketAddr) {
-    let url = sh.config.public_url.clone().unwrap_or_else(|| {
-        if local.ip().is_unspecified() {
-            format!("http://{}:{}", crate::org::host_name(), local.port())
-        } else {
-            format!("http://{local}")
-        }
-    });
+/// reaches the running tracker at (`https://ADDR` when TLS is served, so that the admin
+/// token never crosses in clear; else `ADDR`).
+fn record_address(sh: &Shared, plain: Option<SocketAddr>, tls: Option<SocketAddr>) {
+    let mut last = sh.recorded.lock().unwrap_or_else(|p| p.into_inner());
+    if *last == Some((plain, tls)) {
+        return;
+    }
+    let url = public_url(sh, plain, tls);
+    let listen = match (tls, plain) {
+        (Some(t), _) => format!("https://{t}"),
+        (None, Some(p)) => p.to_string(),
+        (None, None) => return,
+    };
     let mut db = lock_db(sh);
     if let Err(e) = db
-        .set_setting(admin::URL_SETTING, url.trim_end_matches('/'))
-        .and_then(|()| db.set_setting(admin::LISTEN_SETTING, &local.to_string()))
+        .set_setting(admin::URL_SETTING, &url)
+        .and_then(|()| db.set_setting(admin::LISTEN_SETTING, &listen))
     {
         eprintln!("swarmbak tracker: cannot record its address: {e}");
+    } else {
+        *last = Some((plain, tls));
     }
 }
 
@@ -633,16 +821,18 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
                 Bt::Scrape => "scrape takes GET",
             }));
         }
+        // One clock read per request: the certificate's expiry and the online span.
+        let now = unix_now();
         let member = if shared.config.open {
             None
         } else {
-            match check_passkey(shared, passkey) {
+            match check_passkey(shared, passkey, now) {
                 Ok(m) => Some(m),
                 Err(msg) => return bencoded(encode_failure(msg)),
             }
         };
         return match kind {
-            Bt::Announce => announce(shared, remote, query, member.as_deref()),
+            Bt::Announce => announce(shared, remote, query, member.as_deref().map(|m| (m, now))),
             Bt::Scrape => scrape(shared, query),
         };
     }
@@ -703,8 +893,14 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
             }
             json(StatusCode::OK, &list)
         }
+        (Method::GET | Method::HEAD, "/revocations") => {
+            if !may_read {
+                return private_refusal();
+            }
+            revocations(shared).await
+        }
         (Method::GET | Method::HEAD, "/" | "/health") => health(shared),
-        (_, "/publish" | "/snapshots" | "/machines" | "/" | "/health") => {
+        (_, "/publish" | "/snapshots" | "/machines" | "/revocations" | "/" | "/health") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         (_, p) if p.starts_with("/metainfo/") || p.starts_with("/api/v1/") => {
@@ -718,6 +914,8 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
 pub const NO_PASSKEY: &str = "this tracker is private: announce to /<passkey>/announce (enrol with `swarmbak init --enroll TOKEN`, or ask the administrator for a client passkey)";
 /// An unknown passkey.
 pub const UNKNOWN_PASSKEY: &str = "unknown passkey: this machine is not enrolled here (enrol with `swarmbak init --enroll TOKEN`)";
+/// The passkey of a machine whose certificate expired.
+pub const EXPIRED_PASSKEY: &str = "certificate expired: this machine's enrolment ran out (ask the administrator for a new token: swarmbak tracker enroll)";
 /// A revoked passkey.
 pub const REVOKED_PASSKEY: &str =
     "passkey revoked: the administrator shut this machine out (ask them to enrol it again)";
@@ -725,6 +923,7 @@ pub const REVOKED_PASSKEY: &str =
 pub(crate) fn check_passkey(
     shared: &Shared,
     passkey: Option<&str>,
+    now: i64,
 ) -> Result<Arc<Member>, &'static str> {
     let pk = passkey.filter(|p| !p.is_empty()).ok_or(NO_PASSKEY)?;
     if !is_passkey(pk) {
@@ -734,6 +933,9 @@ pub(crate) fn check_passkey(
     let m = dir.by_passkey(pk).ok_or(UNKNOWN_PASSKEY)?;
     if m.revoked {
         return Err(REVOKED_PASSKEY);
+    }
+    if m.expires.is_some_and(|x| now > x) {
+        return Err(EXPIRED_PASSKEY);
     }
     Ok(m.clone())
 }
@@ -748,13 +950,13 @@ pub(crate) fn canonical(addr: SocketAddr) -> IpAddr {
 
 /// The swarm's view of a parsed announce, whatever it came over (HTTP or UDP): the
 /// address (the packet's, or the `ip` parameter's with `trust_ip_param`), `numwant`
-/// within the configured bounds, the machine (the passkey's on a private tracker), the
-/// owner of the entry and its cap (tracker.md §1, §7.3).
+/// within the configured bounds, the machine (the passkey's on a private tracker, with
+/// the request's time), the owner of the entry and its cap (tracker.md §1, §7.3).
 pub(crate) fn peer_announce<'a>(
     shared: &Shared,
     remote: SocketAddr,
     req: &'a AnnounceRequest,
-    member: Option<&'a Member>,
+    member: Option<(&'a Member, i64)>,
 ) -> PeerAnnounce<'a> {
     let cfg = &shared.config;
     let mut ip = canonical(remote);
@@ -770,8 +972,8 @@ pub(crate) fn peer_announce<'a>(
     // On a private tracker the passkey says which machine this is; `machine=` is ignored
     // (anyone can type another machine's key).
     let machine = match member {
-        Some(m) => {
-            m.seen(unix_now());
+        Some((m, now)) => {
+            m.seen(now);
             m.key_hex.as_deref()
         }
         None => req.machine.as_deref(),
@@ -786,7 +988,7 @@ pub(crate) fn peer_announce<'a>(
         machine,
         // Who may move or remove the entry, and whose cap it counts against: the enrolled
         // machine (its passkey), or on an open tracker the address.
-        owner: member.map_or_else(|| crate::swarm::ip_owner(ip), |m| m.id as u64),
+        owner: member.map_or_else(|| crate::swarm::ip_owner(ip), |(m, _)| m.id as u64),
         max_per_owner: if member.is_some() {
             crate::swarm::MAX_PEERS_PER_OWNER
         } else {
@@ -804,7 +1006,13 @@ pub(crate) fn intervals(cfg: &TrackerConfig) -> (i64, i64) {
     )
 }
 
-fn announce(shared: &Shared, remote: SocketAddr, query: &[u8], member: Option<&Member>) -> Resp {
+/// `member`: the announcing machine on a private tracker, and the request's time.
+fn announce(
+    shared: &Shared,
+    remote: SocketAddr,
+    query: &[u8],
+    member: Option<(&Member, i64)>,
+) -> Resp {
     let req = match AnnounceRequest::parse_query(query) {
         Ok(r) => r,
         Err(msg) => return bencoded(encode_failure(&msg)),
@@ -922,29 +1130,40 @@ fn admin_error(e: &AdminError) -> Resp {
     json_error(status, e.to_string())
 }
 
-/// Reads a request body of at most `max` bytes (413 beyond), within the body timeout.
-async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Resp> {
-    let declared = req
-        .headers()
+/// The request's `Content-Length`, if it declares one.
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than {max} bytes"),
-        ));
+        .and_then(|s| s.parse::<u64>().ok())
+}
+
+fn too_large(max: usize) -> Resp {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("body larger than {max} bytes"),
+    )
+}
+
+/// Reads a request body of at most `max` bytes (413 beyond), within `timeout` (408).
+async fn read_body(req: Request<Incoming>, max: usize, timeout: Duration) -> Result<Bytes, Resp> {
+    if declared_length(&req).is_some_and(|n| n > max as u64) {
+        return Err(too_large(max));
     }
-    match Limited::new(req.into_body(), max).collect().await {
+    let read = tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await;
+    let Ok(read) = read else {
+        return Err(json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {} s", timeout.as_secs()),
+        ));
+    };
+    match read {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) => Err(
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body larger than {max} bytes"),
-                )
+                too_large(max)
             } else {
                 json_error(StatusCode::BAD_REQUEST, format!("reading body: {e}"))
             },
@@ -1010,7 +1229,34 @@ async fn publish(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
     } else {
         None
     };
-    let body = match read_body(req, shared.config.max_publish_bytes).await {
+    // Memory and connection slots are bounded before any body byte is read: a publish
+    // declares its length, and gets a share of the bytes in flight or a 503 at once.
+    let max = shared.config.max_publish_bytes;
+    let Some(declared) = declared_length(&req) else {
+        return json_error(
+            StatusCode::LENGTH_REQUIRED,
+            "a publish declares its Content-Length",
+        );
+    };
+    if declared > max as u64 {
+        return too_large(max);
+    }
+    let busy = || {
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the tracker is receiving as many publishes as it takes at once: retry shortly",
+        )
+    };
+    let Ok(_slot) = shared.publish_slots.try_acquire() else {
+        return busy();
+    };
+    let Ok(_bytes) = shared
+        .publish_bytes
+        .try_acquire_many(u32::try_from(declared.max(1)).unwrap_or(u32::MAX))
+    else {
+        return busy();
+    };
+    let body = match read_body(req, max, shared.config.body_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -1168,8 +1414,48 @@ fn snapshots(shared: &Shared, query: &[u8]) -> Resp {
         Ok(m) => m.filter(|m| !m.is_empty()),
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.0),
     };
-    let list = read_snaps(shared).list(machine.as_deref());
+    let infohash = match text_param(&pairs, "infohash") {
+        Ok(Some(h)) => match InfoHash::from_hex(&h) {
+            Ok(ih) => Some(ih),
+            Err(_) => return json_error(StatusCode::BAD_REQUEST, "infohash: 40 hex digits"),
+        },
+        Ok(None) => None,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.0),
+    };
+    let snaps = read_snaps(shared);
+    let list = match infohash {
+        Some(ih) => snaps
+            .get(&ih)
+            .map(SnapshotRecord::from)
+            .into_iter()
+            .collect(),
+        None => snaps.list(machine.as_deref()),
+    };
     json(StatusCode::OK, &list)
+}
+
+/// `GET /revocations`: every signed revocation (trust.md §5), for peers and the DHT to
+/// check against the organisation key.
+async fn revocations(shared: &Arc<Shared>) -> Resp {
+    match blocking(shared, |sh| lock_db(sh).machines()).await {
+        Some(Ok(rows)) => {
+            let list: Vec<serde_json::Value> = rows
+                .iter()
+                .filter_map(|m| {
+                    let r = m.revocation.as_deref().filter(|r| !r.is_empty())?;
+                    Some(serde_json::json!({
+                        "name": m.name,
+                        "machine_key": m.key.map(hex::encode),
+                        "revoked": m.revoked,
+                        "revocation": swarmbak_trust::to_b64(r),
+                    }))
+                })
+                .collect();
+            json(StatusCode::OK, &list)
+        }
+        Some(Err(e)) => storage_error(&e),
+        None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "revocations failed"),
+    }
 }
 
 /// What `POST /api/v1/enroll` answers (tracker.md §7.2).
@@ -1190,7 +1476,7 @@ pub struct EnrollAnswer {
 }
 
 async fn enroll(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
-    let body = match read_body(req, 4096).await {
+    let body = match read_body(req, 4096, shared.config.body_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -1235,7 +1521,7 @@ async fn enrollments(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
         #[serde(default)]
         client: bool,
     }
-    let body = match read_body(req, 8192).await {
+    let body = match read_body(req, 8192, shared.config.body_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -1298,7 +1584,7 @@ fn health(shared: &Shared) -> Resp {
     }
     let (torrents, machines) = {
         let s = read_snaps(shared);
-        (s.rows().len(), s.machines().len())
+        (s.rows().len(), s.machine_count())
     };
     json(
         StatusCode::OK,

@@ -333,16 +333,17 @@ pub(crate) fn handle(
             Err(e) => return Some(encode_error(tx, &e)),
         }
     };
+    let now = crate::server::unix_now();
     let member = if cfg.open {
         None
     } else {
-        match check_passkey(shared, path.as_deref().and_then(passkey_in)) {
+        match check_passkey(shared, path.as_deref().and_then(passkey_in), now) {
             Ok(m) => Some(m),
             Err(msg) => return Some(encode_error(tx, msg)),
         }
     };
     if let Some(req) = announce {
-        let a = peer_announce(shared, from, &req, member.as_deref());
+        let a = peer_announce(shared, from, &req, member.as_deref().map(|m| (m, now)));
         let ipv6 = crate::server::canonical(from).is_ipv6();
         let mut peers = Vec::with_capacity(a.numwant * if ipv6 { 18 } else { 6 });
         let Some(counts) =

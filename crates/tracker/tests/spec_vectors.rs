@@ -63,7 +63,10 @@ const S3_HEALTH: &str = r#"{"status": "ok", "service": "swarmbak-tracker", "vers
 /// §6.
 const S6_LIMITS: &str = r#"| request target (path and query) | 8 KiB (longer: `failure reason` on announce/scrape, 414 elsewhere) |
 | request head | target limit + 8 KiB (hyper's buffer), read within 20 s |
-| publish body | 16 MiB (413) |
+| publish body | 16 MiB (413); a publish must declare its `Content-Length` (411) |
+| request body arrival | 30 s (408) |
+| publishes being received at once | 16, and 64 MiB of declared bodies together: beyond, 503 at once, before any body byte is read |
+| pieces per published snapshot | 2^20 (413) |
 | `numwant` | 50 default, 200 at most |
 | info-hashes per scrape | 256 |
 | simultaneous connections | 4096 (more wait to be accepted) |
@@ -571,8 +574,17 @@ fn s6_limits_are_the_defaults() {
     let c = TrackerConfig::new("/nonexistent");
     assert!(row("request target").starts_with("8 KiB"));
     assert_eq!(c.max_url_len, 8 << 10);
-    assert_eq!(row("publish body"), "16 MiB (413)");
+    assert!(row("publish body").starts_with("16 MiB (413)"));
     assert_eq!(c.max_publish_bytes, 16 << 20);
+    assert_eq!(row("request body arrival"), "30 s (408)");
+    assert_eq!(c.body_timeout, Duration::from_secs(30));
+    assert!(row("publishes being received at once").starts_with("16, and 64 MiB"));
+    assert_eq!(
+        (c.max_publishes_at_once, c.max_publish_in_flight),
+        (16, 64 << 20)
+    );
+    assert!(row("pieces per published snapshot").starts_with("2^20"));
+    assert_eq!(c.max_pieces, 1 << 20);
     assert_eq!(row("`numwant`"), "50 default, 200 at most");
     assert_eq!((c.default_numwant, c.max_numwant), (50, 200));
     assert_eq!(row("info-hashes per scrape"), "256");

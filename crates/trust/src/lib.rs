@@ -258,41 +258,54 @@ impl SigningKey {
                 if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let io = |source| KeyFileError::Io {
-            path: path.display().to_string(),
-            source,
-        };
         let key = SigningKey::generate();
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.tmp{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
-            std::process::id()
-        ));
-        {
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts.open(&tmp).map_err(io)?;
-            f.write_all(key.to_file_text().as_bytes()).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        // hard_link fails if another process created the key meanwhile: then use theirs.
-        let linked = std::fs::hard_link(&tmp, path);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {
-                if let Ok(d) = std::fs::File::open(dir) {
-                    let _ = d.sync_all();
+        let created =
+            create_once(path, key.to_file_text().as_bytes(), 0o600).map_err(|source| {
+                KeyFileError::Io {
+                    path: path.display().to_string(),
+                    source,
                 }
-                Ok((key, true))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Ok((SigningKey::load(path)?, false))
-            }
-            Err(e) => Err(io(e)),
+            })?;
+        if created {
+            Ok((key, true))
+        } else {
+            // Another process created it meanwhile: theirs counts.
+            Ok((SigningKey::load(path)?, false))
         }
+    }
+}
+
+/// Creates `path` with `data` and `mode` unless it exists, so that a crash never leaves
+/// half a file and two processes racing agree on one: written to a temporary file,
+/// synced, hard-linked into place (which fails if `path` exists), the directory synced.
+/// Returns whether this call created it (`false`: it existed, and is left as it is).
+pub fn create_once(path: &Path, data: &[u8], mode: u32) -> std::io::Result<bool> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+        let mut f = opts.open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

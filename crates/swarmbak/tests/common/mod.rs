@@ -9,6 +9,36 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_swarmbak");
 
 pub mod procs;
 
+/// One HTTP/1.1 exchange on a fresh connection: (status, body); `None` when the
+/// connection failed or broke.
+pub fn try_http(
+    addr: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .ok()?;
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.get(9..12)?.parse().ok()?;
+    Some((status, text.split_once("\r\n\r\n")?.1.to_owned()))
+}
+
 /// Runs `swarmbak --home HOME args...` and returns its output (whatever the status).
 pub fn run(home: &Path, args: &[&str]) -> Output {
     let mut c = Command::new(BIN);

@@ -25,6 +25,12 @@ pub struct Proc {
 impl Proc {
     /// Starts `swarmbak args` and waits for its `listening HOST:PORT` line.
     pub fn start(name: &str, args: &[&str]) -> Proc {
+        Proc::start_lines(name, args, 1).0
+    }
+
+    /// Starts `swarmbak args` and reads its first `n` lines of stdout (a tracker with
+    /// `--listen` and `--tls-listen` prints `listening` and `listening-tls`).
+    pub fn start_lines(name: &str, args: &[&str], n: usize) -> (Proc, Vec<String>) {
         let mut c = Command::new(BIN);
         c.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
         for (k, v) in FAST {
@@ -32,20 +38,25 @@ impl Proc {
         }
         let mut child = c.spawn().expect("swarmbak starts");
         let out = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .expect("reads the first line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("{name}: first line was {line:?}"))
-            .to_string();
-        Proc {
-            child,
-            addr,
-            name: name.to_string(),
+        let mut r = BufReader::new(out);
+        let mut lines = Vec::new();
+        for _ in 0..n {
+            let mut line = String::new();
+            r.read_line(&mut line).expect("reads a line");
+            lines.push(line.trim().to_string());
         }
+        let addr = lines[0]
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("{name}: first line was {:?}", lines[0]))
+            .to_string();
+        (
+            Proc {
+                child,
+                addr,
+                name: name.to_string(),
+            },
+            lines,
+        )
     }
 
     pub fn kill(&mut self) {
@@ -60,38 +71,141 @@ impl Drop for Proc {
     }
 }
 
-pub fn tracker(dir: &Path) -> Proc {
-    let data = dir.join("tracker-data");
-    Proc::start(
-        "tracker",
-        &[
-            "tracker",
-            // The swarm's tests predate enrolment; tests/private_tracker.rs runs the
-            // private tracker. (To be converted to enrolment: issue 9.)
-            "--open",
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-            "--interval",
-            "1",
-        ],
-    )
+/// A running `swarmbak tracker` and its data directory (where `swarmbak tracker enroll`
+/// makes tokens for it). Private unless made with [`open_tracker`].
+pub struct Tracker {
+    pub proc: Proc,
+    pub addr: String,
+    pub data: PathBuf,
+    pub open: bool,
 }
 
-/// Inits a machine home pointed at the tracker (with a recovery recipient).
-pub fn init(home: &Path, name: &str, tracker: &str, recovery_pub: &str) {
-    super::ok(
-        home,
-        &[
-            "init",
+impl Tracker {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// `swarmbak tracker enroll --data DATA --name NAME EXTRA...`: the one-time token.
+    pub fn token(&self, name: &str, extra: &[&str]) -> String {
+        assert!(!self.open, "an --open tracker enrols nobody");
+        let mut args = vec![
+            "tracker",
+            "enroll",
+            "--data",
+            self.data.to_str().unwrap(),
             "--name",
             name,
-            "--tracker",
-            &format!("http://{tracker}"),
-            "--recovery-recipient",
-            recovery_pub,
-        ],
+        ];
+        args.extend_from_slice(extra);
+        let out = super::ok(&self.data, &args);
+        let token = out.lines().next().unwrap_or("").to_string();
+        assert!(token.starts_with("swarmbak-enroll-1."), "{out}");
+        token
+    }
+
+    /// `swarmbak tracker enroll --client --name NAME`: a standard client's announce URL,
+    /// `http://HOST:PORT/<passkey>/announce`.
+    pub fn client_announce(&self, name: &str) -> String {
+        let out = super::ok(
+            &self.data,
+            &[
+                "tracker",
+                "enroll",
+                "--data",
+                self.data.to_str().unwrap(),
+                "--client",
+                "--name",
+                name,
+            ],
+        );
+        let url = out.lines().next().unwrap_or("").to_string();
+        let pk = url
+            .strip_prefix(&format!("{}/", self.url()))
+            .and_then(|r| r.strip_suffix("/announce"))
+            .unwrap_or_else(|| panic!("not BASE/<passkey>/announce: {out}"));
+        assert!(
+            pk.len() == 32 && pk.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{url}"
+        );
+        url
+    }
+}
+
+fn start_tracker(dir: &Path, extra: &[&str]) -> Tracker {
+    let data = dir.join("tracker-data");
+    let mut args = vec![
+        "tracker",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().unwrap(),
+        "--interval",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let proc = Proc::start("tracker", &args);
+    Tracker {
+        addr: proc.addr.clone(),
+        proc,
+        data,
+        open: extra.contains(&"--open"),
+    }
+}
+
+/// The company tracker as an organisation runs it: private (machines enrol), with the
+/// organisation's recovery key `recovery_pub` handed to every machine it enrols. Started
+/// again on the same `dir`, it keeps its machines and snapshots.
+pub fn tracker(dir: &Path, recovery_pub: &str) -> Tracker {
+    start_tracker(dir, &["--recovery-recipient", recovery_pub])
+}
+
+/// The old open tracker (`--open`: no passkeys, unsigned publishes under any name), for
+/// the tests that are about it.
+pub fn open_tracker(dir: &Path) -> Tracker {
+    start_tracker(dir, &["--open"])
+}
+
+/// A machine home that uses `tracker`. On a private tracker the administrator enrols it
+/// (`tracker enroll`; `--name NAME` plus `extra`, e.g. `--vip`) and the machine redeems
+/// the token (`init --enroll`): it must come out enrolled as `name` at this tracker, with
+/// `recovery_pub` among the recovery recipients the tracker handed it. On an `--open`
+/// tracker: `init --name --tracker --recovery-recipient`, as before enrolment.
+pub fn init(home: &Path, name: &str, tracker: &Tracker, recovery_pub: &str) {
+    init_with(home, name, tracker, recovery_pub, &[]);
+}
+
+pub fn init_with(home: &Path, name: &str, tracker: &Tracker, recovery_pub: &str, extra: &[&str]) {
+    if tracker.open {
+        super::ok(
+            home,
+            &[
+                "init",
+                "--name",
+                name,
+                "--tracker",
+                &tracker.url(),
+                "--recovery-recipient",
+                recovery_pub,
+            ],
+        );
+        return;
+    }
+    let token = tracker.token(name, extra);
+    super::ok(home, &["init", "--enroll", &token]);
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("config.json")).unwrap()).unwrap();
+    assert_eq!(c["name"], name, "{c}");
+    assert_eq!(c["tracker"], tracker.url(), "{c}");
+    assert!(c["enrolment"]["passkey"].is_string(), "not enrolled: {c}");
+    assert!(
+        c["recovery_recipients"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r == recovery_pub)),
+        "the tracker did not hand over the recovery recipient {recovery_pub}: {c}"
     );
 }
 
