@@ -696,25 +696,23 @@ where
     let conn_task = tokio::spawn(async move {
         let _ = conn.await;
     });
-    {
-        let result = async {
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| ClientError::Io(e.to_string()))?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_REPLY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| ClientError::Io(format!("reading the reply: {e}")))?
-                .to_bytes();
-            Ok((status, body))
-        }
-        .await;
-        drop(sender);
-        conn_task.abort();
-        result
+    let result = async {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Io(e.to_string()))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_REPLY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| ClientError::Io(format!("reading the reply: {e}")))?
+            .to_bytes();
+        Ok((status, body))
     }
+    .await;
+    drop(sender);
+    conn_task.abort();
+    result
 }
 
 fn http_error(status: StatusCode, body: &[u8]) -> ClientError {
@@ -779,11 +777,32 @@ mod tests {
             TrackerClient::new("udp://h:1"),
             Err(ClientError::Unsupported(_))
         ));
-        for bad in ["h:1", "http://", "http://h:0", "http://h:x", "http://u@h:1"] {
+        for bad in [
+            "h:1",
+            "http://",
+            "http://h:0",
+            "http://h:x",
+            "http://u@h:1",
+            "https://u@h:1",
+        ] {
             assert!(
                 matches!(TrackerClient::new(bad), Err(ClientError::InvalidUrl(_))),
                 "{bad}"
             );
         }
+    }
+
+    /// An https tracker is never spoken to without a pin: refused before connecting
+    /// (port 1 would refuse the connection: a `Connect` error would mean it tried).
+    #[tokio::test]
+    async fn https_needs_a_pin() {
+        let c = TrackerClient::new("https://127.0.0.1:1").unwrap();
+        let err = c.scrape(&[]).await.unwrap_err();
+        assert!(matches!(err, ClientError::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("SHA-256"), "{err}");
+        assert!(!err.is_retryable());
+        // With a pin it connects (and here finds nobody).
+        let err = c.with_tls_pin([1; 32]).scrape(&[]).await.unwrap_err();
+        assert!(matches!(err, ClientError::Connect { .. }), "{err}");
     }
 }
