@@ -78,9 +78,10 @@ def main():
                 % setup.get("data_fs", "?"))
     else:
         mode = "--open (no passkeys, unsigned publishes)"
-    print("\nswarmbak %s tracker %s, opentracker %s, wrk %s; %d CPUs; wrk -t%d -c%d, %d s per measurement, "
+    print("\nswarmbak %s tracker %s, --threads %s, opentracker %s, wrk %s; %d CPUs; wrk -t%d -c%d, %d s per measurement, "
           "numwant %d, source addresses spread (grow): %s; %d torrents published in %s s"
-          % (setup["swarmbak_rev"], mode, setup["opentracker"], setup["wrk"], setup["cpus"], setup["threads"],
+          % (setup["swarmbak_rev"], mode, setup.get("tracker_threads", "default"), setup["opentracker"], setup["wrk"],
+             setup["cpus"], setup["threads"],
              setup["connections"], setup["duration"], setup["numwant"], bool(setup["spread"]),
              setup["torrents"], setup["publish_seconds"]))
     print("requests/s and latency are medians over runs; conns/req = TCP connections opened per request.\n")

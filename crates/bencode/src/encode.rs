@@ -15,7 +15,8 @@ pub(crate) fn int_len(i: i64) -> usize {
     n
 }
 
-fn write_decimal(out: &mut Vec<u8>, i: i64) {
+/// Appends `i` in decimal (as bencode's integers and lengths, and HTTP's content-length).
+pub fn write_decimal(out: &mut Vec<u8>, i: i64) {
     let mut buf = [0u8; 20];
     let mut at = buf.len();
     let mut u = i.unsigned_abs();

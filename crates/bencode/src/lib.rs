@@ -17,7 +17,7 @@ mod owned;
 mod value;
 
 pub use decode::{decode, decode_prefix, decode_prefix_with, decode_with, Limits};
-pub use encode::Encoder;
+pub use encode::{write_decimal, Encoder};
 pub use error::{DecodeError, EncodeError, Reading, ShownByte};
 pub use owned::{DictBuilder, OwnedValue};
 pub use value::{Dict, List, Value};

@@ -83,6 +83,11 @@ pub struct Serve {
     /// Announce interval handed to peers, in seconds (default 60).
     #[arg(long, value_name = "SECONDS")]
     pub interval: Option<u64>,
+    /// Threads that serve requests (default: one per CPU). `--threads 1` serves every
+    /// connection on one thread with no hand-over between threads, the fastest on a
+    /// machine whose other cores are busy (a tracker sharing a small server).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// An open tracker, as before enrolment existed: no passkeys, unsigned publishes.
     #[arg(long)]
     pub open: bool,
@@ -241,7 +246,17 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
             ))
         })?),
     };
-    let rt = swarmbak_node::runtime()?;
+    let rt = match s.threads {
+        None => swarmbak_node::runtime()?,
+        Some(0) => return Err(Failure::usage("--threads N: at least 1")),
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
     rt.block_on(async {
         let mut cfg = swarmbak_tracker::TrackerConfig::new(&data);
         if let Some(i) = s.interval {

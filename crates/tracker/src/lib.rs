@@ -20,6 +20,7 @@ pub mod admin;
 pub mod client;
 pub mod directory;
 pub mod org;
+mod plain;
 pub mod proto;
 pub mod query;
 pub mod server;

@@ -498,7 +498,7 @@ async fn accept_loop(
         let tls = listener.tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(shared, stream, remote, stop).await,
+                None => crate::plain::serve(shared, stream, remote, stop).await,
                 Some(acceptor) => {
                     let limit = shared.config.tls_handshake_timeout;
                     // A client that never finishes its handshake holds only this task.
@@ -514,7 +514,11 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection<S>(
+/// How long a client may take to send a request head (hyper's `header_read_timeout`
+/// and the plain fast path's, `crate::plain`).
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub(crate) async fn serve_connection<S>(
     shared: Arc<Shared>,
     stream: S,
     remote: SocketAddr,
@@ -529,7 +533,7 @@ async fn serve_connection<S>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(20))
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(max_buf)
         .serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
@@ -766,6 +770,31 @@ pub(crate) fn bt_route(path: &str) -> Option<(Bt, Option<&str>)> {
     }
 }
 
+/// The bencoded answer to a GET announce or scrape (`kind`, with the path's `passkey` and
+/// the raw `query`), over hyper or over the plain connection's fast path (`crate::plain`).
+pub(crate) fn bt_answer(
+    shared: &Shared,
+    remote: SocketAddr,
+    kind: Bt,
+    passkey: Option<&str>,
+    query: &[u8],
+) -> Vec<u8> {
+    // One clock read per request: the certificate's expiry and the online span.
+    let now = unix_now();
+    let member = if shared.config.open {
+        None
+    } else {
+        match check_passkey(shared, passkey, now) {
+            Ok(m) => Some(m),
+            Err(msg) => return encode_failure(msg),
+        }
+    };
+    match kind {
+        Bt::Announce => announce(shared, remote, query, member.as_deref().map(|m| (m, now))),
+        Bt::Scrape => scrape(shared, query),
+    }
+}
+
 /// Who a request comes from, for the JSON endpoints.
 enum Caller {
     Admin,
@@ -821,20 +850,7 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
                 Bt::Scrape => "scrape takes GET",
             }));
         }
-        // One clock read per request: the certificate's expiry and the online span.
-        let now = unix_now();
-        let member = if shared.config.open {
-            None
-        } else {
-            match check_passkey(shared, passkey, now) {
-                Ok(m) => Some(m),
-                Err(msg) => return bencoded(encode_failure(msg)),
-            }
-        };
-        return match kind {
-            Bt::Announce => announce(shared, remote, query, member.as_deref().map(|m| (m, now))),
-            Bt::Scrape => scrape(shared, query),
-        };
+        return bencoded(bt_answer(shared, remote, kind, passkey, query));
     }
     // `/<passkey>/publish`, `/<passkey>/snapshots`, ...: the JSON endpoints under a
     // machine's tracker URL (`BASE/<passkey>`), authorised by that segment.
@@ -1012,10 +1028,10 @@ fn announce(
     remote: SocketAddr,
     query: &[u8],
     member: Option<(&Member, i64)>,
-) -> Resp {
+) -> Vec<u8> {
     let req = match AnnounceRequest::parse_query(query) {
         Ok(r) => r,
-        Err(msg) => return bencoded(encode_failure(&msg)),
+        Err(msg) => return encode_failure(&msg),
     };
     let a = peer_announce(shared, remote, &req, member);
     let numwant = a.numwant;
@@ -1026,18 +1042,18 @@ fn announce(
         .swarms
         .announce(&req.info_hash, &a, Instant::now(), intervals, &mut enc)
     {
-        None => bencoded(encode_failure(UNKNOWN_TORRENT)),
+        None => encode_failure(UNKNOWN_TORRENT),
         Some(_) => {
             enc.end();
             match enc.finish() {
-                Ok(b) => bencoded(b),
-                Err(_) => bencoded(encode_failure("internal error")),
+                Ok(b) => b,
+                Err(_) => encode_failure("internal error"),
             }
         }
     }
 }
 
-fn scrape(shared: &Shared, query: &[u8]) -> Resp {
+fn scrape(shared: &Shared, query: &[u8]) -> Vec<u8> {
     let mut wanted: Vec<InfoHash> = Vec::new();
     let mut buf = Vec::with_capacity(20);
     for (k, v) in raw_pairs(query) {
@@ -1045,13 +1061,10 @@ fn scrape(shared: &Shared, query: &[u8]) -> Resp {
             continue;
         }
         if let Err(e) = percent_decode_into(v, &mut buf) {
-            return bencoded(encode_failure(&e.0));
+            return encode_failure(&e.0);
         }
         let Ok(ih) = <[u8; 20]>::try_from(buf.as_slice()).map(InfoHash) else {
-            return bencoded(encode_failure(&format!(
-                "invalid info_hash ({} bytes, not 20)",
-                buf.len()
-            )));
+            return encode_failure(&format!("invalid info_hash ({} bytes, not 20)", buf.len()));
         };
         if wanted.len() < shared.config.max_scrape_hashes {
             wanted.push(ih);
@@ -1076,8 +1089,8 @@ fn scrape(shared: &Shared, query: &[u8]) -> Resp {
     }
     enc.end().end();
     match enc.finish() {
-        Ok(b) => bencoded(b),
-        Err(_) => bencoded(encode_failure("internal error")),
+        Ok(b) => b,
+        Err(_) => encode_failure("internal error"),
     }
 }
 

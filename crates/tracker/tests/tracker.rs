@@ -707,3 +707,138 @@ async fn concurrent_announces() {
     );
     server.stop().await;
 }
+
+/// Reads `n` HTTP responses (each with a content-length) from `s`: (head, body) pairs.
+async fn read_responses(s: &mut TcpStream, n: usize) -> Vec<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8(buf[..i].to_vec()).unwrap();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .expect("content-length")
+                .parse()
+                .unwrap();
+            if buf.len() >= i + 4 + len {
+                let body = buf[i + 4..i + 4 + len].to_vec();
+                buf.drain(..i + 4 + len);
+                out.push((head, body));
+                continue;
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let k = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("a response in time")
+            .unwrap();
+        assert!(k > 0, "closed after {} responses: {:?}", out.len(), buf);
+        buf.extend_from_slice(&chunk[..k]);
+    }
+    assert!(buf.is_empty(), "unexpected bytes: {buf:?}");
+    out
+}
+
+fn get(target: &str, extra: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: t\r\n{extra}\r\n")
+}
+
+/// Announces and scrapes on plain HTTP are answered without hyper (crate::plain): the
+/// same answers, pipelined requests in order, a head split over many writes, keep-alive
+/// and close as HTTP/1.0 and 1.1 say, and whatever is not a GET announce or scrape (a
+/// body, a POST, another endpoint, a head too long) handed to hyper on the same
+/// connection with the bytes already read.
+#[tokio::test]
+async fn plain_http_fast_path_answers_like_hyper() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), |_| {}).await;
+    let ih = published(&server, 21).await;
+    let a1 = format!(
+        "/announce?{}",
+        AnnounceRequest::new(ih, pid(1), 7001, 0).to_query()
+    );
+    let a2 = format!(
+        "/announce?{}",
+        AnnounceRequest::new(ih, pid(2), 7002, 9).to_query()
+    );
+    let sc = format!(
+        "/scrape?info_hash={}",
+        swarmbak_tracker::query::percent_encode(&ih.0)
+    );
+
+    // Pipelined: two announces, a scrape, then /health (hyper's) on the same connection.
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let burst = [get(&a1, ""), get(&a2, ""), get(&sc, ""), get("/health", "")].concat();
+    s.write_all(burst.as_bytes()).await.unwrap();
+    let r = read_responses(&mut s, 4).await;
+    // Byte for byte what hyper sends (the tracker's unit tests show which path answers).
+    for (head, _) in &r {
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("\r\ndate: "), "{head}");
+    }
+    let second = swarmbak_tracker::proto::parse_announce_response(&r[1].1).unwrap();
+    assert_eq!(second.peers.len(), 1, "the first announce counted first");
+    let scrape = swarmbak_tracker::proto::parse_scrape_response(&r[2].1).unwrap();
+    let counts = &scrape[&ih];
+    assert_eq!((counts.complete, counts.incomplete), (1, 1));
+    assert!(r[2].0.contains("content-type: text/plain"), "{}", r[2].0);
+    let health: serde_json::Value = serde_json::from_slice(&r[3].1).unwrap();
+    assert!(health.is_object(), "{health}");
+
+    // The same scrape through hyper (a chunked, empty body takes it there): byte-equal.
+    let chunked = get(&sc, "Transfer-Encoding: chunked\r\n") + "0\r\n\r\n";
+    s.write_all(chunked.as_bytes()).await.unwrap();
+    let via_hyper = read_responses(&mut s, 1).await;
+    assert_eq!(via_hyper[0].1, r[2].1);
+
+    // A head in one-byte writes.
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    for b in get(&sc, "Connection: close\r\n").bytes() {
+        s.write_all(&[b]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let r = read_responses(&mut s, 1).await;
+    assert!(r[0].0.contains("connection: close"), "{}", r[0].0);
+    assert_eq!(r[0].1, via_hyper[0].1);
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "closed after Connection: close");
+
+    // HTTP/1.0 closes unless it asks to keep alive.
+    let one0 = format!("GET {sc} HTTP/1.0\r\n\r\n");
+    let reply = raw(server.addr, one0.as_bytes()).await;
+    assert_eq!(body_of(&reply), &via_hyper[0].1[..]);
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let keep = format!("GET {sc} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    s.write_all(keep.repeat(2).as_bytes()).await.unwrap();
+    let r = read_responses(&mut s, 2).await;
+    assert!(r[0].0.contains("connection: keep-alive"), "{}", r[0].0);
+
+    // A GET announce with a body: hyper reads the body, and the next request after it
+    // is parsed where it starts (the fast path would have taken "hello" for a request).
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let with_body = get(&a1, "Content-Length: 5\r\n") + "hello" + &get("/health", "");
+    s.write_all(with_body.as_bytes()).await.unwrap();
+    let r = read_responses(&mut s, 2).await;
+    assert!(swarmbak_tracker::proto::parse_announce_response(&r[0].1).is_ok());
+    assert!(serde_json::from_slice::<serde_json::Value>(&r[1].1).is_ok());
+
+    // POST and a target too long: hyper's answers, bencoded.
+    let post =
+        format!("POST {a1} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let reply = raw(server.addr, post.as_bytes()).await;
+    assert!(
+        String::from_utf8_lossy(body_of(&reply)).contains("announce takes GET"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let long = format!("{a1}&pad={}", "x".repeat(9000));
+    let reply = raw(server.addr, get(&long, "Connection: close\r\n").as_bytes()).await;
+    assert!(
+        String::from_utf8_lossy(body_of(&reply)).contains("request URL too long"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    server.stop().await;
+}
