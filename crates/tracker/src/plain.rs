@@ -113,6 +113,7 @@ pub(crate) async fn serve(
     let limit = shared.config.max_url_len.max(8192) + 8192;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut out: Vec<u8> = Vec::new();
+    let mut served = 0u64;
     loop {
         // Read until the buffer holds a whole request head (or it is not ours).
         let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
@@ -149,6 +150,7 @@ pub(crate) async fn serve(
         };
         match answer {
             None => {
+                let _ = tcp.set_nodelay(true);
                 let conn = PlainConn {
                     pre: buf,
                     pos: 0,
@@ -167,6 +169,12 @@ pub(crate) async fn serve(
                 if !keep_alive {
                     return;
                 }
+                if served == 0 {
+                    // A second answer must not wait for the ACK of the first (Nagle). A
+                    // connection with one request, as most are, skips the system call.
+                    let _ = tcp.set_nodelay(true);
+                }
+                served += 1;
                 buf.drain(..head_len);
             }
         }

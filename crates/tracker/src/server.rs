@@ -492,7 +492,6 @@ async fn accept_loop(
             },
             _ = stop.changed() => return Ok(()),
         };
-        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let stop = stop.clone();
         let tls = listener.tls.clone();
@@ -500,6 +499,7 @@ async fn accept_loop(
             match tls {
                 None => crate::plain::serve(shared, stream, remote, stop).await,
                 Some(acceptor) => {
+                    let _ = stream.set_nodelay(true);
                     let limit = shared.config.tls_handshake_timeout;
                     // A client that never finishes its handshake holds only this task.
                     if let Ok(Ok(tls)) = tokio::time::timeout(limit, acceptor.accept(stream)).await
