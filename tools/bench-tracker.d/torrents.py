@@ -198,7 +198,9 @@ def self_test(spec_path):
     at = text.find("## 8. Examples")
     if at < 0:
         sys.exit("self-test: no '## 8. Examples' in %s" % spec_path)
-    blocks = re.findall(r"```text\n(.*?)```", text[at:], re.S)
+    end = text.find("\n## ", at + 1)
+    section = text[at:] if end < 0 else text[at:end]
+    blocks = re.findall(r"```text\n(.*?)```", section, re.S)
     if len(blocks) != 6:
         sys.exit("self-test: expected 6 example blocks in trust.md §8, found %d" % len(blocks))
     keys_block, cert_hex, record_hex, revocation_hex, enrol_hex, token_block = blocks

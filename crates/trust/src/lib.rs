@@ -28,8 +28,8 @@ use swarmbak_bencode::{decode, Dict, Encoder, Value};
 
 mod records;
 pub use records::{
-    verify_publish, Certificate, CertificateFields, EnrollRequest, EnrollToken, PublishRecord,
-    Revocation, TOKEN_PREFIX,
+    verify_publish, BackupReport, Certificate, CertificateFields, EnrollRequest, EnrollToken,
+    PublishRecord, Revocation, MAX_REPORT_ERROR, TOKEN_PREFIX,
 };
 
 /// Why a key, a token or a signed object was refused.
@@ -89,6 +89,8 @@ pub enum Kind {
     Revocation,
     /// An enrolment request (signed by the machine being enrolled).
     Enroll,
+    /// A backup report (signed by the machine).
+    Report,
 }
 
 impl Kind {
@@ -99,6 +101,7 @@ impl Kind {
             Kind::Publish => b"swarmbak-publish-v1\0",
             Kind::Revocation => b"swarmbak-revocation-v1\0",
             Kind::Enroll => b"swarmbak-enroll-v1\0",
+            Kind::Report => b"swarmbak-report-v1\0",
         }
     }
 
@@ -109,6 +112,7 @@ impl Kind {
             Kind::Publish => "publish record",
             Kind::Revocation => "revocation",
             Kind::Enroll => "enrolment request",
+            Kind::Report => "backup report",
         }
     }
 }

@@ -162,14 +162,13 @@ impl PublishRecord {
 
     /// Reads a record and checks it is signed by `machine`.
     pub fn verify(bytes: &[u8], machine: &PublicKey) -> Result<PublishRecord, TrustError> {
-        let body = open(bytes, Kind::Publish, machine)?;
-        let r = PublishRecord::parse_body(body)?;
-        if r.machine != *machine {
-            return Err(TrustError::Mismatch(
-                "the publish record names another machine than its signer".into(),
-            ));
-        }
-        Ok(r)
+        open_machine_signed(
+            bytes,
+            Kind::Publish,
+            machine,
+            PublishRecord::parse_body,
+            |r| &r.machine,
+        )
     }
 
     /// Reads a record without checking its signature.
@@ -373,5 +372,164 @@ impl EnrollToken {
     /// What the tracker stores instead of the secret.
     pub fn secret_hash(secret: &[u8; 32]) -> [u8; 32] {
         sha256(secret)
+    }
+}
+
+/// Opens an object of `kind` signed by `machine`, parses its body, and checks the body
+/// names that machine (a signature by one machine over a body naming another is refused).
+fn open_machine_signed<T>(
+    bytes: &[u8],
+    kind: Kind,
+    machine: &PublicKey,
+    parse: fn(&[u8]) -> Result<T, TrustError>,
+    named: fn(&T) -> &PublicKey,
+) -> Result<T, TrustError> {
+    let r = parse(open(bytes, kind, machine)?)?;
+    if named(&r) != machine {
+        return Err(TrustError::Mismatch(format!(
+            "the {} names another machine than its signer",
+            kind.name()
+        )));
+    }
+    Ok(r)
+}
+
+/// The longest error text a backup report carries (bytes); longer text is cut at a
+/// character boundary by [`BackupReport::new_failure`].
+pub const MAX_REPORT_ERROR: usize = 2048;
+
+/// One backup attempt, as the machine reports it to the tracker (trust.md §9): signed by
+/// the machine key; `id` makes a report sent twice (a lost acknowledgement) count once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupReport {
+    /// Random, per attempt.
+    pub id: [u8; 16],
+    /// The machine (the signer).
+    pub machine: PublicKey,
+    /// When the attempt started, Unix seconds (the machine's clock).
+    pub start: i64,
+    /// When it ended (not before `start`).
+    pub end: i64,
+    /// Bytes the backup read (on failure: as far as it got).
+    pub bytes: u64,
+    /// Files the backup read.
+    pub files: u64,
+    /// Success: the snapshot's info-hash. Failure: what went wrong.
+    pub outcome: Result<[u8; 20], String>,
+}
+
+impl BackupReport {
+    /// Whether the attempt succeeded.
+    pub fn ok(&self) -> bool {
+        self.outcome.is_ok()
+    }
+
+    /// Seconds the attempt took.
+    pub fn duration(&self) -> i64 {
+        self.end - self.start
+    }
+
+    /// A failed attempt's report, its error text cut to [`MAX_REPORT_ERROR`] bytes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_failure(
+        id: [u8; 16],
+        machine: PublicKey,
+        start: i64,
+        end: i64,
+        bytes: u64,
+        files: u64,
+        error: &str,
+    ) -> BackupReport {
+        let mut cut = error.len().min(MAX_REPORT_ERROR);
+        while !error.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let text = if error[..cut].trim().is_empty() {
+            "unknown error".to_owned()
+        } else {
+            error[..cut].to_owned()
+        };
+        BackupReport {
+            id,
+            machine,
+            start,
+            end,
+            bytes,
+            files,
+            outcome: Err(text),
+        }
+    }
+
+    fn body(&self) -> Vec<u8> {
+        let mut e = Encoder::with_capacity(192);
+        e.begin_dict()
+            .key(b"bytes")
+            .int(i64::try_from(self.bytes).unwrap_or(i64::MAX))
+            .key(b"end")
+            .int(self.end);
+        if let Err(msg) = &self.outcome {
+            e.key(b"error").str(msg);
+        }
+        e.key(b"files")
+            .int(i64::try_from(self.files).unwrap_or(i64::MAX))
+            .key(b"id")
+            .bytes(&self.id);
+        if let Ok(ih) = &self.outcome {
+            e.key(b"infohash").bytes(ih);
+        }
+        e.key(b"key")
+            .bytes(self.machine.as_bytes())
+            .key(b"start")
+            .int(self.start)
+            .end();
+        finish(e)
+    }
+
+    /// Signs the report with the machine's key (which must be `self.machine`).
+    pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
+        key.sign(Kind::Report, &self.body())
+    }
+
+    /// Reads a report and checks it is signed by `machine`.
+    pub fn verify(bytes: &[u8], machine: &PublicKey) -> Result<BackupReport, TrustError> {
+        open_machine_signed(
+            bytes,
+            Kind::Report,
+            machine,
+            BackupReport::parse_body,
+            |r| &r.machine,
+        )
+    }
+
+    fn parse_body(body: &[u8]) -> Result<BackupReport, TrustError> {
+        let f = Fields::parse(body, "backup report")?;
+        let count = |k: &str| {
+            let v = f.int(k)?;
+            u64::try_from(v).map_err(|_| TrustError::Malformed(format!("`{k}` {v} is negative")))
+        };
+        let (start, end) = (f.int("start")?, f.int("end")?);
+        if end < start {
+            return Err(TrustError::Malformed(format!(
+                "the backup report ends ({end}) before it starts ({start})"
+            )));
+        }
+        let outcome = match (f.opt_bytes("infohash")?, f.opt_text("error")?) {
+            (Some(_), None) => Ok(f.array("infohash")?),
+            (None, Some(e)) if !e.is_empty() && e.len() <= MAX_REPORT_ERROR => Err(e),
+            _ => {
+                return Err(TrustError::Malformed(format!(
+                    "a backup report has either `infohash` (success) or `error` (failure: 1 to {MAX_REPORT_ERROR} bytes)"
+                )))
+            }
+        };
+        Ok(BackupReport {
+            id: f.array("id")?,
+            machine: f.key("key")?,
+            start,
+            end,
+            bytes: count("bytes")?,
+            files: count("files")?,
+            outcome,
+        })
     }
 }

@@ -159,3 +159,101 @@ fn key_files() {
         Err(KeyFileError::Malformed { .. })
     ));
 }
+
+fn report(m: &SigningKey) -> BackupReport {
+    BackupReport {
+        id: [3; 16],
+        machine: m.public(),
+        start: 100,
+        end: 160,
+        bytes: 5_000,
+        files: 7,
+        outcome: Ok([9; 20]),
+    }
+}
+
+#[test]
+fn backup_reports_round_trip_and_only_their_signer_counts() {
+    let m = SigningKey::from_seed([1; 32]);
+    let other = SigningKey::from_seed([2; 32]);
+    let r = report(&m);
+    let signed = r.sign(&m);
+    assert_eq!(BackupReport::verify(&signed, &m.public()).unwrap(), r);
+    assert!(r.ok());
+    assert_eq!(r.duration(), 60);
+    // Another machine's key does not verify it; a report signed by another key naming
+    // this machine is refused too.
+    assert!(BackupReport::verify(&signed, &other.public()).is_err());
+    let forged = r.sign(&other);
+    assert!(BackupReport::verify(&forged, &m.public()).is_err());
+    assert!(BackupReport::verify(&forged, &other.public()).is_err());
+    // The same body signed as another kind does not verify as a report.
+    let as_publish = m.sign(Kind::Publish, crate::split(&signed).unwrap().0);
+    assert!(BackupReport::verify(&as_publish, &m.public()).is_err());
+    let failed = BackupReport::new_failure([4; 16], m.public(), 10, 10, 0, 0, "disk full");
+    let back = BackupReport::verify(&failed.sign(&m), &m.public()).unwrap();
+    assert_eq!(back.outcome, Err("disk full".to_owned()));
+    assert!(!back.ok());
+}
+
+#[test]
+fn malformed_backup_reports_are_refused() {
+    let m = SigningKey::from_seed([1; 32]);
+    let key = m.public();
+    use swarmbak_bencode::OwnedValue as V;
+    let body = |extra: &[(&str, V)]| {
+        let mut d = swarmbak_bencode::DictBuilder::default()
+            .with("bytes", V::Int(1))
+            .with("end", V::Int(20))
+            .with("files", V::Int(1))
+            .with("id", V::Bytes(vec![3; 16]))
+            .with("key", V::Bytes(key.as_bytes().to_vec()))
+            .with("start", V::Int(10));
+        for (k, v) in extra {
+            d.insert(k, v.clone());
+        }
+        m.sign(Kind::Report, &d.build().to_bytes())
+    };
+    let ih = V::Bytes(vec![9; 20]);
+    let err = V::Bytes(b"boom".to_vec());
+    assert!(BackupReport::verify(&body(&[("infohash", ih.clone())]), &key).is_ok());
+    assert!(BackupReport::verify(&body(&[("error", err.clone())]), &key).is_ok());
+    for (why, extra) in [
+        ("neither", vec![]),
+        (
+            "both",
+            vec![("infohash", ih.clone()), ("error", err.clone())],
+        ),
+        ("empty error", vec![("error", V::Bytes(Vec::new()))]),
+        (
+            "long error",
+            vec![("error", V::Bytes(vec![b'x'; MAX_REPORT_ERROR + 1]))],
+        ),
+        ("short infohash", vec![("infohash", V::Bytes(vec![9; 19]))]),
+        (
+            "ends before it starts",
+            vec![("infohash", ih.clone()), ("end", V::Int(5))],
+        ),
+        (
+            "negative bytes",
+            vec![("infohash", ih.clone()), ("bytes", V::Int(-1))],
+        ),
+    ] {
+        assert!(
+            BackupReport::verify(&body(&extra), &key).is_err(),
+            "{why} was accepted"
+        );
+    }
+}
+
+#[test]
+fn a_failure_report_cuts_its_error_at_a_character_boundary() {
+    let m = SigningKey::from_seed([1; 32]);
+    let long = "é".repeat(MAX_REPORT_ERROR); // 2 bytes each
+    let r = BackupReport::new_failure([5; 16], m.public(), 1, 2, 0, 0, &long);
+    let Err(text) = &r.outcome else { panic!() };
+    assert_eq!(text.len(), MAX_REPORT_ERROR);
+    assert!(BackupReport::verify(&r.sign(&m), &m.public()).is_ok());
+    let r = BackupReport::new_failure([5; 16], m.public(), 1, 2, 0, 0, "  ");
+    assert_eq!(r.outcome, Err("unknown error".to_owned()));
+}

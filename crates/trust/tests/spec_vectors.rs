@@ -3,8 +3,8 @@
 
 use swarmbak_core::spec::assert_quoted;
 use swarmbak_trust::{
-    Certificate, CertificateFields, EnrollRequest, EnrollToken, Kind, PublishRecord, Revocation,
-    SigningKey,
+    BackupReport, Certificate, CertificateFields, EnrollRequest, EnrollToken, Kind, PublishRecord,
+    Revocation, SigningKey,
 };
 
 fn org() -> SigningKey {
@@ -55,6 +55,26 @@ fn examples() -> Vec<(&'static str, String)> {
         secret: [0x5e; 32],
     }
     .sign(&m);
+    let report_ok = BackupReport {
+        id: [0x1d; 16],
+        machine: m.public(),
+        start: 1_796_100_000,
+        end: 1_796_100_042,
+        bytes: 50_364_416,
+        files: 123,
+        outcome: Ok([0xab; 20]),
+    }
+    .sign(&m);
+    let report_failed = BackupReport::new_failure(
+        [0x1e; 16],
+        m.public(),
+        1_796_186_400,
+        1_796_186_401,
+        0,
+        0,
+        "cannot read /home/ana: permission denied",
+    )
+    .sign(&m);
     let token = EnrollToken {
         url: "http://10.0.0.5:7070".into(),
         org: org.public(),
@@ -70,6 +90,8 @@ fn examples() -> Vec<(&'static str, String)> {
         ("revocation", lines(&revocation)),
         ("enrolment request", lines(&enroll)),
         ("token", token.to_text()),
+        ("backup report", lines(&report_ok)),
+        ("failed backup report", lines(&report_failed)),
     ]
 }
 
@@ -88,6 +110,7 @@ fn spec_examples() {
         Kind::Publish,
         Kind::Revocation,
         Kind::Enroll,
+        Kind::Report,
     ] {
         let p = std::str::from_utf8(&k.prefix()[..k.prefix().len() - 1]).unwrap();
         assert_quoted("trust.md", &[&format!("`{p}\\0`")]);
