@@ -31,8 +31,8 @@ use swarmbak_metainfo::Metainfo;
 
 use crate::proto::InfoHash;
 use crate::storage::{
-    MachineKind, MachineRow, NewMachine, OnlineInterval, Pending, Published, Redeemed, SnapshotRow,
-    Storage, StorageError,
+    MachineKind, MachineRow, NewMachine, OnlineInterval, Pending, Published, Redeemed, ReportRow,
+    SnapshotRow, Storage, StorageError,
 };
 
 /// The database file inside the data directory.
@@ -125,6 +125,12 @@ CREATE TABLE reports (
     report   BLOB NOT NULL
 ) STRICT;
 CREATE INDEX reports_machine_started ON reports (machine, started);
+"#,
+    // 2: backup reports are filled (trust.md §9): the report's random id, one row per
+    // machine and id (a report sent again after a lost acknowledgement counts once).
+    r#"
+ALTER TABLE reports ADD COLUMN attempt BLOB;
+CREATE UNIQUE INDEX reports_attempt ON reports (machine, attempt);
 "#,
 ];
 
@@ -302,6 +308,34 @@ fn newer(found: i64) -> StorageError {
         "the database has schema version {found}, but this swarmbak knows versions up to \
          {SCHEMA_VERSION}: it was written by a newer swarmbak; run that version (or newer)"
     ))
+}
+
+fn report_row(r: &rusqlite::Row<'_>) -> Result<ReportRow, StorageError> {
+    let corrupt =
+        |what: &str| StorageError::Corrupt(format!("a stored backup report has a bad {what}"));
+    let blob = |i: usize| -> Result<Option<Vec<u8>>, StorageError> { Ok(r.get(i)?) };
+    let attempt: [u8; 16] = blob(1)?
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| corrupt("id"))?;
+    let count = |i: usize, what: &str| -> Result<u64, StorageError> {
+        u64::try_from(r.get::<_, i64>(i)?).map_err(|_| corrupt(what))
+    };
+    let error: Option<String> = r.get(6)?;
+    let outcome = match (blob(7)?, error) {
+        (Some(ih), None) => Ok(ih.try_into().map_err(|_| corrupt("info-hash"))?),
+        (None, Some(e)) => Err(e),
+        _ => return Err(corrupt("outcome")),
+    };
+    Ok(ReportRow {
+        machine: r.get(0)?,
+        attempt,
+        started: r.get(2)?,
+        ended: r.get(3)?,
+        bytes: count(4, "byte count")?,
+        files: count(5, "file count")?,
+        outcome,
+        report: r.get(8)?,
+    })
 }
 
 /// Applies the [`MIGRATIONS`] a database lacks, one transaction each.
@@ -828,6 +862,48 @@ impl Storage for Sqlite {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn add_report(&mut self, r: &ReportRow) -> Result<bool, StorageError> {
+        let tx = immediate(&mut self.write)?;
+        let (infohash, error) = match &r.outcome {
+            Ok(ih) => (Some(&ih[..]), None),
+            Err(e) => (None, Some(e.as_str())),
+        };
+        let added = tx.execute(
+            "INSERT INTO reports (machine, attempt, started, ended, success, bytes, files, \
+             error, infohash, report) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+             ON CONFLICT (machine, attempt) DO NOTHING",
+            params![
+                r.machine,
+                &r.attempt[..],
+                r.started,
+                r.ended,
+                r.outcome.is_ok(),
+                to_i64(r.bytes, "bytes")?,
+                to_i64(r.files, "files")?,
+                error,
+                infohash,
+                r.report,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(added == 1)
+    }
+
+    fn reports(&mut self, machine: i64, limit: usize) -> Result<Vec<ReportRow>, StorageError> {
+        let mut st = self.write.prepare_cached(
+            "SELECT machine, attempt, started, ended, bytes, files, error, infohash, report \
+             FROM reports WHERE machine = ?1 AND attempt IS NOT NULL \
+             ORDER BY started DESC, id DESC LIMIT ?2",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = st.query(params![machine, limit])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(report_row(r)?);
+        }
+        Ok(out)
     }
 
     fn online(&mut self, machine: i64, since: i64) -> Result<Vec<OnlineInterval>, StorageError> {

@@ -192,6 +192,28 @@ pub struct OnlineInterval {
     pub end: i64,
 }
 
+/// One backup attempt as stored: the fields of the machine's signed report
+/// (trust.md §9) and the report itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    /// [`MachineRow::id`] of the reporting machine.
+    pub machine: i64,
+    /// The report's random id: a report stored twice counts once.
+    pub attempt: [u8; 16],
+    /// Unix seconds (the machine's clock).
+    pub started: i64,
+    /// Unix seconds.
+    pub ended: i64,
+    /// Bytes and files read.
+    pub bytes: u64,
+    /// Files read.
+    pub files: u64,
+    /// Success: the snapshot's info-hash. Failure: the error text.
+    pub outcome: Result<[u8; 20], String>,
+    /// The signed report, as received.
+    pub report: Vec<u8>,
+}
+
 /// The tracker's persistent state. Blocking calls: the server makes them from
 /// `spawn_blocking` or its writer thread, never on the announce path.
 pub trait Storage: Send {
@@ -230,6 +252,12 @@ pub trait Storage: Send {
     fn add_online(&mut self, intervals: &[OnlineInterval]) -> Result<(), StorageError>;
     /// A machine's online intervals that end at or after `since`, oldest first.
     fn online(&mut self, machine: i64, since: i64) -> Result<Vec<OnlineInterval>, StorageError>;
+
+    /// Stores a backup report durably before it returns; `false` when the machine's
+    /// report with that `attempt` id is stored already (nothing changes).
+    fn add_report(&mut self, r: &ReportRow) -> Result<bool, StorageError>;
+    /// A machine's reports, the latest start first, at most `limit`.
+    fn reports(&mut self, machine: i64, limit: usize) -> Result<Vec<ReportRow>, StorageError>;
 
     /// Changes whenever another connection (another process) committed a write: the
     /// running tracker polls it to see what `swarmbak tracker revoke` wrote.

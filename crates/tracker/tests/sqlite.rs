@@ -6,9 +6,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use swarmbak_metainfo::Metainfo;
-use swarmbak_tracker::sqlite::{Sqlite, IMPORTED_V1, SCHEMA_VERSION};
+use swarmbak_tracker::sqlite::{Sqlite, DB_FILE, IMPORTED_V1, MIGRATIONS, SCHEMA_VERSION};
 use swarmbak_tracker::storage::{
-    MachineKind, NewMachine, OnlineInterval, Pending, Published, Redeemed, Storage, StorageError,
+    MachineKind, NewMachine, OnlineInterval, Pending, Published, Redeemed, ReportRow, Storage,
+    StorageError,
 };
 
 mod common;
@@ -574,7 +575,9 @@ fn corrupt_stored_metainfo_is_never_served_and_a_publish_repairs_it() {
 }
 
 /// When run by [`acknowledged_publishes_survive_sigkill`] (the variable set): publishes
-/// forever, printing each info-hash once `publish` returned `Ok`. Otherwise: nothing.
+/// forever, each publish followed by a backup report of machine 1, printing each
+/// info-hash (`ACK`) and report id (`REPORT`) once the write returned `Ok`. Otherwise:
+/// nothing.
 #[test]
 fn publisher_child() {
     let Some(dir) = std::env::var_os("SWARMBAK_SQLITE_PUBLISHER") else {
@@ -589,13 +592,17 @@ fn publisher_child() {
         db.publish(&row, &t).unwrap();
         writeln!(out, "ACK {}", hex::encode(row.infohash)).unwrap();
         out.flush().unwrap();
+        let r = report_row(1, n, Ok(row.infohash));
+        assert!(db.add_report(&r).unwrap());
+        writeln!(out, "REPORT {}", hex::encode(r.attempt)).unwrap();
+        out.flush().unwrap();
     }
 }
 
 #[test]
 fn acknowledged_publishes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    drop(open(dir.path()));
+    redeem_one(&mut open(dir.path()));
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -610,10 +617,13 @@ fn acknowledged_publishes_survive_sigkill() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut acked = Vec::new();
+    let mut reported = Vec::new();
     while acked.len() < 40 {
         let line = lines.next().expect("the publisher stopped early").unwrap();
         if let Some(ih) = line.strip_prefix("ACK ") {
             acked.push(ih.to_owned());
+        } else if let Some(id) = line.strip_prefix("REPORT ") {
+            reported.push(id.to_owned());
         }
     }
     // SIGKILL, most likely in the middle of a transaction: the child publishes
@@ -623,8 +633,11 @@ fn acknowledged_publishes_survive_sigkill() {
     // Whatever it acknowledged before it died counts too (each line is one write(2) of
     // less than PIPE_BUF bytes: never torn).
     for line in lines {
-        if let Some(ih) = line.unwrap().strip_prefix("ACK ") {
+        let line = line.unwrap();
+        if let Some(ih) = line.strip_prefix("ACK ") {
             acked.push(ih.to_owned());
+        } else if let Some(id) = line.strip_prefix("REPORT ") {
+            reported.push(id.to_owned());
         }
     }
     let mut db = open(dir.path());
@@ -641,6 +654,91 @@ fn acknowledged_publishes_survive_sigkill() {
         assert!(db.metainfo(&raw).unwrap().is_some());
     }
     assert!(stored.len() >= acked.len());
+    let reports: Vec<String> = db
+        .reports(1, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| hex::encode(r.attempt))
+        .collect();
+    assert!(
+        reported.len() >= 39,
+        "{} reports acknowledged",
+        reported.len()
+    );
+    for id in &reported {
+        assert!(reports.contains(id), "acknowledged report {id} is lost");
+    }
+}
+
+/// Machine 1, enrolled (reports refer to a machine).
+fn redeem_one(db: &mut Sqlite) {
+    db.add_pending(&pending(1, "laptop-1", 10_000)).unwrap();
+    let Redeemed::Enrolled(m) = redeem(db, 1, 5000, 1) else {
+        panic!("not enrolled")
+    };
+    assert_eq!(m.id, 1);
+}
+
+fn report_row(machine: i64, n: u32, outcome: Result<[u8; 20], String>) -> ReportRow {
+    let mut attempt = [0u8; 16];
+    attempt[..4].copy_from_slice(&n.to_be_bytes());
+    ReportRow {
+        machine,
+        attempt,
+        started: 1_000 + i64::from(n) * 10,
+        ended: 1_005 + i64::from(n) * 10,
+        bytes: u64::from(n) * 1000,
+        files: u64::from(n),
+        outcome,
+        report: vec![0xee; 100],
+    }
+}
+
+#[test]
+fn backup_reports_are_stored_once_and_listed_latest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    redeem_one(&mut db);
+    let ok = report_row(1, 1, Ok([7; 20]));
+    let failed = report_row(1, 2, Err("disk full".into()));
+    assert!(db.add_report(&ok).unwrap());
+    assert!(db.add_report(&failed).unwrap());
+    // Sent again (its acknowledgement lost): stored once, the first copy kept.
+    let mut again = failed.clone();
+    again.report = vec![1; 10];
+    assert!(!db.add_report(&again).unwrap());
+    assert_eq!(db.reports(1, 10).unwrap(), vec![failed.clone(), ok.clone()]);
+    assert_eq!(db.reports(1, 1).unwrap(), vec![failed]);
+    assert!(db.reports(2, 10).unwrap().is_empty());
+    // A report of a machine that does not exist is refused by the database.
+    assert!(db.add_report(&report_row(99, 3, Ok([7; 20]))).is_err());
+    // Another handle (another process) reads them.
+    assert_eq!(open(dir.path()).reports(1, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn a_version_1_database_is_migrated_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO settings (key, value) VALUES ('public_url', 'http://old:1')",
+            [],
+        )
+        .unwrap();
+    }
+    let mut db = open(dir.path());
+    assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+    const { assert!(SCHEMA_VERSION >= 2) };
+    assert_eq!(
+        db.setting("public_url").unwrap().as_deref(),
+        Some("http://old:1")
+    );
+    redeem_one(&mut db);
+    assert!(db.add_report(&report_row(1, 1, Ok([7; 20]))).unwrap());
+    assert!(!db.add_report(&report_row(1, 1, Ok([7; 20]))).unwrap());
 }
 
 #[test]
