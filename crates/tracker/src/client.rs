@@ -436,6 +436,20 @@ impl TrackerClient {
             .await
     }
 
+    /// Sends this machine's signed backup report (trust.md §9) under its passkey:
+    /// `true` when the tracker stored it now, `false` when it had it already (a resend).
+    pub async fn report(&self, signed: &[u8]) -> Result<bool, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            new: bool,
+        }
+        let target = format!("{}/report", self.api_base);
+        let a: Answer = self
+            .json_call(Method::POST, &target, Some(signed), &[])
+            .await?;
+        Ok(a.new)
+    }
+
     /// Enrols this machine with its signed enrolment request (trust.md §6).
     pub async fn enroll(&self, request: &[u8]) -> Result<crate::EnrollAnswer, ClientError> {
         let target = format!("{}/api/v1/enroll", self.api_base);

@@ -810,14 +810,27 @@ fn caller(shared: &Shared, req: &Request<Incoming>, path_passkey: Option<&str>) 
     if shared.org.is_admin(auth) {
         return Caller::Admin;
     }
-    if let Some(pk) = path_passkey.or_else(|| auth.and_then(|h| h.strip_prefix("Bearer "))) {
-        if let Some(m) = read_dir(shared).by_passkey(pk.trim()) {
+    if let Some(pk) = passkey_of(req, path_passkey) {
+        if let Some(m) = read_dir(shared).by_passkey(pk) {
             if !m.revoked {
                 return Caller::Member;
             }
         }
     }
     Caller::Anyone
+}
+
+/// The passkey a JSON request carries: in its path (`BASE/<passkey>/…`), else as
+/// `Authorization: Bearer <passkey>`.
+fn passkey_of<'a>(req: &'a Request<Incoming>, path_passkey: Option<&'a str>) -> Option<&'a str> {
+    path_passkey
+        .or_else(|| {
+            req.headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|h| h.strip_prefix("Bearer "))
+        })
+        .map(str::trim)
 }
 
 fn private_refusal() -> Resp {
@@ -862,6 +875,10 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
     let may_read = shared.config.open || !matches!(who, Caller::Anyone);
     match (method, path) {
         (Method::POST | Method::PUT, "/publish") => publish(shared, req).await,
+        (Method::POST, "/report") => {
+            let pk = passkey_of(&req, path_passkey).map(str::to_owned);
+            report(shared, req, pk.as_deref()).await
+        }
         (Method::POST, "/api/v1/enroll") => enroll(shared, req).await,
         (Method::POST, "/api/v1/enrollments") => {
             if !matches!(who, Caller::Admin) {
@@ -916,9 +933,10 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
             revocations(shared).await
         }
         (Method::GET | Method::HEAD, "/" | "/health") => health(shared),
-        (_, "/publish" | "/snapshots" | "/machines" | "/revocations" | "/" | "/health") => {
-            json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (
+            _,
+            "/publish" | "/report" | "/snapshots" | "/machines" | "/revocations" | "/" | "/health",
+        ) => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (_, p) if p.starts_with("/metainfo/") || p.starts_with("/api/v1/") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
@@ -1396,6 +1414,82 @@ async fn publish(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
         ),
         Some((Err(e), _)) => storage_error(&e),
         None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "publish failed"),
+    }
+}
+
+/// The largest signed backup report taken (its error text is at most 2,048 bytes).
+pub const MAX_REPORT_BYTES: usize = 8 * 1024;
+
+/// `POST BASE/<passkey>/report`: a machine's signed backup report (trust.md §9), stored
+/// durably before the answer (tracker.md §7.6): 201 when new, 200 when that attempt was
+/// stored already.
+async fn report(shared: &Arc<Shared>, req: Request<Incoming>, passkey: Option<&str>) -> Resp {
+    if shared.config.open {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "backup reports need a private tracker (they are signed by enrolled machines)",
+        );
+    }
+    let now = unix_now();
+    let m = match check_passkey(shared, passkey, now) {
+        Ok(m) => m,
+        Err(msg) if msg == NO_PASSKEY || msg == UNKNOWN_PASSKEY => {
+            return json_error(StatusCode::UNAUTHORIZED, msg)
+        }
+        Err(msg) => return json_error(StatusCode::FORBIDDEN, msg),
+    };
+    let Some(key) = m
+        .key_hex
+        .as_deref()
+        .and_then(|h| swarmbak_trust::PublicKey::from_hex(h).ok())
+    else {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "a client passkey cannot report backups: only an enrolled machine signs reports",
+        );
+    };
+    if declared_length(&req).is_none() {
+        return json_error(
+            StatusCode::LENGTH_REQUIRED,
+            "a report declares its Content-Length",
+        );
+    }
+    let body = match read_body(req, MAX_REPORT_BYTES, shared.config.body_timeout).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let r = match swarmbak_trust::BackupReport::verify(&body, &key) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::FORBIDDEN, format!("report refused: {e}")),
+    };
+    if r.end > now + 86_400 {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "report refused: it ends more than a day after the tracker's clock (check the machine's clock)",
+        );
+    }
+    let row = crate::storage::ReportRow {
+        machine: m.id,
+        attempt: r.id,
+        started: r.start,
+        ended: r.end,
+        bytes: r.bytes,
+        files: r.files,
+        outcome: r.outcome,
+        report: body.to_vec(),
+    };
+    let id = hex::encode(row.attempt);
+    match blocking(shared, move |sh| lock_db(sh).add_report(&row)).await {
+        Some(Ok(new)) => json(
+            if new {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            &serde_json::json!({"report": id, "new": new}),
+        ),
+        Some(Err(e)) => storage_error(&e),
+        None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "report failed"),
     }
 }
 

@@ -1,0 +1,145 @@
+//! Backup reports at the private tracker (issue 10; trust.md §9, tracker.md §7.6): a real
+//! `swarmbak tracker` and machines enrolled with `swarmbak init --enroll`. A report counts
+//! only when the machine whose passkey carries it signed it.
+
+mod common;
+
+use std::path::Path;
+
+use common::procs;
+use swarmbak_tracker::sqlite::Sqlite;
+use swarmbak_tracker::storage::Storage;
+use swarmbak_tracker::trust::{BackupReport, SigningKey};
+
+fn config(home: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(home.join("config.json")).unwrap()).unwrap()
+}
+
+fn passkey(home: &Path) -> String {
+    config(home)["enrolment"]["passkey"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn post(addr: &str, target: &str, body: &[u8]) -> (u16, String) {
+    common::try_http(addr, "POST", target, &[], body).expect("the tracker answers")
+}
+
+fn report(key: &SigningKey, id: u8, outcome: Result<[u8; 20], String>) -> Vec<u8> {
+    BackupReport {
+        id: [id; 16],
+        machine: key.public(),
+        start: 1_796_100_000,
+        end: 1_796_100_030,
+        bytes: 4096,
+        files: 3,
+        outcome,
+    }
+    .sign(key)
+}
+
+#[test]
+fn only_the_machine_s_own_signed_reports_count_and_each_counts_once() {
+    let t = tempfile::tempdir().unwrap();
+    let rec = t.path().join("recovery");
+    common::ok(&rec, &["init", "--name", "recovery"]);
+    let recovery = config(&rec)["public_key"].as_str().unwrap().to_owned();
+    let tracker = procs::tracker(t.path(), &recovery);
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    procs::init(&a, "laptop-a", &tracker, &recovery);
+    procs::init(&b, "laptop-b", &tracker, &recovery);
+    let key_a = SigningKey::load(&a.join("signing.key")).unwrap();
+    let key_b = SigningKey::load(&b.join("signing.key")).unwrap();
+    let (pk_a, pk_b) = (passkey(&a), passkey(&b));
+    let at = |pk: &str| format!("/{pk}/report");
+
+    let ok_report = report(&key_a, 1, Ok([0xab; 20]));
+    let (status, body) = post(&tracker.addr, &at(&pk_a), &ok_report);
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains("\"new\":true"), "{body}");
+    // Sent again (its acknowledgement lost): stored once.
+    let (status, body) = post(&tracker.addr, &at(&pk_a), &ok_report);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"new\":false"), "{body}");
+    let failed = report(
+        &key_a,
+        2,
+        Err("cannot read /home/ana: permission denied".into()),
+    );
+    assert_eq!(post(&tracker.addr, &at(&pk_a), &failed).0, 201);
+
+    // Forgeries: A's report under B's passkey, a report signed by B naming A's key,
+    // a made-up key, no passkey, an unknown passkey, garbage.
+    let (status, body) = post(&tracker.addr, &at(&pk_b), &report(&key_a, 3, Ok([1; 20])));
+    assert_eq!(status, 403, "{body}");
+    let mut forged = BackupReport {
+        id: [4; 16],
+        machine: key_a.public(),
+        start: 1,
+        end: 2,
+        bytes: 0,
+        files: 0,
+        outcome: Ok([1; 20]),
+    }
+    .sign(&key_b);
+    assert_eq!(post(&tracker.addr, &at(&pk_a), &forged).0, 403);
+    let stranger = SigningKey::from_seed([9; 32]);
+    assert_eq!(
+        post(
+            &tracker.addr,
+            &at(&pk_a),
+            &report(&stranger, 5, Ok([1; 20]))
+        )
+        .0,
+        403
+    );
+    assert_eq!(post(&tracker.addr, "/report", &ok_report).0, 401);
+    assert_eq!(post(&tracker.addr, &at(&"0".repeat(32)), &ok_report).0, 401);
+    forged.truncate(forged.len() / 2);
+    assert_eq!(post(&tracker.addr, &at(&pk_a), &forged).0, 403);
+    // A standard client's passkey has no signing key: it reports nothing.
+    let client_url = tracker.client_announce("client-1");
+    let client_pk = client_url.rsplit('/').nth(1).unwrap().to_owned();
+    assert_eq!(post(&tracker.addr, &at(&client_pk), &ok_report).0, 403);
+    // A report ending more than a day in the tracker's future: the machine's clock.
+    let mut future = BackupReport::verify(&ok_report, &key_a.public()).unwrap();
+    future.id = [6; 16];
+    future.end = i64::MAX / 2;
+    let (status, body) = post(&tracker.addr, &at(&pk_a), &future.sign(&key_a));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("clock"), "{body}");
+    // Too large: refused before it is read.
+    let big = vec![b'x'; 9000];
+    assert_eq!(post(&tracker.addr, &at(&pk_a), &big).0, 413);
+
+    // A revoked machine reports nothing more.
+    common::ok(
+        t.path(),
+        &[
+            "tracker",
+            "revoke",
+            "--data",
+            tracker.data.to_str().unwrap(),
+            "laptop-a",
+        ],
+    );
+    let (status, body) = post(&tracker.addr, &at(&pk_a), &report(&key_a, 7, Ok([1; 20])));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("revoked"), "{body}");
+
+    // What the tracker kept: A's two reports, the latest first, each as signed.
+    let (mut db, _) = Sqlite::open(&tracker.data).unwrap();
+    let machines = db.machines().unwrap();
+    let id_of = |name: &str| machines.iter().find(|m| m.name == name).unwrap().id;
+    let id_a = id_of("laptop-a");
+    let kept = db.reports(id_a, 10).unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept.iter().any(|r| r.report == ok_report));
+    assert!(kept.iter().any(|r| r.report == failed));
+    assert!(kept
+        .iter()
+        .any(|r| r.outcome == Err("cannot read /home/ana: permission denied".to_owned())));
+    let id_b = id_of("laptop-b");
+    assert!(db.reports(id_b, 10).unwrap().is_empty());
+}
