@@ -92,9 +92,21 @@ pub fn seed(
     };
     let ui = Ui::new(ctx.json, "backup");
     let t0 = Instant::now();
+    let started = unix_now();
     let made = swarmbak_node::seed::make(&node, paths, &ui);
     ui.finish();
-    let made = made?;
+    let made = match made {
+        Ok(m) => m,
+        Err(e) => {
+            report_attempt(&node, started, (0, 0), Err(e.to_string()));
+            return Err(e.into());
+        }
+    };
+    let read = made.info.as_ref().map_or((0, 0), |i| (i.bytes, i.files));
+    if until == Until::Forever {
+        // Seeding never ends: the attempt is reported once its snapshot exists.
+        report_attempt(&node, started, read, Ok(made.infohash.0));
+    }
     let secs = match made.by {
         Maker::Here => t0.elapsed().as_secs_f64(),
         Maker::Agent(_) => 0.0,
@@ -110,7 +122,68 @@ pub fn seed(
     let ui = Ui::new(ctx.json, "durable");
     let r = swarmbak_node::seed::publish_and_seed(&node, &made, &plan, &ui);
     ui.finish();
+    report_attempt(
+        &node,
+        started,
+        read,
+        r.as_ref()
+            .map(|_| made.infohash.0)
+            .map_err(|e| e.to_string()),
+    );
     Ok(r?)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Reports a backup attempt to the tracker (an enrolled machine only; tracker.md §7.6):
+/// written to the outbox first, then sent with whatever earlier reports still wait. A
+/// tracker that cannot take it now gets it with the next attempt; the user is told.
+fn report_attempt(
+    node: &Node,
+    started: i64,
+    (bytes, files): (u64, u64),
+    outcome: Result<[u8; 20], String>,
+) {
+    let attempt = swarmbak_node::outbox::Attempt {
+        start: started,
+        end: unix_now(),
+        bytes,
+        files,
+        outcome,
+    };
+    match swarmbak_node::outbox::queue(node, &attempt) {
+        Ok(None) => return,
+        Ok(Some(_)) => {}
+        Err(e) => {
+            eprintln!("swarmbak: cannot keep this backup's report for the tracker: {e}");
+            return;
+        }
+    }
+    let Ok(rt) = swarmbak_node::runtime() else {
+        return;
+    };
+    let sent = rt.block_on(swarmbak_node::outbox::send(node, Duration::from_secs(3)));
+    if let Some(why) = sent.error {
+        let dir = swarmbak_node::outbox::dir(node);
+        if sent.waiting > 0 {
+            eprintln!(
+                "swarmbak: {} backup report(s) wait in {} for the tracker ({why}); they are sent with the next backup",
+                sent.waiting,
+                dir.display()
+            );
+        }
+        if sent.refused > 0 {
+            eprintln!(
+                "swarmbak: the tracker refused {} backup report(s) ({why}); kept in {}",
+                sent.refused,
+                dir.join("refused").display()
+            );
+        }
+    }
 }
 
 /// `snapshots`: this machine's, or another machine's from the tracker.

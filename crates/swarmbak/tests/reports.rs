@@ -39,12 +39,17 @@ fn report(key: &SigningKey, id: u8, outcome: Result<[u8; 20], String>) -> Vec<u8
     .sign(key)
 }
 
+/// The organisation's recovery recipient, from a home made for it under `dir`.
+fn recovery_key(dir: &Path) -> String {
+    let rec = dir.join("recovery");
+    common::ok(&rec, &["init", "--name", "recovery"]);
+    config(&rec)["public_key"].as_str().unwrap().to_owned()
+}
+
 #[test]
 fn only_the_machine_s_own_signed_reports_count_and_each_counts_once() {
     let t = tempfile::tempdir().unwrap();
-    let rec = t.path().join("recovery");
-    common::ok(&rec, &["init", "--name", "recovery"]);
-    let recovery = config(&rec)["public_key"].as_str().unwrap().to_owned();
+    let recovery = recovery_key(t.path());
     let tracker = procs::tracker(t.path(), &recovery);
     let (a, b) = (t.path().join("a"), t.path().join("b"));
     procs::init(&a, "laptop-a", &tracker, &recovery);
@@ -142,4 +147,118 @@ fn only_the_machine_s_own_signed_reports_count_and_each_counts_once() {
         .any(|r| r.outcome == Err("cannot read /home/ana: permission denied".to_owned())));
     let id_b = id_of("laptop-b");
     assert!(db.reports(id_b, 10).unwrap().is_empty());
+}
+
+fn reports_of(data: &Path, name: &str) -> Vec<swarmbak_tracker::storage::ReportRow> {
+    let (mut db, _) = Sqlite::open(data).unwrap();
+    let id = db
+        .machines()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == name)
+        .unwrap()
+        .id;
+    db.reports(id, 100).unwrap()
+}
+
+fn outbox(home: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(home.join("outbox"))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `swarmbak seed` reports every attempt: a success with its snapshot, a failure with
+/// its error; with the tracker down the report waits in HOME/outbox and goes with the
+/// next backup.
+#[test]
+fn seed_reports_each_attempt_and_keeps_what_the_tracker_could_not_take() {
+    let t = tempfile::tempdir().unwrap();
+    let recovery = recovery_key(t.path());
+    let mut tracker = procs::tracker(t.path(), &recovery);
+    let home = t.path().join("m");
+    procs::init(&home, "desk-1", &tracker, &recovery);
+    let tree = t.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("a.txt"), vec![7u8; 50_000]).unwrap();
+    std::fs::write(tree.join("b.txt"), b"hello").unwrap();
+
+    let out = common::ok(
+        &home,
+        &["seed", "--until", "published", tree.to_str().unwrap()],
+    );
+    let ih = out.lines().next().unwrap().trim().to_owned();
+    let r = reports_of(&tracker.data, "desk-1");
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        r[0].outcome,
+        Ok(<[u8; 20]>::try_from(hex::decode(&ih).unwrap()).unwrap())
+    );
+    assert_eq!((r[0].files, r[0].bytes), (2, 50_005));
+    assert!(r[0].ended >= r[0].started);
+    assert!(outbox(&home).is_empty());
+
+    let missing = t.path().join("no-such-dir");
+    common::fails(
+        &home,
+        &["seed", "--until", "published", missing.to_str().unwrap()],
+    );
+    let r = reports_of(&tracker.data, "desk-1");
+    assert_eq!(r.len(), 2, "{r:?}");
+    let failure = r
+        .iter()
+        .find(|x| x.outcome.is_err())
+        .expect("a failure report");
+    assert!(
+        failure
+            .outcome
+            .as_ref()
+            .unwrap_err()
+            .contains("no-such-dir"),
+        "{failure:?}"
+    );
+
+    // The tracker is down: the attempt fails (nothing published) and its report waits.
+    let addr = tracker.addr.clone();
+    tracker.kill();
+    let o = common::run(
+        &home,
+        &[
+            "seed",
+            "--until",
+            "published",
+            "--timeout",
+            "2",
+            tree.to_str().unwrap(),
+        ],
+    );
+    let (_, err) = common::text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("wait in"), "{err}");
+    assert_eq!(outbox(&home).len(), 1);
+    // Back on the same address: the next backup sends both.
+    let _again = procs::Proc::start(
+        "tracker",
+        &[
+            "tracker",
+            "--listen",
+            &addr,
+            "--data",
+            tracker.data.to_str().unwrap(),
+            "--interval",
+            "1",
+        ],
+    );
+    common::ok(
+        &home,
+        &["seed", "--until", "published", tree.to_str().unwrap()],
+    );
+    assert!(outbox(&home).is_empty(), "{:?}", outbox(&home));
+    let r = reports_of(&tracker.data, "desk-1");
+    assert_eq!(r.len(), 4, "{r:?}");
+    assert_eq!(r.iter().filter(|x| x.outcome.is_ok()).count(), 2);
 }
