@@ -92,7 +92,7 @@ pub fn seed(
     };
     let ui = Ui::new(ctx.json, "backup");
     let t0 = Instant::now();
-    let started = unix_now();
+    let started = swarmbak_tracker::server::unix_now();
     let made = swarmbak_node::seed::make(&node, paths, &ui);
     ui.finish();
     let made = match made {
@@ -133,12 +133,6 @@ pub fn seed(
     Ok(r?)
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// Reports a backup attempt to the tracker (an enrolled machine only; tracker.md §7.6):
 /// written to the outbox first, then sent with whatever earlier reports still wait. A
 /// tracker that cannot take it now gets it with the next attempt; the user is told.
@@ -150,7 +144,7 @@ fn report_attempt(
 ) {
     let attempt = swarmbak_node::outbox::Attempt {
         start: started,
-        end: unix_now(),
+        end: swarmbak_tracker::server::unix_now(),
         bytes,
         files,
         outcome,
