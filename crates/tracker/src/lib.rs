@@ -25,6 +25,7 @@ pub mod proto;
 pub mod query;
 pub mod server;
 pub mod sqlite;
+pub mod status;
 pub mod storage;
 pub mod store;
 pub mod swarm;

@@ -19,6 +19,7 @@
 //! The schema is versioned by `PRAGMA user_version`: [`MIGRATIONS`] are applied in order,
 //! one transaction each, and a database from a newer swarmbak is refused.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,8 +32,8 @@ use swarmbak_metainfo::Metainfo;
 
 use crate::proto::InfoHash;
 use crate::storage::{
-    MachineKind, MachineRow, NewMachine, OnlineInterval, Pending, Published, Redeemed, ReportRow,
-    SnapshotRow, Storage, StorageError,
+    Activity, AlertRow, Attempt, AuditRow, MachineKind, MachineRow, NewMachine, OnlineInterval,
+    Pending, Published, Redeemed, ReportRow, SnapshotRow, Storage, StorageError,
 };
 
 /// The database file inside the data directory.
@@ -131,6 +132,33 @@ CREATE INDEX reports_machine_started ON reports (machine, started);
     r#"
 ALTER TABLE reports ADD COLUMN attempt BLOB;
 CREATE UNIQUE INDEX reports_attempt ON reports (machine, attempt);
+"#,
+    // 3: what the administrator sees (tracker.md §10): a machine's latest success found
+    // through an index, the audit log, alerts.
+    r#"
+CREATE INDEX reports_machine_success ON reports (machine, success, started);
+
+CREATE TABLE audit (
+    id     INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    "from" TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE alerts (
+    id       INTEGER PRIMARY KEY,
+    machine  INTEGER NOT NULL REFERENCES machines (id),
+    kind     TEXT NOT NULL,
+    raised   INTEGER NOT NULL,
+    notified INTEGER NOT NULL,
+    acked    INTEGER,
+    acked_by TEXT,
+    cleared  INTEGER
+) STRICT;
+CREATE UNIQUE INDEX alerts_open ON alerts (machine) WHERE cleared IS NULL;
 "#,
 ];
 
@@ -919,6 +947,160 @@ impl Storage for Sqlite {
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn activity(&mut self) -> Result<HashMap<i64, Activity>, StorageError> {
+        let mut out: HashMap<i64, Activity> = HashMap::new();
+        {
+            let mut st = self
+                .write
+                .prepare_cached("SELECT machine, max(\"end\") FROM online GROUP BY machine")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                out.entry(r.get(0)?).or_default().last_online = Some(r.get(1)?);
+            }
+        }
+        let ids: Vec<i64> = {
+            let mut st = self
+                .write
+                .prepare_cached("SELECT id FROM machines WHERE kind = 'machine'")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        // One index lookup per machine and question (reports_machine_started,
+        // reports_machine_success): no scan of the whole history.
+        let mut latest = self.write.prepare_cached(
+            "SELECT started, ended, bytes, files, error FROM reports \
+             WHERE machine = ?1 AND attempt IS NOT NULL ORDER BY started DESC, id DESC LIMIT 1",
+        )?;
+        let mut success = self.write.prepare_cached(
+            "SELECT started, ended, bytes, files, error FROM reports \
+             WHERE machine = ?1 AND success = 1 AND attempt IS NOT NULL \
+             ORDER BY started DESC, id DESC LIMIT 1",
+        )?;
+        let attempt = |r: &Row<'_>| -> Result<Attempt, StorageError> {
+            Ok(Attempt {
+                started: r.get(0)?,
+                ended: r.get(1)?,
+                bytes: to_u64(r.get(2)?, "bytes")?,
+                files: to_u64(r.get(3)?, "files")?,
+                error: r.get(4)?,
+            })
+        };
+        for id in ids {
+            let a = match latest.query([id])?.next()? {
+                Some(r) => Some(attempt(r)?),
+                None => continue,
+            };
+            let s = match success.query([id])?.next()? {
+                Some(r) => Some(attempt(r)?),
+                None => None,
+            };
+            let e = out.entry(id).or_default();
+            e.last_attempt = a;
+            e.last_success = s;
+        }
+        Ok(out)
+    }
+
+    fn audit(&mut self, row: &AuditRow) -> Result<(), StorageError> {
+        self.write.execute(
+            "INSERT INTO audit (at, actor, \"from\", action, target, detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![row.at, row.actor, row.from, row.action, row.target, row.detail],
+        )?;
+        Ok(())
+    }
+
+    fn audit_log(&mut self, limit: usize) -> Result<Vec<AuditRow>, StorageError> {
+        let mut st = self.write.prepare_cached(
+            "SELECT id, at, actor, \"from\", action, target, detail FROM audit \
+             ORDER BY id DESC LIMIT ?1",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = st.query_map([limit], |r| {
+            Ok(AuditRow {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                from: r.get(3)?,
+                action: r.get(4)?,
+                target: r.get(5)?,
+                detail: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn raise_alert(
+        &mut self,
+        machine: i64,
+        kind: &str,
+        at: i64,
+    ) -> Result<Option<AlertRow>, StorageError> {
+        let tx = immediate(&mut self.write)?;
+        let added = tx.execute(
+            "INSERT INTO alerts (machine, kind, raised, notified) VALUES (?1, ?2, ?3, ?3) \
+             ON CONFLICT DO NOTHING",
+            params![machine, kind, at],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok((added == 1).then(|| AlertRow {
+            id,
+            machine,
+            kind: kind.to_owned(),
+            raised: at,
+            notified: at,
+            acked: None,
+            acked_by: None,
+            cleared: None,
+        }))
+    }
+
+    fn alert_notified(&mut self, id: i64, kind: &str, at: i64) -> Result<(), StorageError> {
+        self.write.execute(
+            "UPDATE alerts SET notified = ?2, kind = ?3 WHERE id = ?1",
+            params![id, at, kind],
+        )?;
+        Ok(())
+    }
+
+    fn ack_alert(&mut self, id: i64, at: i64, by: &str) -> Result<bool, StorageError> {
+        let n = self.write.execute(
+            "UPDATE alerts SET acked = ?2, acked_by = ?3 \
+             WHERE id = ?1 AND cleared IS NULL AND acked IS NULL",
+            params![id, at, by],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn clear_alert(&mut self, id: i64, at: i64) -> Result<(), StorageError> {
+        self.write.execute(
+            "UPDATE alerts SET cleared = ?2 WHERE id = ?1 AND cleared IS NULL",
+            params![id, at],
+        )?;
+        Ok(())
+    }
+
+    fn alerts(&mut self, closed_since: Option<i64>) -> Result<Vec<AlertRow>, StorageError> {
+        let mut st = self.write.prepare_cached(
+            "SELECT id, machine, kind, raised, notified, acked, acked_by, cleared FROM alerts \
+             WHERE cleared IS NULL OR cleared >= ?1 ORDER BY id DESC",
+        )?;
+        let rows = st.query_map([closed_since.unwrap_or(i64::MAX)], |r| {
+            Ok(AlertRow {
+                id: r.get(0)?,
+                machine: r.get(1)?,
+                kind: r.get(2)?,
+                raised: r.get(3)?,
+                notified: r.get(4)?,
+                acked: r.get(5)?,
+                acked_by: r.get(6)?,
+                cleared: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// `PRAGMA data_version` of the write connection. It also moves when this handle's

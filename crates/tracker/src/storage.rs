@@ -214,6 +214,72 @@ pub struct ReportRow {
     pub report: Vec<u8>,
 }
 
+/// One backup attempt, as a machine's status needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// Unix seconds (the machine's clock).
+    pub started: i64,
+    /// Unix seconds.
+    pub ended: i64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Files read.
+    pub files: u64,
+    /// The error text of a failure (`None`: it succeeded).
+    pub error: Option<String>,
+}
+
+/// What the database knows of one machine's activity (tracker.md §10.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// The end of its latest online span written.
+    pub last_online: Option<i64>,
+    /// Its latest report (the latest start).
+    pub last_attempt: Option<Attempt>,
+    /// Its latest successful report.
+    pub last_success: Option<Attempt>,
+}
+
+/// One line of the audit log: an action that changed the tracker's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Its id (increasing).
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Who: `admin-token`, `session:<id prefix>`, `cli`.
+    pub actor: String,
+    /// From where (an address, or `local` for the command line).
+    pub from: String,
+    /// What: `revoke`, `enroll`, `ack-alert`, `rotate-admin-token`, `sign-in`, ...
+    pub action: String,
+    /// On what (a machine's name, an alert's id).
+    pub target: String,
+    /// Anything else worth keeping.
+    pub detail: String,
+}
+
+/// An alert: a machine overdue (tracker.md §10.4). At most one is open per machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRow {
+    /// Its id.
+    pub id: i64,
+    /// [`MachineRow::id`].
+    pub machine: i64,
+    /// `vip_overdue` or `overdue`.
+    pub kind: String,
+    /// When it was raised, Unix seconds.
+    pub raised: i64,
+    /// When it was last notified (log line, webhook).
+    pub notified: i64,
+    /// When an administrator acknowledged it (no more repeats).
+    pub acked: Option<i64>,
+    /// Who acknowledged it.
+    pub acked_by: Option<String>,
+    /// When the machine was backed up again (the back-to-OK notice).
+    pub cleared: Option<i64>,
+}
+
 /// The tracker's persistent state. Blocking calls: the server makes them from
 /// `spawn_blocking` or its writer thread, never on the announce path.
 pub trait Storage: Send {
@@ -258,6 +324,32 @@ pub trait Storage: Send {
     fn add_report(&mut self, r: &ReportRow) -> Result<bool, StorageError>;
     /// A machine's reports, the latest start first, at most `limit`.
     fn reports(&mut self, machine: i64, limit: usize) -> Result<Vec<ReportRow>, StorageError>;
+
+    /// Every machine's activity, by [`MachineRow::id`] (machines with none are left out).
+    fn activity(&mut self) -> Result<std::collections::HashMap<i64, Activity>, StorageError>;
+
+    /// Appends a line to the audit log, durably.
+    fn audit(&mut self, row: &AuditRow) -> Result<(), StorageError>;
+    /// The latest audit lines, newest first, at most `limit`.
+    fn audit_log(&mut self, limit: usize) -> Result<Vec<AuditRow>, StorageError>;
+
+    /// Opens an alert for `machine` raised (and notified) at `at`; `None` when one is
+    /// open already.
+    fn raise_alert(
+        &mut self,
+        machine: i64,
+        kind: &str,
+        at: i64,
+    ) -> Result<Option<AlertRow>, StorageError>;
+    /// Records that alert `id` was notified again at `at` (and its kind now).
+    fn alert_notified(&mut self, id: i64, kind: &str, at: i64) -> Result<(), StorageError>;
+    /// Acknowledges an open alert; `false` when there is no such open alert.
+    fn ack_alert(&mut self, id: i64, at: i64, by: &str) -> Result<bool, StorageError>;
+    /// Closes alert `id` at `at`.
+    fn clear_alert(&mut self, id: i64, at: i64) -> Result<(), StorageError>;
+    /// The open alerts, and (when `closed_since` is given) those cleared since then,
+    /// newest first.
+    fn alerts(&mut self, closed_since: Option<i64>) -> Result<Vec<AlertRow>, StorageError>;
 
     /// Changes whenever another connection (another process) committed a write: the
     /// running tracker polls it to see what `swarmbak tracker revoke` wrote.

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use swarmbak_metainfo::Metainfo;
 use swarmbak_tracker::sqlite::{Sqlite, DB_FILE, IMPORTED_V1, MIGRATIONS, SCHEMA_VERSION};
 use swarmbak_tracker::storage::{
-    MachineKind, NewMachine, OnlineInterval, Pending, Published, Redeemed, ReportRow, Storage,
-    StorageError,
+    AuditRow, MachineKind, NewMachine, OnlineInterval, Pending, Published, Redeemed, ReportRow,
+    Storage, StorageError,
 };
 
 mod common;
@@ -714,6 +714,90 @@ fn backup_reports_are_stored_once_and_listed_latest_first() {
     assert!(db.add_report(&report_row(99, 3, Ok([7; 20]))).is_err());
     // Another handle (another process) reads them.
     assert_eq!(open(dir.path()).reports(1, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn activity_audit_and_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    redeem_one(&mut db);
+    assert!(db.activity().unwrap().is_empty());
+    db.add_report(&report_row(1, 1, Ok([7; 20]))).unwrap();
+    db.add_report(&report_row(1, 3, Ok([8; 20]))).unwrap();
+    db.add_report(&report_row(1, 4, Err("disk full".into())))
+        .unwrap();
+    db.add_online(&[OnlineInterval {
+        machine: 1,
+        start: 100,
+        end: 200,
+    }])
+    .unwrap();
+    let a = &db.activity().unwrap()[&1];
+    assert_eq!(a.last_online, Some(200));
+    let last = a.last_attempt.as_ref().unwrap();
+    assert_eq!(
+        (last.ended, last.error.as_deref()),
+        (1_045, Some("disk full"))
+    );
+    let ok = a.last_success.as_ref().unwrap();
+    assert_eq!(
+        (ok.started, ok.ended, ok.bytes, ok.error.as_deref()),
+        (1_030, 1_035, 3000, None)
+    );
+
+    let row = AuditRow {
+        id: 0,
+        at: 5,
+        actor: "cli".into(),
+        from: "local".into(),
+        action: "revoke".into(),
+        target: "laptop-1".into(),
+        detail: String::new(),
+    };
+    db.audit(&row).unwrap();
+    db.audit(&AuditRow {
+        at: 6,
+        action: "enroll".into(),
+        ..row.clone()
+    })
+    .unwrap();
+    let log = open(dir.path()).audit_log(10).unwrap();
+    assert_eq!(
+        log.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+        ["enroll", "revoke"]
+    );
+    assert_eq!(db.audit_log(1).unwrap().len(), 1);
+
+    // One open alert per machine.
+    let a1 = db.raise_alert(1, "vip_overdue", 100).unwrap().unwrap();
+    assert!(db.raise_alert(1, "overdue", 101).unwrap().is_none());
+    db.alert_notified(a1.id, "overdue", 200).unwrap();
+    assert!(db.ack_alert(a1.id, 210, "session:abcd").unwrap());
+    assert!(
+        !db.ack_alert(a1.id, 211, "session:abcd").unwrap(),
+        "acknowledged twice"
+    );
+    let open_now = db.alerts(None).unwrap();
+    assert_eq!(open_now.len(), 1);
+    assert_eq!(
+        (
+            open_now[0].kind.as_str(),
+            open_now[0].notified,
+            open_now[0].acked
+        ),
+        ("overdue", 200, Some(210))
+    );
+    db.clear_alert(a1.id, 300).unwrap();
+    assert!(db.alerts(None).unwrap().is_empty());
+    assert_eq!(db.alerts(Some(299)).unwrap()[0].cleared, Some(300));
+    assert!(
+        !db.ack_alert(a1.id, 301, "x").unwrap(),
+        "a cleared alert is not acknowledged"
+    );
+    // Cleared: a new one may open.
+    assert!(db.raise_alert(1, "overdue", 400).unwrap().is_some());
+    // An alert of a machine that does not exist is refused.
+    assert!(db.raise_alert(99, "overdue", 400).is_err());
 }
 
 #[test]
