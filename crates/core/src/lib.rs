@@ -25,4 +25,4 @@ pub use ids::{IdError, InfoHash, MachineKey, PeerId, MAX_MACHINE_KEY_LEN};
 pub use layout::{
     check_params, Layout, LayoutError, PieceIndex, ShardIndex, StripeIndex, MAX_SHARD, MIN_SHARD,
 };
-pub use units::{parse_duration, parse_size};
+pub use units::{parse_duration, parse_size, utc};

@@ -32,6 +32,11 @@ pub trait Job: Send {
     ) -> crate::discovery::BoxFuture<'a, Result<(), FetchError>>;
 }
 
+/// Due at once, then every `every`: the schedule of a periodic job.
+pub fn every_due(last: Option<Instant>, now: Instant, every: Duration) -> bool {
+    last.is_none_or(|l| now.saturating_duration_since(l) >= every)
+}
+
 /// What jobs work with.
 pub struct JobContext {
     pub node: Node,
@@ -97,13 +102,52 @@ impl Job for Replicate {
         "replicate"
     }
     fn due(&self, last: Option<Instant>, now: Instant) -> bool {
-        last.is_none_or(|l| now.saturating_duration_since(l) >= self.every)
+        every_due(last, now, self.every)
     }
     fn run<'a>(
         &'a mut self,
         cx: &'a JobContext,
     ) -> crate::discovery::BoxFuture<'a, Result<(), FetchError>> {
         Box::pin(self.once(cx))
+    }
+}
+
+/// Sends the backup reports waiting in `HOME/outbox` (a `seed` that could not reach the
+/// tracker left them there) when the agent starts, and then every `every`
+/// (tracker.md §7.6).
+pub struct SendReports {
+    pub every: Duration,
+}
+
+impl Job for SendReports {
+    fn name(&self) -> &'static str {
+        "send reports"
+    }
+    fn due(&self, last: Option<Instant>, now: Instant) -> bool {
+        every_due(last, now, self.every)
+    }
+    fn run<'a>(
+        &'a mut self,
+        cx: &'a JobContext,
+    ) -> crate::discovery::BoxFuture<'a, Result<(), FetchError>> {
+        Box::pin(async move {
+            // A tracker that is down costs this job at most 5 s, every `every`.
+            let sent = crate::outbox::send(&cx.node, Duration::from_secs(5)).await;
+            if sent.sent > 0 {
+                eprintln!(
+                    "swarmbak agent: sent {} waiting backup report(s) to the tracker",
+                    sent.sent
+                );
+            }
+            if sent.refused > 0 {
+                eprintln!(
+                    "swarmbak agent: the tracker refused {} backup report(s) (kept in outbox/refused): {}",
+                    sent.refused,
+                    sent.error.as_deref().unwrap_or("")
+                );
+            }
+            Ok(())
+        })
     }
 }
 
@@ -223,6 +267,14 @@ pub fn run(
                 }),
                 None,
             ));
+            if node.config.enrolment.is_some() {
+                jobs.push((
+                    Box::new(SendReports {
+                        every: Duration::from_secs(300),
+                    }),
+                    None,
+                ));
+            }
         }
         let cx = JobContext {
             node: node.clone(),

@@ -59,6 +59,12 @@ pub enum Action {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Replace DATA/admin-token: the old token stops working and every dashboard session
+    /// ends (a running tracker reads the new one within a second).
+    RotateAdminToken {
+        #[arg(long)]
+        data: PathBuf,
+    },
 }
 
 /// `swarmbak tracker`'s serving options (clap flattens them into the command).
@@ -104,6 +110,21 @@ pub struct Serve {
     /// carries passkeys in clear).
     #[arg(long, value_name = "ADDR|off")]
     pub udp_listen: Option<String>,
+    /// A machine not backed up for this many days is overdue (a VIP's alert).
+    #[arg(long, value_name = "DAYS", default_value_t = 10)]
+    pub overdue_warn: u32,
+    /// A machine not backed up for this many days raises an alert, VIP or not.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub overdue_alert: u32,
+    /// POST each alert and back-to-OK notice as JSON to this http:// URL.
+    #[arg(long, value_name = "URL")]
+    pub alert_webhook: Option<String>,
+    /// How often alerts are evaluated, like 5m (default 5m).
+    #[arg(long, value_name = "DURATION")]
+    pub alert_every: Option<String>,
+    /// An open alert is told again at most this often, like 1d (default 1d).
+    #[arg(long, value_name = "DURATION")]
+    pub alert_repeat: Option<String>,
 }
 
 /// Where the UDP tracker listens.
@@ -246,6 +267,30 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
             ))
         })?),
     };
+    if s.overdue_warn == 0 || s.overdue_alert < s.overdue_warn {
+        return Err(Failure::usage(
+            "--overdue-warn DAYS and --overdue-alert DAYS: at least 1 day, and the alert no sooner than the warning",
+        ));
+    }
+    let thresholds = swarmbak_tracker::status::Thresholds {
+        warn_days: s.overdue_warn,
+        alert_days: s.overdue_alert,
+    };
+    if let Some(u) = &s.alert_webhook {
+        if !u.starts_with("http://") {
+            return Err(Failure::usage(format!(
+                "--alert-webhook {u:?}: give an http:// URL (https is not supported for webhooks yet)"
+            )));
+        }
+    }
+    let duration = |flag: &str, v: &Option<String>| match v {
+        None => Ok(None),
+        Some(t) => swarmbak_core::parse_duration(t).map(Some).ok_or_else(|| {
+            Failure::usage(format!("--{flag} {t:?}: write a duration like 30s, 5m, 1d"))
+        }),
+    };
+    let alert_every = duration("alert-every", &s.alert_every)?;
+    let alert_repeat = duration("alert-repeat", &s.alert_repeat)?;
     let rt = match s.threads {
         None => swarmbak_node::runtime()?,
         Some(0) => return Err(Failure::usage("--threads N: at least 1")),
@@ -266,6 +311,14 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
         cfg.open = s.open;
         cfg.recovery_recipients = s.recovery;
         cfg.public_url = s.public_url.map(|u| u.trim_end_matches('/').to_owned());
+        cfg.overdue = thresholds;
+        cfg.alert_webhook = s.alert_webhook;
+        if let Some(d) = alert_every {
+            cfg.alert_every = d;
+        }
+        if let Some(d) = alert_repeat {
+            cfg.alert_repeat = d;
+        }
         let t = tokio::task::spawn_blocking(move || swarmbak_tracker::Tracker::open(cfg))
             .await
             .map_err(|e| Failure::new(1, e.to_string()))?
@@ -400,9 +453,14 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
         } => {
             let (mut db, org) = open_db(&data)?;
             if client {
-                let (row, announce) =
-                    admin::create_client(&mut db, url.as_deref(), &name, unix_now())
-                        .map_err(fail)?;
+                let (row, announce) = admin::create_client(
+                    &mut db,
+                    url.as_deref(),
+                    &name,
+                    &admin::Actor::cli(),
+                    unix_now(),
+                )
+                .map_err(fail)?;
                 println!("{announce}");
                 poke(&mut db, &org);
                 if ctx.json {
@@ -426,6 +484,7 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                     domain,
                     cert_days: expires,
                 },
+                &admin::Actor::cli(),
                 unix_now(),
             )
             .map_err(fail)?;
@@ -446,7 +505,8 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
         }
         Action::Revoke { data, machine } => {
             let (mut db, org) = open_db(&data)?;
-            let row = admin::revoke(&mut db, &org, &machine, unix_now()).map_err(fail)?;
+            let row = admin::revoke(&mut db, &org, &machine, &admin::Actor::cli(), unix_now())
+                .map_err(fail)?;
             poke(&mut db, &org);
             if ctx.json {
                 println!(
@@ -455,6 +515,38 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                 );
             } else {
                 println!("revoked {:?}: its passkey no longer works", row.name);
+            }
+            Ok(())
+        }
+        Action::RotateAdminToken { data } => {
+            let (mut db, _) = open_db(&data)?;
+            swarmbak_tracker::org::rotate_admin_token(&data)
+                .map_err(|e| Failure::new(1, e.to_string()))?;
+            let now = unix_now();
+            // The setting moves the database's data_version: a running tracker reads the
+            // new token on its next poll.
+            db.set_setting("admin_token_rotated", &now.to_string())
+                .and_then(|()| {
+                    admin::audit(
+                        &mut db,
+                        &admin::Actor::cli(),
+                        "rotate-admin-token",
+                        "admin-token",
+                        "",
+                        now,
+                    )
+                })
+                .map_err(|e| Failure::new(1, e.to_string()))?;
+            if ctx.json {
+                println!(
+                    "{}",
+                    json!({"event": "rotated", "file": data.join("admin-token")})
+                );
+            } else {
+                println!(
+                    "the admin token in {} was replaced: the old one no longer works and dashboard sessions ended",
+                    data.join("admin-token").display()
+                );
             }
             Ok(())
         }

@@ -665,9 +665,12 @@ fn the_readme_deployment_section_followed_word_for_word() {
         token,
         fs::read_to_string(data.join("admin-token")).unwrap().trim()
     );
-    let curl = |args: &[&str]| -> String {
+    // curl with the tracker's certificate: `-i` for the whole answer, else the status.
+    let curl_with = |out: &[&str], args: &[&str]| -> String {
         let o = Command::new("curl")
-            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg("-sS")
+            .args(out)
+            .arg("--cacert")
             .arg(data.join("tls.crt"))
             .args(args)
             .output()
@@ -676,15 +679,40 @@ fn the_readme_deployment_section_followed_word_for_word() {
         assert!(o.status.success(), "curl {args:?}: {err}");
         out
     };
+    let curl = |args: &[&str]| curl_with(&["-o", "/dev/null", "-w", "%{http_code}"], args);
+    let page = |args: &[&str]| curl_with(&["-i"], args);
     let base = format!("https://{tracker_addr}");
     let reload = format!("{base}/api/v1/reload");
     let bearer = format!("Authorization: Bearer {token}");
     assert_eq!(curl(&["-X", "POST", &reload]), "401");
     let status = curl(&["-X", "POST", "-H", &bearer, &reload]);
     assert!(status.starts_with('2'), "{status}");
-    let status = curl(&[&format!("{base}/")]);
+    // The dashboard: the sign-in form, then, signed in with the token the section
+    // prints, the overview listing laptop-7 (the session cookie is Secure over TLS).
+    let accept = "Accept: text/html";
+    let signin = page(&["-H", accept, &format!("{base}/")]);
+    assert!(signin.contains("id=\"login\""), "{signin}");
+    let jar = w.root.join("cookies.txt");
+    let jar = jar.to_str().unwrap();
+    let answer = page(&[
+        "-c",
+        jar,
+        "--data-urlencode",
+        &format!("token={token}"),
+        &format!("{base}/login"),
+    ]);
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    let cookie = answer
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("{answer}"));
     assert!(
-        status.starts_with('2') || status.starts_with('3'),
-        "the dashboard's address: {status}"
+        cookie.contains("HttpOnly") && cookie.contains("Secure"),
+        "{cookie}"
+    );
+    let overview = page(&["-b", jar, "-H", accept, &format!("{base}/")]);
+    assert!(
+        overview.contains("id=\"machines\"") && overview.contains("data-name=\"laptop-7\""),
+        "{overview}"
     );
 }

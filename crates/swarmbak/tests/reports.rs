@@ -161,6 +161,37 @@ fn reports_of(data: &Path, name: &str) -> Vec<swarmbak_tracker::storage::ReportR
     db.reports(id, 100).unwrap()
 }
 
+/// The tracker of `data` started again on the same address.
+fn restart(addr: &str, data: &Path) -> procs::Proc {
+    procs::Proc::start(
+        "tracker",
+        &[
+            "tracker",
+            "--listen",
+            addr,
+            "--data",
+            data.to_str().unwrap(),
+            "--interval",
+            "1",
+        ],
+    )
+}
+
+/// `seed` while the tracker is down: it fails, and its report waits in the outbox.
+fn seed_while_down(home: &Path, tree: &Path) -> std::process::Output {
+    common::run(
+        home,
+        &[
+            "seed",
+            "--until",
+            "published",
+            "--timeout",
+            "2",
+            tree.to_str().unwrap(),
+        ],
+    )
+}
+
 fn outbox(home: &Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(home.join("outbox"))
         .map(|rd| {
@@ -225,34 +256,13 @@ fn seed_reports_each_attempt_and_keeps_what_the_tracker_could_not_take() {
     // The tracker is down: the attempt fails (nothing published) and its report waits.
     let addr = tracker.addr.clone();
     tracker.kill();
-    let o = common::run(
-        &home,
-        &[
-            "seed",
-            "--until",
-            "published",
-            "--timeout",
-            "2",
-            tree.to_str().unwrap(),
-        ],
-    );
+    let o = seed_while_down(&home, &tree);
     let (_, err) = common::text(&o);
     assert!(!o.status.success());
     assert!(err.contains("wait in"), "{err}");
     assert_eq!(outbox(&home).len(), 1);
     // Back on the same address: the next backup sends both.
-    let _again = procs::Proc::start(
-        "tracker",
-        &[
-            "tracker",
-            "--listen",
-            &addr,
-            "--data",
-            tracker.data.to_str().unwrap(),
-            "--interval",
-            "1",
-        ],
-    );
+    let _again = restart(&addr, &tracker.data);
     common::ok(
         &home,
         &["seed", "--until", "published", tree.to_str().unwrap()],
@@ -261,4 +271,37 @@ fn seed_reports_each_attempt_and_keeps_what_the_tracker_could_not_take() {
     let r = reports_of(&tracker.data, "desk-1");
     assert_eq!(r.len(), 4, "{r:?}");
     assert_eq!(r.iter().filter(|x| x.outcome.is_ok()).count(), 2);
+}
+
+/// The agent sends what waits in HOME/outbox as soon as it starts: a report kept while
+/// the tracker was down reaches it without another backup.
+#[test]
+fn the_agent_sends_waiting_reports_when_it_starts() {
+    let t = tempfile::tempdir().unwrap();
+    let recovery = recovery_key(t.path());
+    let mut tracker = procs::tracker(t.path(), &recovery);
+    let home = t.path().join("m");
+    procs::init(&home, "desk-2", &tracker, &recovery);
+    let tree = t.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("a.txt"), b"hello").unwrap();
+    let addr = tracker.addr.clone();
+    tracker.kill();
+    let o = seed_while_down(&home, &tree);
+    assert!(!o.status.success());
+    assert_eq!(outbox(&home).len(), 1);
+    let _again = restart(&addr, &tracker.data);
+    assert!(reports_of(&tracker.data, "desk-2").is_empty());
+    let _agent = procs::agent(&home, "desk-2");
+    let t0 = std::time::Instant::now();
+    while !outbox(&home).is_empty() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(15),
+            "the agent did not send the waiting report"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let r = reports_of(&tracker.data, "desk-2");
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(r[0].outcome.is_err(), "{r:?}");
 }

@@ -6,7 +6,7 @@ use swarmbak_trust::{Certificate, CertificateFields, EnrollRequest, EnrollToken,
 
 use crate::org::{new_passkey, Org};
 use crate::storage::{
-    MachineKind, MachineRow, NewMachine, Pending, Redeemed, Storage, StorageError,
+    AuditRow, MachineKind, MachineRow, NewMachine, Pending, Redeemed, Storage, StorageError,
 };
 use crate::store::check_machine_name;
 
@@ -52,6 +52,45 @@ pub enum AdminError {
     /// The token is unknown, used or expired.
     #[error("the enrolment token is unknown, used or expired: ask the administrator for a new one (swarmbak tracker enroll)")]
     UnknownToken,
+}
+
+/// Who does an administrative action, for the audit log (tracker.md §10.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// `admin-token`, `session:<8 hex>`, `cli`.
+    pub actor: String,
+    /// The client's address, or `local`.
+    pub from: String,
+}
+
+impl Actor {
+    /// The command line on the tracker's machine.
+    pub fn cli() -> Actor {
+        Actor {
+            actor: "cli".into(),
+            from: "local".into(),
+        }
+    }
+}
+
+/// Appends `action` on `target` by `by` to the audit log, durably.
+pub fn audit(
+    db: &mut dyn Storage,
+    by: &Actor,
+    action: &str,
+    target: &str,
+    detail: &str,
+    now: i64,
+) -> Result<(), StorageError> {
+    db.audit(&AuditRow {
+        id: 0,
+        at: now,
+        actor: by.actor.clone(),
+        from: by.from.clone(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        detail: detail.to_owned(),
+    })
 }
 
 /// What an enrolment token will make.
@@ -126,6 +165,7 @@ pub fn create_token(
     org: &Org,
     url: Option<&str>,
     o: &EnrollOptions,
+    by: &Actor,
     now: i64,
 ) -> Result<String, AdminError> {
     check_machine_name(&o.name).map_err(AdminError::Invalid)?;
@@ -149,6 +189,12 @@ pub fn create_token(
         created: now,
         valid_until: now + i64::from(TOKEN_DAYS) * 86_400,
     })?;
+    let detail = format!(
+        "token for user {:?}{}",
+        o.user.as_deref().unwrap_or(""),
+        if o.vip { ", VIP" } else { "" }
+    );
+    audit(db, by, "enroll", &o.name, &detail, now)?;
     Ok(EnrollToken {
         url,
         org: org.public(),
@@ -164,6 +210,7 @@ pub fn create_client(
     db: &mut dyn Storage,
     url: Option<&str>,
     name: &str,
+    by: &Actor,
     now: i64,
 ) -> Result<(MachineRow, String), AdminError> {
     check_machine_name(name).map_err(AdminError::Invalid)?;
@@ -181,6 +228,7 @@ pub fn create_client(
         enrolled: now,
         expires: None,
     })?;
+    audit(db, by, "enroll", name, "standard BitTorrent client", now)?;
     let url = announce_url(&base, &row.passkey);
     Ok((row, url))
 }
@@ -290,6 +338,7 @@ pub fn revoke(
     db: &mut dyn Storage,
     org: &Org,
     who: &str,
+    by: &Actor,
     now: i64,
 ) -> Result<MachineRow, AdminError> {
     let m = find(db, who)?;
@@ -301,6 +350,7 @@ pub fn revoke(
         None => Vec::new(),
     };
     db.revoke(m.id, now, &revocation)?;
+    audit(db, by, "revoke", &m.name, "", now)?;
     Ok(MachineRow {
         revoked: Some(now),
         revocation: Some(revocation),

@@ -700,7 +700,10 @@ impl TrackerClient {
 }
 
 /// One request on a fresh connection (plain or TLS), and its reply.
-async fn send<S>(stream: S, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), ClientError>
+pub(crate) async fn send<S>(
+    stream: S,
+    req: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), ClientError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

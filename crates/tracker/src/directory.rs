@@ -4,8 +4,9 @@
 //! snapshots by info-hash.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::proto::InfoHash;
 use crate::storage::{MachineKind, MachineRow, OnlineInterval, SnapshotRow};
@@ -28,15 +29,25 @@ pub struct Member {
     pub expires: Option<i64>,
     first_seen: AtomicI64,
     last_seen: AtomicI64,
+    /// The address of its latest announce (for the administrator's search).
+    address: Mutex<Option<IpAddr>>,
 }
 
 impl Member {
-    /// Notes an announce at `now` (Unix seconds).
-    pub fn seen(&self, now: i64) {
+    /// Notes an announce at `now` (Unix seconds) from `ip`.
+    pub fn seen(&self, now: i64, ip: IpAddr) {
         let _ = self
             .first_seen
             .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         self.last_seen.store(now, Ordering::Relaxed);
+        let mut a = self.address.lock().unwrap_or_else(|p| p.into_inner());
+        if *a != Some(ip) {
+            *a = Some(ip);
+        }
+    }
+
+    fn address(&self) -> Option<IpAddr> {
+        *self.address.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The span seen since the last call, if any.
@@ -75,6 +86,7 @@ impl Directory {
                     prev.map_or(0, |p| p.first_seen.load(Ordering::Relaxed)),
                 ),
                 last_seen: AtomicI64::new(prev.map_or(0, |p| p.last_seen.load(Ordering::Relaxed))),
+                address: Mutex::new(prev.and_then(|p| p.address())),
             });
             if let Some(k) = r.key {
                 // The active row wins over a revoked one with the same key.
@@ -102,6 +114,25 @@ impl Directory {
         self.by_passkey
             .values()
             .filter_map(|m| m.take_interval())
+            .collect()
+    }
+
+    /// What this run saw of each member: its last announce and address.
+    pub fn live(&self) -> HashMap<i64, crate::status::Live> {
+        self.by_passkey
+            .values()
+            .filter_map(|m| {
+                let t = m.last_seen.load(Ordering::Relaxed);
+                (t != 0).then(|| {
+                    (
+                        m.id,
+                        crate::status::Live {
+                            last_seen: Some(t),
+                            address: m.address().map(|a| a.to_string()),
+                        },
+                    )
+                })
+            })
             .collect()
     }
 

@@ -17,8 +17,11 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+mod alerts;
 pub mod client;
+pub mod dashboard;
 pub mod directory;
+pub mod metrics;
 pub mod org;
 mod plain;
 pub mod proto;
@@ -31,6 +34,7 @@ pub mod store;
 pub mod swarm;
 pub mod tls;
 pub mod udp;
+mod web;
 
 pub use client::{ClientError, Published, Retry, TrackerClient, MAX_REPLY_BYTES};
 pub use proto::{

@@ -112,6 +112,36 @@ impl Org {
     }
 }
 
+/// Writes a new random admin token to `DATA/admin-token` (mode 0600, written to a
+/// temporary file, synced, then renamed over the old one: a crash leaves the old token or
+/// the new one, never a torn file). Returns the new token.
+pub fn rotate_admin_token(data_dir: &Path) -> Result<String, OrgError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("admin-token");
+    let tmp = data_dir.join(".admin-token.new");
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| OrgError::Io { path: p, source }
+    };
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(format!("{token}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    if let Ok(d) = std::fs::File::open(data_dir) {
+        let _ = d.sync_all();
+    }
+    Ok(token)
+}
+
 /// A new passkey: 16 random bytes as 32 lowercase hex digits.
 pub fn new_passkey() -> String {
     hex::encode(rand::random::<[u8; 16]>())

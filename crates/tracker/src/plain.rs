@@ -129,7 +129,9 @@ pub(crate) async fn serve(
                         keep_alive,
                         http10,
                     }) => {
+                        let t0 = std::time::Instant::now();
                         let body = bt_answer(&shared, remote, kind, passkey, query);
+                        shared.metrics.observe(t0.elapsed());
                         break Some((head_len, body, keep_alive, http10));
                     }
                     None if buf.len() >= limit => break None,
@@ -156,7 +158,7 @@ pub(crate) async fn serve(
                     pos: 0,
                     tcp,
                 };
-                serve_connection(shared, conn, remote, stop).await;
+                serve_connection(shared, conn, remote, false, stop).await;
                 return;
             }
             Some((head_len, body, keep_alive, http10)) => {

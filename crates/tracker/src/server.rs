@@ -88,6 +88,14 @@ pub struct TrackerConfig {
     /// Longest a TLS client may take over its handshake before it is dropped (default
     /// 10 s). The handshake runs in the connection's task, never in the accept loop.
     pub tls_handshake_timeout: Duration,
+    /// When a machine counts as overdue (tracker.md §10.1; 10 and 30 days by default).
+    pub overdue: crate::status::Thresholds,
+    /// How often alerts are evaluated (tracker.md §10.4; default 5 minutes).
+    pub alert_every: Duration,
+    /// An open alert is notified again at most this often (default one day).
+    pub alert_repeat: Duration,
+    /// Where alerts are POSTed as JSON (`http://` only), if anywhere.
+    pub alert_webhook: Option<String>,
 }
 
 impl TrackerConfig {
@@ -115,10 +123,14 @@ impl TrackerConfig {
             max_publishes_at_once: 16,
             max_pieces: 1 << 20,
             tls_handshake_timeout: Duration::from_secs(10),
+            overdue: crate::status::Thresholds::default(),
+            alert_every: Duration::from_secs(300),
+            alert_repeat: Duration::from_secs(86_400),
+            alert_webhook: None,
         }
     }
 
-    fn peer_timeout(&self) -> Duration {
+    pub(crate) fn peer_timeout(&self) -> Duration {
         self.peer_timeout.unwrap_or(self.interval * 2)
     }
 }
@@ -199,7 +211,14 @@ pub(crate) struct Shared {
     /// The addresses last recorded in the database (recorded once, not at every start of
     /// `serve` after `swarmbak tracker` recorded them before printing `listening`).
     recorded: Mutex<Option<(Option<SocketAddr>, Option<SocketAddr>)>>,
-    org: Org,
+    pub(crate) org: Org,
+    /// The admin API's token (DATA/admin-token), read again when the database changes
+    /// (`swarmbak tracker rotate-admin-token` records a rotation there).
+    pub(crate) admin_token: RwLock<String>,
+    /// The dashboard's sessions.
+    pub(crate) sessions: crate::web::Sessions,
+    /// The counters of `/metrics`.
+    pub(crate) metrics: crate::metrics::Metrics,
     /// Bytes of publish bodies being received (permits are bytes).
     publish_bytes: Semaphore,
     /// Publishes being received.
@@ -294,6 +313,9 @@ impl Tracker {
                 dir: RwLock::new(Directory::build(&machines, &Directory::default())),
                 dir_version: Mutex::new(version),
                 recorded: Mutex::new(None),
+                admin_token: RwLock::new(org.admin_token.clone()),
+                sessions: crate::web::Sessions::default(),
+                metrics: crate::metrics::Metrics::default(),
                 org,
                 publish_bytes: Semaphore::new(config.max_publish_in_flight.max(1)),
                 publish_slots: Semaphore::new(config.max_publishes_at_once.max(1)),
@@ -428,6 +450,7 @@ impl Tracker {
                 .and_then(|l| l.local_addr().ok());
             tokio::spawn(background(shared, stop, plain, tls))
         };
+        let alerts = tokio::spawn(crate::alerts::run(shared.clone(), stop_rx.clone()));
         // One accept loop per listener; the first to fail ends the service.
         let (ended_tx, mut ended_rx) = tokio::sync::mpsc::channel(listeners.len());
         let loops: Vec<_> = listeners
@@ -454,6 +477,7 @@ impl Tracker {
         }
         let _ = sweeper.await;
         let _ = background.await;
+        let _ = alerts.await;
         if let Some(udp) = udp {
             let _ = udp.await;
         }
@@ -504,7 +528,7 @@ async fn accept_loop(
                     // A client that never finishes its handshake holds only this task.
                     if let Ok(Ok(tls)) = tokio::time::timeout(limit, acceptor.accept(stream)).await
                     {
-                        serve_connection(shared, tls, remote, stop).await;
+                        serve_connection(shared, tls, remote, true, stop).await;
                     }
                 }
             }
@@ -522,6 +546,7 @@ pub(crate) async fn serve_connection<S>(
     shared: Arc<Shared>,
     stream: S,
     remote: SocketAddr,
+    tls: bool,
     mut stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -529,7 +554,12 @@ pub(crate) async fn serve_connection<S>(
     let max_buf = shared.config.max_url_len.max(8192) + 8192;
     let svc = service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, remote, req).await) }
+        async move {
+            let t0 = Instant::now();
+            let r = handle(&shared, remote, tls, req).await;
+            shared.metrics.observe(t0.elapsed());
+            Ok::<_, Infallible>(r)
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -566,9 +596,13 @@ pub async fn serve(listener: TcpListener, config: TrackerConfig) -> Result<(), T
     tracker.serve(listener).await
 }
 
-type Resp = Response<Full<Bytes>>;
+pub(crate) type Resp = Response<Full<Bytes>>;
 
-fn response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+pub(crate) fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Resp {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut()
@@ -580,7 +614,7 @@ fn bencoded(body: Vec<u8>) -> Resp {
     response(StatusCode::OK, "text/plain", body)
 }
 
-fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
+pub(crate) fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
     match serde_json::to_vec(v) {
         Ok(b) => response(status, "application/json", b),
         Err(_) => response(
@@ -591,7 +625,7 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
     }
 }
 
-fn json_error(status: StatusCode, msg: impl Into<String>) -> Resp {
+pub(crate) fn json_error(status: StatusCode, msg: impl Into<String>) -> Resp {
     #[derive(Serialize)]
     struct E {
         error: String,
@@ -683,7 +717,7 @@ fn record_address(sh: &Shared, plain: Option<SocketAddr>, tls: Option<SocketAddr
 
 /// Rebuilds the machine directory from the database when another connection changed it
 /// (or always, with `force`).
-fn reload_if_changed(shared: &Shared, force: bool) -> Result<(), StorageError> {
+pub(crate) fn reload_if_changed(shared: &Shared, force: bool) -> Result<(), StorageError> {
     let mut db = lock_db(shared);
     let v = db.data_version()?;
     let mut seen = shared.dir_version.lock().unwrap_or_else(|p| p.into_inner());
@@ -694,7 +728,36 @@ fn reload_if_changed(shared: &Shared, force: bool) -> Result<(), StorageError> {
     let mut dir = shared.dir.write().unwrap_or_else(|p| p.into_inner());
     *dir = Directory::build(&rows, &dir);
     *seen = v;
+    drop(dir);
+    reload_admin_token(shared);
     Ok(())
+}
+
+/// Reads DATA/admin-token again; a new token ends every dashboard session
+/// (tracker.md §10.3).
+fn reload_admin_token(shared: &Shared) {
+    let path = shared.config.data_dir.join("admin-token");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let new = text.trim();
+    if new.len() < 32 {
+        eprintln!(
+            "swarmbak tracker: {} is malformed; the admin token is unchanged",
+            path.display()
+        );
+        return;
+    }
+    let mut cur = shared
+        .admin_token
+        .write()
+        .unwrap_or_else(|p| p.into_inner());
+    if *cur != new {
+        *cur = new.to_owned();
+        drop(cur);
+        shared.sessions.clear();
+        eprintln!("swarmbak tracker: the admin token was rotated; dashboard sessions ended");
+    }
 }
 
 fn flush_online(shared: &Shared) {
@@ -710,20 +773,20 @@ fn flush_online(shared: &Shared) {
     }
 }
 
-fn lock_db(shared: &Shared) -> std::sync::MutexGuard<'_, Box<dyn Storage>> {
+pub(crate) fn lock_db(shared: &Shared) -> std::sync::MutexGuard<'_, Box<dyn Storage>> {
     shared.db.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn read_snaps(shared: &Shared) -> std::sync::RwLockReadGuard<'_, Snapshots> {
+pub(crate) fn read_snaps(shared: &Shared) -> std::sync::RwLockReadGuard<'_, Snapshots> {
     shared.snaps.read().unwrap_or_else(|p| p.into_inner())
 }
 
-fn read_dir(shared: &Shared) -> std::sync::RwLockReadGuard<'_, Directory> {
+pub(crate) fn read_dir(shared: &Shared) -> std::sync::RwLockReadGuard<'_, Directory> {
     shared.dir.read().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs blocking database work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     shared: &Arc<Shared>,
     f: impl FnOnce(&Shared) -> T + Send + 'static,
 ) -> Option<T> {
@@ -779,6 +842,10 @@ pub(crate) fn bt_answer(
     passkey: Option<&str>,
     query: &[u8],
 ) -> Vec<u8> {
+    crate::metrics::inc(match kind {
+        Bt::Announce => &shared.metrics.announces_http,
+        Bt::Scrape => &shared.metrics.scrapes_http,
+    });
     // One clock read per request: the certificate's expiry and the online span.
     let now = unix_now();
     let member = if shared.config.open {
@@ -807,7 +874,7 @@ fn caller(shared: &Shared, req: &Request<Incoming>, path_passkey: Option<&str>) 
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if shared.org.is_admin(auth) {
+    if crate::web::is_admin(shared, auth) {
         return Caller::Admin;
     }
     if let Some(pk) = passkey_of(req, path_passkey) {
@@ -840,7 +907,12 @@ fn private_refusal() -> Resp {
     )
 }
 
-async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>) -> Resp {
+async fn handle(
+    shared: &Arc<Shared>,
+    remote: SocketAddr,
+    tls: bool,
+    req: Request<Incoming>,
+) -> Resp {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("").as_bytes();
     let target_len = req
@@ -865,6 +937,14 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
         }
         return bencoded(bt_answer(shared, remote, kind, passkey, query));
     }
+    // The administrator's endpoints (tracker.md §10): the dashboard, the admin API's
+    // status and actions, /metrics.
+    let req = match crate::web::route(shared, remote, tls, req).await {
+        Ok(resp) => return resp,
+        Err(req) => req,
+    };
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or("").as_bytes();
     // `/<passkey>/publish`, `/<passkey>/snapshots`, ...: the JSON endpoints under a
     // machine's tracker URL (`BASE/<passkey>`), authorised by that segment.
     let (path, path_passkey) = match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
@@ -874,10 +954,28 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
     let who = caller(shared, &req, path_passkey);
     let may_read = shared.config.open || !matches!(who, Caller::Anyone);
     match (method, path) {
-        (Method::POST | Method::PUT, "/publish") => publish(shared, req).await,
+        (Method::POST | Method::PUT, "/publish") => {
+            let r = publish(shared, req).await;
+            let m = &shared.metrics;
+            crate::metrics::inc(match r.status() {
+                StatusCode::CREATED => &m.publishes_new,
+                StatusCode::OK => &m.publishes_existing,
+                _ => &m.publishes_refused,
+            });
+            r
+        }
         (Method::POST, "/report") => {
             let pk = passkey_of(&req, path_passkey).map(str::to_owned);
-            report(shared, req, pk.as_deref()).await
+            let mut success = false;
+            let r = report(shared, req, pk.as_deref(), &mut success).await;
+            let m = &shared.metrics;
+            crate::metrics::inc(match (r.status(), success) {
+                (StatusCode::CREATED, true) => &m.reports_success,
+                (StatusCode::CREATED, false) => &m.reports_failure,
+                (StatusCode::OK, _) => &m.reports_resent,
+                _ => &m.reports_refused,
+            });
+            r
         }
         (Method::POST, "/api/v1/enroll") => enroll(shared, req).await,
         (Method::POST, "/api/v1/enrollments") => {
@@ -887,7 +985,11 @@ async fn handle(shared: &Arc<Shared>, remote: SocketAddr, req: Request<Incoming>
                     "the admin API needs `Authorization: Bearer <DATA/admin-token>`",
                 );
             }
-            enrollments(shared, req).await
+            let by = admin::Actor {
+                actor: "admin-token".into(),
+                from: remote.ip().to_string(),
+            };
+            enrollments(shared, req, by).await
         }
         (Method::POST, "/api/v1/reload") => {
             if !matches!(who, Caller::Admin) {
@@ -1007,7 +1109,7 @@ pub(crate) fn peer_announce<'a>(
     // (anyone can type another machine's key).
     let machine = match member {
         Some((m, now)) => {
-            m.seen(now);
+            m.seen(now, ip);
             m.key_hex.as_deref()
         }
         None => req.machine.as_deref(),
@@ -1140,7 +1242,7 @@ pub(crate) fn scrape_files(
 }
 
 /// A storage failure as an HTTP answer: a full disk is 507 and says what to do.
-fn storage_error(e: &StorageError) -> Resp {
+pub(crate) fn storage_error(e: &StorageError) -> Resp {
     let status = match e {
         StorageError::Full => StatusCode::INSUFFICIENT_STORAGE,
         StorageError::Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -1149,16 +1251,25 @@ fn storage_error(e: &StorageError) -> Resp {
     json_error(status, e.to_string())
 }
 
-fn admin_error(e: &AdminError) -> Resp {
-    let status = match e {
-        AdminError::Storage(s) => return storage_error(s),
-        AdminError::NameTaken(_) => StatusCode::CONFLICT,
+pub(crate) fn admin_error(e: &AdminError) -> Resp {
+    match e {
+        AdminError::Storage(s) => storage_error(s),
+        e => json_error(admin_status(e), e.to_string()),
+    }
+}
+
+/// The HTTP status of an administrative failure.
+pub(crate) fn admin_status(e: &AdminError) -> StatusCode {
+    match e {
+        AdminError::Storage(StorageError::Full) => StatusCode::INSUFFICIENT_STORAGE,
+        AdminError::Storage(StorageError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+        AdminError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        AdminError::NameTaken(_) | AdminError::AlreadyRevoked(_) => StatusCode::CONFLICT,
         AdminError::UnknownToken => StatusCode::FORBIDDEN,
         AdminError::UnknownMachine(_) => StatusCode::NOT_FOUND,
         AdminError::NoRecovery | AdminError::NoUrl => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
-    };
-    json_error(status, e.to_string())
+    }
 }
 
 /// The request's `Content-Length`, if it declares one.
@@ -1177,7 +1288,11 @@ fn too_large(max: usize) -> Resp {
 }
 
 /// Reads a request body of at most `max` bytes (413 beyond), within `timeout` (408).
-async fn read_body(req: Request<Incoming>, max: usize, timeout: Duration) -> Result<Bytes, Resp> {
+pub(crate) async fn read_body(
+    req: Request<Incoming>,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, Resp> {
     if declared_length(&req).is_some_and(|n| n > max as u64) {
         return Err(too_large(max));
     }
@@ -1423,7 +1538,13 @@ pub const MAX_REPORT_BYTES: usize = 8 * 1024;
 /// `POST BASE/<passkey>/report`: a machine's signed backup report (trust.md §9), stored
 /// durably before the answer (tracker.md §7.6): 201 when new, 200 when that attempt was
 /// stored already.
-async fn report(shared: &Arc<Shared>, req: Request<Incoming>, passkey: Option<&str>) -> Resp {
+/// `success` is set to whether the report tells of a successful backup (for /metrics).
+async fn report(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    passkey: Option<&str>,
+    success: &mut bool,
+) -> Resp {
     if shared.config.open {
         return json_error(
             StatusCode::NOT_FOUND,
@@ -1468,6 +1589,7 @@ async fn report(shared: &Arc<Shared>, req: Request<Incoming>, passkey: Option<&s
             "report refused: it ends more than a day after the tracker's clock (check the machine's clock)",
         );
     }
+    *success = r.outcome.is_ok();
     let row = crate::storage::ReportRow {
         machine: m.id,
         attempt: r.id,
@@ -1613,7 +1735,7 @@ async fn enroll(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
 }
 
 /// `POST /api/v1/enrollments` (admin): what `swarmbak tracker enroll` does, over HTTP.
-async fn enrollments(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
+async fn enrollments(shared: &Arc<Shared>, req: Request<Incoming>, by: admin::Actor) -> Resp {
     #[derive(serde::Deserialize)]
     struct Ask {
         name: String,
@@ -1645,7 +1767,7 @@ async fn enrollments(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
         let mut db = lock_db(sh);
         let now = unix_now();
         let out = if ask.client {
-            admin::create_client(&mut **db, None, &ask.name, now)
+            admin::create_client(&mut **db, None, &ask.name, &by, now)
                 .map(|(row, url)| serde_json::json!({"name": row.name, "passkey": row.passkey, "announce_url": url}))
         } else {
             admin::create_token(
@@ -1659,6 +1781,7 @@ async fn enrollments(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
                     domain: ask.domain,
                     cert_days: ask.expires_days,
                 },
+                &by,
                 now,
             )
             .map(|t| serde_json::json!({"name": ask.name, "token": t}))

@@ -81,6 +81,9 @@ impl Status {
 /// Times are Unix seconds, `None` (JSON `null`) when it never happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MachineStatus {
+    /// [`MachineRow::id`] (not in the JSON: names are the API's handles).
+    #[serde(skip)]
+    pub id: i64,
     /// The enrolled name.
     pub name: String,
     /// The person using it.
@@ -194,6 +197,7 @@ pub fn build(
                 Status::Ok
             };
             MachineStatus {
+                id: m.id,
                 name: m.name.clone(),
                 user: m.user.clone(),
                 vip: m.vip,

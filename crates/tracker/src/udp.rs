@@ -333,6 +333,11 @@ pub(crate) fn handle(
             Err(e) => return Some(encode_error(tx, &e)),
         }
     };
+    crate::metrics::inc(if h.action == ACTION_ANNOUNCE {
+        &shared.metrics.announces_udp
+    } else {
+        &shared.metrics.scrapes_udp
+    });
     let now = crate::server::unix_now();
     let member = if cfg.open {
         None

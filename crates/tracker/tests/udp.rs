@@ -428,6 +428,7 @@ fn enrol(dir: &Path) -> Org1 {
             domain: None,
             cert_days: None,
         },
+        &admin::Actor::cli(),
         now,
     )
     .unwrap();
@@ -440,8 +441,12 @@ fn enrol(dir: &Path) -> Org1 {
     }
     .sign(&key);
     let enrolled = admin::redeem(&mut db, &org, &request, now).unwrap();
-    let c1 = admin::create_client(&mut db, url, "lt-1", now).unwrap().0;
-    let c2 = admin::create_client(&mut db, url, "lt-2", now).unwrap().0;
+    let c1 = admin::create_client(&mut db, url, "lt-1", &admin::Actor::cli(), now)
+        .unwrap()
+        .0;
+    let c2 = admin::create_client(&mut db, url, "lt-2", &admin::Actor::cli(), now)
+        .unwrap()
+        .0;
     Org1 {
         key,
         certificate: enrolled.certificate,
@@ -575,7 +580,7 @@ async fn private_tracker_takes_passkeys_as_bep41_url_data() {
     {
         let org = Org::open(dir.path()).unwrap();
         let (mut db, _) = Sqlite::open(dir.path()).unwrap();
-        admin::revoke(&mut db, &org, pk1, unix_now()).unwrap();
+        admin::revoke(&mut db, &org, pk1, &admin::Actor::cli(), unix_now()).unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
