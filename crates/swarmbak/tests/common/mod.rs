@@ -43,9 +43,10 @@ impl Response {
 }
 
 /// One HTTP/1.1 exchange on a fresh connection (`Connection: close`), the whole answer;
-/// `None` when the connection failed or broke, or the answer is not HTTP/1.x. The body
-/// ends where its `Content-Length` or last chunk says (chromedriver keeps the connection
-/// open after answering `Connection: close`), else at the end of the stream.
+/// `None` when the connection failed or broke before the answer's head, or the answer
+/// is not HTTP/1.x. The body ends where its `Content-Length` or last chunk says
+/// (chromedriver keeps the connection open after answering `Connection: close`), else
+/// at the end of the stream; a body cut short is returned as far as it came.
 pub fn http_exchange(
     addr: &str,
     method: &str,
@@ -109,18 +110,16 @@ pub fn http_exchange(
             if let Some(b) = dechunk(&out[start..]) {
                 break b;
             }
+            // Closed before the last chunk: what came, as it came.
             if !read_more(&mut out)? {
-                return None;
+                break out[start..].to_vec();
             }
         }
     } else if let Some(len) = value("content-length") {
         let len: usize = len.parse().ok()?;
-        while out.len() < start + len {
-            if !read_more(&mut out)? {
-                return None;
-            }
-        }
-        out[start..start + len].to_vec()
+        // Closed before the whole body: what came (the status was sent).
+        while out.len() < start + len && read_more(&mut out)? {}
+        out[start..out.len().min(start + len)].to_vec()
     } else {
         while read_more(&mut out)? {}
         out[start..].to_vec()
