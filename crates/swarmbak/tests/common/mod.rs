@@ -7,17 +7,53 @@ use std::process::{Command, Output};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_swarmbak");
 
+pub mod browser;
+pub mod fleet;
 pub mod procs;
 
-/// One HTTP/1.1 exchange on a fresh connection: (status, body); `None` when the
-/// connection failed or broke.
-pub fn try_http(
+/// An HTTP answer: status, headers (names lowercased, in order) and body (a chunked
+/// body decoded).
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every header named `name` (any case), e.g. each `Set-Cookie`.
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`), the whole answer;
+/// `None` when the connection failed or broke before the answer's head, or the answer
+/// is not HTTP/1.x. The body ends where its `Content-Length` or last chunk says
+/// (chromedriver keeps the connection open after answering `Connection: close`), else
+/// at the end of the stream; a body cut short is returned as far as it came.
+pub fn http_exchange(
     addr: &str,
     method: &str,
     target: &str,
     headers: &[(&str, String)],
     body: &[u8],
-) -> Option<(u16, String)> {
+) -> Option<Response> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
@@ -33,10 +69,95 @@ pub fn try_http(
     s.write_all(req.as_bytes()).ok()?;
     s.write_all(body).ok()?;
     let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.get(9..12)?.parse().ok()?;
-    Some((status, text.split_once("\r\n\r\n")?.1.to_owned()))
+    let mut buf = [0u8; 16 * 1024];
+    let mut read_more = |out: &mut Vec<u8>| -> Option<bool> {
+        let n = s.read(&mut buf).ok()?;
+        out.extend_from_slice(&buf[..n]);
+        Some(n > 0)
+    };
+    let split = loop {
+        if let Some(p) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        if !read_more(&mut out)? {
+            return None;
+        }
+    };
+    let head = std::str::from_utf8(&out[..split]).ok()?.to_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()?
+        .strip_prefix("HTTP/1.")?
+        .get(2..5)?
+        .parse()
+        .ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
+    let start = split + 4;
+    let no_body = method == "HEAD" || status == 204 || status == 304;
+    let body = if no_body {
+        Vec::new()
+    } else if value("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            if let Some(b) = dechunk(&out[start..]) {
+                break b;
+            }
+            // Closed before the last chunk: what came, as it came.
+            if !read_more(&mut out)? {
+                break out[start..].to_vec();
+            }
+        }
+    } else if let Some(len) = value("content-length") {
+        let len: usize = len.parse().ok()?;
+        // Closed before the whole body: what came (the status was sent).
+        while out.len() < start + len && read_more(&mut out)? {}
+        out[start..out.len().min(start + len)].to_vec()
+    } else {
+        while read_more(&mut out)? {}
+        out[start..].to_vec()
+    };
+    Some(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A chunked body's data (`None` until it is whole, or when it is malformed).
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&b[..eol]).ok()?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            // The trailer section ends with an empty line.
+            return b.windows(2).any(|w| w == b"\r\n").then_some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: (status, body); `None` when the
+/// connection failed or broke.
+pub fn try_http(
+    addr: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Option<(u16, String)> {
+    http_exchange(addr, method, target, headers, body).map(|r| (r.status, r.text()))
 }
 
 /// Runs `swarmbak --home HOME args...` and returns its output (whatever the status).

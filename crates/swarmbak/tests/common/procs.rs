@@ -143,9 +143,11 @@ fn start_tracker(dir: &Path, extra: &[&str]) -> Tracker {
         "127.0.0.1:0",
         "--data",
         data.to_str().unwrap(),
-        "--interval",
-        "1",
     ];
+    // A one-second announce interval unless the test chose its own.
+    if !extra.contains(&"--interval") {
+        args.extend_from_slice(&["--interval", "1"]);
+    }
     args.extend_from_slice(extra);
     let proc = Proc::start("tracker", &args);
     Tracker {
@@ -160,7 +162,15 @@ fn start_tracker(dir: &Path, extra: &[&str]) -> Tracker {
 /// organisation's recovery key `recovery_pub` handed to every machine it enrols. Started
 /// again on the same `dir`, it keeps its machines and snapshots.
 pub fn tracker(dir: &Path, recovery_pub: &str) -> Tracker {
-    start_tracker(dir, &["--recovery-recipient", recovery_pub])
+    tracker_with(dir, recovery_pub, &[])
+}
+
+/// [`tracker`] with more arguments, e.g. `--interval 60` (a machine that announced stays
+/// online for twice the interval) or `--overdue-warn 7`.
+pub fn tracker_with(dir: &Path, recovery_pub: &str, extra: &[&str]) -> Tracker {
+    let mut args = vec!["--recovery-recipient", recovery_pub];
+    args.extend_from_slice(extra);
+    start_tracker(dir, &args)
 }
 
 /// [`tracker`] with more options (`--alert-every 300ms`, ...).
