@@ -173,13 +173,6 @@ pub fn tracker_with(dir: &Path, recovery_pub: &str, extra: &[&str]) -> Tracker {
     start_tracker(dir, &args)
 }
 
-/// [`tracker`] with more options (`--alert-every 300ms`, ...).
-pub fn tracker_with(dir: &Path, recovery_pub: &str, extra: &[&str]) -> Tracker {
-    let mut args = vec!["--recovery-recipient", recovery_pub];
-    args.extend_from_slice(extra);
-    start_tracker(dir, &args)
-}
-
 /// The old open tracker (`--open`: no passkeys, unsigned publishes under any name), for
 /// the tests that are about it.
 pub fn open_tracker(dir: &Path) -> Tracker {
