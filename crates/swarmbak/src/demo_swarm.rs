@@ -74,6 +74,46 @@ fn spawn_listening(name: &str, args: &[&str], log: &Path) -> Result<(Child, Stri
     Ok((child, addr))
 }
 
+/// What the administrator sees: every machine's backup status from the admin API (the
+/// same as the dashboard at `http://ADDR/`, which signs in with `DATA/admin-token`).
+fn dashboard(ctx: &Ctx, data: &Path, taddr: &str) -> Result<(), Failure> {
+    let token_file = data.join("admin-token");
+    let token = fs::read_to_string(&token_file)?.trim().to_owned();
+    let client = swarmbak_tracker::TrackerClient::new(&format!("http://{taddr}"))
+        .map_err(|e| Failure::new(1, e.to_string()))?;
+    let v = swarmbak_node::runtime()?
+        .block_on(client.admin_get(&token, "machines?revoked=1&sort=name"))
+        .map_err(|e| Failure::new(1, format!("the admin API: {e}")))?;
+    let mut lines = Vec::new();
+    for m in v["machines"].as_array().into_iter().flatten() {
+        let success = match m["age_days"].as_i64() {
+            Some(d) => format!("last backup {d} days ago"),
+            None => "never backed up".to_owned(),
+        };
+        let seen = match (m["last_seen"].as_i64(), v["now"].as_i64()) {
+            (Some(t), Some(now)) => format!("seen {}s ago", (now - t).max(0)),
+            _ => "never seen".to_owned(),
+        };
+        lines.push(format!(
+            "  {:<12} {:<6} {:<8} {seen:<13} {success}, {} snapshot(s)",
+            m["name"].as_str().unwrap_or("?"),
+            m["user"].as_str().unwrap_or("-"),
+            m["status"].as_str().unwrap_or("?"),
+            m["snapshots"],
+        ));
+    }
+    say(
+        ctx,
+        "dashboard",
+        format!(
+            "the administrator's view (GET /api/v1/machines; the dashboard is http://{taddr}/, signed in with the token in {}):\n{}",
+            token_file.display(),
+            lines.join("\n")
+        ),
+    );
+    Ok(())
+}
+
 fn run_cmd(args: &[&str]) -> Result<String, Failure> {
     let o = cmd(args)?.output()?;
     if !o.status.success() {
@@ -313,6 +353,7 @@ pub fn run(ctx: &Ctx, work: &Path, bytes: u64, tree: Option<PathBuf>) -> Result<
         "revoke",
         "the administrator revokes demo-laptop (swarmbak tracker revoke): its passkey stops working at once; its snapshots stay listed and restorable".to_string(),
     );
+    dashboard(ctx, &data, &taddr)?;
 
     // A new laptop for dana: enrolled with a fresh token; the recovery key restores.
     let newh = work.join("new-laptop");

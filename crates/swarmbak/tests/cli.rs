@@ -169,6 +169,14 @@ fn demo_runs_end_to_end() {
         assert!(out.contains(&format!("enrolled {m}")), "{m}: {out}");
     }
     assert!(out.contains("revokes demo-laptop"), "{out}");
+    // The administrator's view: every machine's backup status from the admin API.
+    assert!(out.contains("the administrator's view"), "{out}");
+    assert!(
+        out.lines().any(|l| l.contains("demo-laptop")
+            && l.contains("revoked")
+            && l.contains("1 snapshot")),
+        "{out}"
+    );
     assert_eq!(
         fs::read_dir(t.path()).unwrap().count(),
         0,

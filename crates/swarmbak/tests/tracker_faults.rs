@@ -32,21 +32,23 @@ fn ih_hex(torrent: &[u8]) -> String {
         .info_hash_hex()
 }
 
-#[test]
-fn every_acknowledged_publish_survives_sigkill() {
-    let t = tempfile::tempdir().unwrap();
-    let data = t.path();
-    let mut tracker = procs::open_tracker(data);
+/// Four threads send requests (`send(thread, n)` for n = 0, 1, ...: what identifies it
+/// when the tracker answered 201, `None` otherwise, which ends the thread); the tracker
+/// is SIGKILLed once 60 were acknowledged. Returns what the acknowledged ones returned.
+fn burst_until_sigkill<T: Send + 'static>(
+    tracker: &mut procs::Tracker,
+    send: impl Fn(u32, u32) -> Option<T> + Send + Sync + 'static,
+) -> Vec<T> {
+    let send = Arc::new(send);
     let acked = Arc::new(Mutex::new(Vec::new()));
     let threads: Vec<_> = (0..4u32)
         .map(|k| {
-            let (addr, acked) = (tracker.addr.clone(), acked.clone());
+            let (send, acked) = (send.clone(), acked.clone());
             std::thread::spawn(move || {
                 for n in 0..20_000u32 {
-                    let tor = torrents::torrent(k * 20_000 + n, 8);
-                    match publish(&addr, &tor) {
-                        Some((201, _)) => acked.lock().unwrap().push(ih_hex(&tor)),
-                        _ => return,
+                    match send(k, n) {
+                        Some(id) => acked.lock().unwrap().push(id),
+                        None => return,
                     }
                 }
             })
@@ -56,18 +58,26 @@ fn every_acknowledged_publish_survives_sigkill() {
     while acked.lock().unwrap().len() < 60 && t0.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SIGKILL in the middle of the burst.
     tracker.proc.child.kill().unwrap();
     tracker.proc.child.wait().unwrap();
     for th in threads {
         th.join().unwrap();
     }
-    let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() >= 60,
-        "only {} publishes acknowledged",
-        acked.len()
-    );
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(acked.len() >= 60, "only {} acknowledged", acked.len());
+    acked
+}
+
+#[test]
+fn every_acknowledged_publish_survives_sigkill() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path();
+    let mut tracker = procs::open_tracker(data);
+    let addr = tracker.addr.clone();
+    let acked = burst_until_sigkill(&mut tracker, move |k, n| {
+        let tor = torrents::torrent(k * 20_000 + n, 8);
+        matches!(publish(&addr, &tor), Some((201, _))).then(|| ih_hex(&tor))
+    });
     drop(tracker);
     let tracker = procs::open_tracker(data);
     for ih in &acked {
@@ -226,4 +236,64 @@ fn stalled_uploads_cost_bounded_memory_and_health_keeps_answering() {
         t0.elapsed()
     );
     drop(held);
+}
+
+/// Backup reports are acknowledged as durably as publishes (tracker.md §7.6): a
+/// private tracker killed with SIGKILL in the middle of a burst of signed reports from
+/// an enrolled machine keeps every report it answered 201 to.
+#[test]
+fn every_acknowledged_report_survives_sigkill() {
+    use swarmbak_tracker::storage::Storage;
+    use swarmbak_tracker::trust::{BackupReport, SigningKey};
+    let t = tempfile::tempdir().unwrap();
+    let rec = t.path().join("recovery");
+    common::ok(&rec, &["init", "--name", "recovery"]);
+    let config = |home: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(home.join("config.json")).unwrap()).unwrap()
+    };
+    let recovery = config(&rec)["public_key"].as_str().unwrap().to_owned();
+    let mut tracker = procs::tracker(t.path(), &recovery);
+    let home = t.path().join("m");
+    procs::init(&home, "desk-9", &tracker, &recovery);
+    let key = SigningKey::load(&home.join("signing.key")).unwrap();
+    let target = format!(
+        "/{}/report",
+        config(&home)["enrolment"]["passkey"].as_str().unwrap()
+    );
+    let addr = tracker.addr.clone();
+    let acked = burst_until_sigkill(&mut tracker, move |k, n| {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&k.to_be_bytes());
+        id[4..8].copy_from_slice(&n.to_be_bytes());
+        let r = BackupReport {
+            id,
+            machine: key.public(),
+            start: 1_796_000_000 + i64::from(n),
+            end: 1_796_000_060 + i64::from(n),
+            bytes: u64::from(n),
+            files: 1,
+            outcome: if n % 3 == 0 {
+                Err("disk full".into())
+            } else {
+                Ok([k as u8; 20])
+            },
+        }
+        .sign(&key);
+        matches!(http(&addr, "POST", &target, &r), Some((201, _))).then_some(id)
+    });
+    let (mut db, _) = swarmbak_tracker::sqlite::Sqlite::open(&tracker.data).unwrap();
+    let id = db.machines().unwrap()[0].id;
+    let kept: std::collections::HashSet<[u8; 16]> = db
+        .reports(id, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.attempt)
+        .collect();
+    for a in &acked {
+        assert!(
+            kept.contains(a),
+            "acknowledged report {} lost after SIGKILL",
+            hex::encode(a)
+        );
+    }
 }

@@ -468,6 +468,18 @@ impl TrackerClient {
         json_reply::<serde_json::Value>(status, &reply).map(|_| ())
     }
 
+    /// `GET /api/v1/<path>` with the admin token (tracker.md §10.2): the JSON answer.
+    pub async fn admin_get(
+        &self,
+        admin_token: &str,
+        path: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let target = format!("{}/api/v1/{}", self.api_base, path.trim_start_matches('/'));
+        let headers = [("authorization", format!("Bearer {admin_token}"))];
+        let (status, reply) = self.exchange(Method::GET, &target, None, &headers).await?;
+        json_reply::<serde_json::Value>(status, &reply)
+    }
+
     /// The torrent published as `info_hash`, or `None` if the tracker has none. The
     /// bytes are checked to be a torrent with that info-hash.
     pub async fn metainfo(&self, info_hash: &InfoHash) -> Result<Option<Vec<u8>>, ClientError> {

@@ -129,6 +129,7 @@ impl Directory {
                         crate::status::Live {
                             last_seen: Some(t),
                             address: m.address().map(|a| a.to_string()),
+                            held: 0,
                         },
                     )
                 })

@@ -117,6 +117,9 @@ pub struct MachineStatus {
     pub bytes: u64,
     /// The encrypted payload of all its snapshots (what it asks the swarm to hold).
     pub stored_bytes: u64,
+    /// What it holds of other machines' snapshots, as its announces say (this run of the
+    /// tracker; a claim, not a proof).
+    pub held_bytes: u64,
     /// When it enrolled.
     pub enrolled: i64,
     /// When it was revoked.
@@ -130,6 +133,8 @@ pub struct Live {
     pub last_seen: Option<i64>,
     /// The address it announced from.
     pub address: Option<String>,
+    /// What its announces say it holds of other machines' snapshots.
+    pub held: u64,
 }
 
 /// Per-machine figures of the published snapshots, by owner key (lowercase hex).
@@ -215,6 +220,7 @@ pub fn build(
                 snapshots: o.snapshots,
                 bytes,
                 stored_bytes: o.payload,
+                held_bytes: l.held,
                 enrolled: m.enrolled,
                 revoked: m.revoked,
             }
@@ -525,6 +531,7 @@ mod tests {
             Live {
                 last_seen: Some(now - 10),
                 address: Some("10.1.2.3".into()),
+                held: 7,
             },
         );
         let all = build(&machines, &activity, &[], &live, now, 120, th);
@@ -573,5 +580,6 @@ mod tests {
         assert_eq!(fresh.bytes, 100);
         assert!(fresh.online);
         assert_eq!(fresh.last_seen, Some(now - 10));
+        assert_eq!(fresh.held_bytes, 7);
     }
 }

@@ -49,6 +49,9 @@ struct Peer {
     owner: u64,
     addr: SocketAddr,
     seeder: bool,
+    /// Bytes it still wants, as last announced (what it holds: the torrent's length
+    /// minus this).
+    left: u64,
     last_seen: Instant,
     machine: Option<Box<str>>,
 }
@@ -192,6 +195,7 @@ impl Swarm {
                     owner: a.owner,
                     addr: a.addr,
                     seeder: false,
+                    left: a.left,
                     last_seen: now,
                     machine: None,
                 });
@@ -209,6 +213,7 @@ impl Swarm {
         };
         let p = &mut self.peers[i];
         p.addr = a.addr;
+        p.left = a.left;
         p.last_seen = now;
         if a.machine.is_some() && p.machine.as_deref() != a.machine {
             p.machine = a.machine.map(Into::into);
@@ -442,6 +447,38 @@ impl Swarms {
             .sum()
     }
 
+    /// What each owner's peers say they hold of the torrents `size_of` knows, summed over
+    /// those torrents (per torrent, the most any one of the owner's entries holds):
+    /// `size_of(ih)` is the torrent's length and the owner not to count (its own
+    /// machine's snapshots are not held for others). Claims from announces, not proofs.
+    pub fn held_by_owner(
+        &self,
+        size_of: impl Fn(&InfoHash) -> Option<(u64, Option<u64>)>,
+    ) -> HashMap<u64, u64> {
+        let mut out: HashMap<u64, u64> = HashMap::new();
+        for s in &self.shards {
+            let shard = s.lock().unwrap_or_else(|p| p.into_inner());
+            for (ih, swarm) in shard.iter() {
+                let Some((len, own)) = size_of(ih) else {
+                    continue;
+                };
+                let mut best: HashMap<u64, u64> = HashMap::new();
+                for p in &swarm.peers {
+                    if Some(p.owner) == own {
+                        continue;
+                    }
+                    let held = len.saturating_sub(p.left);
+                    let e = best.entry(p.owner).or_default();
+                    *e = (*e).max(held);
+                }
+                for (o, h) in best {
+                    *out.entry(o).or_default() += h;
+                }
+            }
+        }
+        out
+    }
+
     /// Every `machine` value announced by a peer present now, all swarms together.
     pub fn online_machines(&self) -> std::collections::HashSet<String> {
         let mut out = std::collections::HashSet::new();
@@ -559,6 +596,45 @@ fn write_peers(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn what_each_owner_holds_for_others() {
+        let sw = Swarms::new(Duration::from_secs(60));
+        let (a, b) = (InfoHash([1; 20]), InfoHash([2; 20]));
+        sw.add_torrent(a);
+        sw.add_torrent(b);
+        let now = Instant::now();
+        let ann = |ih: InfoHash, owner: u64, id: u8, port: u16, left: u64| {
+            let pid = PeerId([id; 20]);
+            let pa = PeerAnnounce {
+                peer_id: &pid,
+                addr: SocketAddr::from(([10, 0, 0, owner as u8], port)),
+                left,
+                event: None,
+                numwant: 0,
+                compact: true,
+                machine: None,
+                owner,
+                max_per_owner: MAX_PEERS_PER_OWNER,
+                no_peer_id: false,
+            };
+            let _ = sw.announce_compact(&ih, &pa, now, false, &mut Vec::new());
+        };
+        // Torrent a (1000 bytes) is owner 1's: its own entry does not count.
+        ann(a, 1, 1, 1, 0);
+        ann(a, 2, 2, 1, 600); // holds 400
+        ann(a, 2, 3, 2, 900); // a second entry of owner 2: the larger counts
+        ann(b, 2, 4, 3, 0); // torrent b (50 bytes, owner unknown): holds 50
+        ann(b, 3, 5, 1, 10); // holds 40
+        let held = sw.held_by_owner(|ih| match ih.0[0] {
+            1 => Some((1000, Some(1))),
+            2 => Some((50, None)),
+            _ => None,
+        });
+        assert_eq!(held.get(&1), None);
+        assert_eq!(held[&2], 450);
+        assert_eq!(held[&3], 40);
+    }
     use super::*;
 
     fn ann<'a>(id: &'a PeerId, port: u16, left: u64) -> PeerAnnounce<'a> {

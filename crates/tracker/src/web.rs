@@ -257,8 +257,22 @@ pub(crate) fn statuses(sh: &Shared) -> Result<(Vec<MachineStatus>, i64), Storage
         let mut db = lock_db(sh);
         (db.machines()?, db.activity()?)
     };
-    let live = read_dir(sh).live();
+    let mut live = read_dir(sh).live();
     let snaps = read_snaps(sh);
+    // What each machine holds for the others, from the announces in the swarms.
+    let id_of: HashMap<String, u64> = machines
+        .iter()
+        .filter_map(|m| Some((hex::encode(m.key?), m.id as u64)))
+        .collect();
+    let held = sh.swarms.held_by_owner(|ih| {
+        let r = snaps.get(ih)?;
+        Some((r.total_length, id_of.get(&r.machine_key).copied()))
+    });
+    for (owner, bytes) in held {
+        if let Ok(id) = i64::try_from(owner) {
+            live.entry(id).or_default().held = bytes;
+        }
+    }
     let window = sh.config.peer_timeout().as_secs() as i64;
     Ok((
         status::build(
