@@ -114,6 +114,8 @@ struct Inner {
     interest: Arc<tokio::sync::Notify>,
     /// Pieces read from disk to serve peers.
     cache: Arc<PieceCache>,
+    /// The quota announced to the tracker (tracker.md §1 `quota`), once the agent sets it.
+    announced_quota: std::sync::OnceLock<u64>,
 }
 
 /// A running engine. Cheap to clone.
@@ -130,6 +132,12 @@ pub fn new_peer_id() -> [u8; 20] {
 }
 
 impl Engine {
+    /// Gives the tracker this machine's quota in every announce from now on (the
+    /// administrator sees it; tracker.md §1). Set once.
+    pub fn announce_quota(&self, bytes: u64) {
+        let _ = self.0.announced_quota.set(bytes);
+    }
+
     /// Binds the listening socket and starts accepting and choking.
     pub async fn start(cfg: EngineConfig) -> std::io::Result<Engine> {
         let listener = TcpListener::bind(cfg.listen).await?;
@@ -143,6 +151,7 @@ impl Engine {
             conns: Mutex::new(HashMap::new()),
             interest: Arc::new(tokio::sync::Notify::new()),
             cache: Arc::new(PieceCache::default()),
+            announced_quota: std::sync::OnceLock::new(),
         }));
         let acc = e.clone();
         tokio::spawn(async move {
@@ -290,6 +299,7 @@ impl Engine {
             req.uploaded = up;
             req.downloaded = down;
             req.machine = self.0.cfg.machine_key.as_ref().map(MachineKey::to_hex);
+            req.quota = self.0.announced_quota.get().copied();
             req.numwant = Some(200);
             let mut wait = self.0.cfg.announce_every;
             match tokio::time::timeout(Duration::from_secs(20), tr.announce(&req)).await {

@@ -249,6 +249,9 @@ pub fn run(
                 reason: e.to_string(),
             },
         })?;
+        if let Some(q) = node.config.quota {
+            engine.announce_quota(q);
+        }
         listening(engine.local_addr());
         let quota = open_held(&node, &engine, &store, &me)?;
         let sock = node.control_socket();

@@ -423,7 +423,7 @@ fn announce(t: &procs::Tracker, m: &Machine) -> (u16, String) {
         &t.addr,
         "GET",
         &format!(
-            "/{}/announce?info_hash={}&peer_id=-SB0001-abcdefghijkl&port=6881&left=0",
+            "/{}/announce?info_hash={}&peer_id=-SB0001-abcdefghijkl&port=6881&left=0&quota=1073741824",
             m.passkey,
             swarmbak_tracker::query::percent_encode(&ih)
         ),
@@ -478,6 +478,8 @@ fn history_revoke_and_metrics() {
         .collect();
     assert_eq!(names, ["lap-2"], "{list}");
     assert_eq!(list["machines"][0]["address"], "127.0.0.1");
+    // The quota its announce gave (an agent sends its --quota).
+    assert_eq!(list["machines"][0]["quota"], 1_073_741_824u64);
     let (status, body) = api(&tracker, "GET", "/api/v1/machines?overdue=soon", &token);
     assert_eq!(status, 400, "{body}");
 

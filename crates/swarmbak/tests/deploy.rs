@@ -715,4 +715,24 @@ fn the_readme_deployment_section_followed_word_for_word() {
         overview.contains("id=\"machines\"") && overview.contains("data-name=\"laptop-7\""),
         "{overview}"
     );
+    // laptop-7's agent announces the quota the section gave it (--quota 50G), and its
+    // backup counts as its last success.
+    let api = format!("{base}/api/v1/machines?q=laptop-7");
+    let t0 = std::time::Instant::now();
+    loop {
+        let answer = page(&["-H", &bearer, &api]);
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        let m = &v["machines"][0];
+        if m["quota"] == 50u64 << 30 {
+            assert_eq!(m["status"], "ok", "{m}");
+            assert_eq!(m["snapshots"], 1, "{m}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(15),
+            "the agent's quota never reached the tracker: {answer}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

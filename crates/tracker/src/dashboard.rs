@@ -286,7 +286,7 @@ pub fn overview(
          <th data-col=\"num\">Last seen</th><th data-col=\"num\">Last success</th>\
          <th><a id=\"sort-age\" href=\"{age_link}\">Age (days){}</a></th>\
          <th data-col=\"num\">Size</th><th data-col=\"num\">Snapshots</th>\
-         <th data-col=\"num\">Stored</th><th>Last attempt</th><th data-col=\"num\" title=\"what its announces say it holds of the others' snapshots\">Holds for others</th>\
+         <th data-col=\"num\">Stored</th><th>Last attempt</th><th data-col=\"num\">Quota</th><th data-col=\"num\" title=\"what its announces say it holds of the others' snapshots\">Holds for others</th>\
          </tr></thead><tbody>",
         list.len(),
         if list.len() == 1 { "" } else { "s" },
@@ -316,6 +316,7 @@ pub fn overview(
              <td class=\"num\">{age_label}</td>\
              <td class=\"num\" data-v=\"{bytes}\">{size}</td><td class=\"num\">{snaps}</td>\
              <td class=\"num\" data-v=\"{stored}\">{stored_h}</td><td>{attempt}</td>\
+             <td class=\"num\" data-v=\"{quota_v}\">{quota_h}</td>\
              <td class=\"num\" data-v=\"{held}\">{held_h}</td></tr>",
             st = m.status.as_str(),
             vip = u8::from(m.vip),
@@ -339,6 +340,8 @@ pub fn overview(
             snaps = m.snapshots,
             stored = m.stored_bytes,
             stored_h = size(m.stored_bytes),
+            quota_v = m.quota.unwrap_or(0),
+            quota_h = m.quota.map_or_else(|| "—".to_owned(), size),
             held = m.held_bytes,
             held_h = size(m.held_bytes),
         );
@@ -364,7 +367,7 @@ pub fn machine(
         "<h1 id=\"machine-name\">{name}</h1><div class=\"box\"><p>User: {} · {}{} · \
          status <span class=\"st st-{st}\">{st}</span> · {} · last seen {}{}</p>\
          <p>Last success: {} ({}) · size of the latest backup {} · {} snapshot{} ({} stored) · \
-         holds {} of the others' snapshots · enrolled {}{}</p>",
+         holds {} of the others' snapshots (quota {}) · enrolled {}{}</p>",
         esc(m.user.as_deref().unwrap_or("—")),
         if m.vip {
             "<span class=\"vip\">VIP</span>"
@@ -387,6 +390,7 @@ pub fn machine(
         if m.snapshots == 1 { "" } else { "s" },
         size(m.stored_bytes),
         size(m.held_bytes),
+        m.quota.map_or_else(|| "not given".to_owned(), size),
         when(Some(m.enrolled)),
         m.revoked.map_or_else(String::new, |t| format!(
             " · <b>revoked {}</b>",
@@ -562,6 +566,7 @@ mod tests {
             bytes: 0,
             stored_bytes: 0,
             held_bytes: 0,
+            quota: None,
             enrolled: 0,
             revoked: None,
         };

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::proto::InfoHash;
@@ -31,9 +31,21 @@ pub struct Member {
     last_seen: AtomicI64,
     /// The address of its latest announce (for the administrator's search).
     address: Mutex<Option<IpAddr>>,
+    /// The quota its announces give ([`NO_QUOTA`]: none given).
+    quota: AtomicU64,
 }
 
+/// [`Member`]'s quota when its announces give none.
+const NO_QUOTA: u64 = u64::MAX;
+
 impl Member {
+    /// Notes the quota an announce gives (tracker.md §1 `quota`).
+    pub fn set_quota(&self, quota: Option<u64>) {
+        if let Some(q) = quota {
+            self.quota.store(q.min(NO_QUOTA - 1), Ordering::Relaxed);
+        }
+    }
+
     /// Notes an announce at `now` (Unix seconds) from `ip`.
     pub fn seen(&self, now: i64, ip: IpAddr) {
         let _ = self
@@ -87,6 +99,7 @@ impl Directory {
                 ),
                 last_seen: AtomicI64::new(prev.map_or(0, |p| p.last_seen.load(Ordering::Relaxed))),
                 address: Mutex::new(prev.and_then(|p| p.address())),
+                quota: AtomicU64::new(prev.map_or(NO_QUOTA, |p| p.quota.load(Ordering::Relaxed))),
             });
             if let Some(k) = r.key {
                 // The active row wins over a revoked one with the same key.
@@ -130,6 +143,7 @@ impl Directory {
                             last_seen: Some(t),
                             address: m.address().map(|a| a.to_string()),
                             held: 0,
+                            quota: Some(m.quota.load(Ordering::Relaxed)).filter(|&q| q != NO_QUOTA),
                         },
                     )
                 })

@@ -63,6 +63,9 @@ pub struct AnnounceRequest {
     pub tracker_id: Option<Vec<u8>>,
     /// swarmbak's extension: hex of the machine's key.
     pub machine: Option<String>,
+    /// swarmbak's extension: the bytes of other machines' backups this machine offers to
+    /// hold (its quota), for the administrator's view (tracker.md §1, §10.1).
+    pub quota: Option<u64>,
     /// `no_peer_id=1` (BEP 23): leave `peer id` out of a dictionary peer list. Sent by
     /// [`to_query`](Self::to_query) only when set.
     pub no_peer_id: bool,
@@ -85,6 +88,7 @@ impl AnnounceRequest {
             ip: None,
             tracker_id: None,
             machine: None,
+            quota: None,
             no_peer_id: false,
         }
     }
@@ -125,6 +129,9 @@ impl AnnounceRequest {
         if let Some(m) = &self.machine {
             q.push_str("&machine=");
             percent_encode_into(m.as_bytes(), &mut q);
+        }
+        if let Some(n) = self.quota {
+            q.push_str(&format!("&quota={n}"));
         }
         if self.no_peer_id {
             q.push_str("&no_peer_id=1");
@@ -170,6 +177,7 @@ impl AnnounceRequest {
                 b"uploaded" => req.uploaded = dec_u64(&buf, "uploaded")?,
                 b"downloaded" => req.downloaded = dec_u64(&buf, "downloaded")?,
                 b"left" => req.left = dec_u64(&buf, "left")?,
+                b"quota" => req.quota = Some(dec_u64(&buf, "quota")?),
                 b"numwant" => {
                     // Some clients send -1 for "default".
                     req.numwant = match buf.as_slice() {
@@ -421,6 +429,20 @@ pub fn encode_failure(msg: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quota_round_trips_and_is_optional() {
+        let mut r = AnnounceRequest::new(InfoHash([3; 20]), PeerId([4; 20]), 6881, 10);
+        assert!(!r.to_query().contains("quota"));
+        r.quota = Some(50 << 30);
+        let q = r.to_query();
+        assert!(q.contains("&quota=53687091200"), "{q}");
+        assert_eq!(
+            AnnounceRequest::parse_query(q.as_bytes()).unwrap().quota,
+            Some(50 << 30)
+        );
+        assert!(AnnounceRequest::parse_query(q.replace("quota=5", "quota=x").as_bytes()).is_err());
+    }
 
     #[test]
     fn query_round_trip() {

@@ -1110,6 +1110,7 @@ pub(crate) fn peer_announce<'a>(
     let machine = match member {
         Some((m, now)) => {
             m.seen(now, ip);
+            m.set_quota(req.quota);
             m.key_hex.as_deref()
         }
         None => req.machine.as_deref(),

@@ -120,6 +120,9 @@ pub struct MachineStatus {
     /// What it holds of other machines' snapshots, as its announces say (this run of the
     /// tracker; a claim, not a proof).
     pub held_bytes: u64,
+    /// The bytes of the others' backups it offers to hold (its agent's quota, as its
+    /// announces give it; `None`: not given, or not seen in this run).
+    pub quota: Option<u64>,
     /// When it enrolled.
     pub enrolled: i64,
     /// When it was revoked.
@@ -135,6 +138,8 @@ pub struct Live {
     pub address: Option<String>,
     /// What its announces say it holds of other machines' snapshots.
     pub held: u64,
+    /// The quota its announces give.
+    pub quota: Option<u64>,
 }
 
 /// Per-machine figures of the published snapshots, by owner key (lowercase hex).
@@ -221,6 +226,7 @@ pub fn build(
                 bytes,
                 stored_bytes: o.payload,
                 held_bytes: l.held,
+                quota: l.quota,
                 enrolled: m.enrolled,
                 revoked: m.revoked,
             }
@@ -532,6 +538,7 @@ mod tests {
                 last_seen: Some(now - 10),
                 address: Some("10.1.2.3".into()),
                 held: 7,
+                quota: Some(1 << 30),
             },
         );
         let all = build(&machines, &activity, &[], &live, now, 120, th);
