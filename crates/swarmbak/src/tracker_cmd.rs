@@ -267,6 +267,14 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
             ))
         })?),
     };
+    if s.public_url.as_deref().is_some_and(|u| {
+        let u = u.trim();
+        !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < "http://x".len()
+    }) {
+        return Err(Failure::usage(
+            "--public-url: give the URL machines reach this tracker at, like https://tracker.example.com:6969 (an empty value is what an unset variable in a unit's EnvironmentFile gives)",
+        ));
+    }
     if s.overdue_warn == 0 || s.overdue_alert < s.overdue_warn {
         return Err(Failure::usage(
             "--overdue-warn DAYS and --overdue-alert DAYS: at least 1 day, and the alert no sooner than the warning",

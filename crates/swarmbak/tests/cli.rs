@@ -183,3 +183,27 @@ fn demo_runs_end_to_end() {
         "the demo cleans up"
     );
 }
+
+/// An unset variable in the unit's EnvironmentFile gives `--public-url ""`: refused at
+/// start, not at the first `init --enroll` (the tracker would otherwise write an empty
+/// URL into every token).
+#[test]
+fn tracker_refuses_an_empty_public_url() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    for bad in ["", "tracker.example.com"] {
+        let err = fails(
+            t.path(),
+            &[
+                "tracker",
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+                data.to_str().unwrap(),
+                "--public-url",
+                bad,
+            ],
+        );
+        assert!(err.contains("--public-url"), "{bad:?}: {err}");
+    }
+}

@@ -101,15 +101,6 @@ impl Org {
     pub fn public(&self) -> PublicKey {
         self.key.public()
     }
-
-    /// Is `header` (an `Authorization` value) the admin token? Compared in constant time.
-    pub fn is_admin(&self, header: Option<&str>) -> bool {
-        let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-            return false;
-        };
-        let (a, b) = (given.trim().as_bytes(), self.admin_token.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    }
 }
 
 /// Writes a new random admin token to `DATA/admin-token` (mode 0600, written to a
