@@ -29,7 +29,7 @@ use crate::server::{
     read_snaps, reload_if_changed, response, storage_error, unix_now, Resp, Shared,
 };
 use crate::status::{self, Filter, MachineStatus};
-use crate::storage::{AlertRow, StorageError};
+use crate::storage::{AlertRow, MachineRow, StorageError};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "swarmbak_session";
@@ -252,6 +252,13 @@ fn wants_html(req: &Request<Incoming>) -> bool {
 
 /// Every machine's status now (tracker.md §10.1). Blocking: database reads.
 pub(crate) fn statuses(sh: &Shared) -> Result<(Vec<MachineStatus>, i64), StorageError> {
+    statuses_and_rows(sh).map(|(_, all, now)| (all, now))
+}
+
+/// [`statuses`], and the machine rows they were built from.
+fn statuses_and_rows(
+    sh: &Shared,
+) -> Result<(Vec<MachineRow>, Vec<MachineStatus>, i64), StorageError> {
     let now = unix_now();
     let (machines, activity) = {
         let mut db = lock_db(sh);
@@ -274,18 +281,21 @@ pub(crate) fn statuses(sh: &Shared) -> Result<(Vec<MachineStatus>, i64), Storage
         }
     }
     let window = sh.config.peer_timeout().as_secs() as i64;
-    Ok((
-        status::build(
-            &machines,
-            &activity,
-            snaps.rows(),
-            &live,
-            now,
-            window,
-            sh.config.overdue,
-        ),
+    let all = status::build(
+        &machines,
+        &activity,
+        snaps.rows(),
+        &live,
         now,
-    ))
+        window,
+        sh.config.overdue,
+    );
+    Ok((machines, all, now))
+}
+
+/// How many alerts are open.
+fn open_alerts(sh: &Shared) -> Result<usize, StorageError> {
+    Ok(lock_db(sh).alerts(None)?.len())
 }
 
 /// The machine named `name`: the active one, else the latest revoked one.
@@ -630,14 +640,13 @@ type Detail = (
 );
 
 fn machine_detail(sh: &Shared, name: &str, limit: usize) -> Result<Option<Detail>, StorageError> {
-    let (all, _) = statuses(sh)?;
+    let (rows, all, _) = statuses_and_rows(sh)?;
     let Some(m) = find(&all, name).cloned() else {
         return Ok(None);
     };
     let attempts = lock_db(sh).reports(m.id, limit)?;
-    let key = lock_db(sh)
-        .machines()?
-        .into_iter()
+    let key = rows
+        .iter()
         .find(|r| r.id == m.id)
         .and_then(|r| r.key)
         .map(hex::encode);
@@ -682,7 +691,7 @@ async fn page(sh: &Arc<Shared>, path: &str, query: &str, csrf: &str) -> Resp {
             };
             let r = blocking(sh, move |sh| {
                 let (all, now) = statuses(sh)?;
-                let open = lock_db(sh).alerts(None)?.len();
+                let open = open_alerts(sh)?;
                 let list = f.apply(&all, now);
                 Ok::<_, StorageError>(dashboard::overview(
                     &list,
@@ -796,7 +805,7 @@ async fn login(sh: &Arc<Shared>, remote: SocketAddr, tls: bool, req: Request<Inc
 async fn metrics(sh: &Arc<Shared>) -> Resp {
     let r = blocking(sh, |sh| {
         let (all, _) = statuses(sh)?;
-        let open = lock_db(sh).alerts(None)?.len();
+        let open = open_alerts(sh)?;
         Ok::<_, StorageError>(Gauges {
             machines: status::counts(&all)
                 .into_iter()
