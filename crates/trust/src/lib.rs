@@ -26,7 +26,12 @@ use ed25519_dalek::Signer;
 use sha2::Digest;
 use swarmbak_bencode::{decode, Dict, Encoder, Value};
 
+mod peer;
 mod records;
+pub use peer::{
+    check_member_mac, member_mac, peer_signing_input, Side, Transcript, MEMBER_PREFIX, PEER_PREFIX,
+    PEER_SIGNING_INPUT_LEN, TRANSCRIPT_LEN,
+};
 pub use records::{
     verify_publish, BackupReport, Certificate, CertificateFields, EnrollRequest, EnrollToken,
     PublishRecord, Revocation, MAX_REPORT_ERROR, TOKEN_PREFIX,

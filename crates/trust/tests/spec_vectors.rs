@@ -3,8 +3,8 @@
 
 use swarmbak_core::spec::assert_quoted;
 use swarmbak_trust::{
-    BackupReport, Certificate, CertificateFields, EnrollRequest, EnrollToken, Kind, PublishRecord,
-    Revocation, SigningKey,
+    member_mac, BackupReport, Certificate, CertificateFields, EnrollRequest, EnrollToken, Kind,
+    PublishRecord, Revocation, Side, SigningKey, Transcript,
 };
 
 fn org() -> SigningKey {
@@ -81,7 +81,31 @@ fn examples() -> Vec<(&'static str, String)> {
         secret: [0x5e; 32],
         tls: None,
     };
+    // §10: the sb_machine exchange of wire.md's golden handshake (info-hash 01..14).
+    let ih: [u8; 20] = std::array::from_fn(|i| i as u8 + 1);
+    let pid = |last: u8| {
+        let mut p = [0u8; 20];
+        p[..8].copy_from_slice(b"-SB0100-");
+        p[19] = last;
+        p
+    };
+    let t = Transcript::new(&ih, &pid(1), &pid(2), &[0xd0; 32], &[0xa0; 32]);
+    let secret = [0x0b; 32];
+    let a = SigningKey::from_seed([0x02; 32]);
+    let (kd, ka) = (m.public(), a.public());
     vec![
+        ("peer A public key", ka.to_hex()),
+        ("transcript", lines(&t.0)),
+        ("MAC_D", hex::encode(member_mac(&secret, Side::Dialler, &t))),
+        (
+            "MAC_A",
+            hex::encode(member_mac(&secret, Side::Acceptor, &t)),
+        ),
+        ("SIG_D", lines(&m.sign_peer(Side::Dialler, &t, &kd, &ka, 1))),
+        (
+            "SIG_A",
+            lines(&a.sign_peer(Side::Acceptor, &t, &kd, &ka, 1)),
+        ),
         ("org public key", org.public().to_hex()),
         ("org fingerprint", org.public().fingerprint()),
         ("machine public key", m.public().to_hex()),
@@ -115,4 +139,8 @@ fn spec_examples() {
         let p = std::str::from_utf8(&k.prefix()[..k.prefix().len() - 1]).unwrap();
         assert_quoted("trust.md", &[&format!("`{p}\\0`")]);
     }
+    assert_quoted(
+        "trust.md",
+        &["`swarmbak-peer-v1\\0`", "`swarmbak-member-v1\\0`"],
+    );
 }

@@ -42,6 +42,10 @@ pub struct ExtensionHandshake {
     /// `sb_owner` (swarmbak): 1 when the sender owns the snapshot this connection is for
     /// (so other machines never count the owner as a holder of its own snapshot).
     pub sb_owner: bool,
+    /// `sb_nonce` (swarmbak): 32 fresh random bytes per connection, sent by enrolled
+    /// machines; with `m.sb_machine` it opens the `sb_machine` authentication
+    /// (wire.md "Authenticated peers"). A value of another length is absent.
+    pub sb_nonce: Option<[u8; 32]>,
 }
 
 impl ExtensionHandshake {
@@ -70,6 +74,9 @@ impl ExtensionHandshake {
         }
         if let Some(k) = &self.sb_key {
             e.key(b"sb_key").bytes(k);
+        }
+        if let Some(n) = &self.sb_nonce {
+            e.key(b"sb_nonce").bytes(n);
         }
         if self.sb_owner {
             e.key(b"sb_owner").int(1);
@@ -132,6 +139,10 @@ impl ExtensionHandshake {
             }
         });
         out.sb_owner = int_in(dict.get(b"sb_owner")) == Some(1);
+        out.sb_nonce = dict
+            .get(b"sb_nonce")
+            .and_then(Value::as_bytes)
+            .and_then(|n| <[u8; 32]>::try_from(n).ok());
         out.sb_key = dict
             .get(b"sb_key")
             .and_then(Value::as_bytes)
@@ -209,6 +220,22 @@ mod tests {
         assert_eq!(h.yourip, None);
         assert_eq!(h.metadata_size, None);
         assert_eq!(h.sb_key, None);
+    }
+
+    #[test]
+    fn sb_nonce_is_32_bytes_or_absent() {
+        let h = ExtensionHandshake {
+            sb_nonce: Some([7; 32]),
+            ..Default::default()
+        };
+        let b = h.encode();
+        assert!(b.windows(10).any(|w| w == b"8:sb_nonce"));
+        assert_eq!(
+            ExtensionHandshake::parse(&b).unwrap().sb_nonce,
+            Some([7; 32])
+        );
+        let short = b"d8:sb_nonce31:0123456789012345678901234567890e";
+        assert_eq!(ExtensionHandshake::parse(short).unwrap().sb_nonce, None);
     }
 
     #[test]

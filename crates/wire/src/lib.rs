@@ -2,7 +2,8 @@
 //!
 //! - [`Handshake`], [`Message`], [`decode_message`] and [`PeerCodec`]: BEP 3 framing with
 //!   the Fast extension (BEP 6) and the extension protocol (BEP 10), bounded by [`Limits`].
-//! - [`ExtensionHandshake`]: the BEP 10 handshake dictionary, with swarmbak's `sb_key`.
+//! - [`ExtensionHandshake`]: the BEP 10 handshake dictionary, with swarmbak's `sb_nonce`;
+//!   [`MachineMessage`]: the `sb_machine` authentication messages.
 //! - [`MetadataMessage`] and [`MetadataAssembler`]: BEP 9 metadata exchange.
 //! - [`Bitfield`], [`Choker`], [`PiecePicker`] and [`PeerSession`]: the state machines an
 //!   engine drives with received messages and timer ticks.
@@ -18,6 +19,7 @@ mod codec;
 mod error;
 mod extension;
 mod handshake;
+mod machine;
 mod message;
 mod metadata;
 mod picker;
@@ -32,6 +34,7 @@ pub use extension::{
     ExtensionHandshake, EXTENSION_HANDSHAKE_ID, MAX_SB_KEY_LEN, SB_MACHINE, UT_METADATA,
 };
 pub use handshake::{Handshake, Reserved, HANDSHAKE_LEN, PROTOCOL};
+pub use machine::{MachineMessage, FLAG_HOLDER, MAX_MACHINE_MESSAGE};
 pub use message::{decode_message, encode_piece_header, id, BlockRef, Limits, Message, BLOCK_SIZE};
 pub use metadata::{
     metadata_pieces, MetadataAssembler, MetadataMessage, MAX_METADATA_SIZE, METADATA_PIECE_SIZE,
