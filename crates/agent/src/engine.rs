@@ -25,9 +25,13 @@ use crate::torrent::{PeerKey, Torrent};
 #[derive(Clone)]
 pub struct EngineConfig {
     pub listen: SocketAddr,
-    /// This machine's key (sent as `sb_key`; machines are counted by it). `None` for
-    /// processes that are not holders (fetch, health): they never move placement.
+    /// This machine's placement key (its age recipient; sent as `sb_key` when not
+    /// enrolled). `None` for processes that are not holders (fetch, health): they never
+    /// move placement.
     pub machine_key: Option<MachineKey>,
+    /// The machine's membership, when enrolled: peers then authenticate with
+    /// `sb_machine` to count, and only members and listed peers are served.
+    pub identity: Option<Arc<crate::auth::Identity>>,
     /// How long the next machine in line waits before taking over a shard (swarm.md §3.1).
     pub takeover_grace: Duration,
     /// The clock takeovers are measured with.
@@ -62,7 +66,8 @@ impl Entry {
                     .unwrap_or((v.downloaded, v.uploaded));
                 PeerStats {
                     key: *k,
-                    interested: v.interested,
+                    // A peer we do not serve is never unchoked.
+                    interested: v.interested && v.servable,
                     download_rate: v.downloaded.saturating_sub(d0),
                     upload_rate: v.uploaded.saturating_sub(u0),
                     snubbed: v.snubbed,
@@ -121,6 +126,17 @@ struct Inner {
 /// A running engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine(Arc<Inner>);
+
+/// An engine held without keeping it alive ([`Engine::downgrade`]).
+#[derive(Clone)]
+pub struct WeakEngine(std::sync::Weak<Inner>);
+
+impl WeakEngine {
+    /// The engine, while it runs.
+    pub fn upgrade(&self) -> Option<Engine> {
+        self.0.upgrade().map(Engine)
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -198,6 +214,11 @@ impl Engine {
             }
         });
         Ok(e)
+    }
+
+    /// A handle that does not keep the engine alive.
+    pub fn downgrade(&self) -> WeakEngine {
+        WeakEngine(Arc::downgrade(&self.0))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -305,6 +326,7 @@ impl Engine {
             match tokio::time::timeout(Duration::from_secs(20), tr.announce(&req)).await {
                 Ok(Ok(resp)) => {
                     event = None;
+                    t.set_listed(resp.peers.iter().map(|p| p.addr));
                     for p in resp.peers {
                         self.connect(ih, p.addr);
                     }
@@ -346,7 +368,7 @@ impl Engine {
             }
             c.insert(key, ConnEntry::new(ih, addr, tx, true));
         }
-        let conn = self.conn(key, addr, t, rx);
+        let conn = self.conn(key, addr, t, rx, true);
         let e = self.clone();
         tokio::spawn(async move {
             let end = match peer::dial(&conn).await {
@@ -368,6 +390,7 @@ impl Engine {
         addr: SocketAddr,
         torrent: Arc<Torrent>,
         control: mpsc::UnboundedReceiver<Control>,
+        outgoing: bool,
     ) -> Conn {
         Conn {
             key,
@@ -379,6 +402,33 @@ impl Engine {
             interest: self.0.interest.clone(),
             cache: self.0.cache.clone(),
             route: self.route(),
+            outgoing,
+            identity: self.0.cfg.identity.clone(),
+        }
+    }
+
+    /// The organisation revoked these machines: connections they authenticated are
+    /// closed at once, in every torrent (their certificates are refused from now on by
+    /// [`crate::auth::Identity`]).
+    pub fn revoke(&self, keys: &[swarmbak_trust::PublicKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut close = Vec::new();
+        for t in self.torrents() {
+            let g = t.inner();
+            close.extend(
+                g.peers
+                    .iter()
+                    .filter(|(_, v)| v.member.is_some_and(|m| keys.contains(&m)))
+                    .map(|(k, _)| *k),
+            );
+        }
+        let c = lock(&self.0.conns);
+        for k in close {
+            if let Some(e) = c.get(&k) {
+                let _ = e.tx.send(Control::Close);
+            }
         }
     }
 
@@ -463,7 +513,7 @@ impl Engine {
             lock(&self.0.conns).remove(&key);
             return;
         }
-        let conn = self.conn(key, addr, t, rx);
+        let conn = self.conn(key, addr, t, rx, false);
         let end = peer::accepted(conn, framed, theirs).await;
         self.ended(key, ih, addr, end);
     }

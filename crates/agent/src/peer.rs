@@ -14,14 +14,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use swarmbak_wire::{
     Action, Bitfield, BlockRef, CodecError, DisconnectReason, ExtensionHandshake, Frame, Handshake,
-    Limits, Message, MetadataMessage, PeerCodec, PeerSession, PiecePicker, Reserved, SessionConfig,
-    SB_MACHINE, UT_METADATA,
+    Limits, MachineMessage, Message, MetadataMessage, PeerCodec, PeerSession, PiecePicker,
+    Reserved, SessionConfig, SB_MACHINE, UT_METADATA,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use swarmbak_core::MachineKey;
 
+use crate::auth::{Identity, MachineAuth, Member};
 use crate::cache::PieceCache;
 use crate::io::PeerIo;
 use crate::torrent::{Inner, PeerKey, PeerView, Torrent};
@@ -34,6 +35,9 @@ const OUR_SB_MACHINE: u8 = 2;
 const SERVE_BATCH: usize = 64;
 /// How often the session's timers run (request timeout, idle, keep-alive, refill).
 const TICK: Duration = Duration::from_millis(250);
+/// An enrolled machine closes a connection whose peer neither authenticated nor was
+/// listed by the tracker within this time (wire.md "Authenticated peers").
+const STRANGER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Orders the engine gives a connection.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +84,11 @@ pub struct Conn {
     pub cache: Arc<PieceCache>,
     /// Reaches the engine's other connections (endgame cancels).
     pub route: Route,
+    /// We dialled the peer (the `sb_machine` dialler speaks first).
+    pub outgoing: bool,
+    /// This machine's membership, when it is enrolled: peers must then authenticate to
+    /// count, and be authenticated or listed to be served.
+    pub identity: Option<Arc<Identity>>,
 }
 
 /// `SWARMBAK_WIRE_LOG=1`: one stderr line (`swarmbak-wire {json}`) per connection event:
@@ -169,8 +178,15 @@ pub async fn dial(conn: &Conn) -> Result<(PeerIo, Handshake), End> {
     Ok((framed, theirs))
 }
 
-/// Our extension handshake for `t` (BEP 10; the swarmbak keys are wire.md's).
-fn our_extensions(t: &Torrent, listen_port: u16, reqq: usize) -> ExtensionHandshake {
+/// Our extension handshake for `t` (BEP 10; the swarmbak keys are wire.md's). An
+/// enrolled machine sends its `sb_nonce` and never `sb_key` or `sb_owner` (who it is
+/// and whether it owns the snapshot are for authenticated members only).
+fn our_extensions(
+    t: &Torrent,
+    listen_port: u16,
+    reqq: usize,
+    auth: Option<&MachineAuth>,
+) -> ExtensionHandshake {
     let mut eh = ExtensionHandshake::default();
     eh.extensions
         .insert(UT_METADATA.to_string(), OUR_UT_METADATA);
@@ -179,8 +195,13 @@ fn our_extensions(t: &Torrent, listen_port: u16, reqq: usize) -> ExtensionHandsh
     eh.port = Some(listen_port);
     eh.reqq = Some(reqq as u32);
     eh.metadata_size = Some(t.info.len() as u64);
-    // Short-lived processes (fetch, health) send no key: they are not holders and must
-    // not move placement while they run.
+    if let Some(a) = auth {
+        eh.sb_nonce = Some(a.nonce());
+        return eh;
+    }
+    // Not enrolled (an open tracker): the unauthenticated keys of swarm.md §1. Short-lived
+    // processes (fetch, health) send no key: they are not holders and must not move
+    // placement while they run.
     eh.sb_key = t.me.as_ref().map(|k| k.as_bytes().to_vec());
     eh.sb_owner = t.is_own();
     eh
@@ -201,9 +222,24 @@ pub async fn accepted(conn: Conn, io: PeerIo, theirs: Handshake) -> End {
         "fast": common.fast(),
         "extension_protocol": common.extension_protocol(),
     }));
+    let auth = conn.identity.clone().map(|id| {
+        MachineAuth::new(
+            id,
+            conn.outgoing,
+            t.me.is_some(),
+            t.ih.0,
+            conn.peer_id,
+            theirs.peer_id,
+        )
+    });
     let defaults = SessionConfig::default();
     let config = SessionConfig {
-        extensions: our_extensions(&t, conn.listen_port, defaults.max_incoming_requests),
+        extensions: our_extensions(
+            &t,
+            conn.listen_port,
+            defaults.max_incoming_requests,
+            auth.as_ref(),
+        ),
         ..defaults
     };
     let n = t.num_pieces();
@@ -218,6 +254,9 @@ pub async fn accepted(conn: Conn, io: PeerIo, theirs: Handshake) -> End {
             downloaded: 0,
             uploaded: 0,
             snubbed: false,
+            member: None,
+            // Not enrolled: everyone is served, as any BitTorrent client does.
+            servable: conn.identity.is_none(),
         },
     );
     let mut d = Driver {
@@ -233,6 +272,11 @@ pub async fn accepted(conn: Conn, io: PeerIo, theirs: Handshake) -> End {
         cache: conn.cache,
         route: conn.route,
         completed: Vec::new(),
+        auth,
+        outgoing: conn.outgoing,
+        since: Instant::now(),
+        member: false,
+        listed: false,
     };
     let mut control = conn.control;
     let end = match d.run(&mut control).await {
@@ -283,6 +327,16 @@ struct Driver {
     route: Route,
     /// Pieces whose every block is in, to hash and write once the lock is released.
     completed: Vec<(u32, Vec<Bytes>)>,
+    /// The `sb_machine` exchange (enrolled machines only).
+    auth: Option<MachineAuth>,
+    outgoing: bool,
+    /// When the connection was admitted.
+    since: Instant,
+    /// The peer authenticated as a machine of our organisation.
+    member: bool,
+    /// The tracker listed the peer for this torrent (we dialled an address it gave, or
+    /// the peer's listening address is one it gave).
+    listed: bool,
 }
 
 type Actions = Vec<Action<PeerKey>>;
@@ -347,6 +401,7 @@ impl Driver {
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
+                    self.check_standing(now)?;
                     let key = self.key;
                     let a = self.step(Has::Same, |s, p| s.tick(now, p))?;
                     self.act(a).await?;
@@ -465,11 +520,19 @@ impl Driver {
                     queue.extend(self.on_extension_handshake(*h)?);
                 }
                 Action::Metadata(MetadataMessage::Request { piece }) => {
-                    // BEP 9: we serve the info dictionary of every torrent we take part in.
-                    let reply = MetadataMessage::data_for(&self.t.info, piece)
-                        .unwrap_or(MetadataMessage::Reject { piece });
+                    // BEP 9: we serve the info dictionary of every torrent we take part
+                    // in, to peers we serve at all (wire.md "Authenticated peers").
+                    let reply = if self.servable() {
+                        MetadataMessage::data_for(&self.t.info, piece)
+                            .unwrap_or(MetadataMessage::Reject { piece })
+                    } else {
+                        MetadataMessage::Reject { piece }
+                    };
                     let payload = Bytes::from(reply.encode());
                     queue.extend(self.session.extended(Instant::now(), UT_METADATA, payload));
+                }
+                Action::Extended { name, payload } if name == SB_MACHINE => {
+                    queue.extend(self.on_machine_message(&payload)?);
                 }
                 Action::Disconnect { reason, .. } => return Err(reason.into()),
                 // Metadata answers (we never ask over an open connection), sb_machine
@@ -494,6 +557,16 @@ impl Driver {
             "sb_key": eh.sb_key.is_some(),
         }));
         self.their_listen = eh.port.map(|p| SocketAddr::new(self.addr.ip(), p));
+        if let Some(auth) = self.auth.as_mut() {
+            // Enrolled: `sb_key` and `sb_owner` are ignored; the peer authenticates or is
+            // a standard client.
+            let offers = eh.extension_id(SB_MACHINE).is_some();
+            let step = auth
+                .on_peer_handshake(eh.sb_nonce, offers, Instant::now())
+                .map_err(auth_end)?;
+            self.refresh_listed();
+            return Ok(self.send_machine(step.send));
+        }
         // A key that is empty or too long is no machine (swarm.md §1).
         let Some(k) = eh.sb_key.and_then(|k| MachineKey::from_bytes(&k).ok()) else {
             return Ok(Vec::new());
@@ -505,6 +578,96 @@ impl Driver {
             v.machine = Some(k);
         }
         // A machine joined the placement: what we want may change.
+        self.t.update_wanted();
+        let now = Instant::now();
+        self.step(Has::Same, |s, p| s.refresh(now, p))
+    }
+
+    /// Is the peer one we serve (unchoke, metadata)? Everyone when we are not enrolled;
+    /// else authenticated members and peers the tracker listed.
+    fn servable(&self) -> bool {
+        self.auth.is_none() || self.member || self.listed
+    }
+
+    /// Whether the tracker listed the peer: an address we dialled (we dial only what the
+    /// tracker or the user gave), or its listening address in the torrent's last
+    /// announce answers.
+    fn refresh_listed(&mut self) {
+        self.listed = self.outgoing || self.their_listen.is_some_and(|a| self.t.is_listed(&a));
+        let servable = self.servable();
+        if let Some(v) = self.t.inner().peers.get_mut(&self.key) {
+            v.servable = servable;
+        }
+    }
+
+    /// Timer duties of an enrolled machine: an exchange that stalls, and a peer that
+    /// neither authenticated nor was listed for [`STRANGER_TIMEOUT`], are closed (no
+    /// ban: they may be honest and slow, or of another organisation).
+    fn check_standing(&mut self, now: Instant) -> Result<(), End> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        if auth.timed_out(now) {
+            return Err(End::Closed("sb_machine: the exchange stalled".into()));
+        }
+        if !self.member {
+            self.refresh_listed();
+            if !self.listed && now.saturating_duration_since(self.since) >= STRANGER_TIMEOUT {
+                return Err(End::Closed(
+                    "neither authenticated nor listed by the tracker".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `sb_machine` message to send, under the id the peer gave it.
+    fn send_machine(&mut self, m: Option<MachineMessage>) -> Actions {
+        match m {
+            Some(m) => self
+                .session
+                .extended(Instant::now(), SB_MACHINE, Bytes::from(m.encode())),
+            None => Vec::new(),
+        }
+    }
+
+    /// One `sb_machine` message from the peer.
+    fn on_machine_message(&mut self, payload: &[u8]) -> Result<Actions, End> {
+        let Some(auth) = self.auth.as_mut() else {
+            // Not enrolled: nothing to authenticate with; ignored.
+            return Ok(Vec::new());
+        };
+        let msg =
+            MachineMessage::parse(payload).map_err(|e| End::Banned(format!("sb_machine: {e}")))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let step = auth.on_message(msg, now).map_err(auth_end)?;
+        let mut out = self.send_machine(step.send);
+        if let Some(m) = step.member {
+            out.extend(self.on_member(m)?);
+        }
+        Ok(out)
+    }
+
+    /// The peer proved it is a machine of our organisation: it is served, and, when it
+    /// is a holder, it counts and takes part in placement under its certificate's key.
+    fn on_member(&mut self, m: Member) -> Result<Actions, End> {
+        wire_log(serde_json::json!({
+            "event": "authenticated",
+            "peer": self.addr.to_string(),
+            "infohash": hex::encode(self.t.ih.0),
+            "machine": m.certificate.fields.name,
+            "holder": m.holder(),
+        }));
+        self.member = true;
+        let placement = m.holder().then(|| m.placement_key()).flatten();
+        if let Some(v) = self.t.inner().peers.get_mut(&self.key) {
+            v.member = Some(m.key);
+            v.servable = true;
+            v.machine = placement;
+        }
+        self.interest.notify_one();
         self.t.update_wanted();
         let now = Instant::now();
         self.step(Has::Same, |s, p| s.refresh(now, p))
@@ -559,5 +722,15 @@ impl Driver {
             .flush()
             .await
             .map_err(|e| End::Closed(format!("send: {e}")))
+    }
+}
+
+/// How a failed `sb_machine` exchange ends the connection.
+fn auth_end(f: crate::auth::AuthFailure) -> End {
+    let why = format!("sb_machine: {}", f.reason);
+    if f.ban {
+        End::Banned(why)
+    } else {
+        End::Closed(why)
     }
 }

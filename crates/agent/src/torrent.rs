@@ -76,8 +76,15 @@ pub enum Role {
 #[derive(Clone, Debug)]
 pub struct PeerView {
     pub addr: SocketAddr,
-    /// The peer's machine key (BEP 10 `sb_key`), once its extension handshake arrived.
+    /// The peer's placement key: from its certificate once it authenticated as a
+    /// holder (an enrolled machine), or its BEP 10 `sb_key` (not enrolled: an open
+    /// tracker). Only peers with one count as holders and take part in placement.
     pub machine: Option<MachineKey>,
+    /// The signing key the peer authenticated with (`sb_machine`), if it did.
+    pub member: Option<swarmbak_trust::PublicKey>,
+    /// We serve the peer (unchoke it, answer its metadata requests): it authenticated,
+    /// the tracker listed it, or we are not enrolled.
+    pub servable: bool,
     pub has: Bitfield,
     pub interested: bool,
     pub downloaded: u64,
@@ -135,6 +142,9 @@ pub struct Torrent {
     clock: std::sync::OnceLock<Arc<dyn Clock>>,
     /// Shards written since the last sync.
     pub unsynced: std::sync::atomic::AtomicBool,
+    /// The peers of this torrent's last two announce answers (wire.md "Authenticated
+    /// peers": the peers an enrolled machine serves without authentication).
+    listed: Mutex<[HashSet<SocketAddr>; 2]>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -253,9 +263,24 @@ impl Torrent {
             grace: std::sync::OnceLock::new(),
             clock: std::sync::OnceLock::new(),
             unsynced: std::sync::atomic::AtomicBool::new(false),
+            listed: Mutex::new(Default::default()),
         });
         t.update_wanted();
         Ok(t)
+    }
+
+    /// The tracker's latest answer for this torrent: its peers are listed, with those of
+    /// the answer before (a peer between two announces stays listed).
+    pub fn set_listed(&self, peers: impl IntoIterator<Item = SocketAddr>) {
+        let mut g = lock(&self.listed);
+        g[1] = std::mem::take(&mut g[0]);
+        g[0] = peers.into_iter().collect();
+    }
+
+    /// Did one of the last two announce answers list `addr`?
+    pub fn is_listed(&self, addr: &SocketAddr) -> bool {
+        let g = lock(&self.listed);
+        g[0].contains(addr) || g[1].contains(addr)
     }
 
     /// The owner's machine key, if known.

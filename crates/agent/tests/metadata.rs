@@ -16,6 +16,7 @@ async fn metadata_from_a_swarmbak_peer_with_only_the_infohash() {
     let engine = Engine::start(EngineConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         machine_key: Some(me.clone()),
+        identity: None,
         takeover_grace: std::time::Duration::from_secs(30),
         clock: std::sync::Arc::new(swarmbak_core::SystemClock),
         tracker: None,

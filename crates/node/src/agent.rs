@@ -231,11 +231,13 @@ pub fn run(
     let me = node.machine_key()?;
     // Homes made before machines had signing keys get theirs now (trust.md §1).
     crate::config::signing_key(&node.root)?;
+    let membership = crate::membership::Membership::of(&node)?;
     let rt = crate::runtime().map_err(|source| AgentError::Listen { addr, source })?;
     rt.block_on(async move {
         let engine = start_engine(
             addr,
             Some(&me),
+            membership.as_ref(),
             node.config.tracker_ref().as_ref(),
             &node.settings,
             node.settings.announce,

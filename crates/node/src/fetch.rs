@@ -16,35 +16,46 @@ use swarmbak_format::{Identities, Manifest, Store};
 use crate::config::Settings;
 use crate::discovery::{tracker_client, Discovery, TrackerDiscovery, TrackerRef};
 use crate::error::FetchError;
+use crate::membership::Membership;
 use crate::report::Report;
 
 /// Starts a peer engine: listening on `listen` (port 0: any), announcing to `tracker`.
 /// `machine`: the key sent as `sb_key`; `None` for processes that are not holders
 /// (fetch, health), so they never move placement (swarm.md §3.1). `clock`: what
 /// takeovers are measured with (the node's, which tests move by hand).
+///
+/// `membership`: an enrolled machine's; its peers then authenticate (wire.md
+/// "Authenticated peers"), and its revocations are refreshed while the engine runs.
+#[allow(clippy::too_many_arguments)]
 pub async fn start_engine(
     listen: SocketAddr,
     machine: Option<&MachineKey>,
+    membership: Option<&Membership>,
     tracker: Option<&TrackerRef>,
     settings: &Settings,
     announce_every: Duration,
     clock: Arc<dyn Clock>,
 ) -> Result<Engine, FetchError> {
-    let tracker = match tracker {
+    let client = match tracker {
         Some(t) => Some(tracker_client(t)?),
         None => None,
     };
-    Engine::start(EngineConfig {
+    let engine = Engine::start(EngineConfig {
         listen,
         machine_key: machine.cloned(),
+        identity: membership.map(|m| m.identity.clone()),
         takeover_grace: settings.takeover_grace,
         clock,
-        tracker,
+        tracker: client,
         announce_every,
         verbose: settings.verbose,
     })
     .await
-    .map_err(FetchError::Listen)
+    .map_err(FetchError::Listen)?;
+    if let (Some(m), Some(t)) = (membership, tracker) {
+        m.watch(t, &engine);
+    }
+    Ok(engine)
 }
 
 /// Any address, any port.
@@ -218,6 +229,8 @@ pub struct FetchPlan<'a> {
     /// The organisation key of an enrolled machine: snapshots from the tracker must carry
     /// a record it vouches for.
     pub org: Option<swarmbak_trust::PublicKey>,
+    /// An enrolled machine's membership: it authenticates to the peers it fetches from.
+    pub membership: Option<Membership>,
 }
 
 /// Makes the snapshot and every earlier snapshot it reuses restorable from the local
@@ -250,6 +263,7 @@ pub fn fetch_into_store(
         let engine = start_engine(
             any_addr(),
             None,
+            plan.membership.as_ref(),
             Some(tracker),
             settings,
             settings.fetch_announce(),

@@ -16,6 +16,7 @@ pub fn swarm_health(
     store: &Store,
     ih: &InfoHash,
     tracker: &TrackerRef,
+    membership: Option<&crate::membership::Membership>,
     settings: &Settings,
 ) -> Result<Health, HealthError> {
     let rt = crate::runtime().map_err(FetchError::Listen)?;
@@ -25,6 +26,7 @@ pub fn swarm_health(
         let engine = start_engine(
             any_addr(),
             None,
+            membership,
             Some(tracker),
             settings,
             std::time::Duration::from_secs(2),

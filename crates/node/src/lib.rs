@@ -20,6 +20,7 @@ pub mod enrol;
 mod error;
 pub mod fetch;
 pub mod health;
+pub mod membership;
 pub mod outbox;
 pub mod plain;
 mod report;

@@ -71,6 +71,7 @@ pub fn fetch_plain(
         let engine = start_engine(
             any_addr(),
             None,
+            None,
             tracker.as_ref(),
             settings,
             settings.fetch_announce(),

@@ -204,6 +204,7 @@ pub fn publish_and_seed(
                 let engine = start_engine(
                     any_addr(),
                     Some(&me),
+                    crate::membership::Membership::of(node)?.as_ref(),
                     node.config.tracker_ref().as_ref(),
                     &node.settings,
                     node.settings.announce,

@@ -274,7 +274,14 @@ pub fn health(ctx: &Ctx, infohash: &str) -> R {
         return scrub(ctx, infohash, false);
     };
     let ih = crate::fetch::parse_target(infohash, &ctx.home)?;
-    let h = swarmbak_node::health::swarm_health(&node.home.store(), &ih, &tracker, &node.settings)?;
+    let membership = swarmbak_node::membership::Membership::of(&node)?;
+    let h = swarmbak_node::health::swarm_health(
+        &node.home.store(),
+        &ih,
+        &tracker,
+        membership.as_ref(),
+        &node.settings,
+    )?;
     let mut v = serde_json::to_value(&h).unwrap_or_default();
     v["infohash"] = json!(ih.to_hex());
     v["scope"] = json!("swarm");

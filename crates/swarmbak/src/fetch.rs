@@ -201,7 +201,13 @@ pub fn fetch(
         tracker_of(target, torrent.as_deref()).map(swarmbak_node::discovery::TrackerRef::unpinned)
     });
     let started = Instant::now();
-    // A fetch is not a holder: it sends no machine key, so placement does not move.
+    // A fetch is not a holder: it sends no machine key, so placement does not move. An
+    // enrolled home authenticates to its peers (as a member that holds nothing).
+    let config = NodeConfig::load(&ctx.home).ok();
+    let membership = config
+        .as_ref()
+        .and_then(|c| swarmbak_node::membership::Membership::load(&ctx.home, c).ok())
+        .flatten();
     let mut plan = FetchPlan {
         store: &store,
         infohash: ih,
@@ -209,10 +215,8 @@ pub fn fetch(
         tracker: tracker.clone(),
         identities: &opts.identities,
         verify: false,
-        org: NodeConfig::load(&ctx.home)
-            .ok()
-            .and_then(|c| c.enrolment)
-            .and_then(|e| e.org().ok()),
+        org: config.and_then(|c| c.enrolment).and_then(|e| e.org().ok()),
+        membership,
     };
     let ui = Ui::new(ctx.json, "fetch");
     let mut downloaded = fetch_into_store(&plan, &settings, &ui)?;

@@ -526,6 +526,21 @@ impl TrackerClient {
         Ok(list.into_iter().find(|r| r.infohash == hex::encode(ih)))
     }
 
+    /// Every signed revocation the tracker keeps (`GET /revocations`, tracker.md §7.2):
+    /// the envelopes, unchecked (the caller verifies each with the organisation key).
+    pub async fn revocations(&self) -> Result<Vec<Vec<u8>>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            revocation: String,
+        }
+        let target = format!("{}/revocations", self.api_base);
+        let rows: Vec<Row> = self.json_call(Method::GET, &target, None, &[]).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| swarmbak_trust::from_b64(&r.revocation).ok())
+            .collect())
+    }
+
     /// Every machine that published, most recent first.
     pub async fn machines(&self) -> Result<Vec<MachineRecord>, ClientError> {
         let target = format!("{}/machines", self.api_base);

@@ -1,0 +1,277 @@
+//! Issue 11's attacks on the swarm, with real processes on 127.0.0.1: peers that claim
+//! to hold what they do not, to be machines they are not, or to belong to an
+//! organisation they do not, never make a snapshot durable, never move placement and
+//! are never served by an enrolled machine unless the tracker listed them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::procs::*;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use swarmbak_tracker::{AnnounceRequest, TrackerClient};
+use swarmbak_wire::{
+    ExtensionHandshake, Frame, Handshake, Limits, MachineMessage, Message, PeerCodec, Reserved,
+    SB_MACHINE, UT_METADATA,
+};
+use tokio_util::codec::Framed;
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn ih_bytes(ih: &str) -> [u8; 20] {
+    let v = hex::decode(ih).unwrap();
+    v.try_into().unwrap()
+}
+
+/// What the fake holders saw.
+#[derive(Default)]
+struct Seen {
+    /// Connections whose handshakes completed.
+    connections: AtomicUsize,
+    /// `unchoke`s received (an enrolled machine must never unchoke a stranger).
+    unchoked: AtomicUsize,
+    /// Extension handshakes that carried `sb_key` or `sb_owner` (must not: they would
+    /// tell a stranger a machine's key and that it owns the snapshot).
+    leaked_identity: AtomicUsize,
+    /// `sb_machine` answers to a `member` with a made-up MAC (must be none).
+    machine_answers: AtomicUsize,
+}
+
+/// A fake holder: announces with `announce` (a standard client's passkey: how it learns
+/// the swarm's addresses) at port 1, then dials every peer twice, as two machines with
+/// made-up `sb_key`s that "have all", and keeps the connections open. With `member` it
+/// is a stranger: it gives no listening port (so no peer can match it to the tracker's
+/// list) and opens the `sb_machine` exchange with a MAC it cannot know; without, it is
+/// the listed standard client (`p` 1, the port it announced).
+async fn fake_holders(announce: String, ih: [u8; 20], seen: Arc<Seen>, member: bool) {
+    let c = TrackerClient::new(&announce).unwrap();
+    let mut dialled = std::collections::HashSet::new();
+    let mut n = 0u8;
+    loop {
+        let mut pid = [b'F'; 20];
+        pid[..8].copy_from_slice(b"-FAKE01-");
+        if let Ok(r) = c
+            .announce(&AnnounceRequest::new(ih.into(), pid.into(), 1, 0))
+            .await
+        {
+            for p in r.peers {
+                if p.addr.port() == 1 || !dialled.insert(p.addr) {
+                    continue;
+                }
+                for _ in 0..2 {
+                    n = n.wrapping_add(1);
+                    let mut pid = [b'F'; 20];
+                    pid[..8].copy_from_slice(b"-FAKE01-");
+                    pid[19] = n;
+                    let seen = seen.clone();
+                    let addr = p.addr;
+                    tokio::spawn(async move {
+                        let _ = fake_connection(addr, ih, pid, n, seen, member).await;
+                    });
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn fake_connection(
+    addr: std::net::SocketAddr,
+    ih: [u8; 20],
+    pid: [u8; 20],
+    n: u8,
+    seen: Arc<Seen>,
+    member: bool,
+) -> Option<()> {
+    let s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut f = Framed::new(s, PeerCodec::new(Limits::default()));
+    let mut hs = Handshake::new(ih, pid);
+    hs.reserved = Reserved::default()
+        .with_fast(true)
+        .with_extension_protocol(true);
+    f.send(Frame::Handshake(hs)).await.ok()?;
+    let Some(Ok(Frame::Handshake(_))) = f.next().await else {
+        return None;
+    };
+    seen.connections.fetch_add(1, Ordering::SeqCst);
+    let mut eh = ExtensionHandshake::default();
+    eh.extensions.insert(UT_METADATA.into(), 1);
+    eh.extensions.insert(SB_MACHINE.into(), 2);
+    eh.sb_key = Some(format!("age1fakeholder{n}").into_bytes());
+    eh.sb_nonce = member.then_some([n; 32]);
+    eh.port = (!member).then_some(1);
+    f.send(Frame::Message(Message::Extended {
+        id: 0,
+        payload: Bytes::from(eh.encode()),
+    }))
+    .await
+    .ok()?;
+    f.send(Frame::Message(Message::HaveAll)).await.ok()?;
+    f.send(Frame::Message(Message::Interested)).await.ok()?;
+    let mut their_sb_machine = None;
+    while let Some(Ok(m)) = f.next().await {
+        match m {
+            Frame::Message(Message::Unchoke) => {
+                seen.unchoked.fetch_add(1, Ordering::SeqCst);
+            }
+            Frame::Message(Message::Extended { id: 0, payload }) => {
+                let theirs = ExtensionHandshake::parse(&payload).ok()?;
+                if theirs.sb_key.is_some() || theirs.sb_owner {
+                    seen.leaked_identity.fetch_add(1, Ordering::SeqCst);
+                }
+                their_sb_machine = theirs.extension_id(SB_MACHINE);
+                if let (true, Some(id)) = (member, their_sb_machine) {
+                    let m = MachineMessage::Member { mac: [n; 32] };
+                    f.send(Frame::Message(Message::Extended {
+                        id,
+                        payload: Bytes::from(m.encode()),
+                    }))
+                    .await
+                    .ok()?;
+                }
+            }
+            Frame::Message(Message::Extended { id: 2, .. }) if their_sb_machine.is_some() => {
+                seen.machine_answers.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+    }
+    Some(())
+}
+
+/// The held shards of `ih` in `home`'s store.
+fn held_all(homes: &[PathBuf], ih: &str, pieces: usize) -> Vec<usize> {
+    let mut count = vec![0; pieces];
+    for h in homes {
+        for p in held(h, ih) {
+            if p < pieces {
+                count[p] += 1;
+            }
+        }
+    }
+    count
+}
+
+fn pieces_of(home: &Path, ih: &str) -> usize {
+    inspect_json(home, ih)["pieces"].as_u64().unwrap() as usize
+}
+
+/// Issue 11's worst finding: strangers with made-up keys that "have all" made `seed
+/// --until durable --copies 2` report durable with no copy anywhere. Now only enrolled
+/// machines that authenticate count: with no honest agent running, the seed waits; once
+/// two honest agents run, it reports durable only when they really hold every shard,
+/// and the fake holders never mislead them.
+#[test]
+fn fake_holders_never_make_a_snapshot_durable() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = swarmbak_format::Identity::generate();
+    let rec_pub = rec.to_public().to_string();
+    let t = tracker(dir.path(), &rec_pub);
+    let owner = dir.path().join("owner");
+    init(&owner, "owner", &t, &rec_pub);
+    let tree = dir.path().join("laptop");
+    swarmbak_gentree::office(&tree, 6 << 20, 21).unwrap();
+    let mut seed = Command::new(BIN);
+    seed.arg("--home")
+        .arg(&owner)
+        .args(["seed", tree.to_str().unwrap()])
+        .args(["--copies", "2", "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in FAST {
+        seed.env(k, v);
+    }
+    let started = Instant::now();
+    let mut child = seed.spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut ih = String::new();
+    std::io::BufRead::read_line(&mut out, &mut ih).unwrap();
+    let ih = ih.trim().to_string();
+    assert_eq!(ih.len(), 40, "{ih}");
+    // The attackers: a standard client the tracker lists, and a stranger that opens
+    // sb_machine with a made-up MAC; two connections to every peer each.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listed = Arc::new(Seen::default());
+    let stranger = Arc::new(Seen::default());
+    rt.spawn(fake_holders(
+        t.client_announce("fake-listed"),
+        ih_bytes(&ih),
+        listed.clone(),
+        false,
+    ));
+    rt.spawn(fake_holders(
+        t.client_announce("fake-member"),
+        ih_bytes(&ih),
+        stranger.clone(),
+        true,
+    ));
+    // No honest machine holds anything yet: the seed must still be waiting.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+            panic!(
+                "seed exited ({st:?}) after {:.2}s with no honest holder:\n{rest}",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        listed.connections.load(Ordering::SeqCst) >= 2
+            && stranger.connections.load(Ordering::SeqCst) >= 2,
+        "the fake holders reached the owner"
+    );
+    // Two honest agents join: the fake holders reach them too.
+    let a: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("agent{i}")))
+        .collect();
+    let mut procs = Vec::new();
+    for (i, h) in a.iter().enumerate() {
+        init(h, &format!("agent{i}"), &t, &rec_pub);
+        procs.push(agent(h, &format!("agent{i}")));
+    }
+    let st = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(st.success(), "seed: {st:?}\n{rest}");
+    assert!(rest.contains("durable"), "{rest}");
+    // Durable means durable: at the moment the seed said so, both honest agents held
+    // every shard (copies 2 with two agents).
+    let pieces = pieces_of(&owner, &ih);
+    let count = held_all(&a, &ih, pieces);
+    assert!(
+        count.iter().all(|&c| c >= 2),
+        "durable with copies per shard {count:?}"
+    );
+    // The enrolled machines told the strangers nothing and served them nothing.
+    for (who, s) in [("listed client", &listed), ("stranger", &stranger)] {
+        assert_eq!(
+            s.leaked_identity.load(Ordering::SeqCst),
+            0,
+            "{who} was told sb_key/sb_owner"
+        );
+    }
+    assert_eq!(
+        stranger.machine_answers.load(Ordering::SeqCst),
+        0,
+        "a made-up membership MAC got an answer"
+    );
+    assert_eq!(
+        stranger.unchoked.load(Ordering::SeqCst),
+        0,
+        "a stranger was unchoked"
+    );
+    drop(procs);
+}
