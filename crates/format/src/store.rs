@@ -243,6 +243,31 @@ impl Store {
         fs::read(self.snapshot_dir(ih).join("owner")).ok()
     }
 
+    /// Keeps a snapshot's signed publish record and its owner's certificate (trust.md
+    /// §4), from which an enrolled machine learns the owner again at its next start
+    /// (checking them again: they are only as good as their signatures).
+    pub fn set_owner_record(
+        &self,
+        ih: &InfoHash,
+        record: &[u8],
+        certificate: &[u8],
+    ) -> Result<(), FormatError> {
+        for (name, b) in [("certificate", certificate), ("record", record)] {
+            let p = self.snapshot_dir(ih).join(name);
+            write_atomic(&p, b, 0o644, false).map_err(|e| FormatError::io(&p, e))?;
+        }
+        Ok(())
+    }
+
+    /// The record and certificate kept with [`Store::set_owner_record`], unchecked.
+    pub fn owner_record(&self, ih: &InfoHash) -> Option<(Vec<u8>, Vec<u8>)> {
+        let d = self.snapshot_dir(ih);
+        Some((
+            fs::read(d.join("record")).ok()?,
+            fs::read(d.join("certificate")).ok()?,
+        ))
+    }
+
     pub fn torrent_bytes(&self, ih: &InfoHash) -> Result<Vec<u8>, FormatError> {
         let p = self.snapshot_dir(ih).join("torrent");
         fs::read(&p).map_err(|e| {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use swarmbak_agent::{Engine, Quota, Role, Torrent};
 use swarmbak_core::{InfoHash, MachineKey};
 use swarmbak_format::{backup, Store};
+use swarmbak_trust::PublicKey;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::config::Node;
@@ -44,6 +45,8 @@ pub struct JobContext {
     pub store: Store,
     pub me: MachineKey,
     pub quota: Option<Arc<Quota>>,
+    /// The organisation key, when enrolled.
+    pub org: Option<PublicKey>,
 }
 
 /// Takes part in every snapshot of other machines that discovery finds and this agent
@@ -66,11 +69,16 @@ impl Replicate {
                     continue;
                 };
                 cx.store.add_torrent(&ih, &bytes)?;
-                if let Some(o) = &found.owner {
-                    cx.store.set_owner(&ih, o.as_bytes())?;
-                }
             }
-            let owner = found.owner.clone().or_else(|| stored_owner(&cx.store, &ih));
+            match (&found.signed, &found.owner) {
+                (Some((record, cert)), _) => cx.store.set_owner_record(&ih, record, cert)?,
+                (None, Some(o)) => cx.store.set_owner(&ih, o.as_bytes())?,
+                (None, None) => {}
+            }
+            let owner = found
+                .owner
+                .clone()
+                .or_else(|| stored_owner(&cx.store, &ih, cx.org.as_ref()));
             // Not a swarmbak snapshot (someone else's torrent on a shared tracker): left
             // alone.
             match Torrent::open(
@@ -151,9 +159,18 @@ impl Job for SendReports {
     }
 }
 
-/// The owner recorded for a snapshot held for another machine, if any.
-fn stored_owner(store: &Store, ih: &InfoHash) -> Option<MachineKey> {
-    MachineKey::from_bytes(&store.owner(ih)?).ok()
+/// The owner recorded for a snapshot held for another machine, if any. An enrolled
+/// machine (`org`) believes only a kept publish record that verifies (the plain `owner`
+/// file of older versions may have come from an unauthenticated `sb_owner`).
+fn stored_owner(store: &Store, ih: &InfoHash, org: Option<&PublicKey>) -> Option<MachineKey> {
+    match org {
+        Some(org) => {
+            let (record, cert) = store.owner_record(ih)?;
+            let (c, _) = swarmbak_trust::verify_publish(&record, &cert, org, &ih.0).ok()?;
+            MachineKey::from_age_recipient(&c.fields.age_recipient).ok()
+        }
+        None => MachineKey::from_bytes(&store.owner(ih)?).ok(),
+    }
 }
 
 /// The listening address for peers.
@@ -173,6 +190,7 @@ fn open_held(
     engine: &Engine,
     store: &Store,
     me: &MachineKey,
+    org: Option<&PublicKey>,
 ) -> Result<Option<Arc<Quota>>, AgentError> {
     let copies = node.config.copies as usize;
     let own: HashSet<String> = store
@@ -190,7 +208,7 @@ fn open_held(
         let owner = if role == Role::Seed {
             Some(me.clone())
         } else {
-            stored_owner(store, &ih)
+            stored_owner(store, &ih, org)
         };
         match Torrent::open(store, ih, role.clone(), owner, Some(me.clone())) {
             Ok(t) => {
@@ -255,16 +273,24 @@ pub fn run(
             engine.announce_quota(q);
         }
         listening(engine.local_addr());
-        let quota = open_held(&node, &engine, &store, &me)?;
+        let quota = open_held(
+            &node,
+            &engine,
+            &store,
+            &me,
+            membership.as_ref().map(|m| &m.org),
+        )?;
         let sock = node.control_socket();
         let mut control = ControlServer::bind(&sock)?;
         control.spawn(engine.clone(), node.clone());
         let mut jobs: Vec<(Box<dyn Job>, Option<Instant>)> = Vec::new();
         if let Some(tracker) = &node.config.tracker_ref() {
-            let discovery = TrackerDiscovery::new(tracker).map_err(|e| AgentError::Tracker {
-                tracker: tracker.url.clone(),
-                reason: e.to_string(),
-            })?;
+            let discovery = TrackerDiscovery::new(tracker)
+                .map_err(|e| AgentError::Tracker {
+                    tracker: tracker.url.clone(),
+                    reason: e.to_string(),
+                })?
+                .trusting(membership.as_ref().map(|m| m.org));
             jobs.push((
                 Box::new(Replicate {
                     discovery: Box::new(discovery),
@@ -287,6 +313,7 @@ pub fn run(
             store: store.clone(),
             me,
             quota,
+            org: membership.as_ref().map(|m| m.org),
         };
         let mut stop = Box::pin(shutdown_signal());
         loop {

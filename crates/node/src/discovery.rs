@@ -23,6 +23,9 @@ pub struct Found {
     /// Its owner, when the source knows it (a tracker's publish record does; a full
     /// scrape does not).
     pub owner: Option<MachineKey>,
+    /// The signed publish record and the owner's certificate, verified against the
+    /// organisation key (a discovery that trusts one), to keep with the snapshot.
+    pub signed: Option<crate::enrol::SignedPublish>,
 }
 
 /// A source of snapshots and metainfo.
@@ -146,12 +149,34 @@ impl TrackerDiscovery {
             Ok(recs) => Ok(recs
                 .into_iter()
                 .filter_map(|r| {
+                    let infohash = InfoHash::from_hex(&r.infohash).ok()?;
+                    let Some(org) = &self.org else {
+                        return Some(Found {
+                            infohash,
+                            owner: owner_key(&r),
+                            signed: None,
+                        });
+                    };
+                    // An enrolled machine takes part only in snapshots an enrolled
+                    // machine signed: a tracker that lists others (or lies) cannot
+                    // make it hold them.
+                    let v = crate::enrol::verify_listed(org, &r).ok()?;
+                    let signed = (
+                        swarmbak_trust::from_b64(r.record.as_deref()?).ok()?,
+                        swarmbak_trust::from_b64(r.certificate.as_deref()?).ok()?,
+                    );
                     Some(Found {
-                        infohash: InfoHash::from_hex(&r.infohash).ok()?,
-                        owner: owner_key(&r),
+                        infohash,
+                        owner: MachineKey::from_age_recipient(&v.certificate.fields.age_recipient)
+                            .ok(),
+                        signed: Some(signed),
                     })
                 })
                 .collect()),
+            // Not a swarmbak tracker (opentracker) and an enrolled machine: nothing it
+            // lists is signed, so nothing is taken (the signed record travelling in the
+            // swarm, issue 11, will carry them).
+            Err(e) if not_a_swarmbak_tracker(&e) && self.org.is_some() => Ok(Vec::new()),
             // Not a swarmbak tracker (opentracker): every torrent of a full scrape; which
             // are swarmbak snapshots shows once their metainfo is in.
             Err(e) if not_a_swarmbak_tracker(&e) => {
@@ -165,6 +190,7 @@ impl TrackerDiscovery {
                     .map(|ih| Found {
                         infohash: *ih,
                         owner: None,
+                        signed: None,
                     })
                     .collect())
             }

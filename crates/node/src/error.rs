@@ -82,6 +82,8 @@ pub enum PublishError {
 pub enum SeedError {
     #[error("no tracker is configured, so no other machine can hold this backup: run `swarmbak init --tracker http://HOST:PORT`, or use `--until published` to make the snapshot in the local store only")]
     NoTracker,
+    #[error("durable counts only enrolled machines that prove who they are, and this machine is not enrolled (its tracker is open): nothing its peers claim can be checked. Enrol it with `swarmbak init --enroll TOKEN` (the administrator runs `swarmbak tracker enroll`), or use `--until published`")]
+    NotEnrolled,
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]

@@ -85,6 +85,9 @@ pub fn seed(
     if node.config.tracker.is_none() && until != Until::Published {
         return Err(SeedError::NoTracker.into());
     }
+    if node.config.enrolment.is_none() && until == Until::Durable {
+        return Err(SeedError::NotEnrolled.into());
+    }
     let plan = SeedPlan {
         until,
         copies: copies.unwrap_or(node.config.copies) as usize,

@@ -60,7 +60,7 @@ impl From<ConfigError> for Failure {
 impl From<SeedError> for Failure {
     fn from(e: SeedError) -> Failure {
         let status = match &e {
-            SeedError::NoTracker => 2,
+            SeedError::NoTracker | SeedError::NotEnrolled => 2,
             e if e.is_timeout() => 3,
             _ => 1,
         };

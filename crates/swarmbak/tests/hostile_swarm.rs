@@ -275,3 +275,28 @@ fn fake_holders_never_make_a_snapshot_durable() {
     );
     drop(procs);
 }
+
+/// On an open tracker nothing a peer says can be checked, so `--until durable` (the
+/// default) is refused before anything is made: exit 2, and what to do instead.
+#[test]
+fn a_machine_that_is_not_enrolled_cannot_claim_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec_pub = swarmbak_format::Identity::generate()
+        .to_public()
+        .to_string();
+    let t = open_tracker(dir.path());
+    let home = dir.path().join("m");
+    init(&home, "m", &t, &rec_pub);
+    let tree = dir.path().join("t");
+    swarmbak_gentree::office(&tree, 1 << 20, 4).unwrap();
+    let out = run_fast(&home, &["seed", tree.to_str().unwrap(), "--timeout", "5"]);
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{so}\n{se}");
+    assert!(
+        se.contains("not enrolled") && se.contains("--until published"),
+        "{se}"
+    );
+    assert!(so.is_empty(), "nothing was made: {so}");
+    // `--until published` still works there.
+    seed(&home, &[&tree]);
+}
