@@ -153,7 +153,7 @@ fn report_attempt(
         Ok(None) => return,
         Ok(Some(_)) => {}
         Err(e) => {
-            eprintln!("swarmbak: cannot keep this backup's report for the tracker: {e}");
+            tell!("swarmbak: cannot keep this backup's report for the tracker: {e}");
             return;
         }
     }
@@ -164,14 +164,14 @@ fn report_attempt(
     if let Some(why) = sent.error {
         let dir = swarmbak_node::outbox::dir(node);
         if sent.waiting > 0 {
-            eprintln!(
+            tell!(
                 "swarmbak: {} backup report(s) wait in {} for the tracker ({why}); they are sent with the next backup",
                 sent.waiting,
                 dir.display()
             );
         }
         if sent.refused > 0 {
-            eprintln!(
+            tell!(
                 "swarmbak: the tracker refused {} backup report(s) ({why}); kept in {}",
                 sent.refused,
                 dir.join("refused").display()
@@ -189,15 +189,15 @@ pub fn snapshots(ctx: &Ctx, machine: Option<String>) -> R {
     let list = home.store().own_snapshots()?;
     if ctx.json {
         for s in &list {
-            println!("{}", serde_json::to_string(s).unwrap_or_default());
+            say!("{}", serde_json::to_string(s).unwrap_or_default());
         }
         return Ok(());
     }
     if list.is_empty() {
-        println!("no snapshots yet: `swarmbak seed PATH` makes one");
+        say!("no snapshots yet: `swarmbak seed PATH` makes one");
     }
     for s in &list {
-        println!(
+        say!(
             "{}  {}  {:>7} files  {:>10}  {:>10} new  {}",
             s.infohash,
             utc(s.time),
@@ -235,9 +235,10 @@ fn machine_snapshots(ctx: &Ctx, machine: &str) -> R {
                 true
             }
             Err(why) => {
-                eprintln!(
+                tell!(
                     "swarmbak: warning: ignoring snapshot {} the tracker lists for {:?}: {why}",
-                    r.infohash, r.machine_name
+                    r.infohash,
+                    r.machine_name
                 );
                 false
             }
@@ -252,9 +253,9 @@ fn machine_snapshots(ctx: &Ctx, machine: &str) -> R {
     }
     for r in &recs {
         if ctx.json {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
+            say!("{}", serde_json::to_string(r).unwrap_or_default());
         } else {
-            println!(
+            say!(
                 "{}  {}  {:>10}  {}",
                 r.infohash,
                 utc(r.published),
@@ -400,12 +401,12 @@ pub fn export(ctx: &Ctx, infohash: &str, file: &Path, announce: Option<&str>) ->
 /// The contract: the first line of stdout of a listening command.
 pub fn listening(ctx: &Ctx, addr: SocketAddr) {
     if ctx.json {
-        println!(
+        say!(
             "{}",
             json!({"event": "listening", "addr": addr.to_string()})
         );
     }
-    println!("listening {addr}");
+    say!("listening {addr}");
 }
 
 pub fn agent(ctx: &Ctx, listen: Option<&str>) -> R {

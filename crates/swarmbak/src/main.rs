@@ -1,6 +1,25 @@
 //! The `swarmbak` command. Contract: MISSION.md's command line contract, restated in
 //! README.md.
 
+/// A line on stdout. A closed stdout (`swarmbak seed DIR | head -1`) is ignored: what
+/// a command prints is best effort, the work it does (a backup, its publish) is not.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, $($t)*);
+        let _ = o.flush();
+    }};
+}
+
+/// A line on stderr; a closed stderr is ignored, as for [`say!`].
+macro_rules! tell {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 mod cmd;
 mod demo;
 mod demo_data;
@@ -260,12 +279,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             if ctx.json {
-                println!(
+                say!(
                     "{}",
                     serde_json::json!({"event": "error", "error": f.message})
                 );
             }
-            eprintln!("swarmbak: error: {}", f.message);
+            tell!("swarmbak: error: {}", f.message);
             ExitCode::from(f.status)
         }
     }

@@ -379,7 +379,7 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
             Some(sock) => t.with_udp(sock),
             None => t,
         };
-        eprintln!(
+        tell!(
             "swarmbak tracker: {} tracker, data in {}, organisation key {} ({}){}; {:?}",
             if s.open { "open" } else { "private" },
             data.display(),
@@ -440,7 +440,7 @@ fn poke(db: &mut Sqlite, org: &Org) {
         let c = c.with_timeout(Duration::from_secs(5));
         if let Err(e) = rt.block_on(c.reload(&org.admin_token)) {
             if !matches!(e, swarmbak_tracker::ClientError::Connect { .. }) {
-                eprintln!("swarmbak: the running tracker did not reload at once ({e}); it will within a second");
+                tell!("swarmbak: the running tracker did not reload at once ({e}); it will within a second");
             }
         }
     }
@@ -469,15 +469,15 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                     unix_now(),
                 )
                 .map_err(fail)?;
-                println!("{announce}");
+                say!("{announce}");
                 poke(&mut db, &org);
                 if ctx.json {
-                    println!(
+                    say!(
                         "{}",
                         json!({"event": "enrolled", "client": true, "name": row.name, "announce_url": announce})
                     );
                 } else {
-                    eprintln!("client {name:?} enrolled: give it the announce URL above (it carries its passkey)");
+                    tell!("client {name:?} enrolled: give it the announce URL above (it carries its passkey)");
                 }
                 return Ok(());
             }
@@ -496,14 +496,14 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                 unix_now(),
             )
             .map_err(fail)?;
-            println!("{token}");
+            say!("{token}");
             if ctx.json {
-                println!(
+                say!(
                     "{}",
                     json!({"event": "token", "name": name, "valid_days": admin::TOKEN_DAYS})
                 );
             } else {
-                eprintln!(
+                tell!(
                     "on {name:?}: swarmbak init --enroll <the token above>   (one use, valid {} days; organisation key {})",
                     admin::TOKEN_DAYS,
                     org.public().fingerprint()
@@ -517,12 +517,12 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                 .map_err(fail)?;
             poke(&mut db, &org);
             if ctx.json {
-                println!(
+                say!(
                     "{}",
                     json!({"event": "revoked", "name": row.name, "key": row.key.map(hex::encode), "revoked": row.revoked})
                 );
             } else {
-                println!("revoked {:?}: its passkey no longer works", row.name);
+                say!("revoked {:?}: its passkey no longer works", row.name);
             }
             Ok(())
         }
@@ -546,12 +546,12 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                 })
                 .map_err(|e| Failure::new(1, e.to_string()))?;
             if ctx.json {
-                println!(
+                say!(
                     "{}",
                     json!({"event": "rotated", "file": data.join("admin-token")})
                 );
             } else {
-                println!(
+                say!(
                     "the admin token in {} was replaced: the old one no longer works and dashboard sessions ended",
                     data.join("admin-token").display()
                 );
@@ -568,14 +568,14 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                     "machine"
                 };
                 if ctx.json {
-                    println!(
+                    say!(
                         "{}",
                         json!({"name": m.name, "kind": kind, "key": m.key.map(hex::encode),
                                "user": m.user, "vip": m.vip, "domain": m.domain,
                                "enrolled": m.enrolled, "expires": m.expires, "revoked": m.revoked})
                     );
                 } else {
-                    println!(
+                    say!(
                         "{:<20} {:<7} {:<12} {:<4} {:<12} enrolled {}{}",
                         m.name,
                         kind,
@@ -590,9 +590,7 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                 }
             }
             if rows.is_empty() && !ctx.json {
-                println!(
-                    "no machines enrolled yet: swarmbak tracker enroll --data DIR --name NAME"
-                );
+                say!("no machines enrolled yet: swarmbak tracker enroll --data DIR --name NAME");
             }
             Ok(())
         }

@@ -207,3 +207,65 @@ fn tracker_refuses_an_empty_public_url() {
         assert!(err.contains("--public-url"), "{bad:?}: {err}");
     }
 }
+
+/// Waits for `c` to exit (at most `secs`); returns its status and stderr.
+fn wait_for(c: &mut std::process::Child, secs: u64) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("swarmbak did not finish within {secs}s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = c.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status, err)
+}
+
+/// `id=$(swarmbak seed DIR | head -1)`: the reader is gone after the infohash. The
+/// backup still completes, is published (here once the tracker, down when `seed`
+/// started, is back) and `seed` exits 0 without a panic.
+#[test]
+fn a_closed_stdout_never_stops_the_backup_or_its_publish() {
+    use std::io::BufRead;
+    let t = tempfile::tempdir().unwrap();
+    let rec = swarmbak_format::Identity::generate()
+        .to_public()
+        .to_string();
+    let mut tr = procs::tracker(t.path(), &rec);
+    let home = t.path().join("laptop");
+    procs::init(&home, "laptop", &tr, &rec);
+    let addr = tr.addr.clone();
+    tr.kill();
+    let tree = t.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("f"), b"data").unwrap();
+    let mut c = std::process::Command::new(BIN)
+        .arg("--home")
+        .arg(&home)
+        .args(["seed", tree.to_str().unwrap(), "--until", "published"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = std::io::BufReader::new(c.stdout.take().unwrap());
+    let mut first = String::new();
+    r.read_line(&mut first).unwrap();
+    let ih = first.trim().to_string();
+    assert_eq!(ih.len(), 40, "{first:?}");
+    drop(r);
+    let _tr = procs::tracker_with(t.path(), &rec, &["--listen", &addr]);
+    let (status, err) = wait_for(&mut c, 60);
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let list = ok(&home, &["snapshots", "--machine", "laptop"]);
+    assert!(list.contains(&ih), "the tracker has {ih}: {list}");
+}
