@@ -47,11 +47,6 @@ pub async fn start_engine(
     .map_err(FetchError::Listen)
 }
 
-/// Any address, any port.
-pub fn any_addr() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 0))
-}
-
 /// Makes sure `ih`'s metainfo is in the store: from a .torrent's bytes, or discovery.
 pub async fn ensure_metainfo(
     store: &Store,
@@ -248,7 +243,7 @@ pub fn fetch_into_store(
             .trusting(plan.org);
         ensure_metainfo(store, ih, plan.torrent.as_deref(), Some(&d)).await?;
         let engine = start_engine(
-            any_addr(),
+            settings.peer_addr(),
             None,
             Some(tracker),
             settings,

@@ -8,7 +8,7 @@ use swarmbak_format::Store;
 use crate::config::Settings;
 use crate::discovery::{TrackerDiscovery, TrackerRef};
 use crate::error::{FetchError, HealthError};
-use crate::fetch::{any_addr, ensure_metainfo, start_engine};
+use crate::fetch::{ensure_metainfo, start_engine};
 
 /// Joins the swarm of `ih` for `settings.health_wait` as a watcher (no machine key: it
 /// is not a holder), and evaluates the holders it saw.
@@ -23,7 +23,7 @@ pub fn swarm_health(
         let d = TrackerDiscovery::new(tracker)?.retrying_for(std::time::Duration::from_secs(10));
         ensure_metainfo(store, ih, None, Some(&d)).await?;
         let engine = start_engine(
-            any_addr(),
+            settings.peer_addr(),
             None,
             Some(tracker),
             settings,

@@ -51,7 +51,7 @@ pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>) -> R {
         json!({"event": "init", "created": created, "home": ctx.home, "name": c.name,
                "enrolled": c.enrolment.is_some(),
                "public_key": c.public_key, "tracker": c.tracker, "copies": c.copies,
-               "k": c.k, "m": c.m, "quota": c.quota, "recovery_recipients": c.recovery_recipients}),
+               "k": c.k, "m": c.m, "quota": c.quota, "listen": c.listen, "recovery_recipients": c.recovery_recipients}),
         || {
             format!(
                 "{} machine {:?} in {}\npublic key: {}\nrecovery recipients: {}\ntracker: {}\ncopies: {}, stripes of {}+{} shards",
@@ -80,8 +80,12 @@ pub fn seed(
     until: Until,
     copies: Option<u32>,
     timeout: Option<u64>,
+    listen: Option<&str>,
 ) -> R {
-    let node = Node::open(&ctx.home)?;
+    let mut node = Node::open(&ctx.home)?;
+    if listen.is_some() {
+        node.settings.listen = NodeConfig::command_listen(Some(&node.config), listen)?;
+    }
     if node.config.tracker.is_none() && until != Until::Published {
         return Err(SeedError::NoTracker.into());
     }
@@ -267,10 +271,13 @@ fn machine_snapshots(ctx: &Ctx, machine: &str) -> R {
     Ok(())
 }
 
-pub fn health(ctx: &Ctx, infohash: &str) -> R {
-    let Ok(node) = Node::open(&ctx.home) else {
+pub fn health(ctx: &Ctx, infohash: &str, listen: Option<&str>) -> R {
+    let Ok(mut node) = Node::open(&ctx.home) else {
         return scrub(ctx, infohash, false);
     };
+    if listen.is_some() {
+        node.settings.listen = NodeConfig::command_listen(Some(&node.config), listen)?;
+    }
     let Some(tracker) = node.config.tracker_ref() else {
         return scrub(ctx, infohash, false);
     };
@@ -411,9 +418,7 @@ pub fn listening(ctx: &Ctx, addr: SocketAddr) {
 
 pub fn agent(ctx: &Ctx, listen: Option<&str>) -> R {
     let node = Node::open(&ctx.home)?;
-    if let Some(l) = listen {
-        swarmbak_node::agent::bind_addr(Some(l))?;
-    }
+    swarmbak_node::agent::bind_addr(listen, &node)?;
     Ok(swarmbak_node::agent::run(node, listen, |a| {
         listening(ctx, a)
     })?)

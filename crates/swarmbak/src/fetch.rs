@@ -123,14 +123,15 @@ pub fn fetch(
     paths: Vec<String>,
     identity: Option<PathBuf>,
     peers: Vec<std::net::SocketAddr>,
+    listen: Option<&str>,
 ) -> R {
     let ih = parse_target(target, &ctx.home)?;
     // A plain torrent (not a swarmbak snapshot): download it and write its files.
     let torrent = torrent_file(target);
-    let home_tracker = NodeConfig::load(&ctx.home)
-        .ok()
-        .and_then(|c| c.tracker_ref());
-    let settings = Settings::from_env();
+    let config = NodeConfig::load(&ctx.home).ok();
+    let home_tracker = config.as_ref().and_then(|c| c.tracker_ref());
+    let mut settings = Settings::from_env();
+    settings.listen = NodeConfig::command_listen(config.as_ref(), listen)?;
     let plain = match &torrent {
         Some(b) => swarmbak_metainfo::Metainfo::from_bytes(b)
             .map(|m| m.swarmbak().is_none())

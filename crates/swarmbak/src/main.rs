@@ -99,6 +99,11 @@ enum Command {
         /// Parity shards per stripe (organisation setting).
         #[arg(long, hide = true)]
         m: Option<u16>,
+        /// Where this machine listens for peers, HOST:PORT (default 0.0.0.0:0, any port on
+        /// every interface; 127.0.0.1:PORT for loopback only). The agent binds it as
+        /// given; seed, fetch and health bind its host on any port.
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
     },
     /// Back up PATHs as a new snapshot, publish it and seed it.
     Seed {
@@ -110,6 +115,9 @@ enum Command {
         copies: Option<u32>,
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
+        /// Listen for peers on HOST:PORT (default: `init --listen`'s host, any port).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
     },
     /// Restore a snapshot (or part of it) into DIR.
     Fetch {
@@ -126,6 +134,9 @@ enum Command {
         /// Also connect to this peer (HOST:PORT); repeatable.
         #[arg(long = "peer", value_name = "HOST:PORT")]
         peers: Vec<std::net::SocketAddr>,
+        /// Listen for peers on HOST:PORT (default: `init --listen`'s host, any port).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
     },
     /// Print a torrent's metainfo (a .torrent file or a snapshot in the store).
     Inspect { what: String },
@@ -145,7 +156,12 @@ enum Command {
         machine: Option<String>,
     },
     /// Is a snapshot recoverable now? Shards per stripe, copies per shard.
-    Health { infohash: String },
+    Health {
+        infohash: String,
+        /// Listen for peers on HOST:PORT (default: `init --listen`'s host, any port).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
+    },
     /// Check every shard of a snapshot in the local store and rebuild the missing or
     /// damaged ones from the others (no decryption key needed).
     Repair { infohash: String },
@@ -224,6 +240,7 @@ fn main() -> ExitCode {
             quota,
             k,
             m,
+            listen,
         } => cmd::init(
             &ctx,
             swarmbak_node::InitOptions {
@@ -235,6 +252,7 @@ fn main() -> ExitCode {
                 k,
                 m,
                 quota: None,
+                listen,
             },
             quota,
         ),
@@ -243,14 +261,31 @@ fn main() -> ExitCode {
             until,
             copies,
             timeout,
-        } => cmd::seed(&ctx, paths, until.into(), copies, timeout),
+            listen,
+        } => cmd::seed(
+            &ctx,
+            paths,
+            until.into(),
+            copies,
+            timeout,
+            listen.as_deref(),
+        ),
         Command::Fetch {
             snapshot,
             to,
             paths,
             identity,
             peers,
-        } => fetch::fetch(&ctx, &snapshot, &to, paths, identity, peers),
+            listen,
+        } => fetch::fetch(
+            &ctx,
+            &snapshot,
+            &to,
+            paths,
+            identity,
+            peers,
+            listen.as_deref(),
+        ),
         Command::Inspect { what } => inspect::inspect(&ctx, &what),
         Command::Export {
             infohash,
@@ -258,7 +293,7 @@ fn main() -> ExitCode {
             announce,
         } => cmd::export(&ctx, &infohash, &file, announce.as_deref()),
         Command::Snapshots { machine } => cmd::snapshots(&ctx, machine),
-        Command::Health { infohash } => cmd::health(&ctx, &infohash),
+        Command::Health { infohash, listen } => cmd::health(&ctx, &infohash, listen.as_deref()),
         Command::Repair { infohash } => cmd::repair(&ctx, &infohash),
         Command::Agent { listen } => cmd::agent(&ctx, listen.as_deref()),
         Command::Tracker {

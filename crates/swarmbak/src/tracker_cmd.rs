@@ -251,11 +251,11 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
         ));
     }
     let addr = match &s.listen {
-        Some(l) => Some(swarmbak_node::agent::bind_addr(Some(l))?),
+        Some(l) => Some(swarmbak_node::parse_listen(l)?),
         None => None,
     };
     let tls_addr = match &s.tls_listen {
-        Some(l) => Some(swarmbak_node::agent::bind_addr(Some(l))?),
+        Some(l) => Some(swarmbak_node::parse_listen(l)?),
         None => None,
     };
     let udp = match s.udp_listen.as_deref() {

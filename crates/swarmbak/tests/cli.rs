@@ -3,6 +3,7 @@
 mod common;
 
 use std::fs;
+use std::path::PathBuf;
 
 use common::*;
 
@@ -208,6 +209,41 @@ fn tracker_refuses_an_empty_public_url() {
     }
 }
 
+/// A private tracker and a machine "laptop" enrolled with it, a small tree to back up,
+/// and the organisation's recovery recipient.
+fn laptop(dir: &std::path::Path) -> (procs::Tracker, PathBuf, PathBuf, String) {
+    let rec = swarmbak_format::Identity::generate()
+        .to_public()
+        .to_string();
+    let tr = procs::tracker(dir, &rec);
+    let home = dir.join("laptop");
+    procs::init(&home, "laptop", &tr, &rec);
+    let tree = dir.join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("f"), b"data").unwrap();
+    (tr, home, tree, rec)
+}
+
+type Lines = std::io::BufReader<std::process::ChildStdout>;
+
+/// Starts `swarmbak --home HOME args` with stdout and stderr piped; returns it with its
+/// first line of stdout (trimmed) and the rest of stdout.
+fn spawn(home: &std::path::Path, args: &[&str]) -> (std::process::Child, String, Lines) {
+    use std::io::BufRead;
+    let mut c = std::process::Command::new(BIN)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = std::io::BufReader::new(c.stdout.take().unwrap());
+    let mut first = String::new();
+    r.read_line(&mut first).unwrap();
+    (c, first.trim().to_string(), r)
+}
+
 /// Waits for `c` to exit (at most `secs`); returns its status and stderr.
 fn wait_for(c: &mut std::process::Child, secs: u64) -> (std::process::ExitStatus, String) {
     use std::io::Read;
@@ -235,32 +271,15 @@ fn wait_for(c: &mut std::process::Child, secs: u64) -> (std::process::ExitStatus
 /// started, is back) and `seed` exits 0 without a panic.
 #[test]
 fn a_closed_stdout_never_stops_the_backup_or_its_publish() {
-    use std::io::BufRead;
     let t = tempfile::tempdir().unwrap();
-    let rec = swarmbak_format::Identity::generate()
-        .to_public()
-        .to_string();
-    let mut tr = procs::tracker(t.path(), &rec);
-    let home = t.path().join("laptop");
-    procs::init(&home, "laptop", &tr, &rec);
+    let (mut tr, home, tree, rec) = laptop(t.path());
     let addr = tr.addr.clone();
     tr.kill();
-    let tree = t.path().join("tree");
-    fs::create_dir_all(&tree).unwrap();
-    fs::write(tree.join("f"), b"data").unwrap();
-    let mut c = std::process::Command::new(BIN)
-        .arg("--home")
-        .arg(&home)
-        .args(["seed", tree.to_str().unwrap(), "--until", "published"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut r = std::io::BufReader::new(c.stdout.take().unwrap());
-    let mut first = String::new();
-    r.read_line(&mut first).unwrap();
-    let ih = first.trim().to_string();
-    assert_eq!(ih.len(), 40, "{first:?}");
+    let (mut c, ih, r) = spawn(
+        &home,
+        &["seed", tree.to_str().unwrap(), "--until", "published"],
+    );
+    assert_eq!(ih.len(), 40, "{ih:?}");
     drop(r);
     let _tr = procs::tracker_with(t.path(), &rec, &["--listen", &addr]);
     let (status, err) = wait_for(&mut c, 60);
@@ -268,4 +287,76 @@ fn a_closed_stdout_never_stops_the_backup_or_its_publish() {
     assert!(!err.contains("panicked"), "{err}");
     let list = ok(&home, &["snapshots", "--machine", "laptop"]);
     assert!(list.contains(&ih), "the tracker has {ih}: {list}");
+}
+
+/// The TCP addresses process `pid` listens on (its sockets' inodes, looked up in
+/// /proc/net/tcp and tcp6), as `(hex address, port)` as the kernel writes them.
+fn listening_sockets(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address st ... inode; 0A is LISTEN.
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                out.push(f[1].to_string());
+            }
+        }
+    }
+    out
+}
+
+/// `init --listen 127.0.0.1:0` keeps the machine's peer port on loopback: the agent binds
+/// it, and `seed` (and fetch and health) its host; `--listen` on a command overrides it.
+#[test]
+fn the_listen_address_is_configurable_and_loopback_is_a_choice() {
+    let t = tempfile::tempdir().unwrap();
+    let (_tr, home, tree, _) = laptop(t.path());
+    let err = fails(&home, &["init", "--listen", "nowhere"]);
+    assert!(err.contains("HOST:PORT"), "{err}");
+    let out = ok(&home, &["--json", "init", "--listen", "127.0.0.1:0"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["listen"], "127.0.0.1:0", "{v}");
+    // The agent, without --listen, binds the configured address.
+    let a = procs::Proc::start("agent", &["--home", home.to_str().unwrap(), "agent"]);
+    assert!(a.addr.starts_with("127.0.0.1:"), "{}", a.addr);
+    drop(a);
+    let loopback = |port_hex: &str| port_hex.starts_with("0100007F:");
+    for (extra, want_loopback) in [(None, true), (Some("0.0.0.0:0"), false)] {
+        let mut args = vec!["seed", tree.to_str().unwrap(), "--until", "forever"];
+        if let Some(l) = extra {
+            args.extend(["--listen", l]);
+        }
+        let (mut c, _ih, _r) = spawn(&home, &args);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let socks = loop {
+            let s = listening_sockets(c.id());
+            if !s.is_empty() || std::time::Instant::now() > deadline {
+                break s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let _ = c.kill();
+        let _ = c.wait();
+        assert!(!socks.is_empty(), "seed {extra:?} listens for peers");
+        assert_eq!(
+            socks.iter().all(|s| loopback(s)),
+            want_loopback,
+            "seed --listen {extra:?}: {socks:?}"
+        );
+    }
 }
