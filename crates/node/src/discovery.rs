@@ -181,16 +181,21 @@ impl TrackerDiscovery {
                 tracker: self.url.clone(),
                 reason,
             };
-            let rec = self
+            let Some(rec) = self
                 .client
                 .snapshot(ih)
                 .await
                 .map_err(|e| refuse(e.to_string()))?
-                .ok_or_else(|| refuse("the tracker lists no such snapshot".into()))?;
-            crate::enrol::verify_listed(org, &rec).map_err(|why| {
-                refuse(format!(
+            else {
+                // Not listed (yet): its machine has not published it.
+                return Ok(None);
+            };
+            crate::enrol::verify_listed(org, &rec).map_err(|why| FetchError::Untrusted {
+                infohash: *ih,
+                tracker: self.url.clone(),
+                reason: format!(
                     "its record does not verify with the organisation key ({why}): refusing it"
-                ))
+                ),
             })?;
         }
         let from_tracker = self.client.metainfo(ih).await;

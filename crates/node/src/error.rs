@@ -133,6 +133,21 @@ pub enum FetchError {
         tracker: String,
         reason: String,
     },
+    /// The tracker lists the snapshot under a record the organisation key does not vouch
+    /// for: refused, never waited out.
+    #[error("cannot get {infohash}'s metainfo from {tracker} or its peers: {reason}")]
+    Untrusted {
+        infohash: InfoHash,
+        tracker: String,
+        reason: String,
+    },
+    /// Waited up to `--timeout` for the tracker or peers to know the snapshot.
+    #[error("{last} (waited {secs}s: the tracker lists a snapshot once its machine has published it; give fetch a longer --timeout to wait longer)")]
+    Waited {
+        secs: u64,
+        #[source]
+        last: Box<FetchError>,
+    },
     #[error("no peer served {infohash}'s metadata ({tried} tried{why}); give the .torrent file instead (standard clients never serve metadata for private torrents)")]
     NoMetadata {
         infohash: InfoHash,
@@ -182,6 +197,35 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl FetchError {
+    /// The snapshot may yet become known: nobody knows it yet (a whitelist not updated, a
+    /// publish not made yet), or the tracker did not answer.
+    pub fn may_become_known(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Unknown { .. } | FetchError::Metainfo { .. } | FetchError::Tracker { .. }
+        )
+    }
+
+    /// What a fetch that got this error is waiting for, in words.
+    pub fn waiting_for(&self) -> String {
+        match self {
+            FetchError::Unknown { tracker, .. } => {
+                format!("the tracker at {tracker} or its peers to know the snapshot (not published yet?)")
+            }
+            FetchError::Metainfo {
+                tracker, reason, ..
+            } => {
+                format!("the tracker at {tracker} ({reason})")
+            }
+            FetchError::Tracker { tracker, reason } => {
+                format!("the tracker at {tracker} ({reason})")
+            }
+            e => e.to_string(),
+        }
+    }
 }
 
 /// `health`: who holds a snapshot's shards right now.

@@ -137,6 +137,10 @@ enum Command {
         /// Listen for peers on HOST:PORT (default: `init --listen`'s host, any port).
         #[arg(long, value_name = "HOST:PORT")]
         listen: Option<String>,
+        /// How long to wait for the tracker and peers to know the snapshot and serve its
+        /// shards, like 90s, 10m (default 5m); what it waits for is said every few seconds.
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
     },
     /// Print a torrent's metainfo (a .torrent file or a snapshot in the store).
     Inspect { what: String },
@@ -277,14 +281,18 @@ fn main() -> ExitCode {
             identity,
             peers,
             listen,
+            timeout,
         } => fetch::fetch(
             &ctx,
             &snapshot,
             &to,
-            paths,
-            identity,
-            peers,
-            listen.as_deref(),
+            fetch::Options {
+                paths,
+                identity,
+                peers,
+                listen,
+                timeout,
+            },
         ),
         Command::Inspect { what } => inspect::inspect(&ctx, &what),
         Command::Export {

@@ -140,6 +140,17 @@ impl Report for Ui {
             Event::AnnounceOnly { tracker, status } => tell!(
                 "swarmbak: {tracker} keeps no snapshots (HTTP {status} on publish: not a swarmbak tracker?); announcing only. Machines find this snapshot by its infohash, its metainfo over BEP 9"
             ),
+            Event::Waiting { what, seconds } => {
+                if self.json {
+                    say!("{}", json!({"event": "waiting", "for": what, "seconds": seconds}));
+                } else {
+                    let line = format!("swarmbak: waiting for {what} ({seconds}s)");
+                    match &self.bar {
+                        Some(b) => b.suspend(|| tell!("{line}")),
+                        None => tell!("{line}"),
+                    }
+                }
+            }
             Event::Holders { infohash, min, copies } => self.emit(
                 json!({"event": "holders", "infohash": infohash.to_hex(), "min": min, "copies": copies}),
                 None,

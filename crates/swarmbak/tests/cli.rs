@@ -211,10 +211,11 @@ fn tracker_refuses_an_empty_public_url() {
 
 /// A private tracker and a machine "laptop" enrolled with it, a small tree to back up,
 /// and the organisation's recovery recipient.
+/// The recovery identity is in `dir/recovery.txt`.
 fn laptop(dir: &std::path::Path) -> (procs::Tracker, PathBuf, PathBuf, String) {
-    let rec = swarmbak_format::Identity::generate()
-        .to_public()
-        .to_string();
+    let id = swarmbak_format::Identity::generate();
+    fs::write(dir.join("recovery.txt"), id.to_identity_file()).unwrap();
+    let rec = id.to_public().to_string();
     let tr = procs::tracker(dir, &rec);
     let home = dir.join("laptop");
     procs::init(&home, "laptop", &tr, &rec);
@@ -226,18 +227,24 @@ fn laptop(dir: &std::path::Path) -> (procs::Tracker, PathBuf, PathBuf, String) {
 
 type Lines = std::io::BufReader<std::process::ChildStdout>;
 
+/// Starts `swarmbak --home HOME args` (fast settings) with stdout and stderr piped.
+fn start(home: &std::path::Path, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(BIN)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .envs(procs::FAST.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Starts `swarmbak --home HOME args` with stdout and stderr piped; returns it with its
 /// first line of stdout (trimmed) and the rest of stdout.
 fn spawn(home: &std::path::Path, args: &[&str]) -> (std::process::Child, String, Lines) {
     use std::io::BufRead;
-    let mut c = std::process::Command::new(BIN)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut c = start(home, args);
     let mut r = std::io::BufReader::new(c.stdout.take().unwrap());
     let mut first = String::new();
     r.read_line(&mut first).unwrap();
@@ -359,4 +366,80 @@ fn the_listen_address_is_configurable_and_loopback_is_a_choice() {
             "seed --listen {extra:?}: {socks:?}"
         );
     }
+}
+
+/// A TCP forwarder from 127.0.0.1:`port` to `to`, listening from now on.
+fn forward(port: u16, to: String) {
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for down in l.incoming().flatten() {
+            let Ok(up) = std::net::TcpStream::connect(&to) else {
+                continue;
+            };
+            for (mut from, mut into) in [
+                (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                (up, down),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut into);
+                    let _ = into.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+}
+
+/// The whitelist case: `fetch` starts before the snapshot is published (here the
+/// laptop's way to the tracker opens 3 s later), waits saying what for, and restores it
+/// once the tracker knows it.
+#[test]
+fn fetch_waits_for_a_snapshot_published_after_it_started() {
+    let t = tempfile::tempdir().unwrap();
+    let (tr, home, tree, rec) = laptop(t.path());
+    let desk = t.path().join("desk");
+    procs::init(&desk, "desk", &tr, &rec);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = home.join("config.json");
+    let mut c: serde_json::Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+    c["tracker"] = format!("http://127.0.0.1:{port}").into();
+    fs::write(&cfg, serde_json::to_vec(&c).unwrap()).unwrap();
+    let (seed, ih, _out) = spawn(
+        &home,
+        &["seed", tree.to_str().unwrap(), "--until", "forever"],
+    );
+    // Killed when the test ends, however it ends.
+    let _seed = procs::Proc {
+        child: seed,
+        addr: String::new(),
+        name: "seed".into(),
+    };
+    assert_eq!(ih.len(), 40, "{ih}");
+    let to = t.path().join("restored");
+    let mut f = start(
+        &desk,
+        &[
+            "fetch",
+            &ih,
+            "--to",
+            to.to_str().unwrap(),
+            "--identity",
+            t.path().join("recovery.txt").to_str().unwrap(),
+            "--timeout",
+            "60s",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    if f.try_wait().unwrap().is_some() {
+        let (status, err) = wait_for(&mut f, 1);
+        panic!("fetch gave up before the snapshot was published ({status:?}): {err}");
+    }
+    forward(port, tr.addr.clone());
+    let (status, err) = wait_for(&mut f, 90);
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(err.contains("waiting for the tracker"), "{err}");
+    assert_same(&tree, &to.join("tree"));
 }
