@@ -26,12 +26,16 @@ type R = Result<(), Failure>;
 pub enum Action {
     /// Enrol a machine: prints a one-time token (first line) for `swarmbak init --enroll`.
     Enroll {
-        #[arg(long)]
+        /// The tracker's data directory (its database, organisation key and admin token).
+        #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// The machine's name (its host name, say), as the dashboard shows it.
         #[arg(long)]
         name: String,
+        /// Whose machine it is (shown and searched on the dashboard).
         #[arg(long)]
         user: Option<String>,
+        /// A VIP machine: listed first, alerted after --overdue-warn days without a backup.
         #[arg(long)]
         vip: bool,
         /// Where the machine is, SITE/ROOM.
@@ -49,20 +53,23 @@ pub enum Action {
     },
     /// Shut a machine out at once (its passkey stops working; a signed revocation is kept).
     Revoke {
-        #[arg(long)]
+        /// The tracker's data directory (its database, organisation key and admin token).
+        #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// The machine's enrolled name, its key (hex) or its passkey.
         machine: String,
     },
     /// List the enrolled machines and clients.
     Machines {
-        #[arg(long)]
+        /// The tracker's data directory (its database, organisation key and admin token).
+        #[arg(long, value_name = "DIR")]
         data: PathBuf,
     },
     /// Replace DATA/admin-token: the old token stops working and every dashboard session
     /// ends (a running tracker reads the new one within a second).
     RotateAdminToken {
-        #[arg(long)]
+        /// The tracker's data directory (its database, organisation key and admin token).
+        #[arg(long, value_name = "DIR")]
         data: PathBuf,
     },
 }
@@ -84,7 +91,9 @@ pub struct Serve {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
-    #[arg(long)]
+    /// The tracker's data directory (its database, organisation key, admin token, TLS
+    /// key); created at the first start.
+    #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Announce interval handed to peers, in seconds (default 60).
     #[arg(long, value_name = "SECONDS")]
