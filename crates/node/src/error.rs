@@ -234,6 +234,14 @@ impl FetchError {
 pub enum HealthError {
     #[error("snapshot {0} cannot be restored from the machines online now")]
     NotRecoverable(InfoHash),
+    /// The tracker did not answer: who holds what cannot be known, which is not the same
+    /// as nobody holding anything.
+    #[error("cannot tell whether {infohash} is recoverable: the tracker at {tracker} is unreachable ({reason}); health asks it which machines hold the shards: run health again once it is up")]
+    TrackerUnreachable {
+        infohash: InfoHash,
+        tracker: String,
+        reason: String,
+    },
     #[error(transparent)]
     Fetch(#[from] FetchError),
 }

@@ -282,15 +282,23 @@ pub fn health(ctx: &Ctx, infohash: &str, listen: Option<&str>) -> R {
         return scrub(ctx, infohash, false);
     };
     let ih = crate::fetch::parse_target(infohash, &ctx.home)?;
-    let h = swarmbak_node::health::swarm_health(&node.home.store(), &ih, &tracker, &node.settings)?;
-    let mut v = serde_json::to_value(&h).unwrap_or_default();
+    let sh =
+        swarmbak_node::health::swarm_health(&node.home.store(), &ih, &tracker, &node.settings)?;
+    let h = &sh.health;
+    let mut v = serde_json::to_value(h).unwrap_or_default();
     v["infohash"] = json!(ih.to_hex());
     v["scope"] = json!("swarm");
+    v["tracker_peers"] = json!(sh.tracker_peers);
     out(ctx, v, || {
+        let online = if sh.tracker_peers == 0 {
+            // Not "0 machines online": the tracker may just have restarted.
+            "the tracker lists no peer for it (if it just restarted, machines announce again within their announce interval: run health again in a minute)".to_string()
+        } else {
+            format!("{} machines online hold its shards", h.machines_online)
+        };
         format!(
-            "{ih}: {} now; {} machines online hold its shards; {} stripes of {}+{}; fewest reachable shards in a stripe: {} (need {}); fewest holders of a shard: {}",
+            "{ih}: {} now; {online}; {} stripes of {}+{}; fewest reachable shards in a stripe: {} (need {}); fewest holders of a shard: {}",
             if h.recoverable { "recoverable" } else { "NOT recoverable" },
-            h.machines_online,
             h.stripes,
             h.k,
             h.m,

@@ -443,3 +443,26 @@ fn fetch_waits_for_a_snapshot_published_after_it_started() {
     assert!(err.contains("waiting for the tracker"), "{err}");
     assert_same(&tree, &to.join("tree"));
 }
+
+/// `health` with the tracker down says the tracker is unreachable, not "0 machines
+/// online"; with a tracker that lists nobody (just restarted), it says that.
+#[test]
+fn health_tells_an_unreachable_or_empty_tracker_from_no_machines() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut tr, home, tree, _) = laptop(t.path());
+    let ih = seed(&home, &[&tree]);
+    let o = procs::run_fast(&home, &["health", &ih]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}{err}");
+    assert!(out.contains("the tracker lists no peer for it"), "{out}");
+    assert!(!out.contains("0 machines online"), "{out}");
+    tr.kill();
+    let o = procs::run_fast(&home, &["health", &ih]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}{err}");
+    assert!(
+        err.contains("is unreachable") && err.contains("run health again"),
+        "{err}"
+    );
+    assert!(!out.contains("0 machines online"), "{out}");
+}
