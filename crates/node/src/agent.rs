@@ -173,14 +173,13 @@ fn stored_owner(store: &Store, ih: &InfoHash, org: Option<&PublicKey>) -> Option
     }
 }
 
-/// The listening address for peers.
-pub fn bind_addr(listen: Option<&str>) -> Result<SocketAddr, ConfigError> {
-    let s = listen.unwrap_or("0.0.0.0:0");
-    s.parse().map_err(|_| {
-        ConfigError::Invalid(format!(
-            "--listen {s:?}: give HOST:PORT, like 0.0.0.0:6881 (port 0 picks one)"
-        ))
-    })
+/// The agent's listening address for peers: `listen` (its `--listen`), else
+/// `config.json`'s `listen` (`init --listen`), else `0.0.0.0:0`.
+pub fn bind_addr(listen: Option<&str>, node: &Node) -> Result<SocketAddr, ConfigError> {
+    match listen.or(node.config.listen.as_deref()) {
+        Some(s) => crate::config::parse_listen(s),
+        None => Ok(SocketAddr::from(([0, 0, 0, 0], 0))),
+    }
 }
 
 /// Opens this machine's snapshots and the shards it holds for others; returns the
@@ -245,7 +244,7 @@ pub fn run(
     let lock = node.home.lock()?;
     let store = node.home.store();
     store.clean_tmp()?;
-    let addr = bind_addr(listen)?;
+    let addr = bind_addr(listen, &node)?;
     let me = node.machine_key()?;
     // Homes made before machines had signing keys get theirs now (trust.md §1).
     crate::config::signing_key(&node.root)?;

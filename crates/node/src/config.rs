@@ -2,6 +2,7 @@
 //! the runtime knobs (timers), read once per process into [`Settings`]; [`Node`] holds
 //! both with the machine's home and its clock.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,11 @@ pub struct NodeConfig {
     /// What enrolment with a private tracker gave this machine (trust.md, tracker.md §7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrolment: Option<Enrolment>,
+    /// Where this machine listens for peers (`HOST:PORT`, `init --listen`; swarm.md §2):
+    /// the agent binds it as given; `seed`, `fetch` and `health` bind its host on any
+    /// port. Absent: `0.0.0.0:0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
 }
 
 /// What a private tracker handed this machine at enrolment.
@@ -135,6 +141,17 @@ pub struct InitOptions {
     pub k: Option<u16>,
     pub m: Option<u16>,
     pub quota: Option<u64>,
+    /// Where to listen for peers (`HOST:PORT`).
+    pub listen: Option<String>,
+}
+
+/// Parses a `--listen` address.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
+    s.trim().parse().map_err(|_| {
+        ConfigError::Invalid(format!(
+            "--listen {s:?}: give HOST:PORT, like 0.0.0.0:6881 or 127.0.0.1:0 (port 0 picks one)"
+        ))
+    })
 }
 
 fn host_name() -> String {
@@ -158,6 +175,9 @@ impl NodeConfig {
         }
         if let (Some(k), Some(m)) = (opts.k, opts.m) {
             swarmbak_core::check_params(k as usize, m as usize)?;
+        }
+        if let Some(l) = &opts.listen {
+            parse_listen(l)?;
         }
         if let Some(t) = &opts.tracker {
             if !(t.starts_with("http://") || t.starts_with("https://")) {
@@ -187,6 +207,7 @@ impl NodeConfig {
                 quota: None,
                 timers: Timers::default(),
                 enrolment: None,
+                listen: None,
             }
         } else {
             Self::load(root)?
@@ -211,6 +232,9 @@ impl NodeConfig {
         }
         if let Some(q) = opts.quota {
             config.quota = Some(q);
+        }
+        if let Some(l) = &opts.listen {
+            config.listen = Some(parse_listen(l)?.to_string());
         }
         for r in &opts.recovery_recipients {
             if !config.recovery_recipients.iter().any(|x| x == r.trim()) {
@@ -284,6 +308,27 @@ impl NodeConfig {
         Ok(MachineKey::from_age_recipient(&self.public_key)?)
     }
 
+    /// The configured peer address (`init --listen`), if any.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.listen.as_deref().map(parse_listen).transpose()
+    }
+
+    /// Where a command that is not the agent (`seed`, `fetch`, `health`) listens for
+    /// peers: `flag` (its `--listen`) as given, else the configured host on any port (the
+    /// agent may hold the configured port), else `None` (`0.0.0.0:0`).
+    pub fn command_listen(
+        config: Option<&NodeConfig>,
+        flag: Option<&str>,
+    ) -> Result<Option<SocketAddr>, ConfigError> {
+        if let Some(f) = flag {
+            return parse_listen(f).map(Some);
+        }
+        Ok(match config {
+            Some(c) => c.listen_addr()?.map(|a| SocketAddr::new(a.ip(), 0)),
+            None => None,
+        })
+    }
+
     /// The announce URL written into new snapshots' metainfo.
     pub fn announce_url(&self) -> Option<String> {
         self.tracker.as_ref().map(|t| format!("{t}/announce"))
@@ -333,6 +378,9 @@ pub struct Settings {
     pub takeover_grace: Duration,
     /// Connection events and progress on stderr (`SWARMBAK_VERBOSE`).
     pub verbose: bool,
+    /// Where this process listens for peers (`--listen`, `config.json` `listen`); `None`:
+    /// `0.0.0.0:0`.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for Settings {
@@ -345,6 +393,7 @@ impl Default for Settings {
             stall: Duration::from_secs(20),
             takeover_grace: Duration::from_secs(30),
             verbose: false,
+            listen: None,
         }
     }
 }
@@ -353,6 +402,12 @@ impl Settings {
     /// Fetch and health announce at least this often: the announce period, at most 5 s.
     pub fn fetch_announce(&self) -> Duration {
         self.announce.min(Duration::from_secs(5))
+    }
+
+    /// Where this process listens for peers.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// The defaults, overridden by `SWARMBAK_*` variables.
@@ -390,6 +445,7 @@ impl Settings {
                 .unwrap_or(d.takeover_grace)
                 .max(Duration::from_millis(100)),
             verbose: get("SWARMBAK_VERBOSE").is_some(),
+            listen: None,
         }
     }
 }
@@ -411,7 +467,8 @@ impl Node {
     pub fn open(root: &Path) -> Result<Node, ConfigError> {
         let config = NodeConfig::load(root)?;
         let home = Home::open(root)?;
-        let settings = Settings::resolve(&config.timers, |k| std::env::var(k).ok());
+        let mut settings = Settings::resolve(&config.timers, |k| std::env::var(k).ok());
+        settings.listen = NodeConfig::command_listen(Some(&config), None)?;
         Ok(Node {
             root: root.to_path_buf(),
             home: Arc::new(home),

@@ -207,16 +207,21 @@ impl TrackerDiscovery {
                 tracker: self.url.clone(),
                 reason,
             };
-            let rec = self
+            let Some(rec) = self
                 .client
                 .snapshot(ih)
                 .await
                 .map_err(|e| refuse(e.to_string()))?
-                .ok_or_else(|| refuse("the tracker lists no such snapshot".into()))?;
-            crate::enrol::verify_listed(org, &rec).map_err(|why| {
-                refuse(format!(
+            else {
+                // Not listed (yet): its machine has not published it.
+                return Ok(None);
+            };
+            crate::enrol::verify_listed(org, &rec).map_err(|why| FetchError::Untrusted {
+                infohash: *ih,
+                tracker: self.url.clone(),
+                reason: format!(
                     "its record does not verify with the organisation key ({why}): refusing it"
-                ))
+                ),
             })?;
         }
         let from_tracker = self.client.metainfo(ih).await;
@@ -251,6 +256,35 @@ impl Discovery for TrackerDiscovery {
     }
 }
 
+/// The peers the tracker lists for `ih`, asked with one announce (port 1, then `stopped`)
+/// retried for up to `retry`: an error when the tracker cannot be reached or refuses.
+pub async fn tracker_peers(
+    ih: &InfoHash,
+    tracker: &TrackerRef,
+    peer_id: [u8; 20],
+    retry: Duration,
+) -> Result<Vec<SocketAddr>, FetchError> {
+    let c = tracker_client(tracker)?.with_retry(Retry::for_duration(retry));
+    let r = c
+        .announce(&AnnounceRequest::new(*ih, PeerId(peer_id), 1, 1))
+        .await
+        .map_err(|e| FetchError::Tracker {
+            tracker: tracker.url.clone(),
+            reason: e.to_string(),
+        })?;
+    let mut stop = AnnounceRequest::new(*ih, PeerId(peer_id), 1, 1);
+    stop.event = Some(AnnounceEvent::Stopped);
+    // Leaving is a courtesy: the tracker forgets us after its timeout anyway.
+    let _ = tokio::time::timeout(Duration::from_secs(2), c.announce(&stop)).await;
+    // Not ourselves (we announced port 1 only to be given peers; some trackers,
+    // opentracker among them, return the asker too).
+    Ok(r.peers
+        .into_iter()
+        .map(|p| p.addr)
+        .filter(|a| a.port() != 1)
+        .collect())
+}
+
 /// A torrent's metainfo over BEP 9 from the peers the tracker names (or `peers`).
 pub async fn metadata_from_swarm(
     ih: &InfoHash,
@@ -260,24 +294,9 @@ pub async fn metadata_from_swarm(
     let peer_id = swarmbak_agent::engine::new_peer_id();
     let mut cands: Vec<SocketAddr> = peers.to_vec();
     if let Some(t) = tracker {
-        let c = tracker_client(t)?.with_retry(Retry::for_duration(Duration::from_secs(10)));
-        if let Ok(r) = c
-            .announce(&AnnounceRequest::new(*ih, PeerId(peer_id), 1, 1))
-            .await
-        {
-            // Not ourselves (we announced port 1 only to be given peers; some trackers,
-            // opentracker among them, return the asker too).
-            cands.extend(
-                r.peers
-                    .into_iter()
-                    .map(|p| p.addr)
-                    .filter(|a| a.port() != 1),
-            );
+        if let Ok(listed) = tracker_peers(ih, t, peer_id, Duration::from_secs(10)).await {
+            cands.extend(listed);
         }
-        let mut stop = AnnounceRequest::new(*ih, PeerId(peer_id), 1, 1);
-        stop.event = Some(AnnounceEvent::Stopped);
-        // Leaving is a courtesy: the tracker forgets us after its timeout anyway.
-        let _ = tokio::time::timeout(Duration::from_secs(2), c.announce(&stop)).await;
     }
     let announce = tracker.map(|t| format!("{}/announce", t.url));
     let mut why = Vec::new();

@@ -135,6 +135,21 @@ pub enum FetchError {
         tracker: String,
         reason: String,
     },
+    /// The tracker lists the snapshot under a record the organisation key does not vouch
+    /// for: refused, never waited out.
+    #[error("cannot get {infohash}'s metainfo from {tracker} or its peers: {reason}")]
+    Untrusted {
+        infohash: InfoHash,
+        tracker: String,
+        reason: String,
+    },
+    /// Waited up to `--timeout` for the tracker or peers to know the snapshot.
+    #[error("{last} (waited {secs}s: the tracker lists a snapshot once its machine has published it; give fetch a longer --timeout to wait longer)")]
+    Waited {
+        secs: u64,
+        #[source]
+        last: Box<FetchError>,
+    },
     #[error("no peer served {infohash}'s metadata ({tried} tried{why}); give the .torrent file instead (standard clients never serve metadata for private torrents)")]
     NoMetadata {
         infohash: InfoHash,
@@ -186,12 +201,49 @@ pub enum FetchError {
     },
 }
 
+impl FetchError {
+    /// The snapshot may yet become known: nobody knows it yet (a whitelist not updated, a
+    /// publish not made yet), or the tracker did not answer.
+    pub fn may_become_known(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Unknown { .. } | FetchError::Metainfo { .. } | FetchError::Tracker { .. }
+        )
+    }
+
+    /// What a fetch that got this error is waiting for, in words.
+    pub fn waiting_for(&self) -> String {
+        match self {
+            FetchError::Unknown { tracker, .. } => {
+                format!("the tracker at {tracker} or its peers to know the snapshot (not published yet?)")
+            }
+            FetchError::Metainfo {
+                tracker, reason, ..
+            } => {
+                format!("the tracker at {tracker} ({reason})")
+            }
+            FetchError::Tracker { tracker, reason } => {
+                format!("the tracker at {tracker} ({reason})")
+            }
+            e => e.to_string(),
+        }
+    }
+}
+
 /// `health`: who holds a snapshot's shards right now.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HealthError {
     #[error("snapshot {0} cannot be restored from the machines online now")]
     NotRecoverable(InfoHash),
+    /// The tracker did not answer: who holds what cannot be known, which is not the same
+    /// as nobody holding anything.
+    #[error("cannot tell whether {infohash} is recoverable: the tracker at {tracker} is unreachable ({reason}); health asks it which machines hold the shards: run health again once it is up")]
+    TrackerUnreachable {
+        infohash: InfoHash,
+        tracker: String,
+        reason: String,
+    },
     #[error(transparent)]
     Fetch(#[from] FetchError),
 }

@@ -17,7 +17,13 @@ use crate::config::Settings;
 use crate::discovery::{tracker_client, Discovery, TrackerDiscovery, TrackerRef};
 use crate::error::FetchError;
 use crate::membership::Membership;
-use crate::report::Report;
+use crate::report::{Event, Report};
+
+/// How often a command that waits says what for.
+pub const SAY_EVERY: Duration = Duration::from_secs(5);
+
+/// The default of `fetch --timeout`.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Starts a peer engine: listening on `listen` (port 0: any), announcing to `tracker`.
 /// `machine`: the key sent as `sb_key`; `None` for processes that are not holders
@@ -58,11 +64,6 @@ pub async fn start_engine(
     Ok(engine)
 }
 
-/// Any address, any port.
-pub fn any_addr() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 0))
-}
-
 /// Makes sure `ih`'s metainfo is in the store: from a .torrent's bytes, or discovery.
 pub async fn ensure_metainfo(
     store: &Store,
@@ -92,9 +93,71 @@ pub async fn ensure_metainfo(
     }
 }
 
+/// [`ensure_metainfo`], waiting until `deadline` while nobody knows `ih` yet (a snapshot
+/// not published yet, a whitelist not updated) or the tracker does not answer: asked again
+/// every second or so, and `report` told what it waits for every [`SAY_EVERY`].
+pub async fn await_metainfo(
+    store: &Store,
+    ih: &InfoHash,
+    torrent: Option<&[u8]>,
+    d: &TrackerDiscovery,
+    deadline: Instant,
+    report: &dyn Report,
+) -> Result<(), FetchError> {
+    let start = Instant::now();
+    let mut said: Option<Instant> = None;
+    let mut what = format!("the tracker at {} to answer", d.url());
+    loop {
+        let attempt = ensure_metainfo(store, ih, torrent, Some(d));
+        tokio::pin!(attempt);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let r = loop {
+            tokio::select! {
+                r = &mut attempt => break r,
+                _ = tick.tick() => {
+                    // A slow answer (a tracker that is down, retried) is waited for too.
+                    if start.elapsed() >= Duration::from_secs(2)
+                        && said.is_none_or(|t| t.elapsed() >= SAY_EVERY)
+                    {
+                        said = Some(Instant::now());
+                        report.event(&Event::Waiting {
+                            what: what.clone(),
+                            seconds: start.elapsed().as_secs(),
+                        });
+                    }
+                }
+            }
+        };
+        match r {
+            Err(e) if e.may_become_known() => {
+                if Instant::now() >= deadline {
+                    return Err(FetchError::Waited {
+                        secs: start.elapsed().as_secs(),
+                        last: Box::new(e),
+                    });
+                }
+                what = e.waiting_for();
+                if said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
+                    said = Some(Instant::now());
+                    report.event(&Event::Waiting {
+                        what: what.clone(),
+                        seconds: start.elapsed().as_secs(),
+                    });
+                }
+                tokio::time::sleep(
+                    Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
+                )
+                .await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Downloads any k shards of every stripe of `ih` from the swarm into the local store;
 /// returns the bytes downloaded. Gives up when `timeout` passes, or when nothing arrived
-/// for `settings.stall` and some stripe lacks reachable shards.
+/// for `settings.stall` and some stripe lacks reachable shards while peers are connected
+/// (with none, it waits for peers, saying so every [`SAY_EVERY`]).
 pub async fn download(
     engine: &Engine,
     store: &Store,
@@ -113,6 +176,7 @@ pub async fn download(
     let start = Instant::now();
     let mut progress = (0u64, Instant::now());
     let mut last_note = Instant::now();
+    let mut said = Instant::now();
     let r = loop {
         let have = t.have();
         let got: u64 = l
@@ -138,10 +202,18 @@ pub async fn download(
         }
         // Give up early when nothing arrives and the swarm cannot supply some stripe.
         // (Standard clients seeding a snapshot count too: reachability is by bitfield.)
-        let starved = progress.1.elapsed() > settings.stall && {
+        let peers = t.inner().peers.len();
+        let starved = peers > 0 && progress.1.elapsed() > settings.stall && {
             let avail = t.reachable();
             !l.recoverable_with(|p| avail[p])
         };
+        if peers == 0 && said.elapsed() >= SAY_EVERY {
+            said = Instant::now();
+            report.event(&Event::Waiting {
+                what: format!("peers that hold {ih}'s shards (none connected yet)"),
+                seconds: start.elapsed().as_secs(),
+            });
+        }
         if start.elapsed() > timeout || starved {
             let avail = t.reachable();
             let (stripe, have) = l.worst_stripe(|p| avail[p]);
@@ -231,6 +303,9 @@ pub struct FetchPlan<'a> {
     pub org: Option<swarmbak_trust::PublicKey>,
     /// An enrolled machine's membership: it authenticates to the peers it fetches from.
     pub membership: Option<Membership>,
+    /// How long to wait for the tracker and peers to know the snapshot and for its shards
+    /// (`fetch --timeout`); `None`: `SWARMBAK_FETCH_TIMEOUT_SECS`, else [`FETCH_TIMEOUT`].
+    pub timeout: Option<Duration>,
 }
 
 /// Makes the snapshot and every earlier snapshot it reuses restorable from the local
@@ -253,15 +328,20 @@ pub fn fetch_into_store(
         // Nowhere to look: restore from what is here, which names what is missing.
         return Ok(0);
     };
-    let timeout = settings.fetch_timeout.unwrap_or(Duration::from_secs(120));
+    let deadline = Instant::now()
+        + plan
+            .timeout
+            .or(settings.fetch_timeout)
+            .unwrap_or(FETCH_TIMEOUT);
+    let left = || deadline.saturating_duration_since(Instant::now());
     let rt = crate::runtime().map_err(FetchError::Listen)?;
     rt.block_on(async {
         let d = TrackerDiscovery::new(tracker)?
-            .retrying_for(Duration::from_secs(10))
+            .retrying_for(Duration::from_secs(10).min(left()))
             .trusting(plan.org);
-        ensure_metainfo(store, ih, plan.torrent.as_deref(), Some(&d)).await?;
+        await_metainfo(store, ih, plan.torrent.as_deref(), &d, deadline, report).await?;
         let engine = start_engine(
-            any_addr(),
+            settings.peer_addr(),
             None,
             plan.membership.as_ref(),
             Some(tracker),
@@ -270,11 +350,11 @@ pub fn fetch_into_store(
             Arc::new(SystemClock),
         )
         .await?;
-        let mut got = download(&engine, store, ih, timeout, settings, report).await?;
+        let mut got = download(&engine, store, ih, left(), settings, report).await?;
         let m = local_manifest(store, ih, plan.identities)?;
         for p in &m.snapshots {
-            ensure_metainfo(store, p, None, Some(&d)).await?;
-            got += download(&engine, store, p, timeout, settings, report).await?;
+            await_metainfo(store, p, None, &d, deadline, report).await?;
+            got += download(&engine, store, p, left(), settings, report).await?;
         }
         Ok(got)
     })

@@ -26,7 +26,9 @@ pub mod plain;
 mod report;
 pub mod seed;
 
-pub use config::{parse_duration, parse_size, InitOptions, Node, NodeConfig, Settings};
+pub use config::{
+    parse_duration, parse_listen, parse_size, InitOptions, Node, NodeConfig, Settings,
+};
 pub use error::{
     AgentError, ConfigError, ControlError, FetchError, HealthError, PublishError, SeedError,
 };

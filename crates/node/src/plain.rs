@@ -19,7 +19,7 @@ use swarmbak_metainfo::Metainfo;
 use crate::config::Settings;
 use crate::discovery::{metadata_from_swarm, TrackerRef};
 use crate::error::FetchError;
-use crate::fetch::{any_addr, start_engine};
+use crate::fetch::start_engine;
 use crate::report::Report;
 
 /// What to fetch and from where.
@@ -69,7 +69,7 @@ pub fn fetch_plain(
             return Ok(0);
         }
         let engine = start_engine(
-            any_addr(),
+            settings.peer_addr(),
             None,
             None,
             tracker.as_ref(),

@@ -20,6 +20,8 @@ pub enum Event {
         min: usize,
         copies: usize,
     },
+    /// Still waiting, `seconds` into the wait, for `what` (said every few seconds).
+    Waiting { what: String, seconds: u64 },
     /// Every shard has `copies` holders.
     Durable {
         infohash: InfoHash,

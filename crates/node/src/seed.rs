@@ -17,7 +17,7 @@ use crate::config::Node;
 use crate::control::ControlClient;
 use crate::discovery::{http_status, not_a_swarmbak_tracker, tracker_client};
 use crate::error::{FetchError, PublishError, SeedError};
-use crate::fetch::{any_addr, start_engine};
+use crate::fetch::start_engine;
 use crate::report::{Event, Report};
 
 /// How long `seed` goes on (the command line contract).
@@ -202,7 +202,7 @@ pub fn publish_and_seed(
             Maker::Here => {
                 let me = node.machine_key()?;
                 let engine = start_engine(
-                    any_addr(),
+                    node.settings.peer_addr(),
                     Some(&me),
                     crate::membership::Membership::of(node)?.as_ref(),
                     node.config.tracker_ref().as_ref(),

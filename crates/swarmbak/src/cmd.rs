@@ -51,7 +51,7 @@ pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>) -> R {
         json!({"event": "init", "created": created, "home": ctx.home, "name": c.name,
                "enrolled": c.enrolment.is_some(),
                "public_key": c.public_key, "tracker": c.tracker, "copies": c.copies,
-               "k": c.k, "m": c.m, "quota": c.quota, "recovery_recipients": c.recovery_recipients}),
+               "k": c.k, "m": c.m, "quota": c.quota, "listen": c.listen, "recovery_recipients": c.recovery_recipients}),
         || {
             format!(
                 "{} machine {:?} in {}\npublic key: {}\nrecovery recipients: {}\ntracker: {}\ncopies: {}, stripes of {}+{} shards",
@@ -80,8 +80,12 @@ pub fn seed(
     until: Until,
     copies: Option<u32>,
     timeout: Option<u64>,
+    listen: Option<&str>,
 ) -> R {
-    let node = Node::open(&ctx.home)?;
+    let mut node = Node::open(&ctx.home)?;
+    if listen.is_some() {
+        node.settings.listen = NodeConfig::command_listen(Some(&node.config), listen)?;
+    }
     if node.config.tracker.is_none() && until != Until::Published {
         return Err(SeedError::NoTracker.into());
     }
@@ -156,7 +160,7 @@ fn report_attempt(
         Ok(None) => return,
         Ok(Some(_)) => {}
         Err(e) => {
-            eprintln!("swarmbak: cannot keep this backup's report for the tracker: {e}");
+            tell!("swarmbak: cannot keep this backup's report for the tracker: {e}");
             return;
         }
     }
@@ -167,14 +171,14 @@ fn report_attempt(
     if let Some(why) = sent.error {
         let dir = swarmbak_node::outbox::dir(node);
         if sent.waiting > 0 {
-            eprintln!(
+            tell!(
                 "swarmbak: {} backup report(s) wait in {} for the tracker ({why}); they are sent with the next backup",
                 sent.waiting,
                 dir.display()
             );
         }
         if sent.refused > 0 {
-            eprintln!(
+            tell!(
                 "swarmbak: the tracker refused {} backup report(s) ({why}); kept in {}",
                 sent.refused,
                 dir.join("refused").display()
@@ -192,15 +196,15 @@ pub fn snapshots(ctx: &Ctx, machine: Option<String>) -> R {
     let list = home.store().own_snapshots()?;
     if ctx.json {
         for s in &list {
-            println!("{}", serde_json::to_string(s).unwrap_or_default());
+            say!("{}", serde_json::to_string(s).unwrap_or_default());
         }
         return Ok(());
     }
     if list.is_empty() {
-        println!("no snapshots yet: `swarmbak seed PATH` makes one");
+        say!("no snapshots yet: `swarmbak seed PATH` makes one");
     }
     for s in &list {
-        println!(
+        say!(
             "{}  {}  {:>7} files  {:>10}  {:>10} new  {}",
             s.infohash,
             utc(s.time),
@@ -238,9 +242,10 @@ fn machine_snapshots(ctx: &Ctx, machine: &str) -> R {
                 true
             }
             Err(why) => {
-                eprintln!(
+                tell!(
                     "swarmbak: warning: ignoring snapshot {} the tracker lists for {:?}: {why}",
-                    r.infohash, r.machine_name
+                    r.infohash,
+                    r.machine_name
                 );
                 false
             }
@@ -255,9 +260,9 @@ fn machine_snapshots(ctx: &Ctx, machine: &str) -> R {
     }
     for r in &recs {
         if ctx.json {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
+            say!("{}", serde_json::to_string(r).unwrap_or_default());
         } else {
-            println!(
+            say!(
                 "{}  {}  {:>10}  {}",
                 r.infohash,
                 utc(r.published),
@@ -269,30 +274,40 @@ fn machine_snapshots(ctx: &Ctx, machine: &str) -> R {
     Ok(())
 }
 
-pub fn health(ctx: &Ctx, infohash: &str) -> R {
-    let Ok(node) = Node::open(&ctx.home) else {
+pub fn health(ctx: &Ctx, infohash: &str, listen: Option<&str>) -> R {
+    let Ok(mut node) = Node::open(&ctx.home) else {
         return scrub(ctx, infohash, false);
     };
+    if listen.is_some() {
+        node.settings.listen = NodeConfig::command_listen(Some(&node.config), listen)?;
+    }
     let Some(tracker) = node.config.tracker_ref() else {
         return scrub(ctx, infohash, false);
     };
     let ih = crate::fetch::parse_target(infohash, &ctx.home)?;
     let membership = swarmbak_node::membership::Membership::of(&node)?;
-    let h = swarmbak_node::health::swarm_health(
+    let sh = swarmbak_node::health::swarm_health(
         &node.home.store(),
         &ih,
         &tracker,
         membership.as_ref(),
         &node.settings,
     )?;
-    let mut v = serde_json::to_value(&h).unwrap_or_default();
+    let h = &sh.health;
+    let mut v = serde_json::to_value(h).unwrap_or_default();
     v["infohash"] = json!(ih.to_hex());
     v["scope"] = json!("swarm");
+    v["tracker_peers"] = json!(sh.tracker_peers);
     out(ctx, v, || {
+        let online = if sh.tracker_peers == 0 {
+            // Not "0 machines online": the tracker may just have restarted.
+            "the tracker lists no peer for it (if it just restarted, machines announce again within their announce interval: run health again in a minute)".to_string()
+        } else {
+            format!("{} machines online hold its shards", h.machines_online)
+        };
         format!(
-            "{ih}: {} now; {} machines online hold its shards; {} stripes of {}+{}; fewest reachable shards in a stripe: {} (need {}); fewest holders of a shard: {}",
+            "{ih}: {} now; {online}; {} stripes of {}+{}; fewest reachable shards in a stripe: {} (need {}); fewest holders of a shard: {}",
             if h.recoverable { "recoverable" } else { "NOT recoverable" },
-            h.machines_online,
             h.stripes,
             h.k,
             h.m,
@@ -410,19 +425,17 @@ pub fn export(ctx: &Ctx, infohash: &str, file: &Path, announce: Option<&str>) ->
 /// The contract: the first line of stdout of a listening command.
 pub fn listening(ctx: &Ctx, addr: SocketAddr) {
     if ctx.json {
-        println!(
+        say!(
             "{}",
             json!({"event": "listening", "addr": addr.to_string()})
         );
     }
-    println!("listening {addr}");
+    say!("listening {addr}");
 }
 
 pub fn agent(ctx: &Ctx, listen: Option<&str>) -> R {
     let node = Node::open(&ctx.home)?;
-    if let Some(l) = listen {
-        swarmbak_node::agent::bind_addr(Some(l))?;
-    }
+    swarmbak_node::agent::bind_addr(listen, &node)?;
     Ok(swarmbak_node::agent::run(node, listen, |a| {
         listening(ctx, a)
     })?)

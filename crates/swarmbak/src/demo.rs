@@ -21,9 +21,9 @@ use crate::Ctx;
 
 pub fn say(ctx: &Ctx, step: &str, msg: String) {
     if ctx.json {
-        println!("{}", json!({"event": "demo", "step": step, "message": msg}));
+        say!("{}", json!({"event": "demo", "step": step, "message": msg}));
     } else {
-        println!("{msg}");
+        say!("{msg}");
     }
 }
 

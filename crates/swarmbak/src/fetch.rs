@@ -116,21 +116,38 @@ fn base32_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-pub fn fetch(
-    ctx: &Ctx,
-    target: &str,
-    to: &Path,
-    paths: Vec<String>,
-    identity: Option<PathBuf>,
-    peers: Vec<std::net::SocketAddr>,
-) -> R {
+/// `fetch`'s options besides what and where.
+pub struct Options {
+    pub paths: Vec<String>,
+    pub identity: Option<PathBuf>,
+    pub peers: Vec<std::net::SocketAddr>,
+    pub listen: Option<String>,
+    pub timeout: Option<String>,
+}
+
+pub fn fetch(ctx: &Ctx, target: &str, to: &Path, o: Options) -> R {
+    let Options {
+        paths,
+        identity,
+        peers,
+        listen,
+        timeout,
+    } = o;
+    let timeout = match timeout {
+        Some(t) => Some(swarmbak_node::parse_duration(&t).ok_or_else(|| {
+            Failure::usage(format!(
+                "--timeout {t:?}: give a duration like 90s, 10m or 1h"
+            ))
+        })?),
+        None => None,
+    };
     let ih = parse_target(target, &ctx.home)?;
     // A plain torrent (not a swarmbak snapshot): download it and write its files.
     let torrent = torrent_file(target);
-    let home_tracker = NodeConfig::load(&ctx.home)
-        .ok()
-        .and_then(|c| c.tracker_ref());
-    let settings = Settings::from_env();
+    let config = NodeConfig::load(&ctx.home).ok();
+    let home_tracker = config.as_ref().and_then(|c| c.tracker_ref());
+    let mut settings = Settings::from_env();
+    settings.listen = NodeConfig::command_listen(config.as_ref(), listen.as_deref())?;
     let plain = match &torrent {
         Some(b) => swarmbak_metainfo::Metainfo::from_bytes(b)
             .map(|m| m.swarmbak().is_none())
@@ -217,6 +234,7 @@ pub fn fetch(
         verify: false,
         org: config.and_then(|c| c.enrolment).and_then(|e| e.org().ok()),
         membership,
+        timeout,
     };
     let ui = Ui::new(ctx.json, "fetch");
     let mut downloaded = fetch_into_store(&plan, &settings, &ui)?;

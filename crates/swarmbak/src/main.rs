@@ -1,6 +1,25 @@
 //! The `swarmbak` command. Contract: MISSION.md's command line contract, restated in
 //! README.md.
 
+/// A line on stdout. A closed stdout (`swarmbak seed DIR | head -1`) is ignored: what
+/// a command prints is best effort, the work it does (a backup, its publish) is not.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, $($t)*);
+        let _ = o.flush();
+    }};
+}
+
+/// A line on stderr; a closed stderr is ignored, as for [`say!`].
+macro_rules! tell {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 mod cmd;
 mod demo;
 mod demo_data;
@@ -58,12 +77,15 @@ impl From<Until> for swarmbak_node::seed::Until {
 enum Command {
     /// Create this machine's keys and settings (run again: change only the options given).
     Init {
+        /// The machine's label (default: the host name); machines are known by their key.
         #[arg(long)]
         name: Option<String>,
         /// The tracker's base URL, e.g. http://tracker.example:6969
         #[arg(long)]
         tracker: Option<String>,
-        #[arg(long)]
+        /// Enrol with the organisation's private tracker: the one-time token the
+        /// administrator made (`swarmbak tracker enroll`).
+        #[arg(long, value_name = "TOKEN")]
         enroll: Option<String>,
         /// An organisation recovery key (age1...); repeat for several.
         #[arg(long = "recovery-recipient", value_name = "AGE_PUBKEY")]
@@ -80,22 +102,40 @@ enum Command {
         /// Parity shards per stripe (organisation setting).
         #[arg(long, hide = true)]
         m: Option<u16>,
+        /// Where this machine listens for peers, HOST:PORT (default 0.0.0.0:0, any port on
+        /// every interface; 127.0.0.1:PORT for loopback only). The agent binds it as
+        /// given; seed, fetch and health bind its host on any port.
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
     },
     /// Back up PATHs as a new snapshot, publish it and seed it.
     Seed {
+        /// Files and directories to back up; each is a top-level entry of the snapshot,
+        /// named by its base name.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// When to exit: once the tracker has the snapshot (published), once every shard
+        /// is held by --copies other machines (durable), or never (forever).
         #[arg(long, value_enum, default_value = "durable")]
         until: Until,
+        /// Distinct machines other than this one that must hold each shard for durable
+        /// (default: init --copies, 2).
         #[arg(long)]
         copies: Option<u32>,
+        /// Give up after SECONDS with exit status 3 (default: wait as long as it takes;
+        /// the snapshot is kept and published later).
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
+        /// Listen for peers on HOST:PORT (default: `init --listen`'s host, any port).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
     },
     /// Restore a snapshot (or part of it) into DIR.
     Fetch {
         /// INFOHASH, magnet link or .torrent file.
         snapshot: String,
+        /// Where to restore: a new or empty directory (or one holding an unfinished
+        /// restore of the same snapshot, which resumes).
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
         /// Restore only this path (relative to the snapshot's root); repeatable.
@@ -107,12 +147,24 @@ enum Command {
         /// Also connect to this peer (HOST:PORT); repeatable.
         #[arg(long = "peer", value_name = "HOST:PORT")]
         peers: Vec<std::net::SocketAddr>,
+        /// Listen for peers on HOST:PORT (default: `init --listen`'s host, any port).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
+        /// How long to wait for the tracker and peers to know the snapshot and serve its
+        /// shards, like 90s, 10m (default 5m); what it waits for is said every few seconds.
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
     },
     /// Print a torrent's metainfo (a .torrent file or a snapshot in the store).
-    Inspect { what: String },
+    Inspect {
+        /// A .torrent file, or a snapshot's infohash (or its first hex digits).
+        what: String,
+    },
     /// Write a snapshot's metainfo as a .torrent file.
     Export {
+        /// The snapshot's infohash (or its first hex digits).
         infohash: String,
+        /// The .torrent file to write.
         file: PathBuf,
         /// The announce URL to write into it instead of the tracker's bare one: for a
         /// standard client, its own passkey URL (`swarmbak tracker enroll --client`).
@@ -122,17 +174,28 @@ enum Command {
     },
     /// List this machine's snapshots (or another machine's, from the tracker).
     Snapshots {
+        /// Another machine's snapshots, by its name or key, as the tracker lists them.
         #[arg(long, value_name = "NAME|KEY")]
         machine: Option<String>,
     },
     /// Is a snapshot recoverable now? Shards per stripe, copies per shard.
-    Health { infohash: String },
+    Health {
+        /// The snapshot's infohash (or its first hex digits).
+        infohash: String,
+        /// Listen for peers on HOST:PORT (default: `init --listen`'s host, any port).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
+    },
     /// Check every shard of a snapshot in the local store and rebuild the missing or
     /// damaged ones from the others (no decryption key needed).
-    Repair { infohash: String },
+    Repair {
+        /// The snapshot's infohash (or its first hex digits).
+        infohash: String,
+    },
     /// The long-running peer.
     Agent {
-        #[arg(long)]
+        /// Listen for peers on HOST:PORT (default: init --listen, else 0.0.0.0:0).
+        #[arg(long, value_name = "HOST:PORT")]
         listen: Option<String>,
     },
     /// The company tracker (private: enrolled machines only), or its administration.
@@ -205,6 +268,7 @@ fn main() -> ExitCode {
             quota,
             k,
             m,
+            listen,
         } => cmd::init(
             &ctx,
             swarmbak_node::InitOptions {
@@ -216,6 +280,7 @@ fn main() -> ExitCode {
                 k,
                 m,
                 quota: None,
+                listen,
             },
             quota,
         ),
@@ -224,14 +289,35 @@ fn main() -> ExitCode {
             until,
             copies,
             timeout,
-        } => cmd::seed(&ctx, paths, until.into(), copies, timeout),
+            listen,
+        } => cmd::seed(
+            &ctx,
+            paths,
+            until.into(),
+            copies,
+            timeout,
+            listen.as_deref(),
+        ),
         Command::Fetch {
             snapshot,
             to,
             paths,
             identity,
             peers,
-        } => fetch::fetch(&ctx, &snapshot, &to, paths, identity, peers),
+            listen,
+            timeout,
+        } => fetch::fetch(
+            &ctx,
+            &snapshot,
+            &to,
+            fetch::Options {
+                paths,
+                identity,
+                peers,
+                listen,
+                timeout,
+            },
+        ),
         Command::Inspect { what } => inspect::inspect(&ctx, &what),
         Command::Export {
             infohash,
@@ -239,7 +325,7 @@ fn main() -> ExitCode {
             announce,
         } => cmd::export(&ctx, &infohash, &file, announce.as_deref()),
         Command::Snapshots { machine } => cmd::snapshots(&ctx, machine),
-        Command::Health { infohash } => cmd::health(&ctx, &infohash),
+        Command::Health { infohash, listen } => cmd::health(&ctx, &infohash, listen.as_deref()),
         Command::Repair { infohash } => cmd::repair(&ctx, &infohash),
         Command::Agent { listen } => cmd::agent(&ctx, listen.as_deref()),
         Command::Tracker {
@@ -260,13 +346,43 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             if ctx.json {
-                println!(
+                say!(
                     "{}",
                     serde_json::json!({"event": "error", "error": f.message})
                 );
             }
-            eprintln!("swarmbak: error: {}", f.message);
+            tell!("swarmbak: error: {}", f.message);
             ExitCode::from(f.status)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument and every command says what it is for (`--help`).
+    #[test]
+    fn every_option_and_command_has_help_text() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                if a.is_hide_set() || ["help", "version"].contains(&a.get_id().as_str()) {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} <{}>", a.get_id()));
+                }
+            }
+            for s in c.get_subcommands() {
+                let p = format!("{path} {}", s.get_name());
+                if s.get_name() != "help" && s.get_about().is_none() {
+                    missing.push(p.clone());
+                }
+                walk(s, &p, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "swarmbak", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

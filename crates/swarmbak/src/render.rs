@@ -8,9 +8,9 @@ use crate::Ctx;
 
 pub fn out(ctx: &Ctx, v: serde_json::Value, human: impl FnOnce() -> String) {
     if ctx.json {
-        println!("{v}");
+        say!("{v}");
     } else {
-        println!("{}", human());
+        say!("{}", human());
     }
 }
 
@@ -33,14 +33,14 @@ pub fn print_snapshot(
 ) {
     let Some(i) = info else {
         if ctx.json {
-            println!("{}", json!({"infohash": ih.to_hex(), "event": "snapshot"}));
+            say!("{}", json!({"infohash": ih.to_hex(), "event": "snapshot"}));
         } else {
-            println!("{ih}");
+            say!("{ih}");
         }
         return;
     };
     if ctx.json {
-        println!(
+        say!(
             "{}",
             json!({"infohash": ih.to_hex(), "event": "snapshot", "files": i.files, "dirs": i.dirs,
                    "symlinks": i.symlinks, "bytes": i.bytes, "new_bytes": i.new_bytes,
@@ -49,14 +49,14 @@ pub fn print_snapshot(
                    "skipped": i.skipped, "seconds": secs})
         );
         if !tracker {
-            println!(
+            say!(
                 "{}",
                 json!({"event": "published", "infohash": ih.to_hex(), "tracker": null})
             );
         }
     } else {
-        println!("{ih}");
-        println!(
+        say!("{ih}");
+        say!(
             "snapshot of {} files, {} dirs, {} symlinks ({}): {} new in {} of {} chunks; payload {}, shards {}; {:.1}s",
             i.files,
             i.dirs,
@@ -70,13 +70,13 @@ pub fn print_snapshot(
             secs
         );
         if !i.skipped.is_empty() {
-            println!(
+            say!(
                 "{} entries were skipped (see the warnings above)",
                 i.skipped.len()
             );
         }
         if !tracker {
-            println!("published in the local store (no tracker configured)");
+            say!("published in the local store (no tracker configured)");
         }
     }
 }

@@ -26,12 +26,16 @@ type R = Result<(), Failure>;
 pub enum Action {
     /// Enrol a machine: prints a one-time token (first line) for `swarmbak init --enroll`.
     Enroll {
-        #[arg(long)]
+        /// The tracker's data directory (its database, organisation key and admin token).
+        #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// The machine's name (its host name, say), as the dashboard shows it.
         #[arg(long)]
         name: String,
+        /// Whose machine it is (shown and searched on the dashboard).
         #[arg(long)]
         user: Option<String>,
+        /// A VIP machine: listed first, alerted after --overdue-warn days without a backup.
         #[arg(long)]
         vip: bool,
         /// Where the machine is, SITE/ROOM.
@@ -49,20 +53,23 @@ pub enum Action {
     },
     /// Shut a machine out at once (its passkey stops working; a signed revocation is kept).
     Revoke {
-        #[arg(long)]
+        /// The tracker's data directory (its database, organisation key and admin token).
+        #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// The machine's enrolled name, its key (hex) or its passkey.
         machine: String,
     },
     /// List the enrolled machines and clients.
     Machines {
-        #[arg(long)]
+        /// The tracker's data directory (its database, organisation key and admin token).
+        #[arg(long, value_name = "DIR")]
         data: PathBuf,
     },
     /// Replace DATA/admin-token: the old token stops working and every dashboard session
     /// ends (a running tracker reads the new one within a second).
     RotateAdminToken {
-        #[arg(long)]
+        /// The tracker's data directory (its database, organisation key and admin token).
+        #[arg(long, value_name = "DIR")]
         data: PathBuf,
     },
 }
@@ -84,7 +91,9 @@ pub struct Serve {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
-    #[arg(long)]
+    /// The tracker's data directory (its database, organisation key, admin token, TLS
+    /// key); created at the first start.
+    #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Announce interval handed to peers, in seconds (default 60).
     #[arg(long, value_name = "SECONDS")]
@@ -251,11 +260,11 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
         ));
     }
     let addr = match &s.listen {
-        Some(l) => Some(swarmbak_node::agent::bind_addr(Some(l))?),
+        Some(l) => Some(swarmbak_node::parse_listen(l)?),
         None => None,
     };
     let tls_addr = match &s.tls_listen {
-        Some(l) => Some(swarmbak_node::agent::bind_addr(Some(l))?),
+        Some(l) => Some(swarmbak_node::parse_listen(l)?),
         None => None,
     };
     let udp = match s.udp_listen.as_deref() {
@@ -379,7 +388,7 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
             Some(sock) => t.with_udp(sock),
             None => t,
         };
-        eprintln!(
+        tell!(
             "swarmbak tracker: {} tracker, data in {}, organisation key {} ({}){}; {:?}",
             if s.open { "open" } else { "private" },
             data.display(),
@@ -440,7 +449,7 @@ fn poke(db: &mut Sqlite, org: &Org) {
         let c = c.with_timeout(Duration::from_secs(5));
         if let Err(e) = rt.block_on(c.reload(&org.admin_token)) {
             if !matches!(e, swarmbak_tracker::ClientError::Connect { .. }) {
-                eprintln!("swarmbak: the running tracker did not reload at once ({e}); it will within a second");
+                tell!("swarmbak: the running tracker did not reload at once ({e}); it will within a second");
             }
         }
     }
@@ -469,15 +478,15 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                     unix_now(),
                 )
                 .map_err(fail)?;
-                println!("{announce}");
+                say!("{announce}");
                 poke(&mut db, &org);
                 if ctx.json {
-                    println!(
+                    say!(
                         "{}",
                         json!({"event": "enrolled", "client": true, "name": row.name, "announce_url": announce})
                     );
                 } else {
-                    eprintln!("client {name:?} enrolled: give it the announce URL above (it carries its passkey)");
+                    tell!("client {name:?} enrolled: give it the announce URL above (it carries its passkey)");
                 }
                 return Ok(());
             }
@@ -496,14 +505,14 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                 unix_now(),
             )
             .map_err(fail)?;
-            println!("{token}");
+            say!("{token}");
             if ctx.json {
-                println!(
+                say!(
                     "{}",
                     json!({"event": "token", "name": name, "valid_days": admin::TOKEN_DAYS})
                 );
             } else {
-                eprintln!(
+                tell!(
                     "on {name:?}: swarmbak init --enroll <the token above>   (one use, valid {} days; organisation key {})",
                     admin::TOKEN_DAYS,
                     org.public().fingerprint()
@@ -517,12 +526,12 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                 .map_err(fail)?;
             poke(&mut db, &org);
             if ctx.json {
-                println!(
+                say!(
                     "{}",
                     json!({"event": "revoked", "name": row.name, "key": row.key.map(hex::encode), "revoked": row.revoked})
                 );
             } else {
-                println!("revoked {:?}: its passkey no longer works", row.name);
+                say!("revoked {:?}: its passkey no longer works", row.name);
             }
             Ok(())
         }
@@ -546,12 +555,12 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                 })
                 .map_err(|e| Failure::new(1, e.to_string()))?;
             if ctx.json {
-                println!(
+                say!(
                     "{}",
                     json!({"event": "rotated", "file": data.join("admin-token")})
                 );
             } else {
-                println!(
+                say!(
                     "the admin token in {} was replaced: the old one no longer works and dashboard sessions ended",
                     data.join("admin-token").display()
                 );
@@ -568,14 +577,14 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                     "machine"
                 };
                 if ctx.json {
-                    println!(
+                    say!(
                         "{}",
                         json!({"name": m.name, "kind": kind, "key": m.key.map(hex::encode),
                                "user": m.user, "vip": m.vip, "domain": m.domain,
                                "enrolled": m.enrolled, "expires": m.expires, "revoked": m.revoked})
                     );
                 } else {
-                    println!(
+                    say!(
                         "{:<20} {:<7} {:<12} {:<4} {:<12} enrolled {}{}",
                         m.name,
                         kind,
@@ -590,9 +599,7 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
                 }
             }
             if rows.is_empty() && !ctx.json {
-                println!(
-                    "no machines enrolled yet: swarmbak tracker enroll --data DIR --name NAME"
-                );
+                say!("no machines enrolled yet: swarmbak tracker enroll --data DIR --name NAME");
             }
             Ok(())
         }

@@ -67,7 +67,7 @@ impl Ui {
 impl Progress for Ui {
     fn scanned(&self, files: u64, bytes: u64, unchanged: u64) {
         if let Some(t) = self.timings {
-            eprintln!("swarmbak: {:8.3}s scanned: {files} files ({bytes} bytes) to read, {unchanged} unchanged", t.elapsed().as_secs_f64());
+            tell!("swarmbak: {:8.3}s scanned: {files} files ({bytes} bytes) to read, {unchanged} unchanged", t.elapsed().as_secs_f64());
         }
         if let Some(b) = &self.bar {
             b.set_length(bytes);
@@ -81,7 +81,7 @@ impl Progress for Ui {
     }
     fn stage(&self, name: &str) {
         if let Some(t) = self.timings {
-            eprintln!("swarmbak: {:8.3}s {name}", t.elapsed().as_secs_f64());
+            tell!("swarmbak: {:8.3}s {name}", t.elapsed().as_secs_f64());
         }
         if let Some(b) = &self.bar {
             b.set_message(name.to_string());
@@ -89,14 +89,14 @@ impl Progress for Ui {
     }
     fn warn(&self, msg: &str) {
         if self.json {
-            println!(
+            say!(
                 "{}",
                 serde_json::json!({"event": "warning", "message": msg})
             );
         } else if let Some(b) = &self.bar {
-            b.suspend(|| eprintln!("swarmbak: warning: {msg}"));
+            b.suspend(|| tell!("swarmbak: warning: {msg}"));
         } else {
-            eprintln!("swarmbak: warning: {msg}");
+            tell!("swarmbak: warning: {msg}");
         }
         if let Ok(mut w) = self.warnings.lock() {
             w.push(msg.to_string());
@@ -107,11 +107,11 @@ impl Progress for Ui {
 impl Ui {
     fn emit(&self, v: serde_json::Value, text: Option<String>) {
         if self.json {
-            println!("{v}");
+            say!("{v}");
         } else if let Some(t) = text {
             match &self.bar {
-                Some(b) => b.suspend(|| println!("{t}")),
-                None => println!("{t}"),
+                Some(b) => b.suspend(|| say!("{t}")),
+                None => say!("{t}"),
             }
         }
     }
@@ -128,7 +128,7 @@ impl Report for Ui {
         Ui::finish(self)
     }
     fn note(&self, msg: &str) {
-        eprintln!("swarmbak: {msg}");
+        tell!("swarmbak: {msg}");
     }
     fn event(&self, e: &Event) {
         use serde_json::json;
@@ -137,9 +137,20 @@ impl Report for Ui {
                 json!({"event": "published", "infohash": infohash.to_hex(), "tracker": tracker}),
                 Some(format!("published to {}", tracker.as_deref().unwrap_or(""))),
             ),
-            Event::AnnounceOnly { tracker, status } => eprintln!(
+            Event::AnnounceOnly { tracker, status } => tell!(
                 "swarmbak: {tracker} keeps no snapshots (HTTP {status} on publish: not a swarmbak tracker?); announcing only. Machines find this snapshot by its infohash, its metainfo over BEP 9"
             ),
+            Event::Waiting { what, seconds } => {
+                if self.json {
+                    say!("{}", json!({"event": "waiting", "for": what, "seconds": seconds}));
+                } else {
+                    let line = format!("swarmbak: waiting for {what} ({seconds}s)");
+                    match &self.bar {
+                        Some(b) => b.suspend(|| tell!("{line}")),
+                        None => tell!("{line}"),
+                    }
+                }
+            }
             Event::Holders { infohash, min, copies } => self.emit(
                 json!({"event": "holders", "infohash": infohash.to_hex(), "min": min, "copies": copies}),
                 None,

@@ -3,6 +3,7 @@
 mod common;
 
 use std::fs;
+use std::path::PathBuf;
 
 use common::*;
 
@@ -206,4 +207,262 @@ fn tracker_refuses_an_empty_public_url() {
         );
         assert!(err.contains("--public-url"), "{bad:?}: {err}");
     }
+}
+
+/// A private tracker and a machine "laptop" enrolled with it, a small tree to back up,
+/// and the organisation's recovery recipient.
+/// The recovery identity is in `dir/recovery.txt`.
+fn laptop(dir: &std::path::Path) -> (procs::Tracker, PathBuf, PathBuf, String) {
+    let id = swarmbak_format::Identity::generate();
+    fs::write(dir.join("recovery.txt"), id.to_identity_file()).unwrap();
+    let rec = id.to_public().to_string();
+    let tr = procs::tracker(dir, &rec);
+    let home = dir.join("laptop");
+    procs::init(&home, "laptop", &tr, &rec);
+    let tree = dir.join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("f"), b"data").unwrap();
+    (tr, home, tree, rec)
+}
+
+type Lines = std::io::BufReader<std::process::ChildStdout>;
+
+/// Starts `swarmbak --home HOME args` (fast settings) with stdout and stderr piped.
+fn start(home: &std::path::Path, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(BIN)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .envs(procs::FAST.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Starts `swarmbak --home HOME args` with stdout and stderr piped; returns it with its
+/// first line of stdout (trimmed) and the rest of stdout.
+fn spawn(home: &std::path::Path, args: &[&str]) -> (std::process::Child, String, Lines) {
+    use std::io::BufRead;
+    let mut c = start(home, args);
+    let mut r = std::io::BufReader::new(c.stdout.take().unwrap());
+    let mut first = String::new();
+    r.read_line(&mut first).unwrap();
+    (c, first.trim().to_string(), r)
+}
+
+/// Waits for `c` to exit (at most `secs`); returns its status and stderr.
+fn wait_for(c: &mut std::process::Child, secs: u64) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("swarmbak did not finish within {secs}s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = c.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status, err)
+}
+
+/// `id=$(swarmbak seed DIR | head -1)`: the reader is gone after the infohash. The
+/// backup still completes, is published (here once the tracker, down when `seed`
+/// started, is back) and `seed` exits 0 without a panic.
+#[test]
+fn a_closed_stdout_never_stops_the_backup_or_its_publish() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut tr, home, tree, rec) = laptop(t.path());
+    let addr = tr.addr.clone();
+    tr.kill();
+    let (mut c, ih, r) = spawn(
+        &home,
+        &["seed", tree.to_str().unwrap(), "--until", "published"],
+    );
+    assert_eq!(ih.len(), 40, "{ih:?}");
+    drop(r);
+    let _tr = procs::tracker_with(t.path(), &rec, &["--listen", &addr]);
+    let (status, err) = wait_for(&mut c, 60);
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let list = ok(&home, &["snapshots", "--machine", "laptop"]);
+    assert!(list.contains(&ih), "the tracker has {ih}: {list}");
+}
+
+/// The TCP addresses process `pid` listens on (its sockets' inodes, looked up in
+/// /proc/net/tcp and tcp6), as `(hex address, port)` as the kernel writes them.
+fn listening_sockets(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address st ... inode; 0A is LISTEN.
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                out.push(f[1].to_string());
+            }
+        }
+    }
+    out
+}
+
+/// `init --listen 127.0.0.1:0` keeps the machine's peer port on loopback: the agent binds
+/// it, and `seed` (and fetch and health) its host; `--listen` on a command overrides it.
+#[test]
+fn the_listen_address_is_configurable_and_loopback_is_a_choice() {
+    let t = tempfile::tempdir().unwrap();
+    let (_tr, home, tree, _) = laptop(t.path());
+    let err = fails(&home, &["init", "--listen", "nowhere"]);
+    assert!(err.contains("HOST:PORT"), "{err}");
+    let out = ok(&home, &["--json", "init", "--listen", "127.0.0.1:0"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["listen"], "127.0.0.1:0", "{v}");
+    // The agent, without --listen, binds the configured address.
+    let a = procs::Proc::start("agent", &["--home", home.to_str().unwrap(), "agent"]);
+    assert!(a.addr.starts_with("127.0.0.1:"), "{}", a.addr);
+    drop(a);
+    let loopback = |port_hex: &str| port_hex.starts_with("0100007F:");
+    for (extra, want_loopback) in [(None, true), (Some("0.0.0.0:0"), false)] {
+        let mut args = vec!["seed", tree.to_str().unwrap(), "--until", "forever"];
+        if let Some(l) = extra {
+            args.extend(["--listen", l]);
+        }
+        let (mut c, _ih, _r) = spawn(&home, &args);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let socks = loop {
+            let s = listening_sockets(c.id());
+            if !s.is_empty() || std::time::Instant::now() > deadline {
+                break s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let _ = c.kill();
+        let _ = c.wait();
+        assert!(!socks.is_empty(), "seed {extra:?} listens for peers");
+        assert_eq!(
+            socks.iter().all(|s| loopback(s)),
+            want_loopback,
+            "seed --listen {extra:?}: {socks:?}"
+        );
+    }
+}
+
+/// A TCP forwarder from 127.0.0.1:`port` to `to`, listening from now on.
+fn forward(port: u16, to: String) {
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for down in l.incoming().flatten() {
+            let Ok(up) = std::net::TcpStream::connect(&to) else {
+                continue;
+            };
+            for (mut from, mut into) in [
+                (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                (up, down),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut into);
+                    let _ = into.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+}
+
+/// The whitelist case: `fetch` starts before the snapshot is published (here the
+/// laptop's way to the tracker opens 3 s later), waits saying what for, and restores it
+/// once the tracker knows it.
+#[test]
+fn fetch_waits_for_a_snapshot_published_after_it_started() {
+    let t = tempfile::tempdir().unwrap();
+    let (tr, home, tree, rec) = laptop(t.path());
+    let desk = t.path().join("desk");
+    procs::init(&desk, "desk", &tr, &rec);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = home.join("config.json");
+    let mut c: serde_json::Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+    c["tracker"] = format!("http://127.0.0.1:{port}").into();
+    fs::write(&cfg, serde_json::to_vec(&c).unwrap()).unwrap();
+    let (seed, ih, _out) = spawn(
+        &home,
+        &["seed", tree.to_str().unwrap(), "--until", "forever"],
+    );
+    // Killed when the test ends, however it ends.
+    let _seed = procs::Proc {
+        child: seed,
+        addr: String::new(),
+        name: "seed".into(),
+    };
+    assert_eq!(ih.len(), 40, "{ih}");
+    let to = t.path().join("restored");
+    let mut f = start(
+        &desk,
+        &[
+            "fetch",
+            &ih,
+            "--to",
+            to.to_str().unwrap(),
+            "--identity",
+            t.path().join("recovery.txt").to_str().unwrap(),
+            "--timeout",
+            "60s",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    if f.try_wait().unwrap().is_some() {
+        let (status, err) = wait_for(&mut f, 1);
+        panic!("fetch gave up before the snapshot was published ({status:?}): {err}");
+    }
+    forward(port, tr.addr.clone());
+    let (status, err) = wait_for(&mut f, 90);
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(err.contains("waiting for the tracker"), "{err}");
+    assert_same(&tree, &to.join("tree"));
+}
+
+/// `health` with the tracker down says the tracker is unreachable, not "0 machines
+/// online"; with a tracker that lists nobody (just restarted), it says that.
+#[test]
+fn health_tells_an_unreachable_or_empty_tracker_from_no_machines() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut tr, home, tree, _) = laptop(t.path());
+    let ih = seed(&home, &[&tree]);
+    let o = procs::run_fast(&home, &["health", &ih]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}{err}");
+    assert!(out.contains("the tracker lists no peer for it"), "{out}");
+    assert!(!out.contains("0 machines online"), "{out}");
+    tr.kill();
+    let o = procs::run_fast(&home, &["health", &ih]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}{err}");
+    assert!(
+        err.contains("is unreachable") && err.contains("run health again"),
+        "{err}"
+    );
+    assert!(!out.contains("0 machines online"), "{out}");
 }

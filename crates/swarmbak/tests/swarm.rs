@@ -502,3 +502,35 @@ fn seed_hands_the_snapshot_to_the_agent_running_on_the_same_home() {
     fetch_json(&newm, &ih, &to, &o.recovery);
     assert_same(&tree, &to.join("docs"));
 }
+
+/// `health` counts the machines that hold shards, wherever it runs: on a machine that
+/// holds some (its agent running) as on one that holds none.
+#[test]
+fn health_counts_each_holder_once_wherever_it_runs() {
+    let _serial = serial();
+    let o = org(3);
+    let ih = {
+        let tree = o.dir.path().join("laptop");
+        swarmbak_gentree::office(&tree, 2 << 20, 3).unwrap();
+        seed_durable(&o, &tree).1
+    };
+    let holders = o
+        .agents
+        .iter()
+        .filter(|(home, _)| !held(home, &ih).is_empty())
+        .count();
+    let newm = new_machine(&o, "watcher");
+    for home in [&newm, &o.agents[0].0] {
+        let h = run_fast(home, &["--json", "health", &ih]);
+        let (so, se) = text(&h);
+        let hv: serde_json::Value = serde_json::from_str(so.lines().last().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("{e}: {so}\n{se}"));
+        assert_eq!(hv["recoverable"], true, "{hv}");
+        assert_eq!(
+            hv["machines_online"].as_u64(),
+            Some(holders as u64),
+            "health on {}: {hv}",
+            home.display()
+        );
+    }
+}

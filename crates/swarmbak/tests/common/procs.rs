@@ -137,13 +137,12 @@ impl Tracker {
 
 fn start_tracker(dir: &Path, extra: &[&str]) -> Tracker {
     let data = dir.join("tracker-data");
-    let mut args = vec![
-        "tracker",
-        "--listen",
-        "127.0.0.1:0",
-        "--data",
-        data.to_str().unwrap(),
-    ];
+    let mut args = vec!["tracker", "--data", data.to_str().unwrap()];
+    // Any loopback port unless the test chose the address (a tracker started again where
+    // it was).
+    if !extra.contains(&"--listen") {
+        args.extend_from_slice(&["--listen", "127.0.0.1:0"]);
+    }
     // A one-second announce interval unless the test chose its own.
     if !extra.contains(&"--interval") {
         args.extend_from_slice(&["--interval", "1"]);
