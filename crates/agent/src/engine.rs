@@ -43,6 +43,9 @@ pub struct EngineConfig {
     pub verbose: bool,
 }
 
+/// How often received shards are flushed and then announced.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
 struct Entry {
     torrent: Arc<Torrent>,
     choker: Choker<PeerKey>,
@@ -192,24 +195,34 @@ impl Engine {
                 }
             }
         });
-        // Shards this machine holds for others reach the disk every few seconds, in one
-        // flush (a fetch's shards are a staging copy, restored right away: not flushed).
+        // Shards this machine holds for others are flushed in batches (every second: one
+        // syncfs for what each torrent wrote) and only then announced and counted
+        // (swarm.md §13). A fetch's shards are a staging copy, restored right away: they
+        // are neither flushed nor held back.
         let sy = e.clone();
         tokio::spawn(async move {
-            let mut t = tokio::time::interval(Duration::from_secs(5));
+            let mut t = tokio::time::interval(FLUSH_EVERY);
+            let mut failing = false;
             loop {
                 t.tick().await;
                 sy.0.cache.expire();
-                let ts: Vec<Arc<Torrent>> = sy
-                    .torrents()
-                    .into_iter()
-                    .filter(|t| matches!(t.inner().role, crate::torrent::Role::Replicate { .. }))
-                    .collect();
-                // Each torrent logs its own flush failure (and retries at the next tick).
-                if let Err(e) =
-                    tokio::task::spawn_blocking(move || ts.iter().for_each(|t| t.sync())).await
-                {
-                    eprintln!("swarmbak: the shard flush stopped: {e}");
+                let ts = sy.torrents();
+                let flushed = tokio::task::spawn_blocking(move || {
+                    ts.iter()
+                        .map(|t| t.flush_pending().map_err(|e| format!("{}: {e}", t.ih)))
+                        .collect::<Result<Vec<_>, String>>()
+                })
+                .await;
+                match flushed {
+                    Ok(Ok(_)) => failing = false,
+                    // Said once while it lasts; the pieces stay unannounced and are
+                    // flushed again at the next tick.
+                    Ok(Err(e)) if !failing => {
+                        failing = true;
+                        eprintln!("swarmbak: cannot flush received shards to disk (they are not announced until they are): {e}");
+                    }
+                    Ok(Err(_)) => {}
+                    Err(e) => eprintln!("swarmbak: the shard flush stopped: {e}"),
                 }
             }
         });

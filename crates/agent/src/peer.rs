@@ -402,6 +402,7 @@ impl Driver {
                 _ = tick.tick() => {
                     let now = Instant::now();
                     self.check_standing(now)?;
+                    self.t.update_wanted_if_stale();
                     let key = self.key;
                     let a = self.step(Has::Same, |s, p| s.tick(now, p))?;
                     self.act(a).await?;
@@ -430,10 +431,9 @@ impl Driver {
         self.act(a).await?;
         if has != Has::Same && !self.session.is_closed() {
             // What the peer has changes what a fetch wants (any k shards of a stripe,
-            // among those some peer has): re-rank, then ask again.
-            self.t.update_wanted();
-            let a = self.step(Has::Same, |s, p| s.refresh(now, p))?;
-            self.act(a).await?;
+            // among those some peer has): re-ranked at the next tick, once however many
+            // `have`s arrive meanwhile (each recomputation walks every piece).
+            self.t.wanted_is_stale();
         }
         Ok(())
     }

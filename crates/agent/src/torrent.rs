@@ -140,12 +140,23 @@ pub struct Torrent {
     grace: std::sync::OnceLock<std::time::Duration>,
     /// The time source for takeovers, set by the engine (the system clock otherwise).
     clock: std::sync::OnceLock<Arc<dyn Clock>>,
-    /// Shards written since the last sync.
-    pub unsynced: std::sync::atomic::AtomicBool,
     /// The peers of this torrent's last two announce answers (wire.md "Authenticated
     /// peers": the peers an enrolled machine serves without authentication).
     listed: Mutex<[HashSet<SocketAddr>; 2]>,
+    /// Replicated shards written and verified but not flushed yet: not in the picker's
+    /// `have`, so neither announced, nor served, nor counted, until a flush makes them
+    /// durable ([`Torrent::flush_pending`], swarm.md §13).
+    unflushed: Mutex<Vec<u32>>,
+    /// What peers hold changed since wanted pieces were last computed (a `have` marks
+    /// it; the connections' timers recompute, so a flood of `have`s costs one
+    /// recomputation per tick, not one each).
+    wanted_stale: std::sync::atomic::AtomicBool,
+    /// Writing shards failed (a full disk): nothing is wanted until then.
+    store_backoff: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a torrent wants nothing after a shard could not be written.
+pub const STORE_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -262,8 +273,10 @@ impl Torrent {
             under_since: Mutex::new(HashMap::new()),
             grace: std::sync::OnceLock::new(),
             clock: std::sync::OnceLock::new(),
-            unsynced: std::sync::atomic::AtomicBool::new(false),
             listed: Mutex::new(Default::default()),
+            unflushed: Mutex::new(Vec::new()),
+            wanted_stale: std::sync::atomic::AtomicBool::new(false),
+            store_backoff: Mutex::new(None),
         });
         t.update_wanted();
         Ok(t)
@@ -365,7 +378,9 @@ impl Torrent {
                 |p| g.picker.have().get(p),
                 |p| g.picker.availability(p),
             ),
-            Role::Replicate { .. } if self.quota.get().is_some_and(|q| q.full()) => {
+            Role::Replicate { .. }
+                if self.quota.get().is_some_and(|q| q.full()) || self.backing_off() =>
+            {
                 vec![false; l.pieces()]
             }
             Role::Replicate { copies } => match &self.me {
@@ -424,6 +439,83 @@ impl Torrent {
                 g.picker.set_wanted(p, w);
             }
         }
+    }
+
+    /// What peers hold changed: wanted pieces are recomputed at the next
+    /// [`Torrent::update_wanted_if_stale`] (each connection's timer calls it).
+    pub fn wanted_is_stale(&self) {
+        self.wanted_stale
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Recomputes wanted pieces if something changed since the last time.
+    pub fn update_wanted_if_stale(&self) {
+        if self
+            .wanted_stale
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.update_wanted();
+        }
+    }
+
+    /// Is the torrent waiting after a shard could not be written?
+    fn backing_off(&self) -> bool {
+        let mut g = lock(&self.store_backoff);
+        match *g {
+            Some(until) if std::time::Instant::now() < until => true,
+            Some(_) => {
+                *g = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// A shard could not be written (a full disk, an I/O error): want nothing for
+    /// [`STORE_BACKOFF`] rather than download the same pieces again and again. Says so
+    /// once per back-off.
+    fn store_failed(&self, piece: u32, e: &TorrentError) {
+        let fresh = {
+            let mut g = lock(&self.store_backoff);
+            let fresh = g.is_none();
+            *g = Some(std::time::Instant::now() + STORE_BACKOFF);
+            fresh
+        };
+        if fresh {
+            eprintln!(
+                "swarmbak: cannot store piece {piece} of {}: {e}; not downloading its shards for {} s",
+                self.ih,
+                STORE_BACKOFF.as_secs()
+            );
+        }
+        self.update_wanted();
+    }
+
+    /// Flushes the replicated shards written since the last call (one `syncfs` for the
+    /// batch) and only then makes them ours: in the picker's `have`, announced with
+    /// `have` to every connection, counted. A failed flush announces nothing (the
+    /// pieces stay pending and are flushed again next time). Returns the pieces made
+    /// durable.
+    pub fn flush_pending(&self) -> Result<Vec<u32>, TorrentError> {
+        let batch = std::mem::take(&mut *lock(&self.unflushed));
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        if let Err(e) = self.store.sync() {
+            lock(&self.unflushed).extend(batch);
+            return Err(e.into());
+        }
+        {
+            let mut g = self.inner();
+            for &p in &batch {
+                g.picker.piece_verified(p);
+            }
+        }
+        for &p in &batch {
+            let _ = self.haves.send(p);
+        }
+        self.update_wanted();
+        Ok(batch)
     }
 
     /// Distinct machines (by key) other than the owner holding each piece, among
@@ -505,8 +597,8 @@ impl Torrent {
                 }
             }
             Err(e) => {
-                eprintln!("swarmbak: cannot store piece {piece} of {}: {e}", t.ih);
                 t.inner().picker.piece_failed(piece);
+                t.store_failed(piece, &e);
             }
         });
     }
@@ -529,15 +621,20 @@ impl Torrent {
         }
         self.store
             .write_shard_parts(&self.ih, piece as usize, blocks)?;
-        self.unsynced
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.inner().picker.piece_verified(piece);
         self.downloaded
             .fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
         if let Some(q) = self.quota.get() {
             q.used
                 .fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
         }
+        if matches!(self.inner().role, Role::Replicate { .. }) {
+            // A shard held for another machine is claimed only once it is durable
+            // (swarm.md §13): the engine flushes in batches, then announces.
+            lock(&self.unflushed).push(piece);
+            return Ok(true);
+        }
+        // A fetch's shards are a staging copy, restored right away: not flushed.
+        self.inner().picker.piece_verified(piece);
         let _ = self.haves.send(piece);
         self.update_wanted();
         Ok(true)
@@ -550,25 +647,6 @@ impl Torrent {
         g.banned_addrs.insert(addr);
         g.banned_addrs.extend(listen);
         g.banned_ids.insert(peer_id);
-    }
-
-    /// Makes the shards written since the last call durable (one flush for many).
-    pub fn sync(&self) {
-        if self
-            .unsynced
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
-            if let Err(e) = self.store.sync() {
-                // The shards stay unsynced: flushed again at the next call. A shard lost
-                // in a crash meanwhile is a missing shard (SHA-1 on load), never a wrong one.
-                self.unsynced
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                eprintln!(
-                    "swarmbak: cannot flush the shards of {} to disk: {e}",
-                    self.ih
-                );
-            }
-        }
     }
 
     /// A block of a piece we have: a slice of the whole piece, read once through `cache`.

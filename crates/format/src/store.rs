@@ -72,27 +72,34 @@ fn write_atomic_parts<B: AsRef<[u8]>>(
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    let mut slices: Vec<io::IoSlice<'_>> =
-        parts.iter().map(|p| io::IoSlice::new(p.as_ref())).collect();
-    let mut rest: &mut [io::IoSlice<'_>] = &mut slices;
-    while !rest.is_empty() {
-        match f.write_vectored(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        let mut slices: Vec<io::IoSlice<'_>> =
+            parts.iter().map(|p| io::IoSlice::new(p.as_ref())).collect();
+        let mut rest: &mut [io::IoSlice<'_>] = &mut slices;
+        while !rest.is_empty() {
+            match f.write_vectored(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
+        if sync {
+            f.sync_data()?;
+        }
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        // A full disk must not leave partial files behind (they would fill it further).
+        let _ = fs::remove_file(&tmp);
     }
-    if sync {
-        f.sync_data()?;
-    }
-    fs::rename(&tmp, path)
+    written
 }
 
 impl Store {

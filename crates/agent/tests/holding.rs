@@ -1,0 +1,96 @@
+//! Holding shards for another machine (swarm.md §13): a received shard is claimed (in
+//! our `have`, announced, counted) only once a flush made it durable, and a shard that
+//! cannot be written makes the torrent back off instead of downloading it again and
+//! again.
+
+use swarmbak_agent::{Role, Torrent};
+use swarmbak_format::{backup, BackupOptions, Home, InfoHash};
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    owner: Home,
+    holder: Home,
+    ih: InfoHash,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    swarmbak_gentree::office(&tree, 1 << 20, 2).unwrap();
+    let (owner, _) = Home::create(&dir.path().join("owner")).unwrap();
+    let r = backup::backup(&owner, &BackupOptions::new(vec![tree]), &backup::NoProgress).unwrap();
+    let (holder, _) = Home::create(&dir.path().join("holder")).unwrap();
+    let bytes = owner.store().torrent_bytes(&r.infohash).unwrap();
+    holder.store().add_torrent(&r.infohash, &bytes).unwrap();
+    Setup {
+        _dir: dir,
+        owner,
+        holder,
+        ih: r.infohash,
+    }
+}
+
+fn replicate(s: &Setup) -> std::sync::Arc<Torrent> {
+    let me =
+        swarmbak_core::MachineKey::from_age_recipient(&s.holder.recipient().unwrap().to_string())
+            .unwrap();
+    Torrent::open(
+        &s.holder.store(),
+        s.ih,
+        Role::Replicate { copies: 2 },
+        None,
+        Some(me),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_received_shard_is_announced_only_after_its_flush() {
+    let s = setup();
+    let t = replicate(&s);
+    let mut haves = t.haves.subscribe();
+    let shard = s.owner.store().read_shard(&s.ih, 0).unwrap().unwrap();
+    assert!(
+        t.complete_piece(0, &[&shard[..]]).unwrap(),
+        "the shard verifies"
+    );
+    // Written, not yet flushed: not ours yet.
+    assert!(!t.have().get(0), "claimed before the flush");
+    assert!(haves.try_recv().is_err(), "announced before the flush");
+    assert_eq!(t.holders()[0], 0, "counted before the flush");
+    assert_eq!(t.flush_pending().unwrap(), vec![0]);
+    assert!(t.have().get(0));
+    assert_eq!(haves.try_recv().unwrap(), 0);
+    assert_eq!(t.holders()[0], 1, "ourselves, once durable");
+    assert!(t.flush_pending().unwrap().is_empty(), "flushed once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_cannot_be_written_backs_off_instead_of_downloading_again() {
+    let s = setup();
+    let t = replicate(&s);
+    let wanted = |t: &Torrent| {
+        let g = t.inner();
+        (0..t.num_pieces())
+            .filter(|&p| g.picker.is_wanted(p))
+            .count()
+    };
+    assert!(
+        wanted(&t) > 0,
+        "placement gives the only machine every shard"
+    );
+    // The shards directory cannot be created (a file is in its place): every write fails,
+    // as on a full disk.
+    let shards = s.holder.store().shard_path(&s.ih, 0);
+    let dir = shards.parent().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::write(dir, b"in the way").unwrap();
+    let shard = s.owner.store().read_shard(&s.ih, 0).unwrap().unwrap();
+    t.complete_in_background(0, vec![bytes::Bytes::from(shard)]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while wanted(&t) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(wanted(&t), 0, "still downloading after a failed write");
+    assert!(!t.have().get(0));
+}
