@@ -8,8 +8,9 @@
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use swarmbak_format::backup::{NoProgress, Progress};
 use swarmbak_format::{
@@ -86,9 +87,21 @@ fn assert_untouched(o: &Path, case: &str) {
         .collect();
     names.sort();
     assert_eq!(names, ["empty", "f0"], "{case}: created outside the target");
-    assert_eq!(mode(o), 0o700, "{case}: changed the outside directory's mode");
-    assert_eq!(fs::read(o.join("f0")).unwrap(), b"precious", "{case}: wrote outside");
-    assert_eq!(fs::read(o.join("empty")).unwrap(), b"", "{case}: wrote outside");
+    assert_eq!(
+        mode(o),
+        0o700,
+        "{case}: changed the outside directory's mode"
+    );
+    assert_eq!(
+        fs::read(o.join("f0")).unwrap(),
+        b"precious",
+        "{case}: wrote outside"
+    );
+    assert_eq!(
+        fs::read(o.join("empty")).unwrap(),
+        b"",
+        "{case}: wrote outside"
+    );
     for name in ["f0", "empty"] {
         assert_eq!(mode(&o.join(name)), 0o600, "{case}: changed {name}'s mode");
     }
@@ -139,6 +152,19 @@ impl Progress for SwapAt {
     }
 }
 
+/// Holds the restore after its directories are made (before any file is written) until
+/// the attacker has swapped at least once, so that no round is a race it did not run.
+struct AfterFirstSwap(Arc<AtomicU64>);
+
+impl Progress for AfterFirstSwap {
+    fn scanned(&self, _: u64, _: u64, _: u64) {
+        let t0 = Instant::now();
+        while self.0.load(Ordering::SeqCst) == 0 && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 /// (a) An attacker who can rename entries in the target swaps `tree/sub` for a symlink to
 /// a directory outside, over and over, while the restore writes files there.
 #[test]
@@ -150,11 +176,11 @@ fn a_directory_swapped_for_a_symlink_during_the_restore_is_never_followed() {
         let to = t.path().join(format!("to{round}"));
         let sub = to.join("tree/sub");
         let stop = Arc::new(AtomicBool::new(false));
+        let swaps = Arc::new(AtomicU64::new(0));
         let attacker = {
-            let (stop, sub, o) = (stop.clone(), sub.clone(), o.clone());
+            let (stop, swaps, sub, o) = (stop.clone(), swaps.clone(), sub.clone(), o.clone());
             std::thread::spawn(move || {
                 let (aside, link) = (sub.with_extension("real"), sub.with_extension("link"));
-                let mut swaps = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     // Wait for the restore to create the directory, then swap it in and out.
                     if fs::rename(&sub, &aside).is_err() {
@@ -163,25 +189,24 @@ fn a_directory_swapped_for_a_symlink_during_the_restore_is_never_followed() {
                     }
                     let _ = fs::remove_file(&link);
                     if symlink(&o, &link).is_ok() && fs::rename(&link, &sub).is_ok() {
-                        swaps += 1;
+                        swaps.fetch_add(1, Ordering::SeqCst);
                         std::thread::yield_now();
                         let _ = fs::rename(&sub, &link);
                     }
                     let _ = fs::rename(&aside, &sub);
                 }
-                swaps
             })
         };
-        let r = restore_into(&home, &ih, &to, &NoProgress);
+        let r = restore_into(&home, &ih, &to, &AfterFirstSwap(swaps.clone()));
         stop.store(true, Ordering::Relaxed);
-        let swaps = attacker.join().unwrap();
+        attacker.join().unwrap();
+        let swaps = swaps.load(Ordering::SeqCst);
         assert!(swaps > 0, "round {round}: the attacker never got to swap");
-        if let Err(e) = &r {
+        match &r {
             // Refused (a symlink where a directory was), or the directory was gone at
             // that moment: either way nothing was followed.
-            eprintln!("round {round}: {swaps} swaps, restore failed: {e}");
-        } else {
-            eprintln!("round {round}: {swaps} swaps, restore finished");
+            Err(e) => eprintln!("round {round}: {swaps} swaps, restore failed: {e}"),
+            Ok(_) => eprintln!("round {round}: {swaps} swaps, restore finished"),
         }
         assert_untouched(&o, &format!("round {round}"));
     }
