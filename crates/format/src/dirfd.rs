@@ -523,4 +523,47 @@ mod tests {
         );
         assert!(dirs.get(b"d0/d1").is_ok());
     }
+
+    /// The `O_PATH` fallback (an entry its owner may not read) changes exactly the entry
+    /// held, through `/proc/self/fd`; a symlink is refused, not followed. (Tests run as
+    /// root here, so the `EACCES` that selects the fallback is forced by hand.)
+    #[test]
+    fn meta_changes_the_entry_held_and_refuses_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        std::fs::write(t.path().join("f"), b"x").unwrap();
+        std::fs::write(t.path().join("outside"), b"x").unwrap();
+        std::os::unix::fs::symlink(t.path().join("outside"), t.path().join("link")).unwrap();
+        let before = std::fs::metadata(t.path().join("outside")).unwrap();
+        let target = Target::open(t.path()).unwrap();
+        let ts = times(1_700_000_000, 5);
+        for (name, want, mode) in [
+            ("d", FileType::Directory, 0o751),
+            ("f", FileType::RegularFile, 0o000),
+        ] {
+            let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd = rfs::openat(target.fd(), name, flags, Mode::empty()).unwrap();
+            check(&fd, want).unwrap();
+            Meta { fd, by_proc: true }.set(mode, &ts).unwrap();
+            let md = std::fs::symlink_metadata(t.path().join(name)).unwrap();
+            assert_eq!(
+                (md.mode() & 0o7777, md.mtime(), md.mtime_nsec()),
+                (mode, 1_700_000_000, 5)
+            );
+        }
+        for want in [FileType::RegularFile, FileType::Directory] {
+            match Meta::open(target.fd(), b"link", want) {
+                Err(Fail::Found {
+                    found: "a symlink", ..
+                }) => {}
+                other => panic!("{want:?}: {:?}", other.map(|_| ())),
+            }
+        }
+        let after = std::fs::metadata(t.path().join("outside")).unwrap();
+        assert_eq!(
+            after.mode(),
+            before.mode(),
+            "the symlink's target kept its mode"
+        );
+    }
 }
