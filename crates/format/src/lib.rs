@@ -9,6 +9,7 @@
 pub mod backup;
 pub mod chunker;
 pub mod crypto;
+mod dirfd;
 pub mod erasure;
 pub mod home;
 pub mod manifest;

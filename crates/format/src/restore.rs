@@ -1,22 +1,24 @@
 //! The restore pipeline: verify shards (SHA-1), rebuild stripes from any k shards,
 //! decrypt, decompress, verify chunks (keyed BLAKE3) and rebuild the tree, never writing
-//! outside the target directory.
+//! outside the target directory: every entry is reached through directory handles that
+//! follow no symlink (`dirfd.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
+use rustix::fs::FileType;
 use sha1::{Digest, Sha1};
 
 use crate::backup::{Progress, CODEC_NONE, CODEC_ZSTD, PACK_MAGIC};
 use crate::chunker::MAX_SIZE;
 use crate::crypto::{self, Identities};
+use crate::dirfd::{self, Access, Dirs, Fail, Meta, Target};
 use crate::erasure::{self, Layout};
 use crate::manifest::{self, Entry, Kind, Manifest};
 use crate::store::Store;
@@ -368,11 +370,6 @@ type PackWork = (u32, Vec<(usize, usize, u64)>);
 
 const MARKER: &str = ".swarmbak-restore";
 
-/// Joins validated snapshot-relative path bytes onto the target.
-fn target_path(target: &Path, rel: &[u8]) -> PathBuf {
-    target.join(std::ffi::OsStr::from_bytes(rel))
-}
-
 fn parent_of(p: &[u8]) -> Option<&[u8]> {
     p.iter().rposition(|&b| b == b'/').map(|i| &p[..i])
 }
@@ -446,14 +443,14 @@ impl Marker {
 }
 
 /// Prepares the target directory: new, empty, or an unfinished restore of the same
-/// snapshot (then its record of finished packs is returned).
+/// snapshot (then its record of finished packs is returned). The target is opened here,
+/// once (§11.8): everything below it is reached from this handle.
 fn prepare_target(
     target: &Path,
     ih: &InfoHash,
     sel_key: &str,
-) -> Result<(Marker, bool), FormatError> {
+) -> Result<(Target, Marker, bool), FormatError> {
     let header = format!("swarmbak restore {ih} {sel_key}");
-    let marker = target.join(MARKER);
     let mut resumed = false;
     let mut done = HashSet::new();
     match fs::symlink_metadata(target) {
@@ -467,42 +464,40 @@ fn prepare_target(
                 target.display()
             )))
         }
-        Ok(_) => {
-            let mut names = fs::read_dir(target)
-                .map_err(|e| FormatError::io(target, e))?
-                .flatten()
-                .map(|e| e.file_name());
-            if names.next().is_some() {
-                let text = fs::read_to_string(&marker).unwrap_or_default();
-                let mut lines = text.lines();
-                if lines.next() != Some(header.as_str()) {
-                    return Err(FormatError::Invalid(format!(
-                        "{} is not empty and holds no unfinished restore of this snapshot; give a new or empty directory",
-                        target.display()
-                    )));
+        Ok(_) => {}
+    }
+    let dir = Target::open(target)?;
+    let marker = dir.display(MARKER.as_bytes());
+    if !dir.is_empty()? {
+        let mut text = String::new();
+        if let Ok(mut f) = dirfd::open_file(dir.fd(), MARKER.as_bytes(), Access::Read) {
+            // Unreadable or not text: no header, refused below.
+            let _ = f.read_to_string(&mut text);
+        }
+        let mut lines = text.lines();
+        if lines.next() != Some(header.as_str()) {
+            return Err(FormatError::Invalid(format!(
+                "{} is not empty and holds no unfinished restore of this snapshot; give a new or empty directory",
+                target.display()
+            )));
+        }
+        for l in lines {
+            let mut it = l.split_whitespace();
+            if let (Some(a), Some(b)) = (it.next(), it.next()) {
+                if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+                    done.insert((a, b));
                 }
-                for l in lines {
-                    let mut it = l.split_whitespace();
-                    if let (Some(a), Some(b)) = (it.next(), it.next()) {
-                        if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
-                            done.insert((a, b));
-                        }
-                    }
-                }
-                resumed = true;
             }
         }
+        resumed = true;
     }
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&marker)
-        .map_err(|e| FormatError::io(&marker, e))?;
+    let mut f = dirfd::open_file(dir.fd(), MARKER.as_bytes(), Access::Append)
+        .map_err(|f| dir.error(MARKER.as_bytes(), f))?;
     if !resumed {
         writeln!(f, "{header}").map_err(|e| FormatError::io(&marker, e))?;
     }
     Ok((
+        dir,
         Marker {
             file: Mutex::new(f),
             done,
@@ -545,15 +540,14 @@ fn decode_chunk(m: &Manifest, plain: &[u8], ci: usize) -> Result<Vec<u8>, Format
 }
 
 /// Whether every chunk of `uses` is already in place in the target (for resume).
-fn written(m: &Manifest, target: &Path, uses: &[(usize, usize, u64)]) -> bool {
+fn written(m: &Manifest, dirs: &mut Dirs, uses: &[(usize, usize, u64)]) -> bool {
     uses.iter().all(|(ci, entry, off)| {
         let c = &m.chunks[*ci];
-        let path = target_path(target, &m.entries[*entry].path);
-        let Ok(f) = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-        else {
+        let (parent, name) = dirfd::split(&m.entries[*entry].path);
+        let Ok(dir) = dirs.get(parent) else {
+            return false;
+        };
+        let Ok(f) = dirfd::open_file(dir, name, Access::Read) else {
             return false;
         };
         let mut buf = vec![0u8; c.raw_len as usize];
@@ -562,14 +556,11 @@ fn written(m: &Manifest, target: &Path, uses: &[(usize, usize, u64)]) -> bool {
     })
 }
 
-/// Gives a fully written file its length, mode and mtime.
-fn finish_file(f: &fs::File, e: &Entry, p: &Path) -> Result<(), FormatError> {
-    f.set_len(e.size).map_err(|err| FormatError::io(p, err))?;
-    f.set_permissions(fs::Permissions::from_mode(e.mode))
-        .map_err(|err| FormatError::io(p, err))?;
-    let mtime = filetime::FileTime::from_unix_time(e.mtime, e.mtime_ns);
-    filetime::set_file_handle_times(f, Some(mtime), Some(mtime))
-        .map_err(|err| FormatError::io(p, err))
+/// Gives a fully written file its length, mode and mtime, on its descriptor.
+fn finish_file(f: &fs::File, e: &Entry, dir: &Target) -> Result<(), FormatError> {
+    f.set_len(e.size)
+        .and_then(|()| dirfd::set_file_meta(f, e.mode, &dirfd::times(e.mtime, e.mtime_ns)))
+        .map_err(|err| FormatError::io(&dir.display(&e.path), err))
 }
 
 /// Restores snapshot `ih` from `src` into `opts.target`.
@@ -637,9 +628,11 @@ pub fn restore(
         .map(|p| p.trim_matches('/').to_string())
         .collect();
     sel.sort();
-    let (marker, resumed) = prepare_target(&opts.target, ih, &hex::encode(sel.join("\0")))?;
-    let target = opts.target.as_path();
+    let (dir, marker, resumed) = prepare_target(&opts.target, ih, &hex::encode(sel.join("\0")))?;
+    let dir = &dir;
 
+    // Every entry below the target is reached through directory handles opened without
+    // following symlinks (§11.8, dirfd.rs); nothing below the target is touched by path.
     // Directories first (owner-writable until their real modes are set at the end). Files
     // are created by the first write of their data and finished (length, mode, mtime) by
     // the last, so a file costs one open per chunk and no more.
@@ -647,33 +640,25 @@ pub fn restore(
         resumed,
         ..Default::default()
     };
+    let mut dirs = dir.dirs();
     for (i, e) in m.entries.iter().enumerate() {
         if !keep[i] {
             continue;
         }
-        let p = target_path(target, &e.path);
         match e.kind {
             Kind::Dir => {
-                match fs::symlink_metadata(&p) {
-                    Ok(md) if md.is_dir() => {}
-                    Ok(_) => {
-                        return Err(FormatError::Unsafe(format!(
-                            "{} exists and is not a directory",
-                            p.display()
-                        )))
+                let (parent, name) = dirfd::split(&e.path);
+                let at = dirs.get(parent)?;
+                match dirfd::mkdir(at, name) {
+                    Ok(true) => Ok(()),
+                    // A new restore makes every directory itself.
+                    Ok(false) if !resumed => Err(Fail::Appeared),
+                    Ok(false) => {
+                        Meta::open(at, name, FileType::Directory).and_then(|d| Ok(d.chmod(0o700)?))
                     }
-                    Err(_) => {
-                        use std::os::unix::fs::DirBuilderExt;
-                        fs::DirBuilder::new()
-                            .mode(0o700)
-                            .create(&p)
-                            .map_err(|e| FormatError::io(&p, e))?
-                    }
+                    Err(f) => Err(f),
                 }
-                if resumed {
-                    fs::set_permissions(&p, fs::Permissions::from_mode(0o700))
-                        .map_err(|e| FormatError::io(&p, e))?;
-                }
+                .map_err(|f| dir.error(&e.path, f))?;
                 report.dirs += 1;
             }
             Kind::File => {
@@ -704,10 +689,16 @@ pub fn restore(
     // wrote reads back with the right BLAKE3 name.
     let mut work: Vec<PackWork> = by_pack
         .into_par_iter()
-        .filter(|(p, uses)| {
-            let pr = &m.packs[*p as usize];
-            !(marker.done.contains(&(pr.snapshot, pr.offset)) && written(&m, target, uses))
-        })
+        .map_init(
+            || dir.dirs(),
+            |dirs, (p, uses)| {
+                let pr = &m.packs[p as usize];
+                let done =
+                    marker.done.contains(&(pr.snapshot, pr.offset)) && written(&m, dirs, &uses);
+                (!done).then_some((p, uses))
+            },
+        )
+        .flatten()
         .collect();
     work.sort_by_key(|(p, _)| {
         let pr = &m.packs[*p as usize];
@@ -735,8 +726,9 @@ pub fn restore(
         reader_for(pr.snapshot)?.plan(pr.offset, pr.len);
     }
 
-    work.par_iter()
-        .try_for_each(|(p, uses)| -> Result<(), FormatError> {
+    work.par_iter().try_for_each_init(
+        || dir.dirs(),
+        |dirs, (p, uses)| -> Result<(), FormatError> {
             let pr = &m.packs[*p as usize];
             let r = reader_for(pr.snapshot)?;
             let ct = r.read(pr.offset, pr.len)?;
@@ -753,93 +745,65 @@ pub fn restore(
                     decoded.insert(*ci, decode_chunk(&m, &plain, *ci)?);
                 }
                 let data = &decoded[ci];
-                let path = target_path(target, &m.entries[*entry].path);
-                let f = fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&path)
-                    .map_err(|e| FormatError::io(&path, e))?;
+                let e = &m.entries[*entry];
+                let (parent, name) = dirfd::split(&e.path);
+                let f = dirfd::open_file(dirs.get(parent)?, name, Access::Write)
+                    .map_err(|f| dir.error(&e.path, f))?;
                 f.write_all_at(data, *off)
-                    .map_err(|e| FormatError::io(&path, e))?;
+                    .map_err(|err| FormatError::io(&dir.display(&e.path), err))?;
                 if remaining[*entry].fetch_sub(1, Ordering::AcqRel) == 1 {
-                    finish_file(&f, &m.entries[*entry], &path)?;
+                    finish_file(&f, e, dir)?;
                 }
                 progress.advance(data.len() as u64);
             }
-            marker.done_with(target, pr.snapshot, pr.offset)
-        })?;
+            marker.done_with(&opts.target, pr.snapshot, pr.offset)
+        },
+    )?;
 
     // Symlinks, then metadata: files and links, then directories deepest first.
     progress.stage("setting metadata");
+    let mut dirs = dir.dirs();
     for (i, e) in m.entries.iter().enumerate() {
-        if !keep[i] {
+        let untouched_file = e.kind == Kind::File && untouched[i];
+        if !keep[i] || !(e.kind == Kind::Symlink || untouched_file) {
             continue;
         }
-        let p = target_path(target, &e.path);
-        let mtime = filetime::FileTime::from_unix_time(e.mtime, e.mtime_ns);
-        match e.kind {
-            Kind::Symlink => {
-                if let Ok(md) = fs::symlink_metadata(&p) {
-                    if md.file_type().is_symlink() {
-                        fs::remove_file(&p).map_err(|e| FormatError::io(&p, e))?;
-                    } else {
-                        return Err(FormatError::Unsafe(format!(
-                            "{} exists and is not a symlink",
-                            p.display()
-                        )));
-                    }
-                }
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&e.target), &p)
-                    .map_err(|e| FormatError::io(&p, e))?;
-                filetime::set_symlink_file_times(&p, mtime, mtime)
-                    .map_err(|e| FormatError::io(&p, e))?;
+        let (parent, name) = dirfd::split(&e.path);
+        let at = dirs.get(parent)?;
+        let t = dirfd::times(e.mtime, e.mtime_ns);
+        if e.kind == Kind::Symlink {
+            dirfd::symlink(at, name, &e.target, &t).map_err(|f| dir.error(&e.path, f))?;
+            continue;
+        }
+        // Empty files, and files whose data an earlier (resumed) run wrote.
+        match dirfd::stat(at, name) {
+            Ok(Some((FileType::RegularFile, size))) if size == e.size => {
+                Meta::open(at, name, FileType::RegularFile)
+                    .and_then(|f| Ok(f.set(e.mode, &t)?))
+                    .map_err(|f| dir.error(&e.path, f))?;
             }
-            Kind::File if untouched[i] => {
-                // Empty files, and files whose data an earlier (resumed) run wrote.
-                match fs::symlink_metadata(&p) {
-                    Ok(md) if md.is_file() && md.len() == e.size => {
-                        fs::set_permissions(&p, fs::Permissions::from_mode(e.mode))
-                            .map_err(|e| FormatError::io(&p, e))?;
-                        filetime::set_symlink_file_times(&p, mtime, mtime)
-                            .map_err(|e| FormatError::io(&p, e))?;
-                    }
-                    Ok(md) if !md.is_file() => {
-                        return Err(FormatError::Unsafe(format!(
-                            "{} exists and is not a regular file",
-                            p.display()
-                        )))
-                    }
-                    _ => {
-                        let f = fs::OpenOptions::new()
-                            .write(true)
-                            .create(true)
-                            .mode(0o600)
-                            .custom_flags(libc::O_NOFOLLOW)
-                            .open(&p)
-                            .map_err(|e| FormatError::io(&p, e))?;
-                        finish_file(&f, e, &p)?;
-                    }
-                }
+            _ => {
+                let f =
+                    dirfd::open_file(at, name, Access::Write).map_err(|f| dir.error(&e.path, f))?;
+                finish_file(&f, e, dir)?;
             }
-            Kind::File => {}
-            Kind::Dir => {}
         }
     }
     for (i, e) in m.entries.iter().enumerate().rev() {
         if !keep[i] || e.kind != Kind::Dir {
             continue;
         }
-        let p = target_path(target, &e.path);
-        let mtime = filetime::FileTime::from_unix_time(e.mtime, e.mtime_ns);
-        fs::set_permissions(&p, fs::Permissions::from_mode(e.mode))
-            .map_err(|e| FormatError::io(&p, e))?;
-        filetime::set_symlink_file_times(&p, mtime, mtime).map_err(|e| FormatError::io(&p, e))?;
+        let (parent, name) = dirfd::split(&e.path);
+        let at = dirs.get(parent)?;
+        let t = dirfd::times(e.mtime, e.mtime_ns);
+        Meta::open(at, name, FileType::Directory)
+            .and_then(|d| Ok(d.set(e.mode, &t)?))
+            .map_err(|f| dir.error(&e.path, f))?;
     }
+    drop(dirs);
     drop(marker);
-    let mp = target.join(MARKER);
-    fs::remove_file(&mp).map_err(|e| FormatError::io(&mp, e))?;
+    dirfd::remove_file(dir.fd(), MARKER.as_bytes())
+        .map_err(|e| FormatError::io(&dir.display(MARKER.as_bytes()), e))?;
     report.repaired = lock(&main.repaired).clone();
     for r in readers.iter().flatten() {
         report.repaired.extend(lock(&r.repaired).iter().cloned());
