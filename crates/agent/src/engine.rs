@@ -43,6 +43,52 @@ pub struct EngineConfig {
     pub verbose: bool,
 }
 
+/// Most peer connections an engine keeps at once (both directions, handshakes under way
+/// included); more are closed at once (wire.md "Limits").
+pub const MAX_CONNECTIONS: usize = 512;
+/// Most peer connections from or to one IP address.
+pub const MAX_CONNECTIONS_PER_IP: usize = 64;
+
+/// Connection slots: a connection holds one from before its handshake until it ends.
+#[derive(Default)]
+struct Slots {
+    per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// A connection's slot, given back when dropped.
+struct Slot {
+    slots: Arc<Slots>,
+    ip: std::net::IpAddr,
+}
+
+impl Slots {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Slot> {
+        let mut g = lock(&self.per_ip);
+        let total: usize = g.values().sum();
+        let here = g.get(&ip).copied().unwrap_or(0);
+        if total >= MAX_CONNECTIONS || here >= MAX_CONNECTIONS_PER_IP {
+            return None;
+        }
+        g.insert(ip, here + 1);
+        Some(Slot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut g = lock(&self.slots.per_ip);
+        if let Some(n) = g.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                g.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// How often received shards are flushed and then announced.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -124,6 +170,8 @@ struct Inner {
     cache: Arc<PieceCache>,
     /// The quota announced to the tracker (tracker.md §1 `quota`), once the agent sets it.
     announced_quota: std::sync::OnceLock<u64>,
+    /// Connection slots (caps in total and per address).
+    slots: Arc<Slots>,
 }
 
 /// A running engine. Cheap to clone.
@@ -171,6 +219,7 @@ impl Engine {
             interest: Arc::new(tokio::sync::Notify::new()),
             cache: Arc::new(PieceCache::default()),
             announced_quota: std::sync::OnceLock::new(),
+            slots: Arc::default(),
         }));
         let acc = e.clone();
         tokio::spawn(async move {
@@ -381,9 +430,14 @@ impl Engine {
             }
             c.insert(key, ConnEntry::new(ih, addr, tx, true));
         }
+        let Some(slot) = self.0.slots.take(addr.ip()) else {
+            lock(&self.0.conns).remove(&key);
+            return;
+        };
         let conn = self.conn(key, addr, t, rx, true);
         let e = self.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let end = match peer::dial(&conn).await {
                 Ok((io, theirs)) if e.admit(key, ih, theirs.peer_id) => {
                     peer::accepted(conn, io, theirs).await
@@ -502,6 +556,10 @@ impl Engine {
     }
 
     async fn accept(&self, s: TcpStream, addr: SocketAddr) {
+        // Over the caps: closed before anything is read or allocated for it.
+        let Some(_slot) = self.0.slots.take(addr.ip()) else {
+            return;
+        };
         let _ = s.set_nodelay(true);
         let mut framed = PeerIo::new(s, PeerCodec::new(Limits::default()));
         let theirs = match tokio::time::timeout(Duration::from_secs(10), framed.next()).await {

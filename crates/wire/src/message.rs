@@ -283,9 +283,10 @@ pub struct Limits {
     /// `ceil(pieces / 8)` bytes. `None` (a magnet fetch before the metadata) allows up to
     /// `max_extended` bytes; the session checks it once the piece count is known.
     pub num_pieces: Option<u32>,
-    /// Largest payload of an extended (BEP 10) message. Default 1 MiB.
+    /// Largest payload of an extended (BEP 10) message. Default 128 KiB (a BEP 9 piece is
+    /// 16 KiB; an extension handshake a few hundred bytes).
     pub max_extended: u32,
-    /// Largest payload of a message with an unknown id. Default 1 MiB.
+    /// Largest payload of a message with an unknown id. Default 128 KiB.
     pub max_unknown: u32,
     /// Fail on unknown message ids instead of returning [`Message::Unknown`].
     /// Default false (swarmbak ignores them, as transmission does).
@@ -297,8 +298,8 @@ impl Default for Limits {
         Limits {
             max_block: BLOCK_SIZE,
             num_pieces: None,
-            max_extended: 1024 * 1024,
-            max_unknown: 1024 * 1024,
+            max_extended: 128 * 1024,
+            max_unknown: 128 * 1024,
             reject_unknown: false,
         }
     }
