@@ -554,6 +554,21 @@ fn plain_peer_without_extensions_downloads() {
             .find_map(|l| l.strip_prefix("listening ").map(|s| s.trim().to_string()))
             .expect("agent address")
     };
+    // A standard client is served by an enrolled machine once the tracker lists it: it
+    // announces with its own passkey, and the agent learns of it at its next announce
+    // (wire.md "Authenticated peers"; a peer without BEP 10 gives no port: its IP counts).
+    let url = client_announce_url(&o.tracker_data, "plain-peer");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let announcing = {
+        let (stop, ih, port) = (stop.clone(), o.ih.clone(), free_port());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                announce_as_client(&url, &ih, port);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
     let want = 4.min(o.pieces);
     let out = Cmd::new(LT_PYTHON)
         .arg(py("raw_peer.py"))
@@ -566,6 +581,8 @@ fn plain_peer_without_extensions_downloads() {
         serde_json::from_str(out.stdout_str().lines().last().unwrap_or("")).unwrap_or_else(|e| {
             panic!("raw_peer.py: {e}\n{}{}", out.stdout_str(), out.stderr_str())
         });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    announcing.join().unwrap();
     eprintln!("plain peer: {res}");
     assert!(
         out.status.success(),
@@ -623,4 +640,29 @@ fn plain_peer_without_extensions_downloads() {
     );
     drop(o.tracker);
     regenerate_table();
+}
+
+/// One HTTP announce of a standard client (`url`: its passkey announce URL) for `ih`
+/// (hex), listening on `port`; panics unless the tracker answers 200.
+fn announce_as_client(url: &str, ih: &str, port: u16) {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .expect("an http:// announce URL");
+    let (host, path) = rest.split_once('/').expect("HOST/PATH");
+    let ih_q: String = (0..20)
+        .map(|i| format!("%{}", &ih[2 * i..2 * i + 2]))
+        .collect();
+    let req = format!(
+        "GET /{path}?info_hash={ih_q}&peer_id=-PLAIN0-000000000001&port={port}&uploaded=0&downloaded=0&left=1&compact=1 HTTP/1.0\r\nHost: {host}\r\n\r\n"
+    );
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200") || answer.starts_with(b"HTTP/1.0 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
 }

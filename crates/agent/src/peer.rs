@@ -591,9 +591,13 @@ impl Driver {
 
     /// Whether the tracker listed the peer: an address we dialled (we dial only what the
     /// tracker or the user gave), or its listening address in the torrent's last
-    /// announce answers.
+    /// announce answers; a peer that gives no listening port (no BEP 10) by its IP alone.
     fn refresh_listed(&mut self) {
-        self.listed = self.outgoing || self.their_listen.is_some_and(|a| self.t.is_listed(&a));
+        self.listed = self.outgoing
+            || match self.their_listen {
+                Some(a) => self.t.is_listed(&a),
+                None => self.t.is_listed_ip(self.addr.ip()),
+            };
         let servable = self.servable();
         if let Some(v) = self.t.inner().peers.get_mut(&self.key) {
             v.servable = servable;

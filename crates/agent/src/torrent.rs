@@ -296,6 +296,12 @@ impl Torrent {
         g[0].contains(addr) || g[1].contains(addr)
     }
 
+    /// Did one of the last two announce answers list a peer at `ip` (any port)?
+    pub fn is_listed_ip(&self, ip: std::net::IpAddr) -> bool {
+        let g = lock(&self.listed);
+        g.iter().flatten().any(|a| a.ip() == ip)
+    }
+
     /// The owner's machine key, if known.
     pub fn owner(&self) -> Option<&MachineKey> {
         self.owner.get()

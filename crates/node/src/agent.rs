@@ -54,10 +54,17 @@ pub struct JobContext {
 pub struct Replicate {
     pub discovery: Box<dyn Discovery>,
     pub every: Duration,
+    /// Snapshots refused (said once each).
+    pub refused: HashSet<InfoHash>,
 }
 
+/// Most pieces of a snapshot an agent holds shards of (a snapshot of 256 Ki shards of
+/// 1 MiB is 256 GiB of shards; the piece state of a larger one costs every agent more
+/// memory than a backup is worth).
+pub const MAX_SNAPSHOT_PIECES: usize = 1 << 18;
+
 impl Replicate {
-    async fn once(&self, cx: &JobContext) -> Result<(), FetchError> {
+    async fn once(&mut self, cx: &JobContext) -> Result<(), FetchError> {
         let copies = cx.node.config.copies as usize;
         for found in self.discovery.snapshots().await? {
             let ih = found.infohash;
@@ -68,6 +75,19 @@ impl Replicate {
                 let Ok(Some(bytes)) = self.discovery.metainfo(&ih).await else {
                     continue;
                 };
+                // A snapshot larger than any machine makes costs every agent memory for
+                // its piece state: refused before it is kept (swarm.md §2).
+                let pieces = swarmbak_metainfo::Metainfo::from_bytes(&bytes)
+                    .map(|m| m.pieces().len())
+                    .unwrap_or(usize::MAX);
+                if pieces > MAX_SNAPSHOT_PIECES {
+                    if self.refused.insert(ih) {
+                        eprintln!(
+                            "swarmbak agent: not holding {ih}: {pieces} pieces (at most {MAX_SNAPSHOT_PIECES})"
+                        );
+                    }
+                    continue;
+                }
                 cx.store.add_torrent(&ih, &bytes)?;
             }
             match (&found.signed, &found.owner) {
@@ -294,6 +314,7 @@ pub fn run(
                 Box::new(Replicate {
                     discovery: Box::new(discovery),
                     every: node.settings.poll,
+                    refused: HashSet::new(),
                 }),
                 None,
             ));

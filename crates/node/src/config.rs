@@ -204,7 +204,9 @@ impl NodeConfig {
                 k: DEFAULT_K,
                 m: DEFAULT_M,
                 recovery_recipients: Vec::new(),
-                quota: None,
+                // Other machines' shards never fill this disk unless asked (format-v1.md
+                // §15.1): a share of it, said by `init`.
+                quota: default_quota(root),
                 timers: Timers::default(),
                 enrolment: None,
                 listen: None,
@@ -348,6 +350,18 @@ impl NodeConfig {
             .collect::<Result<_, _>>()?;
         Ok(o)
     }
+}
+
+/// The storage quota a new home gets for other machines' shards: a fifth of the size of
+/// the file system holding it, and at most half of what is free there now, in whole
+/// GiB (at least 1 GiB). `None` when the file system cannot be asked.
+pub fn default_quota(root: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(root).ok()?;
+    let size = st.f_blocks.saturating_mul(st.f_frsize);
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    const GIB: u64 = 1 << 30;
+    let q = (size / 5).min(free / 2) / GIB * GIB;
+    Some(q.max(GIB))
 }
 
 /// The machine's ed25519 signing key (`ROOT/signing.key`, trust.md §1), made the first

@@ -54,7 +54,7 @@ pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>) -> R {
                "k": c.k, "m": c.m, "quota": c.quota, "listen": c.listen, "recovery_recipients": c.recovery_recipients}),
         || {
             format!(
-                "{} machine {:?} in {}\npublic key: {}\nrecovery recipients: {}\ntracker: {}\ncopies: {}, stripes of {}+{} shards",
+                "{} machine {:?} in {}\npublic key: {}\nrecovery recipients: {}\ntracker: {}\ncopies: {}, stripes of {}+{} shards\nquota for other machines' shards: {}",
                 if created { "created" } else { "updated" },
                 c.name,
                 ctx.home.display(),
@@ -67,7 +67,19 @@ pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>) -> R {
                 c.tracker.as_deref().unwrap_or("none (local only)"),
                 c.copies,
                 c.k,
-                c.m
+                c.m,
+                match c.quota {
+                    Some(q) => format!(
+                        "{}{}",
+                        crate::render::human_bytes(q),
+                        if created && opts.quota.is_none() {
+                            " (chosen: a fifth of this disk, at most half of its free space; change it with --quota)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    None => "unlimited (set one with --quota)".to_string(),
+                }
             )
         },
     );

@@ -49,8 +49,7 @@ struct Seen {
 /// A fake holder: announces with `announce` (a standard client's passkey: how it learns
 /// the swarm's addresses) at port 1, then dials every peer twice, as two machines with
 /// made-up `sb_key`s that "have all", and keeps the connections open. With `member` it
-/// is a stranger: it gives no listening port (so no peer can match it to the tracker's
-/// list) and opens the `sb_machine` exchange with a MAC it cannot know; without, it is
+/// is a stranger: it gives a listening port the tracker never listed and opens the `sb_machine` exchange with a MAC it cannot know; without, it is
 /// the listed standard client (`p` 1, the port it announced).
 async fn fake_holders(announce: String, ih: [u8; 20], seen: Arc<Seen>, member: bool) {
     let c = TrackerClient::new(&announce).unwrap();
@@ -108,7 +107,9 @@ async fn fake_connection(
     eh.extensions.insert(SB_MACHINE.into(), 2);
     eh.sb_key = Some(format!("age1fakeholder{n}").into_bytes());
     eh.sb_nonce = member.then_some([n; 32]);
-    eh.port = (!member).then_some(1);
+    // The stranger gives a listening port no tracker listed (a peer that gives none is
+    // matched by its IP alone, and on loopback every honest peer shares it).
+    eh.port = Some(if member { 2 } else { 1 });
     f.send(Frame::Message(Message::Extended {
         id: 0,
         payload: Bytes::from(eh.encode()),
@@ -299,4 +300,29 @@ fn a_machine_that_is_not_enrolled_cannot_claim_durable() {
     assert!(so.is_empty(), "nothing was made: {so}");
     // `--until published` still works there.
     seed(&home, &[&tree]);
+}
+
+/// Other machines' shards never fill a disk by default: a new home gets a quota from its
+/// file system's size and free space, and `init` says what it chose.
+#[test]
+fn a_new_home_gets_a_quota_from_its_disk_and_init_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("m");
+    let out = ok(&home, &["init", "--name", "m"]);
+    assert!(
+        out.contains("quota for other machines' shards:") && out.contains("chosen"),
+        "{out}"
+    );
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("config.json")).unwrap()).unwrap();
+    let q = c["quota"].as_u64().expect("a quota is set");
+    let st = rustix::fs::statvfs(dir.path()).unwrap();
+    let size = st.f_blocks * st.f_frsize;
+    assert!(
+        q >= 1 << 30 && q <= (size / 5).max(1 << 30),
+        "quota {q} of {size}"
+    );
+    // An explicit quota is kept as given, and not called chosen.
+    let out = ok(&home, &["init", "--quota", "3G"]);
+    assert!(!out.contains("chosen"), "{out}");
 }
