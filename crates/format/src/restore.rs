@@ -377,6 +377,24 @@ fn parent_of(p: &[u8]) -> Option<&[u8]> {
     p.iter().rposition(|&b| b == b'/').map(|i| &p[..i])
 }
 
+/// The restore's path handling, for `fuzz/` (not an API).
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::{Path, PathBuf};
+
+    use crate::{FormatError, Manifest};
+
+    /// Where an entry's (validated) path lands under `target`.
+    pub fn target_path(target: &Path, rel: &[u8]) -> PathBuf {
+        super::target_path(target, rel)
+    }
+
+    /// Which entries a `--path` selection keeps.
+    pub fn select(m: &Manifest, paths: &[String]) -> Result<Vec<bool>, FormatError> {
+        super::select(m, paths)
+    }
+}
+
 /// Which entries a `--path` selection keeps: the entries at or under each subpath, and
 /// the directories above them.
 fn select(m: &Manifest, paths: &[String]) -> Result<Vec<bool>, FormatError> {

@@ -234,6 +234,26 @@ fn classify(buf: &[u8], max_url_len: usize) -> Option<Head<'_>> {
     })
 }
 
+/// The fast path's reading of a request head, for `fuzz/` (not an API): `None` while the
+/// head is incomplete, `Some(None)` when hyper takes the request, else
+/// `Some(Some((head length, announce?, passkey, query)))`.
+#[doc(hidden)]
+pub fn classify_for_fuzzing(
+    buf: &[u8],
+    max_url_len: usize,
+) -> Option<Option<(usize, bool, Option<&str>, &[u8])>> {
+    Some(match classify(buf, max_url_len)? {
+        Head::Hyper => None,
+        Head::Bt {
+            head_len,
+            kind,
+            passkey,
+            query,
+            ..
+        } => Some((head_len, kind == Bt::Announce, passkey, query)),
+    })
+}
+
 /// The response head: the status, the headers hyper sends for the same answer
 /// (`content-type`, `content-length`, `date`), and `connection` when it is not the
 /// version's default.

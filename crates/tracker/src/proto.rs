@@ -222,6 +222,27 @@ impl AnnounceRequest {
     }
 }
 
+/// Parses a scrape query string as a tracker receives it: the `info_hash` values, each
+/// percent-decoded to 20 bytes, in order, at most `max` of them (the rest are checked and
+/// ignored); other keys are ignored. None is a full scrape.
+pub fn parse_scrape_query(query: &[u8], max: usize) -> Result<Vec<InfoHash>, String> {
+    let mut wanted: Vec<InfoHash> = Vec::new();
+    let mut buf = Vec::with_capacity(20);
+    for (k, v) in raw_pairs(query) {
+        if k != b"info_hash" {
+            continue;
+        }
+        percent_decode_into(v, &mut buf).map_err(|e| e.0)?;
+        let ih = <[u8; 20]>::try_from(buf.as_slice())
+            .map(InfoHash)
+            .map_err(|_| format!("invalid info_hash ({} bytes, not 20)", buf.len()))?;
+        if wanted.len() < max {
+            wanted.push(ih);
+        }
+    }
+    Ok(wanted)
+}
+
 /// Longest `machine` value (and machine key) the tracker accepts.
 pub const MAX_MACHINE_LEN: usize = 256;
 
