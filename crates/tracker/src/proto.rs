@@ -452,6 +452,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn scrape_query_keeps_at_most_max_and_checks_every_hash() {
+        let a = "%AB".repeat(20);
+        let q = format!(
+            "info_hash={a}&x=1&info_hash=bbbbbbbbbbbbbbbbbbbb&info_hash=cccccccccccccccccccc"
+        );
+        let got = parse_scrape_query(q.as_bytes(), 2).unwrap();
+        assert_eq!(got, vec![InfoHash([0xab; 20]), InfoHash([b'b'; 20])]);
+        assert_eq!(parse_scrape_query(b"", 2).unwrap(), vec![]);
+        // Past `max` a hash is still checked.
+        let bad = format!("{q}&info_hash=short");
+        assert_eq!(
+            parse_scrape_query(bad.as_bytes(), 2),
+            Err("invalid info_hash (5 bytes, not 20)".into())
+        );
+        assert!(parse_scrape_query(b"info_hash=%zz", 2).is_err());
+    }
+
+    #[test]
     fn quota_round_trips_and_is_optional() {
         let mut r = AnnounceRequest::new(InfoHash([3; 20]), PeerId([4; 20]), 6881, 10);
         assert!(!r.to_query().contains("quota"));

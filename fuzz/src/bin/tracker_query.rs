@@ -12,7 +12,7 @@
 
 use swarmbak_tracker::proto::parse_scrape_query;
 use swarmbak_tracker::udp::{self, ANNOUNCE_LEN};
-use swarmbak_tracker::{classify_for_fuzzing, AnnounceRequest};
+use swarmbak_tracker::{classify_for_fuzzing, AnnounceRequest, FastPathHead};
 
 const MAX_URL_LEN: usize = 4096;
 const MAX_SCRAPE: usize = 8;
@@ -29,7 +29,13 @@ fn query(q: &[u8]) {
 }
 
 fn http(buf: &[u8]) {
-    if let Some(Some((head_len, _announce, passkey, q))) = classify_for_fuzzing(buf, MAX_URL_LEN) {
+    if let Some(Some(FastPathHead {
+        head_len,
+        passkey,
+        query: q,
+        ..
+    })) = classify_for_fuzzing(buf, MAX_URL_LEN)
+    {
         assert!(head_len <= buf.len());
         let head = buf.as_ptr() as usize..buf.as_ptr() as usize + head_len;
         assert!(head.contains(&(q.as_ptr() as usize)) || q.is_empty());
