@@ -374,6 +374,31 @@ fn parent_of(p: &[u8]) -> Option<&[u8]> {
     p.iter().rposition(|&b| b == b'/').map(|i| &p[..i])
 }
 
+/// The restore's path handling, for `fuzz/` (not an API).
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::{Path, PathBuf};
+
+    use crate::{FormatError, Manifest};
+
+    /// Where an entry's (validated) path lands under `target`: the path the restore
+    /// names it by (it reaches it component by component, `dirfd::Dirs`).
+    pub fn target_path(target: &Path, rel: &[u8]) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        let (dir, name) = crate::dirfd::split(rel);
+        let mut p = target.to_path_buf();
+        for c in dir.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            p.push(std::ffi::OsStr::from_bytes(c));
+        }
+        p.join(std::ffi::OsStr::from_bytes(name))
+    }
+
+    /// Which entries a `--path` selection keeps.
+    pub fn select(m: &Manifest, paths: &[String]) -> Result<Vec<bool>, FormatError> {
+        super::select(m, paths)
+    }
+}
+
 /// Which entries a `--path` selection keeps: the entries at or under each subpath, and
 /// the directories above them.
 fn select(m: &Manifest, paths: &[String]) -> Result<Vec<bool>, FormatError> {

@@ -37,6 +37,8 @@ pub mod udp;
 mod web;
 
 pub use client::{ClientError, Published, Retry, TrackerClient, MAX_REPLY_BYTES};
+#[doc(hidden)]
+pub use plain::{classify_for_fuzzing, FastPathHead};
 pub use proto::{
     AnnounceEvent, AnnounceRequest, AnnounceResponse, InfoHash, PeerId, PeerInfo, ScrapeResponse,
     ScrapeStats,

@@ -234,6 +234,41 @@ fn classify(buf: &[u8], max_url_len: usize) -> Option<Head<'_>> {
     })
 }
 
+/// A GET announce or scrape as the fast path reads it, for `fuzz/` (not an API).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct FastPathHead<'a> {
+    /// Bytes of the buffer the request head takes.
+    pub head_len: usize,
+    /// An announce (else a scrape).
+    pub announce: bool,
+    /// The passkey in the path.
+    pub passkey: Option<&'a str>,
+    /// The raw query string.
+    pub query: &'a [u8],
+}
+
+/// The fast path's reading of a request head, for `fuzz/` (not an API): `None` while the
+/// head is incomplete, `Some(None)` when hyper takes the request.
+#[doc(hidden)]
+pub fn classify_for_fuzzing(buf: &[u8], max_url_len: usize) -> Option<Option<FastPathHead<'_>>> {
+    Some(match classify(buf, max_url_len)? {
+        Head::Hyper => None,
+        Head::Bt {
+            head_len,
+            kind,
+            passkey,
+            query,
+            ..
+        } => Some(FastPathHead {
+            head_len,
+            announce: kind == Bt::Announce,
+            passkey,
+            query,
+        }),
+    })
+}
+
 /// The response head: the status, the headers hyper sends for the same answer
 /// (`content-type`, `content-length`, `date`), and `connection` when it is not the
 /// version's default.

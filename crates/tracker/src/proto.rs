@@ -222,6 +222,27 @@ impl AnnounceRequest {
     }
 }
 
+/// Parses a scrape query string as a tracker receives it: the `info_hash` values, each
+/// percent-decoded to 20 bytes, in order, at most `max` of them (the rest are checked and
+/// ignored); other keys are ignored. None is a full scrape.
+pub fn parse_scrape_query(query: &[u8], max: usize) -> Result<Vec<InfoHash>, String> {
+    let mut wanted: Vec<InfoHash> = Vec::new();
+    let mut buf = Vec::with_capacity(20);
+    for (k, v) in raw_pairs(query) {
+        if k != b"info_hash" {
+            continue;
+        }
+        percent_decode_into(v, &mut buf).map_err(|e| e.0)?;
+        let ih = <[u8; 20]>::try_from(buf.as_slice())
+            .map(InfoHash)
+            .map_err(|_| format!("invalid info_hash ({} bytes, not 20)", buf.len()))?;
+        if wanted.len() < max {
+            wanted.push(ih);
+        }
+    }
+    Ok(wanted)
+}
+
 /// Longest `machine` value (and machine key) the tracker accepts.
 pub const MAX_MACHINE_LEN: usize = 256;
 
@@ -429,6 +450,24 @@ pub fn encode_failure(msg: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrape_query_keeps_at_most_max_and_checks_every_hash() {
+        let a = "%AB".repeat(20);
+        let q = format!(
+            "info_hash={a}&x=1&info_hash=bbbbbbbbbbbbbbbbbbbb&info_hash=cccccccccccccccccccc"
+        );
+        let got = parse_scrape_query(q.as_bytes(), 2).unwrap();
+        assert_eq!(got, vec![InfoHash([0xab; 20]), InfoHash([b'b'; 20])]);
+        assert_eq!(parse_scrape_query(b"", 2).unwrap(), vec![]);
+        // Past `max` a hash is still checked.
+        let bad = format!("{q}&info_hash=short");
+        assert_eq!(
+            parse_scrape_query(bad.as_bytes(), 2),
+            Err("invalid info_hash (5 bytes, not 20)".into())
+        );
+        assert!(parse_scrape_query(b"info_hash=%zz", 2).is_err());
+    }
 
     #[test]
     fn quota_round_trips_and_is_optional() {

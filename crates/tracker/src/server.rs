@@ -27,7 +27,7 @@ use crate::admin::{self, AdminError};
 use crate::directory::{Directory, Member, Snapshots};
 use crate::org::{is_passkey, Org};
 use crate::proto::{encode_failure, AnnounceRequest, InfoHash};
-use crate::query::{decoded_pairs, percent_decode_into, raw_pairs, text_param};
+use crate::query::{decoded_pairs, text_param};
 use crate::sqlite::{ImportReport, Sqlite};
 use crate::storage::{Published, SnapshotRow, Storage, StorageError};
 use crate::store::{check_machine_key, check_machine_name, SnapshotRecord};
@@ -1175,22 +1175,10 @@ fn announce(
 }
 
 fn scrape(shared: &Shared, query: &[u8]) -> Vec<u8> {
-    let mut wanted: Vec<InfoHash> = Vec::new();
-    let mut buf = Vec::with_capacity(20);
-    for (k, v) in raw_pairs(query) {
-        if k != b"info_hash" {
-            continue;
-        }
-        if let Err(e) = percent_decode_into(v, &mut buf) {
-            return encode_failure(&e.0);
-        }
-        let Ok(ih) = <[u8; 20]>::try_from(buf.as_slice()).map(InfoHash) else {
-            return encode_failure(&format!("invalid info_hash ({} bytes, not 20)", buf.len()));
-        };
-        if wanted.len() < shared.config.max_scrape_hashes {
-            wanted.push(ih);
-        }
-    }
+    let wanted = match crate::proto::parse_scrape_query(query, shared.config.max_scrape_hashes) {
+        Ok(w) => w,
+        Err(e) => return encode_failure(&e),
+    };
     let files = scrape_files(shared, &wanted);
     let mut enc = Encoder::with_capacity(16 + files.len() * 100);
     enc.begin_dict().key(b"files").begin_dict();
