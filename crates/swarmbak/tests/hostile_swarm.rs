@@ -326,3 +326,47 @@ fn a_new_home_gets_a_quota_from_its_disk_and_init_says_so() {
     let out = ok(&home, &["init", "--quota", "3G"]);
     assert!(!out.contains("chosen"), "{out}");
 }
+
+/// A revocation reaches every machine's peer checks: fetched from the tracker, checked
+/// against the organisation key, kept in HOME/revocations, and still in force when the
+/// tracker is down.
+#[test]
+fn a_revocation_reaches_the_peer_checks_and_outlives_the_tracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec_pub = swarmbak_format::Identity::generate()
+        .to_public()
+        .to_string();
+    let mut t = tracker(dir.path(), &rec_pub);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    init(&a, "a", &t, &rec_pub);
+    init(&b, "b", &t, &rec_pub);
+    let b_key = swarmbak_trust::SigningKey::load(&b.join("signing.key"))
+        .unwrap()
+        .public();
+    let node = swarmbak_node::config::Node::open(&a).unwrap();
+    let m = swarmbak_node::membership::Membership::of(&node)
+        .unwrap()
+        .expect("enrolled");
+    let tr = node.config.tracker_ref().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let none = rt.block_on(m.refresh(&tr, Duration::from_secs(5))).unwrap();
+    assert!(none.is_empty() && !m.identity.is_revoked(&b_key));
+    let data = t.data.to_str().unwrap().to_string();
+    ok(&t.data, &["tracker", "revoke", "--data", &data, "b"]);
+    let new = rt.block_on(m.refresh(&tr, Duration::from_secs(5))).unwrap();
+    assert_eq!(new, vec![b_key]);
+    assert!(m.identity.is_revoked(&b_key));
+    // The tracker goes away: a process started now still refuses b.
+    t.kill();
+    let again = swarmbak_node::membership::Membership::of(&node)
+        .unwrap()
+        .unwrap();
+    assert!(again.identity.is_revoked(&b_key), "the cached revocation");
+    assert!(rt
+        .block_on(again.refresh(&tr, Duration::from_secs(2)))
+        .is_err());
+    assert!(
+        again.identity.is_revoked(&b_key),
+        "a tracker that is down changes nothing"
+    );
+}
