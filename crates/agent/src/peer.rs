@@ -325,8 +325,9 @@ struct Driver {
     interest: Arc<tokio::sync::Notify>,
     cache: Arc<PieceCache>,
     route: Route,
-    /// Pieces whose every block is in, to hash and write once the lock is released.
-    completed: Vec<(u32, Vec<Bytes>)>,
+    /// Pieces whose every block is in (with each block's sender), to hash and write once
+    /// the lock is released.
+    completed: Vec<(u32, Vec<Bytes>, Vec<Option<PeerKey>>)>,
     /// The `sb_machine` exchange (enrolled machines only).
     auth: Option<MachineAuth>,
     outgoing: bool,
@@ -464,11 +465,13 @@ impl Driver {
                         let size = t.piece_size(piece);
                         Torrent::add_block(&mut g, size, piece, offset, data)
                             .map_err(|e| End::from(DisconnectReason::Malformed(e.to_string())))?;
+                        Torrent::note_sender(&mut g, size, piece, offset, self.key);
                     }
                     Action::VerifyPiece(piece) => {
                         let blocks = Torrent::take_piece(&mut g, piece)
                             .map_err(|e| End::from(DisconnectReason::Malformed(e.to_string())))?;
-                        self.completed.push((piece, blocks));
+                        let senders = Torrent::take_senders(&mut g, piece);
+                        self.completed.push((piece, blocks, senders));
                     }
                     other => rest.push(other),
                 }
@@ -478,10 +481,10 @@ impl Driver {
         if newly_interested {
             self.interest.notify_one();
         }
-        for (piece, blocks) in self.completed.drain(..) {
+        for (piece, blocks, senders) in self.completed.drain(..) {
             // Hashing and writing 1 MiB takes about a millisecond: done on a blocking
             // thread while this connection goes on reading.
-            t.complete_in_background(piece, blocks);
+            t.complete_in_background(piece, blocks, senders);
         }
         Ok(rest)
     }

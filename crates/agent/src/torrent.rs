@@ -39,6 +39,9 @@ pub enum BlockError {
 /// A connection's key (unique per engine).
 pub type PeerKey = u64;
 
+/// A block's SHA-1 and the connection that sent it.
+pub type BlockSender = ([u8; 20], Option<PeerKey>);
+
 /// A storage budget for other machines' shards, shared by the torrents that draw on it.
 #[derive(Debug)]
 pub struct Quota {
@@ -110,6 +113,11 @@ pub struct Inner {
     /// Connections to close and ban: each alone sent a piece (the value) that failed its
     /// hash check.
     pub kick: HashMap<PeerKey, u32>,
+    /// Who sent each block of the pieces being assembled.
+    pub senders: HashMap<u32, Vec<Option<PeerKey>>>,
+    /// Pieces that failed their hash check with several senders: each block's SHA-1 and
+    /// sender, to compare with the piece once it passes (smart ban, wire.md).
+    pub suspects: HashMap<u32, Vec<BlockSender>>,
 }
 
 /// A snapshot this engine takes part in.
@@ -266,6 +274,8 @@ impl Torrent {
                 banned_addrs: HashSet::new(),
                 banned_ids: HashSet::new(),
                 kick: HashMap::new(),
+                senders: HashMap::new(),
+                suspects: HashMap::new(),
             }),
             haves,
             downloaded: std::sync::atomic::AtomicU64::new(0),
@@ -589,17 +599,38 @@ impl Torrent {
     /// downloaded again, from one peer; if one peer alone sent it, that peer's address is
     /// banned at once and its connection closed and banned (wire.md, "Disconnect and
     /// ban").
-    pub fn complete_in_background(self: &Arc<Self>, piece: u32, blocks: Vec<bytes::Bytes>) {
+    ///
+    /// A piece that failed with several senders bans nobody at first; its blocks' hashes
+    /// are kept, and once the piece passes, every sender of a block that differed from
+    /// the good one is banned (libtorrent's smart ban).
+    pub fn complete_in_background(
+        self: &Arc<Self>,
+        piece: u32,
+        blocks: Vec<bytes::Bytes>,
+        senders: Vec<Option<PeerKey>>,
+    ) {
         let t = self.clone();
         tokio::task::spawn_blocking(move || match t.complete_piece(piece, &blocks) {
-            Ok(true) => {}
+            Ok(true) => {
+                let mut g = t.inner();
+                if let Some(before) = g.suspects.remove(&piece) {
+                    for liar in liars(&before, &blocks) {
+                        Torrent::ban_liar(&mut g, liar, piece);
+                    }
+                }
+            }
             Ok(false) => {
                 let mut g = t.inner();
-                if let [liar] = g.picker.piece_failed(piece)[..] {
-                    if let Some(addr) = g.peers.get(&liar).map(|v| v.addr) {
-                        g.banned_addrs.insert(addr);
+                match g.picker.piece_failed(piece)[..] {
+                    [liar] => Torrent::ban_liar(&mut g, liar, piece),
+                    _ => {
+                        let hashed = blocks
+                            .iter()
+                            .zip(senders.iter().copied().chain(std::iter::repeat(None)))
+                            .map(|(b, s)| (Sha1::digest(b).into(), s))
+                            .collect();
+                        g.suspects.insert(piece, hashed);
                     }
-                    g.kick.insert(liar, piece);
                 }
             }
             Err(e) => {
@@ -607,6 +638,32 @@ impl Torrent {
                 t.store_failed(piece, &e);
             }
         });
+    }
+
+    /// Closes and bans the connection `liar` (its address at once): it sent bad data
+    /// for `piece`.
+    fn ban_liar(g: &mut Inner, liar: PeerKey, piece: u32) {
+        if let Some(addr) = g.peers.get(&liar).map(|v| v.addr) {
+            g.banned_addrs.insert(addr);
+        }
+        g.kick.insert(liar, piece);
+    }
+
+    /// Notes who sent the block at `offset` of `piece` (filed by [`Torrent::add_block`]).
+    pub fn note_sender(g: &mut Inner, piece_size: usize, piece: u32, offset: u32, key: PeerKey) {
+        let bs = swarmbak_wire::BLOCK_SIZE as usize;
+        let slots = g
+            .senders
+            .entry(piece)
+            .or_insert_with(|| vec![None; piece_size.div_ceil(bs)]);
+        if let Some(s) = slots.get_mut(offset as usize / bs) {
+            *s = Some(key);
+        }
+    }
+
+    /// The senders of a piece's blocks, in order, taken with its blocks.
+    pub fn take_senders(g: &mut Inner, piece: u32) -> Vec<Option<PeerKey>> {
+        g.senders.remove(&piece).unwrap_or_default()
     }
 
     /// Verifies a completed piece (its blocks in order) and stores it. Returns false when
@@ -687,6 +744,20 @@ impl Torrent {
     }
 }
 
+/// The senders of blocks that differ between a failed attempt at a piece (each block's
+/// SHA-1 and sender) and the piece that then passed: the liars (smart ban).
+pub fn liars<B: AsRef<[u8]>>(before: &[BlockSender], good: &[B]) -> Vec<PeerKey> {
+    let mut out: Vec<PeerKey> = before
+        .iter()
+        .zip(good)
+        .filter(|((h, _), g)| Sha1::digest(g.as_ref())[..] != h[..])
+        .filter_map(|((_, s), _)| *s)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// The takeover grace when the engine sets none (swarm.md §11).
 const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -721,7 +792,23 @@ mod tests {
             banned_addrs: HashSet::new(),
             banned_ids: HashSet::new(),
             kick: HashMap::new(),
+            senders: HashMap::new(),
+            suspects: HashMap::new(),
         }
+    }
+
+    /// Smart ban: of two senders of a piece that failed, only the one whose block
+    /// differs from the good piece is a liar.
+    #[test]
+    fn only_the_sender_of_the_bad_block_is_a_liar() {
+        let good = [Bytes::from(vec![1u8; 16]), Bytes::from(vec![2u8; 16])];
+        let h = |b: &[u8]| -> [u8; 20] { Sha1::digest(b).into() };
+        let before = vec![(h(&good[0]), Some(7)), (h(&[9u8; 16]), Some(8))];
+        assert_eq!(liars(&before, &good), vec![8]);
+        let honest = vec![(h(&good[0]), Some(7)), (h(&good[1]), Some(8))];
+        assert!(liars(&honest, &good).is_empty());
+        let unknown = vec![(h(&[0u8; 16]), None), (h(&good[1]), Some(8))];
+        assert!(liars(&unknown, &good).is_empty(), "no sender, no ban");
     }
 
     #[test]

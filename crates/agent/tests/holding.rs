@@ -86,7 +86,7 @@ async fn a_shard_that_cannot_be_written_backs_off_instead_of_downloading_again()
     let _ = std::fs::remove_dir_all(dir);
     std::fs::write(dir, b"in the way").unwrap();
     let shard = s.owner.store().read_shard(&s.ih, 0).unwrap().unwrap();
-    t.complete_in_background(0, vec![bytes::Bytes::from(shard)]);
+    t.complete_in_background(0, vec![bytes::Bytes::from(shard)], vec![None]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while wanted(&t) > 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
