@@ -935,6 +935,15 @@ pub(crate) fn commit(
             .map_err(|e| FormatError::Invalid(format!("cannot encode snapshot info: {e}")))?;
         write_atomic(&build.join("local.json"), &json, 0o644, false)
             .map_err(|e| FormatError::io(build, e))?;
+        // Not published until the tracker says so (format-v1.md §15.2): a publish that
+        // fails or is interrupted leaves the marker for the next seed or the agent.
+        write_atomic(
+            &build.join(crate::store::UNPUBLISHED),
+            crate::store::UNPUBLISHED_TEXT,
+            0o644,
+            false,
+        )
+        .map_err(|e| FormatError::io(build, e))?;
     }
     sync_fs(build)?;
     let dest = store.snapshot_dir(infohash);

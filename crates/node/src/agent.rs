@@ -159,6 +159,53 @@ impl Job for SendReports {
     }
 }
 
+/// Publishes this machine's snapshots whose publish has not gone through (the tracker was
+/// down, a `seed` was interrupted, the tracker refused: format-v1.md §15.2), oldest first,
+/// when the agent starts and then every `every` (swarm.md §6).
+pub struct PublishPending {
+    pub every: Duration,
+    /// The last failure said, so a tracker that stays down is said once, not every period.
+    pub last_error: Option<String>,
+}
+
+impl Job for PublishPending {
+    fn name(&self) -> &'static str {
+        "publish pending"
+    }
+    fn due(&self, last: Option<Instant>, now: Instant) -> bool {
+        every_due(last, now, self.every)
+    }
+    fn run<'a>(
+        &'a mut self,
+        cx: &'a JobContext,
+    ) -> crate::discovery::BoxFuture<'a, Result<(), FetchError>> {
+        Box::pin(async move {
+            if cx.store.unpublished().map_or(true, |v| v.is_empty()) {
+                return Ok(());
+            }
+            // A tracker that is down costs this job at most 2 s each period.
+            match crate::seed::publish_pending(&cx.node, None, Duration::from_secs(2)).await {
+                Ok(done) => {
+                    for ih in done {
+                        eprintln!(
+                            "swarmbak agent: published {ih} (its publish had not gone through)"
+                        );
+                    }
+                    self.last_error = None;
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    if self.last_error.as_ref() != Some(&e) {
+                        eprintln!("swarmbak agent: a snapshot waits to be published: {e}; trying again every {}s", self.every.as_secs_f64());
+                        self.last_error = Some(e);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
 /// The owner recorded for a snapshot held for another machine, if any. An enrolled
 /// machine (`org`) believes only a kept publish record that verifies (the plain `owner`
 /// file of older versions may have come from an unauthenticated `sb_owner`).
@@ -294,6 +341,13 @@ pub fn run(
                 Box::new(Replicate {
                     discovery: Box::new(discovery),
                     every: node.settings.poll,
+                }),
+                None,
+            ));
+            jobs.push((
+                Box::new(PublishPending {
+                    every: node.settings.poll,
+                    last_error: None,
                 }),
                 None,
             ));

@@ -116,14 +116,40 @@ pub async fn publish(
                 .await
         }
     };
-    match answer {
-        Ok(_) => Ok(None),
-        Err(e) if not_a_swarmbak_tracker(&e) => Ok(Some(Event::AnnounceOnly {
+    let note = match answer {
+        Ok(_) => None,
+        Err(e) if not_a_swarmbak_tracker(&e) => Some(Event::AnnounceOnly {
             tracker: url.clone(),
             status: http_status(&e).unwrap_or(0),
-        })),
-        Err(e) => Err(failed(e.to_string())),
+        }),
+        Err(e) => return Err(failed(e.to_string())),
+    };
+    // Acknowledged (or a tracker that keeps no snapshots: nothing more to do).
+    node.home.store().mark_published(ih)?;
+    Ok(note)
+}
+
+/// Publishes this machine's snapshots whose publish has not gone through (the tracker
+/// was down, the publish was interrupted or refused: format-v1.md §15.2), oldest first so
+/// parents go before their children, except `skip`; stops at the first that fails, each
+/// retried for up to `timeout`. Returns those published.
+pub async fn publish_pending(
+    node: &Node,
+    skip: Option<&InfoHash>,
+    timeout: Duration,
+) -> Result<Vec<InfoHash>, PublishError> {
+    if node.config.tracker.is_none() {
+        return Ok(Vec::new());
     }
+    let mut done = Vec::new();
+    for ih in node.home.store().unpublished()? {
+        if Some(&ih) == skip {
+            continue;
+        }
+        publish(node, &ih, timeout).await?;
+        done.push(ih);
+    }
+    Ok(done)
 }
 
 /// Where `seed` reads how many machines hold each shard.
@@ -165,6 +191,18 @@ pub fn publish_and_seed(
             .unwrap_or(Duration::from_secs(3600 * 24 * 365))
     };
     let rt = crate::runtime().map_err(SeedError::Runtime)?;
+    // Earlier snapshots whose publish did not go through first: this one may build on
+    // them (its parents), and is restorable only once they are known.
+    let earlier = rt
+        .block_on(publish_pending(node, Some(&ih), left()))
+        .map_err(SeedError::Publish)?;
+    for e in earlier {
+        report.event(&Event::Published {
+            infohash: e,
+            tracker: node.config.tracker.clone(),
+            earlier: true,
+        });
+    }
     // Publish (retrying while the tracker refuses or is down).
     let published = match &made.by {
         Maker::Agent(sock) => rt
@@ -181,6 +219,7 @@ pub fn publish_and_seed(
             report.event(&Event::Published {
                 infohash: ih,
                 tracker: node.config.tracker.clone(),
+                earlier: false,
             })
         }
         Err(e) => return Err(SeedError::Publish(e)),

@@ -193,26 +193,41 @@ pub fn snapshots(ctx: &Ctx, machine: Option<String>) -> R {
         return machine_snapshots(ctx, &m);
     }
     let home = swarmbak_format::Home::open(&ctx.home)?;
-    let list = home.store().own_snapshots()?;
+    let store = home.store();
+    let list = store.own_snapshots()?;
+    // Not published: the tracker has not acknowledged it yet (format-v1.md §15.2); the
+    // next `seed` or the agent publishes it.
+    let published = |s: &swarmbak_format::SnapshotInfo| {
+        swarmbak_core::InfoHash::from_hex(&s.infohash).map_or(true, |ih| store.is_published(&ih))
+    };
     if ctx.json {
         for s in &list {
-            say!("{}", serde_json::to_string(s).unwrap_or_default());
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            v["published"] = json!(published(s));
+            say!("{v}");
         }
         return Ok(());
     }
     if list.is_empty() {
         say!("no snapshots yet: `swarmbak seed PATH` makes one");
     }
+    let mut pending = 0;
     for s in &list {
+        let p = published(s);
+        pending += usize::from(!p);
         say!(
-            "{}  {}  {:>7} files  {:>10}  {:>10} new  {}",
+            "{}  {}  {:>7} files  {:>10}  {:>10} new  {}{}",
             s.infohash,
             utc(s.time),
             s.files,
             human_bytes(s.bytes),
             human_bytes(s.new_bytes),
-            s.paths.join(" ")
+            s.paths.join(" "),
+            if p { "" } else { "  (not published)" }
         );
+    }
+    if pending > 0 {
+        tell!("swarmbak: {pending} snapshot(s) not published yet (the tracker has not acknowledged them): the running agent or the next `swarmbak seed` publishes them once the tracker answers");
     }
     Ok(())
 }

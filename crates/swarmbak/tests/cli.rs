@@ -466,3 +466,113 @@ fn health_tells_an_unreachable_or_empty_tracker_from_no_machines() {
     );
     assert!(!out.contains("0 machines online"), "{out}");
 }
+
+/// `seed --until published --timeout 3` with the tracker down: exit 3, the snapshot
+/// made; returns its infohash.
+fn seed_while_the_tracker_is_down(home: &std::path::Path, tree: &std::path::Path) -> String {
+    let o = procs::run_fast(
+        home,
+        &[
+            "seed",
+            tree.to_str().unwrap(),
+            "--until",
+            "published",
+            "--timeout",
+            "3",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}{err}");
+    let ih = out.lines().next().unwrap_or("").to_string();
+    assert_eq!(ih.len(), 40, "{out}");
+    ih
+}
+
+/// Whether the tracker lists `ih` among `laptop`'s snapshots.
+fn tracker_lists(home: &std::path::Path, ih: &str) -> bool {
+    let o = run(home, &["snapshots", "--machine", "laptop"]);
+    o.status.success() && text(&o).0.contains(ih)
+}
+
+/// `snapshots` (text and --json) says whether each snapshot is published.
+fn says_not_published(home: &std::path::Path, ih: &str) -> bool {
+    let out = ok(home, &["snapshots"]);
+    let line = out.lines().find(|l| l.starts_with(ih)).unwrap_or("");
+    let text_says = line.contains("not published");
+    let json = ok(home, &["snapshots", "--json"]);
+    let v: serde_json::Value = json
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["infohash"] == ih)
+        .unwrap_or_else(|| panic!("{ih} not in {json}"));
+    assert_eq!(
+        text_says,
+        v["published"] == false,
+        "text and JSON disagree: {line} / {v}"
+    );
+    text_says
+}
+
+/// Issue 11: a snapshot made while the tracker is down is marked "not published" and the
+/// running agent publishes it once the tracker is back (it used to stay unknown to every
+/// other machine for good).
+#[test]
+fn the_agent_publishes_a_snapshot_the_tracker_never_acknowledged() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut tr, home, tree, rec) = laptop(t.path());
+    let addr = tr.addr.clone();
+    tr.kill();
+    let ih = seed_while_the_tracker_is_down(&home, &tree);
+    assert!(says_not_published(&home, &ih));
+    let _agent = procs::agent(&home, "laptop agent");
+    let _tr = procs::tracker_with(t.path(), &rec, &["--listen", &addr]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !tracker_lists(&home, &ih) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not publish {ih} within 15 s of the tracker coming back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert!(!says_not_published(&home, &ih));
+}
+
+/// Without an agent, the next `seed` publishes the earlier snapshot first (its parent),
+/// then its own; `snapshots` says "not published" in between.
+#[test]
+fn the_next_seed_publishes_the_earlier_snapshot_first() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut tr, home, tree, rec) = laptop(t.path());
+    let addr = tr.addr.clone();
+    tr.kill();
+    let first = seed_while_the_tracker_is_down(&home, &tree);
+    assert!(says_not_published(&home, &first));
+    let _tr = procs::tracker_with(t.path(), &rec, &["--listen", &addr]);
+    fs::write(tree.join("g"), b"more data").unwrap();
+    let o = procs::run_fast(
+        &home,
+        &[
+            "seed",
+            tree.to_str().unwrap(),
+            "--until",
+            "published",
+            "--json",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let second = events[0]["infohash"].as_str().unwrap().to_string();
+    let published: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "published")
+        .filter_map(|e| e["infohash"].as_str())
+        .collect();
+    assert_eq!(published, [first.as_str(), second.as_str()], "{out}");
+    assert!(tracker_lists(&home, &first) && tracker_lists(&home, &second));
+    assert!(!says_not_published(&home, &first));
+    assert!(!says_not_published(&home, &second));
+}
