@@ -232,6 +232,21 @@ impl Store {
             .collect())
     }
 
+    /// The earlier snapshots one of this machine's snapshots needs for a restore (its
+    /// manifest's `parents` and `snapshots`: format-v1.md §11), read from the manifest
+    /// cache; `None` when the store keeps no manifest of it (not this machine's).
+    pub fn referenced(&self, ih: &InfoHash) -> Result<Option<Vec<InfoHash>>, FormatError> {
+        let Some(plain) = self.manifest_cache(ih)? else {
+            return Ok(None);
+        };
+        let m = crate::manifest::Manifest::decode(&plain)?;
+        let mut v: Vec<InfoHash> = m.parents.iter().chain(&m.snapshots).copied().collect();
+        v.sort();
+        v.dedup();
+        v.retain(|p| p != ih);
+        Ok(Some(v))
+    }
+
     /// Finds a snapshot by full infohash or by a unique prefix of at least 6 hex digits.
     pub fn resolve(&self, s: &str) -> Result<InfoHash, FormatError> {
         let s = s.trim().to_ascii_lowercase();

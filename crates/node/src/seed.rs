@@ -152,18 +152,56 @@ pub async fn publish_pending(
     Ok(done)
 }
 
-/// Where `seed` reads how many machines hold each shard.
+/// Where `seed` reads how many machines hold each shard (of the snapshot and of the
+/// earlier snapshots it refers to).
 enum Holders {
     Agent(ControlClient),
-    Here(Arc<Torrent>),
+    Here(Vec<Arc<Torrent>>),
 }
 
 impl Holders {
     async fn get(&self, ih: &InfoHash) -> Result<Vec<usize>, SeedError> {
         match self {
             Holders::Agent(c) => Ok(c.holders(ih).await?),
-            Holders::Here(t) => Ok(t.holders()),
+            Holders::Here(ts) => Ok(ts
+                .iter()
+                .find(|t| &t.ih == ih)
+                .map(|t| t.holders())
+                .unwrap_or_default()),
         }
+    }
+
+    /// The first earlier snapshot `refs` (the snapshot's parents and the snapshots its
+    /// manifest refers to) that is not durable, and why: a snapshot is restorable only
+    /// with every one of them (swarm.md §4.2).
+    async fn missing_link(
+        &self,
+        node: &Node,
+        refs: &[InfoHash],
+        copies: usize,
+    ) -> Result<Option<(InfoHash, String)>, SeedError> {
+        let store = node.home.store();
+        for r in refs {
+            if !store.has(r) {
+                return Ok(Some((*r, "is not in the local store".into())));
+            }
+            if !store.is_published(r) {
+                return Ok(Some((*r, "is not published".into())));
+            }
+            let h = self.get(r).await?;
+            if h.is_empty() || !durable(&h, copies) {
+                let short = h.iter().filter(|&&c| c < copies).count();
+                return Ok(Some((
+                    *r,
+                    format!(
+                        "has {short} of {} shards held by fewer than {copies} other machines (fewest: {})",
+                        h.len(),
+                        h.iter().copied().min().unwrap_or(0)
+                    ),
+                )));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -231,6 +269,8 @@ pub fn publish_and_seed(
         Maker::Here => Some(node.home.lock()?),
         Maker::Agent(_) => None,
     };
+    // The earlier snapshots this one needs for a restore: durable only with them.
+    let refs = node.home.store().referenced(&ih)?.unwrap_or_default();
     rt.block_on(async {
         let (holders, _engine, tick) = match &made.by {
             Maker::Agent(sock) => (
@@ -255,19 +295,39 @@ pub fn publish_and_seed(
                     ih,
                     Role::Seed,
                     Some(me.clone()),
-                    Some(me),
+                    Some(me.clone()),
                 )
                 .map_err(FetchError::from)?;
                 engine.add(t.clone());
                 report.counter(t.num_pieces() as u64 * plan.copies as u64);
-                (Holders::Here(t), Some(engine), Duration::from_millis(200))
+                let mut ts = vec![t];
+                // Seed the earlier snapshots too: the swarm needs them as well.
+                for r in refs.iter().filter(|r| node.home.store().has(r)) {
+                    let t = Torrent::open(
+                        &node.home.store(),
+                        *r,
+                        Role::Seed,
+                        Some(me.clone()),
+                        Some(me.clone()),
+                    )
+                    .map_err(FetchError::from)?;
+                    engine.add(t.clone());
+                    ts.push(t);
+                }
+                (Holders::Here(ts), Some(engine), Duration::from_millis(200))
             }
         };
         let mut last = Vec::new();
         loop {
             let h = holders.get(&ih).await?;
             report.set(h.iter().map(|&c| c.min(plan.copies) as u64).sum());
-            if plan.until == Until::Durable && !h.is_empty() && durable(&h, plan.copies) {
+            let itself = !h.is_empty() && durable(&h, plan.copies);
+            let missing = if itself {
+                holders.missing_link(node, &refs, plan.copies).await?
+            } else {
+                None
+            };
+            if plan.until == Until::Durable && itself && missing.is_none() {
                 report.finish();
                 report.event(&Event::Durable {
                     infohash: ih,
@@ -286,6 +346,13 @@ pub fn publish_and_seed(
             }
             if plan.deadline.is_some_and(|d| Instant::now() > d) {
                 report.finish();
+                if let Some((parent, why)) = missing {
+                    return Err(SeedError::MissingLink {
+                        infohash: ih,
+                        parent,
+                        why,
+                    });
+                }
                 return Err(SeedError::Timeout {
                     infohash: ih,
                     short: h.iter().filter(|&&c| c < plan.copies).count(),

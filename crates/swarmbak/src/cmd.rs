@@ -313,6 +313,17 @@ pub fn health(ctx: &Ctx, infohash: &str, listen: Option<&str>) -> R {
     v["infohash"] = json!(ih.to_hex());
     v["scope"] = json!("swarm");
     v["tracker_peers"] = json!(sh.tracker_peers);
+    // Recoverable only with every snapshot it builds on (swarm.md §8).
+    v["recoverable"] = json!(sh.recoverable());
+    v["shards_recoverable"] = json!(h.recoverable);
+    v["chain"] = sh
+        .chain
+        .iter()
+        .map(|(p, why)| json!({"infohash": p.to_hex(), "recoverable": why.is_none(), "why": why}))
+        .collect();
+    let missing = sh
+        .missing_link()
+        .map(|(p, why)| format!("it builds on the earlier snapshot {p}, which {why}; "));
     out(ctx, v, || {
         let online = if sh.tracker_peers == 0 {
             // Not "0 machines online": the tracker may just have restarted.
@@ -321,8 +332,9 @@ pub fn health(ctx: &Ctx, infohash: &str, listen: Option<&str>) -> R {
             format!("{} machines online hold its shards", h.machines_online)
         };
         format!(
-            "{ih}: {} now; {online}; {} stripes of {}+{}; fewest reachable shards in a stripe: {} (need {}); fewest holders of a shard: {}",
-            if h.recoverable { "recoverable" } else { "NOT recoverable" },
+            "{ih}: {} now; {}{online}; {} stripes of {}+{}; fewest reachable shards in a stripe: {} (need {}); fewest holders of a shard: {}",
+            if sh.recoverable() { "recoverable" } else { "NOT recoverable" },
+            missing.as_deref().unwrap_or(""),
             h.stripes,
             h.k,
             h.m,
@@ -331,10 +343,15 @@ pub fn health(ctx: &Ctx, infohash: &str, listen: Option<&str>) -> R {
             h.fewest_holders()
         )
     });
-    if h.recoverable {
-        Ok(())
-    } else {
-        Err(swarmbak_node::HealthError::NotRecoverable(ih).into())
+    match sh.missing_link() {
+        _ if !h.recoverable => Err(swarmbak_node::HealthError::NotRecoverable(ih).into()),
+        Some((p, why)) => Err(swarmbak_node::HealthError::MissingLink {
+            infohash: ih,
+            parent: *p,
+            why: why.to_string(),
+        }
+        .into()),
+        None => Ok(()),
     }
 }
 
