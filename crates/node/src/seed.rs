@@ -17,7 +17,7 @@ use crate::config::Node;
 use crate::control::ControlClient;
 use crate::discovery::{http_status, not_a_swarmbak_tracker, tracker_client};
 use crate::error::{FetchError, PublishError, SeedError};
-use crate::fetch::start_engine;
+use crate::fetch::{start_engine, SAY_EVERY};
 use crate::report::{Event, Report};
 
 /// How long `seed` goes on (the command line contract).
@@ -171,6 +171,19 @@ impl Holders {
         }
     }
 
+    /// Distinct machines other than the owner holding any shard of `ih`, when known here.
+    fn machines(&self, ih: &InfoHash) -> Option<usize> {
+        match self {
+            Holders::Agent(_) => None,
+            Holders::Here(ts) => {
+                let t = ts.iter().find(|t| &t.ih == ih)?;
+                let all: std::collections::HashSet<_> =
+                    t.holder_sets().into_iter().flatten().collect();
+                Some(all.len())
+            }
+        }
+    }
+
     /// The first earlier snapshot `refs` (the snapshot's parents and the snapshots its
     /// manifest refers to) that is not durable, and why: a snapshot is restorable only
     /// with every one of them (swarm.md §4.2).
@@ -205,6 +218,47 @@ impl Holders {
     }
 }
 
+/// Runs `attempt` (a publish retried for at most the slice it is given) in slices of
+/// [`SAY_EVERY`] until it succeeds or `left` runs out, telling `report` after each failed
+/// slice what it waits for (swarm.md §4.2: `waiting` events).
+async fn saying<T, F, Fut>(
+    report: &dyn Report,
+    t0: Instant,
+    left: &dyn Fn() -> Duration,
+    mut attempt: F,
+) -> Result<T, PublishError>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<T, PublishError>>,
+{
+    loop {
+        let slice = SAY_EVERY.min(left());
+        let began = Instant::now();
+        match attempt(slice).await {
+            Ok(v) => return Ok(v),
+            Err(e) if left().is_zero() => return Err(e),
+            Err(e) => {
+                let what = match &e {
+                    PublishError::Tracker {
+                        infohash,
+                        tracker,
+                        reason,
+                    } => format!(
+                        "the tracker at {tracker} to take the publish of {infohash} (last attempt: {reason})"
+                    ),
+                    e => format!("the publish to go through (last attempt: {e})"),
+                };
+                report.event(&Event::Waiting {
+                    what,
+                    seconds: t0.elapsed().as_secs(),
+                });
+                // A refusal comes back at once: try again after the rest of the slice.
+                tokio::time::sleep(slice.saturating_sub(began.elapsed()).min(left())).await;
+            }
+        }
+    }
+}
+
 /// What to wait for after the snapshot is made.
 pub struct SeedPlan {
     pub until: Until,
@@ -229,10 +283,13 @@ pub fn publish_and_seed(
             .unwrap_or(Duration::from_secs(3600 * 24 * 365))
     };
     let rt = crate::runtime().map_err(SeedError::Runtime)?;
+    let t0 = Instant::now();
     // Earlier snapshots whose publish did not go through first: this one may build on
     // them (its parents), and is restorable only once they are known.
     let earlier = rt
-        .block_on(publish_pending(node, Some(&ih), left()))
+        .block_on(saying(report, t0, &left, |slice| {
+            publish_pending(node, Some(&ih), slice)
+        }))
         .map_err(SeedError::Publish)?;
     for e in earlier {
         report.event(&Event::Published {
@@ -242,13 +299,16 @@ pub fn publish_and_seed(
         });
     }
     // Publish (retrying while the tracker refuses or is down).
-    let published = match &made.by {
-        Maker::Agent(sock) => rt
-            .block_on(ControlClient::new(sock).publish(&ih, left().as_secs()))
-            .map(|()| None)
-            .map_err(PublishError::from),
-        Maker::Here => rt.block_on(publish(node, &ih, left())),
-    };
+    let published = rt.block_on(saying(report, t0, &left, |slice| async move {
+        match &made.by {
+            Maker::Agent(sock) => ControlClient::new(sock)
+                .publish(&ih, slice.as_secs().max(1))
+                .await
+                .map(|()| None)
+                .map_err(PublishError::from),
+            Maker::Here => publish(node, &ih, slice).await,
+        }
+    }));
     match published {
         Ok(note) => {
             if let Some(e) = note {
@@ -318,6 +378,7 @@ pub fn publish_and_seed(
             }
         };
         let mut last = Vec::new();
+        let mut said = Instant::now();
         loop {
             let h = holders.get(&ih).await?;
             report.set(h.iter().map(|&c| c.min(plan.copies) as u64).sum());
@@ -342,6 +403,29 @@ pub fn publish_and_seed(
                     infohash: ih,
                     min: h.iter().copied().min().unwrap_or(0),
                     copies: plan.copies,
+                });
+            }
+            if plan.until == Until::Durable && said.elapsed() >= SAY_EVERY {
+                said = Instant::now();
+                let short = h.iter().filter(|&&c| c < plan.copies).count();
+                let what = match &missing {
+                    Some((p, why)) if short == 0 => {
+                        format!("the earlier snapshot {p} it builds on, which {why}")
+                    }
+                    _ => format!(
+                        "more holders: {short} of {} shards are held by fewer than {} other machines (fewest: {}{})",
+                        h.len(),
+                        plan.copies,
+                        h.iter().copied().min().unwrap_or(0),
+                        holders
+                            .machines(&ih)
+                            .map(|m| format!("; {m} machines hold some of its shards"))
+                            .unwrap_or_default()
+                    ),
+                };
+                report.event(&Event::Waiting {
+                    what,
+                    seconds: t0.elapsed().as_secs(),
                 });
             }
             if plan.deadline.is_some_and(|d| Instant::now() > d) {

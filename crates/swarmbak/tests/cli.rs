@@ -576,3 +576,57 @@ fn the_next_seed_publishes_the_earlier_snapshot_first() {
     assert!(!says_not_published(&home, &first));
     assert!(!says_not_published(&home, &second));
 }
+
+/// Issue 11: with the tracker down, `seed` says what it waits for every few seconds (it
+/// used to print its summary and then nothing until it gave up).
+#[test]
+fn seed_says_it_waits_for_the_tracker() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut tr, home, tree, _) = laptop(t.path());
+    let url = tr.url();
+    tr.kill();
+    let o = procs::run_fast(
+        &home,
+        &[
+            "seed",
+            tree.to_str().unwrap(),
+            "--json",
+            "--until",
+            "published",
+            "--timeout",
+            "8",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}{err}");
+    let waiting: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "waiting")
+        .collect();
+    assert!(!waiting.is_empty(), "no waiting event: {out}");
+    assert!(
+        waiting
+            .iter()
+            .all(|v| v["for"].as_str().is_some_and(|w| w.contains(&url))),
+        "{waiting:?}"
+    );
+    // Without --json, the same on stderr.
+    let o = procs::run_fast(
+        &home,
+        &[
+            "seed",
+            tree.to_str().unwrap(),
+            "--until",
+            "published",
+            "--timeout",
+            "6",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}{err}");
+    assert!(
+        err.contains(&format!("waiting for the tracker at {url}")),
+        "{err}"
+    );
+}
