@@ -630,3 +630,64 @@ fn seed_says_it_waits_for_the_tracker() {
         "{err}"
     );
 }
+
+/// The snapshot directories in a home's store.
+fn store_listing(home: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(home.join("store/snapshots"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Issue 11: Ctrl-C on a `seed` that handed its backup to the agent cancels that backup
+/// (the agent used to finish it and leave it unpublished); the agent goes on working.
+#[test]
+fn ctrl_c_on_seed_cancels_the_backup_the_agent_makes_for_it() {
+    use std::io::Read;
+    let t = tempfile::tempdir().unwrap();
+    let (_tr, home, small, _) = laptop(t.path());
+    let big = t.path().join("big");
+    fs::create_dir_all(&big).unwrap();
+    // Incompressible data, enough for the backup to take a few seconds.
+    let mut rng = std::fs::File::open("/dev/urandom").unwrap();
+    let mut buf = vec![0u8; 8 << 20];
+    for i in 0..48 {
+        rng.read_exact(&mut buf).unwrap();
+        fs::write(big.join(format!("f{i}")), &buf).unwrap();
+    }
+    let _agent = procs::agent(&home, "laptop agent");
+    let before = store_listing(&home);
+    let mut c = start(
+        &home,
+        &["seed", big.to_str().unwrap(), "--until", "published"],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert!(
+        c.try_wait().unwrap().is_none(),
+        "the backup ended too soon to be interrupted"
+    );
+    // SAFETY: kill with a valid pid (our own child) and signal number.
+    unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+    let (status, _) = wait_for(&mut c, 10);
+    assert!(!status.success());
+    let mut first = String::new();
+    c.stdout.take().unwrap().read_to_string(&mut first).unwrap();
+    assert!(
+        first.trim().is_empty(),
+        "the snapshot was made before the interrupt: {first}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    assert_eq!(
+        store_listing(&home),
+        before,
+        "the agent committed the backup of an interrupted seed"
+    );
+    // The agent still makes backups.
+    let ih = seed(&home, &[&small]);
+    assert!(store_listing(&home).contains(&ih));
+}
