@@ -74,6 +74,20 @@ pub trait Progress: Sync {
     fn stage(&self, _name: &str) {}
     /// Something was skipped (an unreadable file); the backup goes on.
     fn warn(&self, _msg: &str) {}
+    /// Whoever asked for the backup is gone (its `seed` was interrupted): the backup
+    /// stops as soon as it can and commits nothing.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+fn check_cancelled(progress: &dyn Progress) -> Result<(), FormatError> {
+    if progress.cancelled() {
+        return Err(FormatError::Invalid(
+            "the backup was cancelled: nothing was committed".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A progress sink that reports nothing.
@@ -628,6 +642,7 @@ pub fn backup_locked(
                 let id = keyed_id(&chunk_key, c);
                 size += c.len() as u64;
                 progress.advance(c.len() as u64);
+                check_cancelled(progress)?;
                 if packer.add(id, c)? {
                     new_bytes.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     new_chunks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -660,6 +675,7 @@ pub fn backup_locked(
     }
 
     progress.stage("writing manifest");
+    check_cancelled(progress)?;
     let known = packer.known.into_inner().unwrap_or_else(|p| p.into_inner());
     let out = packer.out.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut snapshots: Vec<InfoHash> = Vec::new();
@@ -791,6 +807,7 @@ pub fn backup_locked(
     let payload_len = manifest_offset + manifest_ct.len() as u64;
 
     progress.stage("erasure coding");
+    check_cancelled(progress)?;
     let built = build_torrent(
         &out.file,
         &build,
@@ -834,6 +851,7 @@ pub fn backup_locked(
         recipients: recipient_set(&recipients),
     };
     progress.stage("syncing to disk");
+    check_cancelled(progress)?;
     commit(&store, &build, &infohash, &torrent, Some((&sealed, &info)))?;
     progress.stage("published");
     Ok(BackupReport { infohash, info })
@@ -935,6 +953,15 @@ pub(crate) fn commit(
             .map_err(|e| FormatError::Invalid(format!("cannot encode snapshot info: {e}")))?;
         write_atomic(&build.join("local.json"), &json, 0o644, false)
             .map_err(|e| FormatError::io(build, e))?;
+        // Not published until the tracker says so (format-v1.md §15.2): a publish that
+        // fails or is interrupted leaves the marker for the next seed or the agent.
+        write_atomic(
+            &build.join(crate::store::UNPUBLISHED),
+            crate::store::UNPUBLISHED_TEXT,
+            0o644,
+            false,
+        )
+        .map_err(|e| FormatError::io(build, e))?;
     }
     sync_fs(build)?;
     let dest = store.snapshot_dir(infohash);

@@ -7,6 +7,8 @@
 //! store/snapshots/<infohash>/manifest       only for own snapshots: the sealed (compressed, not
 //!                                           encrypted) manifest (mode 0600),
 //!                                           kept for fast rescans and dedup; never leaves the machine
+//! store/snapshots/<infohash>/unpublished    only for own snapshots the tracker has not acknowledged
+//!                                           yet: written at commit, removed once published
 //! store/tmp/                                snapshots being built; removed at the next start
 //! ```
 //!
@@ -52,6 +54,12 @@ pub struct SnapshotInfo {
     #[serde(default)]
     pub recipients: Vec<String>,
 }
+
+/// The marker of an own snapshot the tracker has not acknowledged yet.
+pub(crate) const UNPUBLISHED: &str = "unpublished";
+/// What the marker says to whoever looks (its content is never read).
+pub(crate) const UNPUBLISHED_TEXT: &[u8] =
+    b"the tracker has not acknowledged this snapshot's publish yet\n";
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -196,6 +204,54 @@ impl Store {
         }
         v.sort_by(|a, b| a.time.cmp(&b.time).then(a.infohash.cmp(&b.infohash)));
         Ok(v)
+    }
+
+    /// Whether one of this machine's snapshots still waits for the tracker to acknowledge
+    /// its publish (format-v1.md §15.2: the `unpublished` marker, written at commit).
+    /// Snapshots made before the marker existed count as published.
+    pub fn is_published(&self, ih: &InfoHash) -> bool {
+        !self.snapshot_dir(ih).join(UNPUBLISHED).exists()
+    }
+
+    /// Marks one of this machine's snapshots as not yet acknowledged by the tracker.
+    pub fn mark_unpublished(&self, ih: &InfoHash) -> Result<(), FormatError> {
+        let p = self.snapshot_dir(ih).join(UNPUBLISHED);
+        write_atomic(&p, UNPUBLISHED_TEXT, 0o644, true).map_err(|e| FormatError::io(&p, e))
+    }
+
+    /// The tracker acknowledged the publish (or keeps no snapshots): removes the marker.
+    pub fn mark_published(&self, ih: &InfoHash) -> Result<(), FormatError> {
+        let p = self.snapshot_dir(ih).join(UNPUBLISHED);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(FormatError::io(&p, e)),
+        }
+    }
+
+    /// This machine's snapshots not published yet, oldest first (parents before children).
+    pub fn unpublished(&self) -> Result<Vec<InfoHash>, FormatError> {
+        Ok(self
+            .own_snapshots()?
+            .into_iter()
+            .filter_map(|s| InfoHash::from_hex(&s.infohash).ok())
+            .filter(|ih| !self.is_published(ih))
+            .collect())
+    }
+
+    /// The earlier snapshots one of this machine's snapshots needs for a restore (its
+    /// manifest's `parents` and `snapshots`: format-v1.md §11), read from the manifest
+    /// cache; `None` when the store keeps no manifest of it (not this machine's).
+    pub fn referenced(&self, ih: &InfoHash) -> Result<Option<Vec<InfoHash>>, FormatError> {
+        let Some(plain) = self.manifest_cache(ih)? else {
+            return Ok(None);
+        };
+        let m = crate::manifest::Manifest::decode(&plain)?;
+        let mut v: Vec<InfoHash> = m.parents.iter().chain(&m.snapshots).copied().collect();
+        v.sort();
+        v.dedup();
+        v.retain(|p| p != ih);
+        Ok(Some(v))
     }
 
     /// Finds a snapshot by full infohash or by a unique prefix of at least 6 hex digits.

@@ -179,6 +179,53 @@ impl Job for SendReports {
     }
 }
 
+/// Publishes this machine's snapshots whose publish has not gone through (the tracker was
+/// down, a `seed` was interrupted, the tracker refused: format-v1.md §15.2), oldest first,
+/// when the agent starts and then every `every` (swarm.md §6).
+pub struct PublishPending {
+    pub every: Duration,
+    /// The last failure said, so a tracker that stays down is said once, not every period.
+    pub last_error: Option<String>,
+}
+
+impl Job for PublishPending {
+    fn name(&self) -> &'static str {
+        "publish pending"
+    }
+    fn due(&self, last: Option<Instant>, now: Instant) -> bool {
+        every_due(last, now, self.every)
+    }
+    fn run<'a>(
+        &'a mut self,
+        cx: &'a JobContext,
+    ) -> crate::discovery::BoxFuture<'a, Result<(), FetchError>> {
+        Box::pin(async move {
+            if cx.store.unpublished().map_or(true, |v| v.is_empty()) {
+                return Ok(());
+            }
+            // A tracker that is down costs this job at most 2 s each period.
+            match crate::seed::publish_pending(&cx.node, None, Duration::from_secs(2)).await {
+                Ok(done) => {
+                    for ih in done {
+                        eprintln!(
+                            "swarmbak agent: published {ih} (its publish had not gone through)"
+                        );
+                    }
+                    self.last_error = None;
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    if self.last_error.as_ref() != Some(&e) {
+                        eprintln!("swarmbak agent: a snapshot waits to be published: {e}; trying again every {}s", self.every.as_secs_f64());
+                        self.last_error = Some(e);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
 /// The owner recorded for a snapshot held for another machine, if any. An enrolled
 /// machine (`org`) believes only a kept publish record that verifies (the plain `owner`
 /// file of older versions may have come from an unauthenticated `sb_owner`).
@@ -318,6 +365,13 @@ pub fn run(
                 }),
                 None,
             ));
+            jobs.push((
+                Box::new(PublishPending {
+                    every: node.settings.poll,
+                    last_error: None,
+                }),
+                None,
+            ));
             if node.config.enrolment.is_some() {
                 jobs.push((
                     Box::new(SendReports {
@@ -432,6 +486,38 @@ async fn serve(s: tokio::net::UnixStream, engine: Engine, node: Node) {
     let mut lines = BufReader::new(r).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let reply = match parse_request(&line) {
+            // A backup is cancelled when its client goes away (its `seed` was
+            // interrupted) or sends `cancel` meanwhile (swarm.md §6.2).
+            Ok(Request::Seed { paths }) => {
+                let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let made = seed_op(paths, &engine, &node, cancel.clone());
+                tokio::pin!(made);
+                let mut gone = false;
+                let reply = loop {
+                    tokio::select! {
+                        r = &mut made => break r,
+                        l = lines.next_line(), if !gone => {
+                            let stop = match l {
+                                Ok(Some(l)) => matches!(parse_request(&l), Ok(Request::Cancel)),
+                                _ => {
+                                    gone = true;
+                                    true
+                                }
+                            };
+                            if stop {
+                                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }
+                };
+                if gone {
+                    if let Response::Error { error } = &reply {
+                        eprintln!("swarmbak agent: a backup whose seed went away: {error}");
+                    }
+                    return;
+                }
+                reply
+            }
             Ok(req) => answer(req, &engine, &node).await,
             Err(e) => e,
         };
@@ -443,42 +529,57 @@ async fn serve(s: tokio::net::UnixStream, engine: Engine, node: Node) {
     }
 }
 
+/// Tells a backup the agent makes for a `seed` client that the client went away.
+struct Cancel(Arc<std::sync::atomic::AtomicBool>);
+
+impl backup::Progress for Cancel {
+    fn cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The `seed` op: makes the snapshot (unless `cancel` is set first) and seeds it.
+async fn seed_op(
+    paths: Vec<std::path::PathBuf>,
+    engine: &Engine,
+    node: &Node,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+) -> Response {
+    let n = node.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        let opts = n.config.backup_options(paths).map_err(|e| e.to_string())?;
+        backup::backup_locked(&n.home, &opts, &Cancel(cancel)).map_err(|e| e.to_string())
+    })
+    .await;
+    let r = match made {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Response::error(e),
+        Err(e) => return Response::error(e),
+    };
+    let me = match node.machine_key() {
+        Ok(k) => k,
+        Err(e) => return Response::error(e),
+    };
+    match Torrent::open(
+        &node.home.store(),
+        r.infohash,
+        Role::Seed,
+        Some(me.clone()),
+        Some(me),
+    ) {
+        Ok(t) => engine.add(t),
+        Err(e) => return Response::error(format!("made {} but cannot seed it: {e}", r.infohash)),
+    }
+    Response::Seeded {
+        infohash: r.infohash.to_hex(),
+        info: Some(Box::new(r.info)),
+    }
+}
+
 async fn answer(req: Request, engine: &Engine, node: &Node) -> Response {
     match req {
-        Request::Seed { paths } => {
-            let n = node.clone();
-            let made = tokio::task::spawn_blocking(move || {
-                let opts = n.config.backup_options(paths).map_err(|e| e.to_string())?;
-                backup::backup_locked(&n.home, &opts, &backup::NoProgress)
-                    .map_err(|e| e.to_string())
-            })
-            .await;
-            let r = match made {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => return Response::error(e),
-                Err(e) => return Response::error(e),
-            };
-            let me = match node.machine_key() {
-                Ok(k) => k,
-                Err(e) => return Response::error(e),
-            };
-            match Torrent::open(
-                &node.home.store(),
-                r.infohash,
-                Role::Seed,
-                Some(me.clone()),
-                Some(me),
-            ) {
-                Ok(t) => engine.add(t),
-                Err(e) => {
-                    return Response::error(format!("made {} but cannot seed it: {e}", r.infohash))
-                }
-            }
-            Response::Seeded {
-                infohash: r.infohash.to_hex(),
-                info: Some(Box::new(r.info)),
-            }
-        }
+        Request::Seed { paths } => seed_op(paths, engine, node, Arc::new(Default::default())).await,
+        Request::Cancel => Response::error("nothing to cancel: no backup runs on this connection"),
         Request::Publish { infohash, timeout } => {
             let Ok(ih) = InfoHash::from_hex(&infohash) else {
                 return Response::error("publish needs an infohash");

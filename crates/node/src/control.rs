@@ -28,6 +28,9 @@ pub enum Request {
     },
     /// Distinct machines other than the owner holding each piece of a snapshot.
     Holders { infohash: String },
+    /// Sent on the connection of a running `seed` op: stop that backup, commit nothing
+    /// (closing the connection does the same).
+    Cancel,
 }
 
 fn default_publish_timeout() -> u64 {
@@ -179,6 +182,10 @@ mod tests {
                 infohash: "x".into(),
                 timeout: 600
             }
+        );
+        assert_eq!(
+            parse_request(r#"{"op":"cancel"}"#).unwrap(),
+            Request::Cancel
         );
         assert!(parse_request(r#"{"op":"format_disk"}"#).is_err());
         assert!(parse_request("not json").is_err());

@@ -100,6 +100,14 @@ pub enum SeedError {
         copies: usize,
         fewest: usize,
     },
+    /// The snapshot's own shards are held widely enough, but an earlier snapshot it needs
+    /// for a restore (a parent) is not.
+    #[error("timed out: every shard of {infohash} is held by enough machines, but it builds on the earlier snapshot {parent}, which {why}, and a restore needs both; keep the agent running (it publishes and seeds it), then run `swarmbak health {infohash}`")]
+    MissingLink {
+        infohash: InfoHash,
+        parent: InfoHash,
+        why: String,
+    },
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
     /// Seeding: listening for peers, opening the snapshot for the swarm.
@@ -117,7 +125,10 @@ impl SeedError {
     /// Gave up waiting (`--timeout`) or could not publish: exit status 3 by the
     /// command line contract.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, SeedError::Timeout { .. } | SeedError::Publish(_))
+        matches!(
+            self,
+            SeedError::Timeout { .. } | SeedError::MissingLink { .. } | SeedError::Publish(_)
+        )
     }
 }
 
@@ -236,6 +247,13 @@ impl FetchError {
 pub enum HealthError {
     #[error("snapshot {0} cannot be restored from the machines online now")]
     NotRecoverable(InfoHash),
+    /// Its own shards are reachable, but an earlier snapshot it builds on is not.
+    #[error("snapshot {infohash} cannot be restored now: it builds on the earlier snapshot {parent}, which {why}; start `swarmbak agent` on this machine (it publishes and seeds it) and run health again")]
+    MissingLink {
+        infohash: InfoHash,
+        parent: InfoHash,
+        why: String,
+    },
     /// The tracker did not answer: who holds what cannot be known, which is not the same
     /// as nobody holding anything.
     #[error("cannot tell whether {infohash} is recoverable: the tracker at {tracker} is unreachable ({reason}); health asks it which machines hold the shards: run health again once it is up")]

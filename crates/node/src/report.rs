@@ -11,6 +11,8 @@ pub enum Event {
     Published {
         infohash: InfoHash,
         tracker: Option<String>,
+        /// An earlier snapshot whose publish had not gone through (published first).
+        earlier: bool,
     },
     /// The tracker keeps no snapshots (not a swarmbak tracker): announcing only.
     AnnounceOnly { tracker: String, status: u16 },

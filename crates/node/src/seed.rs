@@ -17,7 +17,7 @@ use crate::config::Node;
 use crate::control::ControlClient;
 use crate::discovery::{http_status, not_a_swarmbak_tracker, tracker_client};
 use crate::error::{FetchError, PublishError, SeedError};
-use crate::fetch::start_engine;
+use crate::fetch::{start_engine, SAY_EVERY};
 use crate::report::{Event, Report};
 
 /// How long `seed` goes on (the command line contract).
@@ -116,27 +116,145 @@ pub async fn publish(
                 .await
         }
     };
-    match answer {
-        Ok(_) => Ok(None),
-        Err(e) if not_a_swarmbak_tracker(&e) => Ok(Some(Event::AnnounceOnly {
+    let note = match answer {
+        Ok(_) => None,
+        Err(e) if not_a_swarmbak_tracker(&e) => Some(Event::AnnounceOnly {
             tracker: url.clone(),
             status: http_status(&e).unwrap_or(0),
-        })),
-        Err(e) => Err(failed(e.to_string())),
-    }
+        }),
+        Err(e) => return Err(failed(e.to_string())),
+    };
+    // Acknowledged (or a tracker that keeps no snapshots: nothing more to do).
+    node.home.store().mark_published(ih)?;
+    Ok(note)
 }
 
-/// Where `seed` reads how many machines hold each shard.
+/// Publishes this machine's snapshots whose publish has not gone through (the tracker
+/// was down, the publish was interrupted or refused: format-v1.md §15.2), oldest first so
+/// parents go before their children, except `skip`; stops at the first that fails, each
+/// retried for up to `timeout`. Returns those published.
+pub async fn publish_pending(
+    node: &Node,
+    skip: Option<&InfoHash>,
+    timeout: Duration,
+) -> Result<Vec<InfoHash>, PublishError> {
+    if node.config.tracker.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut done = Vec::new();
+    for ih in node.home.store().unpublished()? {
+        if Some(&ih) == skip {
+            continue;
+        }
+        publish(node, &ih, timeout).await?;
+        done.push(ih);
+    }
+    Ok(done)
+}
+
+/// Where `seed` reads how many machines hold each shard (of the snapshot and of the
+/// earlier snapshots it refers to).
 enum Holders {
     Agent(ControlClient),
-    Here(Arc<Torrent>),
+    Here(Vec<Arc<Torrent>>),
 }
 
 impl Holders {
     async fn get(&self, ih: &InfoHash) -> Result<Vec<usize>, SeedError> {
         match self {
             Holders::Agent(c) => Ok(c.holders(ih).await?),
-            Holders::Here(t) => Ok(t.holders()),
+            Holders::Here(ts) => Ok(ts
+                .iter()
+                .find(|t| &t.ih == ih)
+                .map(|t| t.holders())
+                .unwrap_or_default()),
+        }
+    }
+
+    /// Distinct machines other than the owner holding any shard of `ih`, when known here.
+    fn machines(&self, ih: &InfoHash) -> Option<usize> {
+        match self {
+            Holders::Agent(_) => None,
+            Holders::Here(ts) => {
+                let t = ts.iter().find(|t| &t.ih == ih)?;
+                let all: std::collections::HashSet<_> =
+                    t.holder_sets().into_iter().flatten().collect();
+                Some(all.len())
+            }
+        }
+    }
+
+    /// The first earlier snapshot `refs` (the snapshot's parents and the snapshots its
+    /// manifest refers to) that is not durable, and why: a snapshot is restorable only
+    /// with every one of them (swarm.md §4.2).
+    async fn missing_link(
+        &self,
+        node: &Node,
+        refs: &[InfoHash],
+        copies: usize,
+    ) -> Result<Option<(InfoHash, String)>, SeedError> {
+        let store = node.home.store();
+        for r in refs {
+            if !store.has(r) {
+                return Ok(Some((*r, "is not in the local store".into())));
+            }
+            if !store.is_published(r) {
+                return Ok(Some((*r, "is not published".into())));
+            }
+            let h = self.get(r).await?;
+            if h.is_empty() || !durable(&h, copies) {
+                let short = h.iter().filter(|&&c| c < copies).count();
+                return Ok(Some((
+                    *r,
+                    format!(
+                        "has {short} of {} shards held by fewer than {copies} other machines (fewest: {})",
+                        h.len(),
+                        h.iter().copied().min().unwrap_or(0)
+                    ),
+                )));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Runs `attempt` (a publish retried for at most the slice it is given) in slices of
+/// [`SAY_EVERY`] until it succeeds or `left` runs out, telling `report` after each failed
+/// slice what it waits for (swarm.md §4.2: `waiting` events).
+async fn saying<T, F, Fut>(
+    report: &dyn Report,
+    t0: Instant,
+    left: &dyn Fn() -> Duration,
+    mut attempt: F,
+) -> Result<T, PublishError>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<T, PublishError>>,
+{
+    loop {
+        let slice = SAY_EVERY.min(left());
+        let began = Instant::now();
+        match attempt(slice).await {
+            Ok(v) => return Ok(v),
+            Err(e) if left().is_zero() => return Err(e),
+            Err(e) => {
+                let what = match &e {
+                    PublishError::Tracker {
+                        infohash,
+                        tracker,
+                        reason,
+                    } => format!(
+                        "the tracker at {tracker} to take the publish of {infohash} (last attempt: {reason})"
+                    ),
+                    e => format!("the publish to go through (last attempt: {e})"),
+                };
+                report.event(&Event::Waiting {
+                    what,
+                    seconds: t0.elapsed().as_secs(),
+                });
+                // A refusal comes back at once: try again after the rest of the slice.
+                tokio::time::sleep(slice.saturating_sub(began.elapsed()).min(left())).await;
+            }
         }
     }
 }
@@ -165,14 +283,32 @@ pub fn publish_and_seed(
             .unwrap_or(Duration::from_secs(3600 * 24 * 365))
     };
     let rt = crate::runtime().map_err(SeedError::Runtime)?;
+    let t0 = Instant::now();
+    // Earlier snapshots whose publish did not go through first: this one may build on
+    // them (its parents), and is restorable only once they are known.
+    let earlier = rt
+        .block_on(saying(report, t0, &left, |slice| {
+            publish_pending(node, Some(&ih), slice)
+        }))
+        .map_err(SeedError::Publish)?;
+    for e in earlier {
+        report.event(&Event::Published {
+            infohash: e,
+            tracker: node.config.tracker.clone(),
+            earlier: true,
+        });
+    }
     // Publish (retrying while the tracker refuses or is down).
-    let published = match &made.by {
-        Maker::Agent(sock) => rt
-            .block_on(ControlClient::new(sock).publish(&ih, left().as_secs()))
-            .map(|()| None)
-            .map_err(PublishError::from),
-        Maker::Here => rt.block_on(publish(node, &ih, left())),
-    };
+    let published = rt.block_on(saying(report, t0, &left, |slice| async move {
+        match &made.by {
+            Maker::Agent(sock) => ControlClient::new(sock)
+                .publish(&ih, slice.as_secs().max(1))
+                .await
+                .map(|()| None)
+                .map_err(PublishError::from),
+            Maker::Here => publish(node, &ih, slice).await,
+        }
+    }));
     match published {
         Ok(note) => {
             if let Some(e) = note {
@@ -181,6 +317,7 @@ pub fn publish_and_seed(
             report.event(&Event::Published {
                 infohash: ih,
                 tracker: node.config.tracker.clone(),
+                earlier: false,
             })
         }
         Err(e) => return Err(SeedError::Publish(e)),
@@ -192,6 +329,8 @@ pub fn publish_and_seed(
         Maker::Here => Some(node.home.lock()?),
         Maker::Agent(_) => None,
     };
+    // The earlier snapshots this one needs for a restore: durable only with them.
+    let refs = node.home.store().referenced(&ih)?.unwrap_or_default();
     rt.block_on(async {
         let (holders, _engine, tick) = match &made.by {
             Maker::Agent(sock) => (
@@ -216,19 +355,40 @@ pub fn publish_and_seed(
                     ih,
                     Role::Seed,
                     Some(me.clone()),
-                    Some(me),
+                    Some(me.clone()),
                 )
                 .map_err(FetchError::from)?;
                 engine.add(t.clone());
                 report.counter(t.num_pieces() as u64 * plan.copies as u64);
-                (Holders::Here(t), Some(engine), Duration::from_millis(200))
+                let mut ts = vec![t];
+                // Seed the earlier snapshots too: the swarm needs them as well.
+                for r in refs.iter().filter(|r| node.home.store().has(r)) {
+                    let t = Torrent::open(
+                        &node.home.store(),
+                        *r,
+                        Role::Seed,
+                        Some(me.clone()),
+                        Some(me.clone()),
+                    )
+                    .map_err(FetchError::from)?;
+                    engine.add(t.clone());
+                    ts.push(t);
+                }
+                (Holders::Here(ts), Some(engine), Duration::from_millis(200))
             }
         };
         let mut last = Vec::new();
+        let mut said = Instant::now();
         loop {
             let h = holders.get(&ih).await?;
             report.set(h.iter().map(|&c| c.min(plan.copies) as u64).sum());
-            if plan.until == Until::Durable && !h.is_empty() && durable(&h, plan.copies) {
+            let itself = !h.is_empty() && durable(&h, plan.copies);
+            let missing = if itself {
+                holders.missing_link(node, &refs, plan.copies).await?
+            } else {
+                None
+            };
+            if plan.until == Until::Durable && itself && missing.is_none() {
                 report.finish();
                 report.event(&Event::Durable {
                     infohash: ih,
@@ -245,8 +405,38 @@ pub fn publish_and_seed(
                     copies: plan.copies,
                 });
             }
+            if plan.until == Until::Durable && said.elapsed() >= SAY_EVERY {
+                said = Instant::now();
+                let short = h.iter().filter(|&&c| c < plan.copies).count();
+                let what = match &missing {
+                    Some((p, why)) if short == 0 => {
+                        format!("the earlier snapshot {p} it builds on, which {why}")
+                    }
+                    _ => format!(
+                        "more holders: {short} of {} shards are held by fewer than {} other machines (fewest: {}{})",
+                        h.len(),
+                        plan.copies,
+                        h.iter().copied().min().unwrap_or(0),
+                        holders
+                            .machines(&ih)
+                            .map(|m| format!("; {m} machines hold some of its shards"))
+                            .unwrap_or_default()
+                    ),
+                };
+                report.event(&Event::Waiting {
+                    what,
+                    seconds: t0.elapsed().as_secs(),
+                });
+            }
             if plan.deadline.is_some_and(|d| Instant::now() > d) {
                 report.finish();
+                if let Some((parent, why)) = missing {
+                    return Err(SeedError::MissingLink {
+                        infohash: ih,
+                        parent,
+                        why,
+                    });
+                }
                 return Err(SeedError::Timeout {
                     infohash: ih,
                     short: h.iter().filter(|&&c| c < plan.copies).count(),

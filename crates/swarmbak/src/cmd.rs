@@ -205,26 +205,41 @@ pub fn snapshots(ctx: &Ctx, machine: Option<String>) -> R {
         return machine_snapshots(ctx, &m);
     }
     let home = swarmbak_format::Home::open(&ctx.home)?;
-    let list = home.store().own_snapshots()?;
+    let store = home.store();
+    let list = store.own_snapshots()?;
+    // Not published: the tracker has not acknowledged it yet (format-v1.md §15.2); the
+    // next `seed` or the agent publishes it.
+    let published = |s: &swarmbak_format::SnapshotInfo| {
+        swarmbak_core::InfoHash::from_hex(&s.infohash).map_or(true, |ih| store.is_published(&ih))
+    };
     if ctx.json {
         for s in &list {
-            say!("{}", serde_json::to_string(s).unwrap_or_default());
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            v["published"] = json!(published(s));
+            say!("{v}");
         }
         return Ok(());
     }
     if list.is_empty() {
         say!("no snapshots yet: `swarmbak seed PATH` makes one");
     }
+    let mut pending = 0;
     for s in &list {
+        let p = published(s);
+        pending += usize::from(!p);
         say!(
-            "{}  {}  {:>7} files  {:>10}  {:>10} new  {}",
+            "{}  {}  {:>7} files  {:>10}  {:>10} new  {}{}",
             s.infohash,
             utc(s.time),
             s.files,
             human_bytes(s.bytes),
             human_bytes(s.new_bytes),
-            s.paths.join(" ")
+            s.paths.join(" "),
+            if p { "" } else { "  (not published)" }
         );
+    }
+    if pending > 0 {
+        tell!("swarmbak: {pending} snapshot(s) not published yet (the tracker has not acknowledged them): the running agent or the next `swarmbak seed` publishes them once the tracker answers");
     }
     Ok(())
 }
@@ -310,6 +325,17 @@ pub fn health(ctx: &Ctx, infohash: &str, listen: Option<&str>) -> R {
     v["infohash"] = json!(ih.to_hex());
     v["scope"] = json!("swarm");
     v["tracker_peers"] = json!(sh.tracker_peers);
+    // Recoverable only with every snapshot it builds on (swarm.md §8).
+    v["recoverable"] = json!(sh.recoverable());
+    v["shards_recoverable"] = json!(h.recoverable);
+    v["chain"] = sh
+        .chain
+        .iter()
+        .map(|(p, why)| json!({"infohash": p.to_hex(), "recoverable": why.is_none(), "why": why}))
+        .collect();
+    let missing = sh
+        .missing_link()
+        .map(|(p, why)| format!("it builds on the earlier snapshot {p}, which {why}; "));
     out(ctx, v, || {
         let online = if sh.tracker_peers == 0 {
             // Not "0 machines online": the tracker may just have restarted.
@@ -318,8 +344,9 @@ pub fn health(ctx: &Ctx, infohash: &str, listen: Option<&str>) -> R {
             format!("{} machines online hold its shards", h.machines_online)
         };
         format!(
-            "{ih}: {} now; {online}; {} stripes of {}+{}; fewest reachable shards in a stripe: {} (need {}); fewest holders of a shard: {}",
-            if h.recoverable { "recoverable" } else { "NOT recoverable" },
+            "{ih}: {} now; {}{online}; {} stripes of {}+{}; fewest reachable shards in a stripe: {} (need {}); fewest holders of a shard: {}",
+            if sh.recoverable() { "recoverable" } else { "NOT recoverable" },
+            missing.as_deref().unwrap_or(""),
             h.stripes,
             h.k,
             h.m,
@@ -328,10 +355,15 @@ pub fn health(ctx: &Ctx, infohash: &str, listen: Option<&str>) -> R {
             h.fewest_holders()
         )
     });
-    if h.recoverable {
-        Ok(())
-    } else {
-        Err(swarmbak_node::HealthError::NotRecoverable(ih).into())
+    match sh.missing_link() {
+        _ if !h.recoverable => Err(swarmbak_node::HealthError::NotRecoverable(ih).into()),
+        Some((p, why)) => Err(swarmbak_node::HealthError::MissingLink {
+            infohash: ih,
+            parent: *p,
+            why: why.to_string(),
+        }
+        .into()),
+        None => Ok(()),
     }
 }
 

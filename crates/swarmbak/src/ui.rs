@@ -133,9 +133,16 @@ impl Report for Ui {
     fn event(&self, e: &Event) {
         use serde_json::json;
         match e {
-            Event::Published { infohash, tracker } => self.emit(
+            Event::Published { infohash, tracker, earlier: false } => self.emit(
                 json!({"event": "published", "infohash": infohash.to_hex(), "tracker": tracker}),
                 Some(format!("published to {}", tracker.as_deref().unwrap_or(""))),
+            ),
+            Event::Published { infohash, tracker, earlier: true } => self.emit(
+                json!({"event": "published", "infohash": infohash.to_hex(), "tracker": tracker, "earlier": true}),
+                Some(format!(
+                    "published the earlier snapshot {infohash} to {} (its publish had not gone through)",
+                    tracker.as_deref().unwrap_or("")
+                )),
             ),
             Event::AnnounceOnly { tracker, status } => tell!(
                 "swarmbak: {tracker} keeps no snapshots (HTTP {status} on publish: not a swarmbak tracker?); announcing only. Machines find this snapshot by its infohash, its metainfo over BEP 9"

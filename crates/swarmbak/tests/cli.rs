@@ -466,3 +466,228 @@ fn health_tells_an_unreachable_or_empty_tracker_from_no_machines() {
     );
     assert!(!out.contains("0 machines online"), "{out}");
 }
+
+/// `seed --until published --timeout 3` with the tracker down: exit 3, the snapshot
+/// made; returns its infohash.
+fn seed_while_the_tracker_is_down(home: &std::path::Path, tree: &std::path::Path) -> String {
+    let o = procs::run_fast(
+        home,
+        &[
+            "seed",
+            tree.to_str().unwrap(),
+            "--until",
+            "published",
+            "--timeout",
+            "3",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}{err}");
+    let ih = out.lines().next().unwrap_or("").to_string();
+    assert_eq!(ih.len(), 40, "{out}");
+    ih
+}
+
+/// Whether the tracker lists `ih` among `laptop`'s snapshots.
+fn tracker_lists(home: &std::path::Path, ih: &str) -> bool {
+    let o = run(home, &["snapshots", "--machine", "laptop"]);
+    o.status.success() && text(&o).0.contains(ih)
+}
+
+/// `snapshots` (text and --json) says whether each snapshot is published.
+fn says_not_published(home: &std::path::Path, ih: &str) -> bool {
+    let out = ok(home, &["snapshots"]);
+    let line = out.lines().find(|l| l.starts_with(ih)).unwrap_or("");
+    let text_says = line.contains("not published");
+    let json = ok(home, &["snapshots", "--json"]);
+    let v: serde_json::Value = json
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["infohash"] == ih)
+        .unwrap_or_else(|| panic!("{ih} not in {json}"));
+    assert_eq!(
+        text_says,
+        v["published"] == false,
+        "text and JSON disagree: {line} / {v}"
+    );
+    text_says
+}
+
+/// Issue 11: a snapshot made while the tracker is down is marked "not published" and the
+/// running agent publishes it once the tracker is back (it used to stay unknown to every
+/// other machine for good).
+#[test]
+fn the_agent_publishes_a_snapshot_the_tracker_never_acknowledged() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut tr, home, tree, rec) = laptop(t.path());
+    let addr = tr.addr.clone();
+    tr.kill();
+    let ih = seed_while_the_tracker_is_down(&home, &tree);
+    assert!(says_not_published(&home, &ih));
+    let _agent = procs::agent(&home, "laptop agent");
+    let _tr = procs::tracker_with(t.path(), &rec, &["--listen", &addr]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !tracker_lists(&home, &ih) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not publish {ih} within 15 s of the tracker coming back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert!(!says_not_published(&home, &ih));
+}
+
+/// Without an agent, the next `seed` publishes the earlier snapshot first (its parent),
+/// then its own; `snapshots` says "not published" in between.
+#[test]
+fn the_next_seed_publishes_the_earlier_snapshot_first() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut tr, home, tree, rec) = laptop(t.path());
+    let addr = tr.addr.clone();
+    tr.kill();
+    let first = seed_while_the_tracker_is_down(&home, &tree);
+    assert!(says_not_published(&home, &first));
+    let _tr = procs::tracker_with(t.path(), &rec, &["--listen", &addr]);
+    fs::write(tree.join("g"), b"more data").unwrap();
+    let o = procs::run_fast(
+        &home,
+        &[
+            "seed",
+            tree.to_str().unwrap(),
+            "--until",
+            "published",
+            "--json",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let second = events[0]["infohash"].as_str().unwrap().to_string();
+    let published: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "published")
+        .filter_map(|e| e["infohash"].as_str())
+        .collect();
+    assert_eq!(published, [first.as_str(), second.as_str()], "{out}");
+    assert!(tracker_lists(&home, &first) && tracker_lists(&home, &second));
+    assert!(!says_not_published(&home, &first));
+    assert!(!says_not_published(&home, &second));
+}
+
+/// Issue 11: with the tracker down, `seed` says what it waits for every few seconds (it
+/// used to print its summary and then nothing until it gave up).
+#[test]
+fn seed_says_it_waits_for_the_tracker() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut tr, home, tree, _) = laptop(t.path());
+    let url = tr.url();
+    tr.kill();
+    let o = procs::run_fast(
+        &home,
+        &[
+            "seed",
+            tree.to_str().unwrap(),
+            "--json",
+            "--until",
+            "published",
+            "--timeout",
+            "8",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}{err}");
+    let waiting: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "waiting")
+        .collect();
+    assert!(!waiting.is_empty(), "no waiting event: {out}");
+    assert!(
+        waiting
+            .iter()
+            .all(|v| v["for"].as_str().is_some_and(|w| w.contains(&url))),
+        "{waiting:?}"
+    );
+    // Without --json, the same on stderr.
+    let o = procs::run_fast(
+        &home,
+        &[
+            "seed",
+            tree.to_str().unwrap(),
+            "--until",
+            "published",
+            "--timeout",
+            "6",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}{err}");
+    assert!(
+        err.contains(&format!("waiting for the tracker at {url}")),
+        "{err}"
+    );
+}
+
+/// The snapshot directories in a home's store.
+fn store_listing(home: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(home.join("store/snapshots"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Issue 11: Ctrl-C on a `seed` that handed its backup to the agent cancels that backup
+/// (the agent used to finish it and leave it unpublished); the agent goes on working.
+#[test]
+fn ctrl_c_on_seed_cancels_the_backup_the_agent_makes_for_it() {
+    use std::io::Read;
+    let t = tempfile::tempdir().unwrap();
+    let (_tr, home, small, _) = laptop(t.path());
+    let big = t.path().join("big");
+    fs::create_dir_all(&big).unwrap();
+    // Incompressible data, enough for the backup to take a few seconds.
+    let mut rng = std::fs::File::open("/dev/urandom").unwrap();
+    let mut buf = vec![0u8; 8 << 20];
+    for i in 0..48 {
+        rng.read_exact(&mut buf).unwrap();
+        fs::write(big.join(format!("f{i}")), &buf).unwrap();
+    }
+    let _agent = procs::agent(&home, "laptop agent");
+    let before = store_listing(&home);
+    let mut c = start(
+        &home,
+        &["seed", big.to_str().unwrap(), "--until", "published"],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert!(
+        c.try_wait().unwrap().is_none(),
+        "the backup ended too soon to be interrupted"
+    );
+    // SAFETY: kill with a valid pid (our own child) and signal number.
+    unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+    let (status, _) = wait_for(&mut c, 10);
+    assert!(!status.success());
+    let mut first = String::new();
+    c.stdout.take().unwrap().read_to_string(&mut first).unwrap();
+    assert!(
+        first.trim().is_empty(),
+        "the snapshot was made before the interrupt: {first}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    assert_eq!(
+        store_listing(&home),
+        before,
+        "the agent committed the backup of an interrupted seed"
+    );
+    // The agent still makes backups.
+    let ih = seed(&home, &[&small]);
+    assert!(store_listing(&home).contains(&ih));
+}

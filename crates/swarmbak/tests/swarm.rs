@@ -534,3 +534,72 @@ fn health_counts_each_holder_once_wherever_it_runs() {
         );
     }
 }
+
+/// Issue 11: a snapshot that builds on one nobody has (made while the tracker was down by
+/// a version that did not remember it was unpublished) is not durable, nor recoverable in
+/// `health`, however many machines hold its own shards; both name the missing link.
+#[test]
+fn a_snapshot_is_durable_only_with_every_snapshot_it_builds_on() {
+    let _s = serial();
+    let mut o = org(2);
+    let owner = new_machine(&o, "owner");
+    let tree = o.dir.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("a"), vec![7u8; 50_000]).unwrap();
+    let addr = o.tracker.addr.clone();
+    o.tracker.kill();
+    let out = run_fast(
+        &owner,
+        &[
+            "seed",
+            tree.to_str().unwrap(),
+            "--until",
+            "published",
+            "--timeout",
+            "3",
+        ],
+    );
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{so}{se}");
+    let parent = so.lines().next().unwrap().to_string();
+    // What a store from before the `unpublished` marker looks like after this happened.
+    let marker = owner
+        .join("store/snapshots")
+        .join(&parent)
+        .join("unpublished");
+    let _ = fs::remove_file(marker);
+    o.tracker = tracker_with(o.dir.path(), &o.recovery_pub, &["--listen", &addr]);
+    fs::write(tree.join("b"), vec![8u8; 50_000]).unwrap();
+    let out = run_fast(
+        &owner,
+        &[
+            "seed",
+            tree.to_str().unwrap(),
+            "--copies",
+            "1",
+            "--timeout",
+            "20",
+        ],
+    );
+    let (so, se) = text(&out);
+    let child = so.lines().next().unwrap().to_string();
+    assert_ne!(child, parent);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "not durable without its parent: {so}{se}"
+    );
+    assert!(
+        se.contains(&format!("builds on the earlier snapshot {parent}")),
+        "{se}"
+    );
+    let out = run_fast(&owner, &["health", &child]);
+    let (so, se) = text(&out);
+    assert!(!out.status.success(), "{so}{se}");
+    assert!(so.contains("NOT recoverable"), "{so}");
+    assert!(
+        se.contains(&format!("builds on the earlier snapshot {parent}"))
+            && se.contains("is not recoverable now"),
+        "{se}"
+    );
+}
