@@ -338,7 +338,6 @@ pub fn run(
         if let Some(q) = node.config.quota {
             engine.announce_quota(q);
         }
-        listening(engine.local_addr());
         let quota = open_held(
             &node,
             &engine,
@@ -349,6 +348,9 @@ pub fn run(
         let sock = node.control_socket();
         let mut control = ControlServer::bind(&sock)?;
         control.spawn(engine.clone(), node.clone());
+        // Said once the control socket answers: a `seed` started after this line hands
+        // its backup to the agent (before, it could find the home locked and no socket).
+        listening(engine.local_addr());
         let mut jobs: Vec<(Box<dyn Job>, Option<Instant>)> = Vec::new();
         if let Some(tracker) = &node.config.tracker_ref() {
             let discovery = TrackerDiscovery::new(tracker)
