@@ -24,8 +24,12 @@ use crate::fetch::start_engine;
 pub trait Job: Send {
     /// For logs.
     fn name(&self) -> &'static str;
+    /// How often it runs (at once when the agent starts, then every this long).
+    fn every(&self) -> Duration;
     /// When it is next due, given when it last ran (`None`: never).
-    fn due(&self, last: Option<Instant>, now: Instant) -> bool;
+    fn due(&self, last: Option<Instant>, now: Instant) -> bool {
+        every_due(last, now, self.every())
+    }
     /// Runs once. An error is logged; the job runs again when next due.
     fn run<'a>(
         &'a mut self,
@@ -129,8 +133,8 @@ impl Job for Replicate {
     fn name(&self) -> &'static str {
         "replicate"
     }
-    fn due(&self, last: Option<Instant>, now: Instant) -> bool {
-        every_due(last, now, self.every)
+    fn every(&self) -> Duration {
+        self.every
     }
     fn run<'a>(
         &'a mut self,
@@ -151,8 +155,8 @@ impl Job for SendReports {
     fn name(&self) -> &'static str {
         "send reports"
     }
-    fn due(&self, last: Option<Instant>, now: Instant) -> bool {
-        every_due(last, now, self.every)
+    fn every(&self) -> Duration {
+        self.every
     }
     fn run<'a>(
         &'a mut self,
@@ -192,8 +196,8 @@ impl Job for PublishPending {
     fn name(&self) -> &'static str {
         "publish pending"
     }
-    fn due(&self, last: Option<Instant>, now: Instant) -> bool {
-        every_due(last, now, self.every)
+    fn every(&self) -> Duration {
+        self.every
     }
     fn run<'a>(
         &'a mut self,
