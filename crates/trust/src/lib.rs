@@ -3,8 +3,9 @@
 //! - The **organisation key** (ed25519) lives with the tracker (`DATA/org.key`); it signs
 //!   machine [`Certificate`]s and [`Revocation`]s.
 //! - Each machine's **signing key** (ed25519, `HOME/signing.key`) is the machine's
-//!   identity: it signs [`PublishRecord`]s, enrolment requests ([`EnrollRequest`]) and,
-//!   later, reports and peer challenges.
+//!   identity: it signs [`PublishRecord`]s, enrolment requests ([`EnrollRequest`]),
+//!   [`BackupReport`]s, peer connections (§10), [`HeldStatement`]s and
+//!   [`Attestation`]s (§11).
 //! - An [`EnrollToken`] is what `swarmbak tracker enroll` prints: the tracker's address,
 //!   the organisation key and a one-time secret.
 //!
@@ -27,10 +28,16 @@ use sha2::Digest;
 use swarmbak_bencode::{decode, Dict, Encoder, Value};
 
 mod peer;
+mod possession;
 mod records;
 pub use peer::{
-    check_member_mac, member_mac, peer_signing_input, Side, Transcript, MEMBER_PREFIX, PEER_PREFIX,
-    PEER_SIGNING_INPUT_LEN, TRANSCRIPT_LEN,
+    check_member_mac, check_tag, member_mac, peer_signing_input, session_key, tag, SessionKey,
+    Side, Transcript, MEMBER_PREFIX, PEER_PREFIX, PEER_SIGNING_INPUT_LEN, SESSION_PREFIX,
+    TRANSCRIPT_LEN,
+};
+pub use possession::{
+    bitfield_bytes, possession_digest, Attestation, DigestState, HeldStatement, DIGEST_PREFIX,
+    MAX_HELD_PIECES,
 };
 pub use records::{
     verify_publish, BackupReport, Certificate, CertificateFields, EnrollRequest, EnrollToken,
@@ -96,6 +103,10 @@ pub enum Kind {
     Enroll,
     /// A backup report (signed by the machine).
     Report,
+    /// A held statement (signed by the holder machine, §11).
+    Held,
+    /// A possession attestation (signed by the checking machine, §11).
+    Attestation,
 }
 
 impl Kind {
@@ -107,6 +118,8 @@ impl Kind {
             Kind::Revocation => b"swarmbak-revocation-v1\0",
             Kind::Enroll => b"swarmbak-enroll-v1\0",
             Kind::Report => b"swarmbak-report-v1\0",
+            Kind::Held => b"swarmbak-held-v1\0",
+            Kind::Attestation => b"swarmbak-attest-v1\0",
         }
     }
 
@@ -118,6 +131,8 @@ impl Kind {
             Kind::Revocation => "revocation",
             Kind::Enroll => "enrolment request",
             Kind::Report => "backup report",
+            Kind::Held => "held statement",
+            Kind::Attestation => "possession attestation",
         }
     }
 }

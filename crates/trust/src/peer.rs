@@ -18,6 +18,10 @@ pub const PEER_SIGNING_INPUT_LEN: usize = 207;
 pub const MEMBER_PREFIX: &[u8] = b"swarmbak-member-v1\0";
 /// The peer signature's domain separation prefix.
 pub const PEER_PREFIX: &[u8] = b"swarmbak-peer-v1\0";
+/// The session key's domain separation prefix.
+pub const SESSION_PREFIX: &[u8] = b"swarmbak-session-v1\0";
+/// Bytes of a session [`tag`].
+const TAG_LEN: usize = 16;
 
 /// Which side of the TCP connection: the one that dialled, or the one that accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,9 +82,7 @@ impl Transcript {
 }
 
 fn member_mac_state(org_secret: &[u8; 32], side: Side, t: &Transcript) -> HmacSha256 {
-    // HMAC takes keys of any length: this cannot fail.
-    let mut m = <HmacSha256 as KeyInit>::new_from_slice(org_secret)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    let mut m = hmac(org_secret);
     m.update(MEMBER_PREFIX);
     m.update(&[side.byte()]);
     m.update(&t.0);
@@ -100,6 +102,63 @@ pub fn member_mac(org_secret: &[u8; 32], side: Side, t: &Transcript) -> [u8; 32]
 pub fn check_member_mac(org_secret: &[u8; 32], side: Side, t: &Transcript, mac: &[u8]) -> bool {
     member_mac_state(org_secret, side, t)
         .verify_slice(mac)
+        .is_ok()
+}
+
+/// The key that tags one connection's `sb_machine` messages after authentication
+/// (trust.md §11.3). Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionKey(pub [u8; 32]);
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey(..)")
+    }
+}
+
+fn hmac(key: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length: this cannot fail.
+    <HmacSha256 as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+}
+
+/// `HMAC-SHA256(org_secret, "swarmbak-session-v1\0" ‖ T)`: the connection's session
+/// key, known only to members of the organisation that saw this transcript.
+pub fn session_key(org_secret: &[u8; 32], t: &Transcript) -> SessionKey {
+    let mut m = hmac(org_secret);
+    m.update(SESSION_PREFIX);
+    m.update(&t.0);
+    SessionKey(m.finalize().into_bytes().into())
+}
+
+fn tag_state(k: &SessionKey, sender: Side, counter: u64, msg: &[u8]) -> HmacSha256 {
+    let mut m = hmac(&k.0);
+    m.update(&[sender.byte()]);
+    m.update(&counter.to_be_bytes());
+    m.update(msg);
+    m
+}
+
+/// The tag of the `counter`-th tagged message `sender` sends on this connection (`msg`:
+/// the message's bencoded dictionary): the first 16 bytes of `HMAC-SHA256(k, role ‖
+/// BE64(counter) ‖ msg)`.
+pub fn tag(k: &SessionKey, sender: Side, counter: u64, msg: &[u8]) -> [u8; TAG_LEN] {
+    let full = tag_state(k, sender, counter, msg).finalize().into_bytes();
+    let mut t = [0u8; TAG_LEN];
+    t.copy_from_slice(&full[..TAG_LEN]);
+    t
+}
+
+/// Checks a [`tag`] in constant time.
+pub fn check_tag(
+    k: &SessionKey,
+    sender: Side,
+    counter: u64,
+    msg: &[u8],
+    tag: &[u8; TAG_LEN],
+) -> bool {
+    tag_state(k, sender, counter, msg)
+        .verify_truncated_left(tag)
         .is_ok()
 }
 
@@ -200,6 +259,38 @@ mod tests {
             !check_member_mac(&s, Side::Dialler, &t(), &d[..31]),
             "short"
         );
+    }
+
+    #[test]
+    fn session_tags_bind_key_side_counter_and_message() {
+        let k = session_key(&[9; 32], &t());
+        assert_eq!(format!("{k:?}"), "SessionKey(..)");
+        let other = Transcript::new(&[1; 20], &[2; 20], &[3; 20], &[4; 32], &[6; 32]);
+        assert_ne!(session_key(&[9; 32], &other), k, "another connection");
+        assert_ne!(session_key(&[8; 32], &t()), k, "another organisation");
+        let msg = b"d4:held3:abc1:ti6ee";
+        let tg = tag(&k, Side::Dialler, 7, msg);
+        assert!(check_tag(&k, Side::Dialler, 7, msg, &tg));
+        assert!(!check_tag(&k, Side::Acceptor, 7, msg, &tg), "reflected");
+        assert!(!check_tag(&k, Side::Dialler, 6, msg, &tg), "replayed");
+        assert!(!check_tag(
+            &k,
+            Side::Dialler,
+            7,
+            b"d4:held3:abd1:ti6ee",
+            &tg
+        ));
+        let other_key = session_key(&[9; 32], &other);
+        assert!(!check_tag(&other_key, Side::Dialler, 7, msg, &tg));
+        let mut flipped = tg;
+        flipped[15] ^= 1;
+        assert!(!check_tag(&k, Side::Dialler, 7, msg, &flipped));
+        // The tag is the HMAC's first 16 bytes.
+        let mut m = hmac(&k.0);
+        m.update(&[1]);
+        m.update(&7u64.to_be_bytes());
+        m.update(msg);
+        assert_eq!(m.finalize().into_bytes()[..16], tg);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use swarmbak_bencode::Encoder;
 
 use crate::{from_b64, open, sha256, to_b64, Fields, Kind, PublicKey, SigningKey, TrustError};
 
-fn finish(e: Encoder) -> Vec<u8> {
+pub(crate) fn finish(e: Encoder) -> Vec<u8> {
     // The encoder only fails on unbalanced begin/end, which the code below never has.
     e.finish().unwrap_or_default()
 }
@@ -377,7 +377,7 @@ impl EnrollToken {
 
 /// Opens an object of `kind` signed by `machine`, parses its body, and checks the body
 /// names that machine (a signature by one machine over a body naming another is refused).
-fn open_machine_signed<T>(
+pub(crate) fn open_machine_signed<T>(
     bytes: &[u8],
     kind: Kind,
     machine: &PublicKey,

@@ -3,8 +3,9 @@
 
 use swarmbak_core::spec::assert_quoted;
 use swarmbak_trust::{
-    member_mac, BackupReport, Certificate, CertificateFields, EnrollRequest, EnrollToken, Kind,
-    PublishRecord, Revocation, Side, SigningKey, Transcript,
+    bitfield_bytes, member_mac, possession_digest, session_key, tag, Attestation, BackupReport,
+    Certificate, CertificateFields, EnrollRequest, EnrollToken, HeldStatement, Kind, PublishRecord,
+    Revocation, Side, SigningKey, Transcript,
 };
 
 fn org() -> SigningKey {
@@ -93,7 +94,38 @@ fn examples() -> Vec<(&'static str, String)> {
     let secret = [0x0b; 32];
     let a = SigningKey::from_seed([0x02; 32]);
     let (kd, ka) = (m.public(), a.public());
+    // §11: proofs of possession, on the same keys and connection.
+    let held = HeldStatement {
+        infohash: [0xab; 20],
+        key: m.public(),
+        pieces: 12,
+        have: bitfield_bytes(12, |p| [0, 1, 2, 5, 11].contains(&p)),
+        seq: 3,
+        flushed: 1_796_100_100,
+    }
+    .sign(&m);
+    let attestation = Attestation {
+        checker: a.public(),
+        holder: m.public(),
+        infohash: [0xab; 20],
+        mode: 1,
+        blocks: 2,
+        result: true,
+        seq: 3,
+        time: 1_796_100_200,
+    }
+    .sign(&a);
+    let k = session_key(&secret, &t);
+    let tagged = b"d2:idi7e5:retryi60e1:ti9e3:whyi2ee";
+    let (zeros, ones) = (vec![0u8; 16384], vec![0x11u8; 16384]);
+    let digest = possession_digest(&[0xc0; 32], &[0xab; 20], &kd, 5, 2, 2, &[&zeros, &ones]);
     vec![
+        ("held statement", lines(&held)),
+        ("attestation", lines(&attestation)),
+        ("session key", hex::encode(k.0)),
+        ("tag D 0", hex::encode(tag(&k, Side::Dialler, 0, tagged))),
+        ("tag A 1", hex::encode(tag(&k, Side::Acceptor, 1, tagged))),
+        ("digest", hex::encode(digest)),
         ("peer A public key", ka.to_hex()),
         ("transcript", lines(&t.0)),
         ("MAC_D", hex::encode(member_mac(&secret, Side::Dialler, &t))),
@@ -135,12 +167,19 @@ fn spec_examples() {
         Kind::Revocation,
         Kind::Enroll,
         Kind::Report,
+        Kind::Held,
+        Kind::Attestation,
     ] {
         let p = std::str::from_utf8(&k.prefix()[..k.prefix().len() - 1]).unwrap();
         assert_quoted("trust.md", &[&format!("`{p}\\0`")]);
     }
     assert_quoted(
         "trust.md",
-        &["`swarmbak-peer-v1\\0`", "`swarmbak-member-v1\\0`"],
+        &[
+            "`swarmbak-peer-v1\\0`",
+            "`swarmbak-member-v1\\0`",
+            "`swarmbak-session-v1\\0`",
+            "`swarmbak-digest-v1\\0`",
+        ],
     );
 }
