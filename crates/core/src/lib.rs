@@ -4,6 +4,7 @@
 //! - [`InfoHash`], [`PeerId`], [`MachineKey`]: identities (protocol-spec/swarm.md §1).
 //! - [`Layout`] and the index types [`PieceIndex`], [`StripeIndex`], [`ShardIndex`]: where
 //!   a snapshot's shards sit among its pieces (protocol-spec/format-v1.md §9.1).
+//! - [`merkle`]: per-shard Merkle roots (BEP 52's piece layer), format-v2.md.
 //! - [`placement`]: rendezvous placement, holder counting and health (swarm.md §3, §7).
 //! - [`Clock`]: the time source, injectable so that schedules, grace periods and overdue
 //!   thresholds are testable in seconds.
@@ -15,6 +16,7 @@
 mod clock;
 mod ids;
 mod layout;
+pub mod merkle;
 pub mod placement;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod spec;
