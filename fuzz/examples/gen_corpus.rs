@@ -13,8 +13,8 @@ use swarmbak_format::InfoHash;
 use swarmbak_metainfo::{build_swarmbak_torrent, SwarmbakParams, SwarmbakTorrent};
 use swarmbak_tracker::{AnnounceEvent, AnnounceRequest, PeerId};
 use swarmbak_wire::{
-    BlockRef, ExtensionHandshake, Handshake, Message, MetadataMessage, Reserved, SB_MACHINE,
-    UT_METADATA,
+    Answer, BlockRef, Challenge, ExtensionHandshake, Handshake, MachineMessage, Message,
+    MetadataMessage, Reserved, SB_MACHINE, UT_METADATA,
 };
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
@@ -249,6 +249,39 @@ fn wire() {
         .encode(),
     );
     write("wire", "metadata-payload", &md);
+    // A tagged sb_machine message: wire.md's `refuse` example and its tag (trust.md
+    // §11.5), then a challenge with its nonce and a response with a block and a path.
+    let mut tagged = vec![0x00, 0x00];
+    tagged.extend_from_slice(b"d2:idi7e5:retryi60e1:ti9e3:whyi2ee");
+    tagged.extend_from_slice(&[
+        0x9c, 0xb4, 0x04, 0x6d, 0x5b, 0x12, 0x03, 0xf4, 0x9b, 0xda, 0x15, 0xa3, 0xd6, 0x8a, 0x88,
+        0x0f,
+    ]);
+    write("wire", "machine-refuse-tagged", &tagged);
+    let tagged_payload = |name: &str, m: MachineMessage| {
+        let mut b = vec![0x00, 0x00];
+        b.extend_from_slice(&m.encode_tagged(|_| [0xee; 16]));
+        write("wire", name, &b);
+    };
+    tagged_payload(
+        "machine-challenge-tagged",
+        MachineMessage::Challenge {
+            id: 8,
+            nonce: Some([0xc0; 32]),
+            entries: Challenge::Digest(vec![(5, 2, 2)]),
+        },
+    );
+    tagged_payload(
+        "machine-response-tagged",
+        MachineMessage::Response {
+            id: 7,
+            index: 1,
+            answers: vec![Answer::Block {
+                data: b"DATA".to_vec(),
+                path: vec![[0xaa; 32], [0xbb; 32]],
+            }],
+        },
+    );
 }
 
 fn announce_request() -> AnnounceRequest {

@@ -3,7 +3,8 @@
 //! - [`Handshake`], [`Message`], [`decode_message`] and [`PeerCodec`]: BEP 3 framing with
 //!   the Fast extension (BEP 6) and the extension protocol (BEP 10), bounded by [`Limits`].
 //! - [`ExtensionHandshake`]: the BEP 10 handshake dictionary, with swarmbak's `sb_nonce`;
-//!   [`MachineMessage`]: the `sb_machine` authentication messages.
+//!   [`MachineMessage`]: the `sb_machine` messages (authentication, then tagged proofs of
+//!   possession: [`Challenge`], [`Answer`]).
 //! - [`MetadataMessage`] and [`MetadataAssembler`]: BEP 9 metadata exchange.
 //! - [`Bitfield`], [`Choker`], [`PiecePicker`] and [`PeerSession`]: the state machines an
 //!   engine drives with received messages and timer ticks.
@@ -34,7 +35,11 @@ pub use extension::{
     ExtensionHandshake, EXTENSION_HANDSHAKE_ID, MAX_SB_KEY_LEN, SB_MACHINE, UT_METADATA,
 };
 pub use handshake::{Handshake, Reserved, HANDSHAKE_LEN, PROTOCOL};
-pub use machine::{MachineMessage, FLAG_HOLDER, MAX_MACHINE_MESSAGE};
+pub use machine::{
+    Answer, Challenge, MachineMessage, FLAG_HOLDER, MAX_ANSWER_DATA, MAX_BLOCK_ANSWERS,
+    MAX_BLOCK_ENTRIES, MAX_DIGEST_ANSWERS, MAX_DIGEST_BLOCKS, MAX_DIGEST_ENTRIES,
+    MAX_MACHINE_MESSAGE, MAX_PATH_HASHES, MAX_TAGGED_MESSAGE, REFUSE_BUSY, REFUSE_MISSING, TAG_LEN,
+};
 pub use message::{decode_message, encode_piece_header, id, BlockRef, Limits, Message, BLOCK_SIZE};
 pub use metadata::{
     metadata_pieces, MetadataAssembler, MetadataMessage, MAX_METADATA_SIZE, METADATA_PIECE_SIZE,

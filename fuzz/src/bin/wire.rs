@@ -1,7 +1,8 @@
 //! The peer wire protocol on arbitrary bytes from a peer: the 68-byte handshake and the
 //! message stream through `PeerCodec` (as `agent::peer` frames a socket), every message
 //! fed to a `wire::PeerSession` with a `PiecePicker` (as the agent drives them), and the
-//! BEP 10 extension handshake and BEP 9 metadata payloads on their own.
+//! BEP 10 extension handshake, BEP 9 metadata and `sb_machine` payloads (untagged, and
+//! tagged: split off the 16-byte tag, then the dictionary) on their own.
 //!
 //! Input: byte 0 and 1 choose the session (piece count and length, our pieces, Fast and
 //! extension bits, whether a handshake comes first, how the stream is split into reads);
@@ -9,7 +10,8 @@
 //!
 //! Invariants: nothing panics; decoding the stream in small reads gives the same frames
 //! as in one read; every decoded frame re-encodes to the bytes it was decoded from; an
-//! accepted extension handshake or metadata message re-encodes and parses the same; the
+//! accepted extension handshake, metadata or `sb_machine` message re-encodes and parses
+//! the same (a tagged one with its tag); the
 //! session never has more requests out than its pipeline allows, nor stores a block of a
 //! piece it does not know.
 
@@ -17,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use swarmbak_wire::{
-    Action, ExtensionHandshake, Frame, Limits, MetadataAssembler, MetadataMessage, PeerCodec,
-    PeerSession, PiecePicker, Reserved, SessionConfig, SB_MACHINE, UT_METADATA,
+    Action, ExtensionHandshake, Frame, Limits, MachineMessage, MetadataAssembler, MetadataMessage,
+    PeerCodec, PeerSession, PiecePicker, Reserved, SessionConfig, SB_MACHINE, UT_METADATA,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -73,6 +75,23 @@ fn check_metadata(payload: &Bytes) {
     }
 }
 
+fn check_machine(payload: &[u8]) {
+    if let Ok(m) = MachineMessage::parse(payload) {
+        let again = MachineMessage::parse(&m.encode()).expect("our encoding parses");
+        assert_eq!(again, m);
+    }
+    if let Ok((dict, tag)) = MachineMessage::split_tagged(payload) {
+        if let Ok(m) = MachineMessage::parse(dict) {
+            let tagged = m.encode_tagged(|_| tag);
+            let (d, t) = MachineMessage::split_tagged(&tagged).expect("ours splits");
+            assert_eq!(
+                (MachineMessage::parse(d).expect("ours parses"), t),
+                (m, tag)
+            );
+        }
+    }
+}
+
 fn main() {
     afl::fuzz!(|data: &[u8]| {
         let [c0, c1, stream @ ..] = data else {
@@ -80,6 +99,7 @@ fn main() {
         };
         check_extension_handshake(stream);
         check_metadata(&Bytes::copy_from_slice(stream));
+        check_machine(stream);
 
         let num_pieces = 1 + u32::from(c0 & 0x0f);
         // Small pieces (one block each) keep `piece` messages, and executions, short.
