@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use swarmbak_core::MachineKey;
 use swarmbak_trust::{
-    check_member_mac, member_mac, Certificate, PublicKey, Side, SigningKey, Transcript,
+    check_member_mac, member_mac, session_key, Certificate, PublicKey, SessionKey, Side,
+    SigningKey, Transcript,
 };
 use swarmbak_wire::{MachineMessage, FLAG_HOLDER};
 
@@ -214,6 +215,15 @@ impl MachineAuth {
             transcript: None,
             started: None,
             state: State::Waiting,
+        }
+    }
+
+    /// Once authenticated: the session key that tags every later `sb_machine` message
+    /// (trust.md §11), and our side of the connection.
+    pub fn session(&self) -> Option<(SessionKey, Side)> {
+        match (&self.state, &self.transcript) {
+            (State::Done, Some(t)) => Some((session_key(&self.id.org_secret, t), self.side)),
+            _ => None,
         }
     }
 

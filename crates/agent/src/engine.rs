@@ -41,6 +41,9 @@ pub struct EngineConfig {
     pub announce_every: Duration,
     /// Print connection events to stderr.
     pub verbose: bool,
+    /// Where an enrolled engine records the proofs of possession it checked
+    /// (`HOME/possession.log`; swarm.md §14); `None`: in memory only.
+    pub possession_log: Option<std::path::PathBuf>,
 }
 
 /// Most peer connections an engine keeps at once (both directions, handshakes under way
@@ -172,6 +175,8 @@ struct Inner {
     announced_quota: std::sync::OnceLock<u64>,
     /// Connection slots (caps in total and per address).
     slots: Arc<Slots>,
+    /// Enrolled: what this process believes each authenticated holder holds.
+    proofs: Option<crate::torrent::Proofs>,
 }
 
 /// A running engine. Cheap to clone.
@@ -210,7 +215,6 @@ impl Engine {
         let listener = TcpListener::bind(cfg.listen).await?;
         let local = listener.local_addr()?;
         let e = Engine(Arc::new(Inner {
-            cfg,
             local,
             peer_id: new_peer_id(),
             next_key: AtomicU64::new(1),
@@ -220,6 +224,14 @@ impl Engine {
             cache: Arc::new(PieceCache::default()),
             announced_quota: std::sync::OnceLock::new(),
             slots: Arc::default(),
+            proofs: cfg.identity.clone().map(|identity| crate::torrent::Proofs {
+                possession: crate::possession::Possession::new(
+                    cfg.clock.clone(),
+                    cfg.possession_log.clone(),
+                ),
+                identity,
+            }),
+            cfg,
         }));
         let acc = e.clone();
         tokio::spawn(async move {
@@ -307,6 +319,9 @@ impl Engine {
     pub fn add(&self, t: Arc<Torrent>) {
         let ih = t.ih;
         t.set_takeover(self.0.cfg.takeover_grace, self.0.cfg.clock.clone());
+        if let Some(p) = &self.0.proofs {
+            t.set_proofs(p.clone());
+        }
         {
             let mut g = lock(&self.0.torrents);
             if g.contains_key(&ih) {

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod io;
 pub mod metadata;
 pub mod peer;
+pub mod possession;
 pub mod torrent;
 
 pub use auth::{Identity, Member};

@@ -27,6 +27,8 @@ use crate::cache::PieceCache;
 use crate::io::PeerIo;
 use crate::torrent::{Inner, PeerKey, PeerView, Torrent};
 
+mod proofs;
+
 /// Our extension ids (what peers send to us).
 const OUR_UT_METADATA: u8 = 1;
 const OUR_SB_MACHINE: u8 = 2;
@@ -277,6 +279,13 @@ pub async fn accepted(conn: Conn, io: PeerIo, theirs: Handshake) -> End {
         since: Instant::now(),
         member: false,
         listed: false,
+        tagged: None,
+        member_key: None,
+        member_name: None,
+        sent_statement: 0,
+        asking: None,
+        next_challenge: 0,
+        challenge_after: Instant::now(),
     };
     let mut control = conn.control;
     let end = match d.run(&mut control).await {
@@ -338,6 +347,17 @@ struct Driver {
     /// The tracker listed the peer for this torrent (we dialled an address it gave, or
     /// the peer's listening address is one it gave).
     listed: bool,
+    /// Once authenticated: the session that tags every later `sb_machine` message.
+    tagged: Option<proofs::Tagged>,
+    /// The key and name the peer authenticated with.
+    member_key: Option<swarmbak_trust::PublicKey>,
+    member_name: Option<String>,
+    /// The version of our held statement last sent to the peer.
+    sent_statement: u64,
+    /// Our challenge under way, the last challenge's id, and when we may ask again.
+    asking: Option<proofs::Asking>,
+    next_challenge: u32,
+    challenge_after: Instant,
 }
 
 type Actions = Vec<Action<PeerKey>>;
@@ -405,7 +425,8 @@ impl Driver {
                     self.check_standing(now)?;
                     self.t.update_wanted_if_stale();
                     let key = self.key;
-                    let a = self.step(Has::Same, |s, p| s.tick(now, p))?;
+                    let mut a = self.step(Has::Same, |s, p| s.tick(now, p))?;
+                    a.extend(self.proof_tick(now));
                     self.act(a).await?;
                     // A piece this peer alone sent failed its hash check (wire.md).
                     let failed = self.t.inner().kick.remove(&key);
@@ -535,7 +556,12 @@ impl Driver {
                     queue.extend(self.session.extended(Instant::now(), UT_METADATA, payload));
                 }
                 Action::Extended { name, payload } if name == SB_MACHINE => {
-                    queue.extend(self.on_machine_message(&payload)?);
+                    let more = if self.tagged.is_some() {
+                        self.on_tagged(&payload).await?
+                    } else {
+                        self.on_machine_message(&payload)?
+                    };
+                    queue.extend(more);
                 }
                 Action::Disconnect { reason, .. } => return Err(reason.into()),
                 // Metadata answers (we never ask over an open connection), sb_machine
@@ -668,6 +694,13 @@ impl Driver {
             "holder": m.holder(),
         }));
         self.member = true;
+        self.member_key = Some(m.key);
+        self.member_name = Some(m.certificate.fields.name.clone());
+        self.tagged = self
+            .auth
+            .as_ref()
+            .and_then(MachineAuth::session)
+            .map(|(k, side)| proofs::Tagged::new(k, side));
         let placement = m.holder().then(|| m.placement_key()).flatten();
         if let Some(v) = self.t.inner().peers.get_mut(&self.key) {
             v.member = Some(m.key);
@@ -677,7 +710,9 @@ impl Driver {
         self.interest.notify_one();
         self.t.update_wanted();
         let now = Instant::now();
-        self.step(Has::Same, |s, p| s.refresh(now, p))
+        let mut a = self.step(Has::Same, |s, p| s.refresh(now, p))?;
+        a.extend(self.proof_tick(now));
+        Ok(a)
     }
 
     /// Serves the requests the session queued: each block a slice of its piece, read once

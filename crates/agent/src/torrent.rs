@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha1::{Digest, Sha1};
 use swarmbak_core::placement::{self, HolderSets};
-use swarmbak_core::{Clock, MachineKey};
+use swarmbak_core::{Clock, MachineKey, SystemClock};
 use swarmbak_format::restore::SnapshotMeta;
 use swarmbak_format::{InfoHash, Layout, Store};
 use swarmbak_wire::{Bitfield, PiecePicker};
@@ -161,6 +161,19 @@ pub struct Torrent {
     wanted_stale: std::sync::atomic::AtomicBool,
     /// Writing shards failed (a full disk): nothing is wanted until then.
     store_backoff: Mutex<Option<std::time::Instant>>,
+    /// Enrolled engines: proofs of possession (who counts) and our identity (to sign
+    /// our held statements), set by the engine.
+    proofs: std::sync::OnceLock<Proofs>,
+    /// Our latest held statement for this snapshot (a signed envelope) and its version
+    /// (bumped each time it changes; the connections send it when it did).
+    statement: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+}
+
+/// What an enrolled engine gives its torrents for proofs of possession.
+#[derive(Clone)]
+pub struct Proofs {
+    pub possession: Arc<crate::possession::Possession>,
+    pub identity: Arc<crate::auth::Identity>,
 }
 
 /// How long a torrent wants nothing after a shard could not be written.
@@ -287,6 +300,8 @@ impl Torrent {
             unflushed: Mutex::new(Vec::new()),
             wanted_stale: std::sync::atomic::AtomicBool::new(false),
             store_backoff: Mutex::new(None),
+            proofs: std::sync::OnceLock::new(),
+            statement: Mutex::new(None),
         });
         t.update_wanted();
         Ok(t)
@@ -403,13 +418,23 @@ impl Torrent {
                 // Not a machine: never a holder.
                 None => vec![false; l.pieces()],
                 Some(me) => {
+                    // Enrolled: a holder that failed a proof of this snapshot is no
+                    // candidate (its indices go to the next machines: a takeover).
+                    let proven = self.proofs.get().map(|p| (&*p.possession, &self.ih));
+                    let trusted = |v: &&PeerView| match (proven, v.member) {
+                        (Some((pos, ih)), Some(m)) => !pos.distrusted(&m, ih),
+                        _ => true,
+                    };
                     let machines = placement::candidates(
-                        g.peers.values().filter_map(|p| p.machine.as_ref()),
+                        g.peers
+                            .values()
+                            .filter(trusted)
+                            .filter_map(|p| p.machine.as_ref()),
                         Some(me),
                         self.owner(),
                     );
                     let holders = placement::holder_counts(
-                        &holder_sets(&g, self.me.as_ref(), l.pieces()),
+                        &holder_sets(&g, self.me.as_ref(), l.pieces(), proven),
                         self.owner(),
                     );
                     let view = placement::ReplicateView {
@@ -530,8 +555,102 @@ impl Torrent {
         for &p in &batch {
             let _ = self.haves.send(p);
         }
+        self.restate();
         self.update_wanted();
         Ok(batch)
+    }
+
+    /// Proofs of possession, when the engine is enrolled.
+    pub fn set_proofs(&self, p: Proofs) {
+        if self.proofs.set(p).is_ok() {
+            self.restate();
+        }
+    }
+
+    pub fn proofs(&self) -> Option<&Proofs> {
+        self.proofs.get()
+    }
+
+    /// Whether we state what we hold of this snapshot: enrolled, a holder process, and
+    /// not the owner (the owner is never counted).
+    pub fn states(&self) -> bool {
+        self.proofs.get().is_some() && self.me.is_some() && !self.is_own()
+    }
+
+    /// Signs a new held statement of the shards on our disk (called after each flush
+    /// that made some durable, and once at start), persisted in the snapshot's
+    /// directory as `held` before any connection sends it (its `seq` then never goes
+    /// back across restarts).
+    pub fn restate(&self) {
+        let Some(p) = self.proofs.get().filter(|_| self.states()) else {
+            return;
+        };
+        let have = self.have();
+        if have.has_none() {
+            return;
+        }
+        let mut g = lock(&self.statement);
+        let key = p.identity.key.public();
+        let last = g
+            .as_ref()
+            .map(|(_, e)| e.to_vec())
+            .or_else(|| self.store.held(&self.ih))
+            .and_then(|e| swarmbak_trust::HeldStatement::verify(&e, &key).ok());
+        if last.as_ref().is_some_and(|l| l.have == have.as_bytes()) && g.is_some() {
+            return;
+        }
+        let s = swarmbak_trust::HeldStatement {
+            infohash: self.ih.0,
+            key,
+            pieces: self.num_pieces(),
+            have: have.as_bytes().to_vec(),
+            seq: last.map_or(1, |l| l.seq + 1),
+            flushed: self
+                .clock
+                .get()
+                .map_or_else(|| SystemClock.unix(), |c| c.unix()),
+        };
+        let envelope = s.sign(&p.identity.key);
+        if let Err(e) = self.store.set_held(&self.ih, &envelope) {
+            eprintln!(
+                "swarmbak: cannot record what this machine holds of {}: {e}; not stating it",
+                self.ih
+            );
+            return;
+        }
+        let version = g.as_ref().map_or(1, |(v, _)| v + 1);
+        *g = Some((version, Arc::new(envelope)));
+    }
+
+    /// Our latest held statement and its version.
+    pub fn statement(&self) -> Option<(u64, Arc<Vec<u8>>)> {
+        lock(&self.statement).clone()
+    }
+
+    /// The Merkle roots of the shards (format 2), when the snapshot has them.
+    pub fn roots(&self) -> Option<&[[u8; 32]]> {
+        None
+    }
+
+    /// Reads a whole shard we hold from disk (not the cache: a proof is about the disk).
+    pub async fn read_shard_from_disk(&self, piece: u32) -> Option<bytes::Bytes> {
+        if !self.inner().picker.have().get(piece) {
+            return None;
+        }
+        let path = self.store.shard_path(&self.ih, piece as usize);
+        tokio::task::spawn_blocking(move || std::fs::read(path).ok())
+            .await
+            .ok()
+            .flatten()
+            .map(bytes::Bytes::from)
+    }
+
+    /// Bytes we hold for others (the holder's proof budget is a share of it).
+    pub fn held_bytes(&self) -> u64 {
+        match self.quota.get() {
+            Some(q) => q.used.load(std::sync::atomic::Ordering::Relaxed),
+            None => self.have().count() as u64 * self.meta.layout.shard_size as u64,
+        }
     }
 
     /// Distinct machines (by key) other than the owner holding each piece, among
@@ -544,7 +663,8 @@ impl Torrent {
     /// peers and ourselves.
     pub fn holder_sets(&self) -> HolderSets {
         let g = self.inner();
-        holder_sets(&g, self.me.as_ref(), self.num_pieces() as usize)
+        let proven = self.proofs.get().map(|p| (&*p.possession, &self.ih));
+        holder_sets(&g, self.me.as_ref(), self.num_pieces() as usize, proven)
     }
 
     /// Whether some connected peer (any client, with or without a machine key) has each
@@ -761,17 +881,36 @@ pub fn liars<B: AsRef<[u8]>>(before: &[BlockSender], good: &[B]) -> Vec<PeerKey>
 /// The takeover grace when the engine sets none (swarm.md §11).
 const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Every machine (by key) holding each piece: connected peers that sent a key, and us.
-fn holder_sets(g: &Inner, me: Option<&MachineKey>, n: usize) -> HolderSets {
+/// Every machine (by key) holding each piece: us, and connected peers with a placement
+/// key. Enrolled (`proven` given): an authenticated holder holds what it stated and
+/// recently proved (swarm.md §14); not enrolled: what its bitfield says.
+fn holder_sets(
+    g: &Inner,
+    me: Option<&MachineKey>,
+    n: usize,
+    proven: Option<(&crate::possession::Possession, &InfoHash)>,
+) -> HolderSets {
     let mut sets: HolderSets = vec![Default::default(); n];
-    let peers = g
-        .peers
-        .values()
-        .filter_map(|p| Some((p.machine.as_ref()?, &p.has)));
-    for (k, has) in peers.chain(me.map(|k| (k, g.picker.have()))) {
+    let mut add = |k: &MachineKey, has: &Bitfield| {
         for i in has.iter_ones() {
             if let Some(s) = sets.get_mut(i as usize) {
                 s.insert(k.clone());
+            }
+        }
+    };
+    if let Some(k) = me {
+        add(k, g.picker.have());
+    }
+    for p in g.peers.values() {
+        let Some(k) = p.machine.as_ref() else {
+            continue;
+        };
+        match proven {
+            None => add(k, &p.has),
+            Some((possession, ih)) => {
+                if let Some(b) = p.member.and_then(|m| possession.counted(&m, ih)) {
+                    add(k, &b);
+                }
             }
         }
     }

@@ -322,6 +322,18 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps this machine's latest held statement of `ih` (swarm.md §14), synced: its
+    /// sequence number must never go back.
+    pub fn set_held(&self, ih: &InfoHash, statement: &[u8]) -> Result<(), FormatError> {
+        let p = self.snapshot_dir(ih).join("held");
+        write_atomic(&p, statement, 0o644, true).map_err(|e| FormatError::io(&p, e))
+    }
+
+    /// The statement kept with [`Store::set_held`], unchecked.
+    pub fn held(&self, ih: &InfoHash) -> Option<Vec<u8>> {
+        std::fs::read(self.snapshot_dir(ih).join("held")).ok()
+    }
+
     /// The record and certificate kept with [`Store::set_owner_record`], unchecked.
     pub fn owner_record(&self, ih: &InfoHash) -> Option<(Vec<u8>, Vec<u8>)> {
         let d = self.snapshot_dir(ih);

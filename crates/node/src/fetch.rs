@@ -55,6 +55,7 @@ pub async fn start_engine(
         tracker: client,
         announce_every,
         verbose: settings.verbose,
+        possession_log: membership.map(Membership::possession_log),
     })
     .await
     .map_err(FetchError::Listen)?;

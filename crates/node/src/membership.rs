@@ -17,6 +17,8 @@ use crate::error::ConfigError;
 
 /// The revocation cache: one verified revocation envelope per line, base64url.
 pub const REVOCATIONS_FILE: &str = "revocations";
+/// The checker's record of proofs of possession (swarm.md §14).
+pub const POSSESSION_LOG: &str = "possession.log";
 /// How often a running process asks the tracker for revocations.
 pub const REVOCATION_REFRESH: Duration = Duration::from_secs(30);
 
@@ -33,6 +35,11 @@ impl Membership {
     /// cannot authenticate, so nothing they claim is proven).
     pub fn of(node: &Node) -> Result<Option<Membership>, ConfigError> {
         Membership::load(&node.root, &node.config)
+    }
+
+    /// Where this home records the proofs of possession its processes checked.
+    pub fn possession_log(&self) -> PathBuf {
+        self.root.join(POSSESSION_LOG)
     }
 
     /// The membership of the home at `root` with configuration `config`.

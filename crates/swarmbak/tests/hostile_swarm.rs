@@ -182,23 +182,8 @@ fn fake_holders_never_make_a_snapshot_durable() {
     init(&owner, "owner", &t, &rec_pub);
     let tree = dir.path().join("laptop");
     swarmbak_gentree::office(&tree, 6 << 20, 21).unwrap();
-    let mut seed = Command::new(BIN);
-    seed.arg("--home")
-        .arg(&owner)
-        .args(["seed", tree.to_str().unwrap()])
-        .args(["--copies", "2", "--timeout", "60"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in FAST {
-        seed.env(k, v);
-    }
     let started = Instant::now();
-    let mut child = seed.spawn().unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut ih = String::new();
-    std::io::BufRead::read_line(&mut out, &mut ih).unwrap();
-    let ih = ih.trim().to_string();
-    assert_eq!(ih.len(), 40, "{ih}");
+    let (mut child, ih) = start_seed(&owner, &tree, "60");
     // The attackers: a standard client the tracker lists, and a stranger that opens
     // sb_machine with a made-up MAC; two connections to every peer each.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -220,8 +205,7 @@ fn fake_holders_never_make_a_snapshot_durable() {
     let deadline = Instant::now() + Duration::from_secs(6);
     while Instant::now() < deadline {
         if let Some(st) = child.try_wait().unwrap() {
-            let mut rest = String::new();
-            let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+            let (_, rest) = finish(child);
             panic!(
                 "seed exited ({st:?}) after {:.2}s with no honest holder:\n{rest}",
                 started.elapsed().as_secs_f64()
@@ -243,9 +227,7 @@ fn fake_holders_never_make_a_snapshot_durable() {
         init(h, &format!("agent{i}"), &t, &rec_pub);
         procs.push(agent(h, &format!("agent{i}")));
     }
-    let st = child.wait().unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let (st, rest) = finish(child);
     assert!(st.success(), "seed: {st:?}\n{rest}");
     assert!(rest.contains("durable"), "{rest}");
     // Durable means durable: at the moment the seed said so, both honest agents held
@@ -369,4 +351,133 @@ fn a_revocation_reaches_the_peer_checks_and_outlives_the_tracker() {
         again.identity.is_revoked(&b_key),
         "a tracker that is down changes nothing"
     );
+}
+
+/// A `seed` running in the background, its stdout read through a buffer (the first line,
+/// the infohash, is read already).
+struct Seeding {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Seeding {
+    fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+}
+
+/// Runs `seed` of `tree` in the background (copies 2, at most `timeout` seconds); returns
+/// the process and its infohash line.
+fn start_seed(home: &Path, tree: &Path, timeout: &str) -> (Seeding, String) {
+    let mut seed = Command::new(BIN);
+    seed.arg("--home")
+        .arg(home)
+        .args(["seed", tree.to_str().unwrap()])
+        .args(["--copies", "2", "--timeout", timeout])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in FAST {
+        seed.env(k, v);
+    }
+    let mut child = seed.spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut ih = String::new();
+    std::io::BufRead::read_line(&mut out, &mut ih).unwrap();
+    (Seeding { child, out }, ih.trim().to_string())
+}
+
+/// Waits for a seed; returns its status and what it printed after the infohash (stdout,
+/// then stderr).
+fn finish(mut s: Seeding) -> (std::process::ExitStatus, String) {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s.out, &mut text).unwrap();
+    if let Some(mut e) = s.child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+    }
+    (s.child.wait().unwrap(), text)
+}
+
+/// The insider: an enrolled machine, authenticated with a real certificate, that states
+/// shards its disk no longer has (here they were overwritten in place while it ran, so
+/// it still believes it holds them). Before proofs of possession its `have`s counted:
+/// the next backup's `seed --until durable` reported the parent durable with one real
+/// copy. Now the checkers (the owner's seed, the other agent) challenge it, it fails,
+/// its copies stop counting and are remembered in `possession.log`, the seed waits, and
+/// a third machine takes its place.
+#[test]
+fn an_enrolled_machine_claiming_what_it_lacks_fails_its_proof() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = swarmbak_format::Identity::generate();
+    let rec_pub = rec.to_public().to_string();
+    let t = tracker(dir.path(), &rec_pub);
+    let owner = dir.path().join("owner");
+    init(&owner, "owner", &t, &rec_pub);
+    let tree = dir.path().join("laptop");
+    swarmbak_gentree::office(&tree, 3 << 20, 33).unwrap();
+    let a: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("agent{i}")))
+        .collect();
+    let mut procs = Vec::new();
+    for (i, h) in a.iter().take(2).enumerate() {
+        init(h, &format!("agent{i}"), &t, &rec_pub);
+        procs.push(agent(h, &format!("agent{i}")));
+    }
+    let (first, ih) = start_seed(&owner, &tree, "60");
+    let (st, text) = finish(first);
+    assert!(st.success(), "first seed: {st:?}\n{text}");
+    let pieces = pieces_of(&owner, &ih);
+    assert!(held_all(&a[..2], &ih, pieces).iter().all(|&c| c == 2));
+    // agent0's disk loses the snapshot's shards while agent0 runs (same sizes, zeros).
+    let shards = a[0].join("store/snapshots").join(&ih).join("shards");
+    let mut overwritten = 0;
+    for e in std::fs::read_dir(&shards).unwrap() {
+        let p = e.unwrap().path();
+        let len = std::fs::metadata(&p).unwrap().len() as usize;
+        std::fs::write(&p, vec![0u8; len]).unwrap();
+        overwritten += 1;
+    }
+    assert_eq!(overwritten, pieces);
+    // The next backup builds on the first: durable needs the first durable too.
+    std::fs::write(tree.join("new-today.txt"), b"one more file\n").unwrap();
+    let (mut second, ih2) = start_seed(&owner, &tree, "90");
+    assert_ne!(ih2, ih);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        if let Some(st) = second.try_wait().unwrap() {
+            let (_, text) = finish(second);
+            panic!(
+                "the second seed exited ({st:?}) counting a holder that lost its shards:\n{text}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A third machine joins and takes agent0's place: now the chain is durable.
+    init(&a[2], "agent2", &t, &rec_pub);
+    procs.push(agent(&a[2], "agent2"));
+    let (st, text) = finish(second);
+    let good = [a[1].clone(), a[2].clone()];
+    assert!(
+        st.success(),
+        "second seed: {st:?}\n{text}\nshards of the first snapshot on agent1 and agent2: {:?}",
+        held_all(&good, &ih, pieces)
+    );
+    assert!(
+        text.contains("failed a proof of possession"),
+        "the seed says who failed:\n{text}"
+    );
+    let count = held_all(&good, &ih, pieces);
+    assert!(
+        count.iter().all(|&c| c == 2),
+        "copies of the first snapshot on honest disks: {count:?}"
+    );
+    // Remembered: the owner's possession.log has the failure.
+    let log = std::fs::read_to_string(owner.join("possession.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"result\":0") && l.contains(&ih)),
+        "{log}"
+    );
+    assert!(log.lines().any(|l| l.contains("\"result\":1")), "{log}");
+    drop(procs);
 }

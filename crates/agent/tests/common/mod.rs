@@ -24,6 +24,7 @@ pub async fn seeding_engine(dir: &std::path::Path, tree_seed: u64) -> (Engine, I
         tracker: None,
         announce_every: Duration::from_secs(30),
         verbose: false,
+        possession_log: None,
     })
     .await
     .unwrap();
