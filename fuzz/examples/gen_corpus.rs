@@ -45,6 +45,7 @@ fn swarmbak_torrent() -> Vec<u8> {
             manifest_offset: 100,
             manifest_length: 50,
             id: *b"0123456789abcdef",
+            roots: None,
         },
     })
     .expect("a valid swarmbak torrent")
@@ -402,7 +403,7 @@ fn manifest() {
     let mut link = entry("home/link", Kind::Symlink);
     link.target = b"notes.txt".to_vec();
     let m = Manifest {
-        format: swarmbak_format::FORMAT_VERSION,
+        format: swarmbak_format::MANIFEST_FORMAT,
         time: 1_700_000_000,
         time_ns: 1,
         machine_name: "laptop-7".into(),

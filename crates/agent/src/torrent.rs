@@ -221,6 +221,7 @@ impl Torrent {
                 payload_len: mi.total_length(),
             },
             hashes: mi.pieces().to_vec(),
+            roots: None,
             manifest_offset: 0,
             manifest_length: 0,
         };

@@ -56,6 +56,13 @@ fn stages(c: &mut Criterion) {
         use sha1::Digest;
         b.iter(|| sha1::Sha1::digest(&data))
     });
+    g.bench_function("hash (Merkle roots, 1 MiB shards)", |b| {
+        b.iter(|| {
+            data.chunks(swarmbak_core::MAX_SHARD)
+                .map(swarmbak_core::merkle::root)
+                .count()
+        })
+    });
 
     let one = &data[..16 << 20];
     g.throughput(Throughput::Bytes(one.len() as u64));

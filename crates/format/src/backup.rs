@@ -19,7 +19,7 @@ use crate::erasure::{self, Layout};
 use crate::home::Home;
 use crate::manifest::{self, ChunkId, ChunkRef, Entry, Kind, Manifest, PackRef};
 use crate::store::{write_atomic, SnapshotInfo};
-use crate::{FormatError, InfoHash, FORMAT_VERSION};
+use crate::{FormatError, InfoHash, FORMAT_VERSION, MANIFEST_FORMAT};
 
 /// Packs are closed once their plaintext reaches this size.
 pub const PACK_TARGET: usize = 16 << 20;
@@ -772,7 +772,7 @@ pub fn backup_locked(
         .map(|p| vec![p.infohash])
         .unwrap_or_default();
     let manifest = Manifest {
-        format: FORMAT_VERSION,
+        format: MANIFEST_FORMAT,
         time,
         time_ns,
         machine_name: opts.machine_name.clone(),
@@ -808,7 +808,7 @@ pub fn backup_locked(
 
     progress.stage("erasure coding");
     check_cancelled(progress)?;
-    let built = build_torrent(
+    let built = match build_torrent(
         &out.file,
         &build,
         payload_len,
@@ -816,7 +816,15 @@ pub fn backup_locked(
         (k, m),
         opts.announce.clone(),
         time,
-    )?;
+    ) {
+        Ok(b) => b,
+        Err(e) => {
+            // Nothing reaches the store's snapshots; the payload is not kept either.
+            drop(out);
+            let _ = fs::remove_dir_all(&build);
+            return Err(e);
+        }
+    };
     drop(out);
     fs::remove_file(&payload_path).map_err(|e| FormatError::io(&payload_path, e))?;
     progress.stage("publishing");
@@ -863,9 +871,104 @@ pub(crate) struct Built {
     pub layout: Layout,
 }
 
-/// Cuts the payload in `payload` into stripes, computes parity and the SHA-1 of every
-/// shard (in parallel over stripes), writes the shards under `build/shards/`, and builds
-/// the snapshot's torrent.
+/// The largest info dictionary a snapshot may have: BEP 9's metadata limit as the wire
+/// crate enforces it (`swarmbak_wire::MAX_METADATA_SIZE`, `crates/wire/src/metadata.rs`,
+/// 8 MiB; this crate does not depend on `swarmbak-wire`, so the number is repeated here).
+/// A peer that lacks the torrent gets the info dictionary through BEP 9, so a larger one
+/// could never be fetched from the swarm (format-v2.md §5).
+pub const MAX_INFO_SIZE: u64 = 8 << 20;
+
+/// Bytes each piece adds to a format 2 info dictionary: a SHA-1 (20) and a root (32).
+const PER_PIECE: u64 = 52;
+
+/// What goes into a snapshot's torrent besides the shards' hashes.
+struct TorrentParams {
+    layout: Layout,
+    manifest_offset: u64,
+    id: [u8; 16],
+    announce: Option<String>,
+    time: i64,
+}
+
+fn swarmbak_torrent(
+    t: &TorrentParams,
+    piece_hashes: Vec<[u8; 20]>,
+    roots: Vec<[u8; 32]>,
+) -> swarmbak_metainfo::SwarmbakTorrent {
+    let l = &t.layout;
+    swarmbak_metainfo::SwarmbakTorrent {
+        announce: t.announce.clone(),
+        name: format!("swarmbak-{}.shards", hex::encode(&t.id[..8])),
+        piece_length: l.shard_size as u64,
+        piece_hashes,
+        creation_date: t.time,
+        params: swarmbak_metainfo::SwarmbakParams {
+            format: FORMAT_VERSION,
+            k: l.k as u16,
+            m: l.m as u16,
+            stripes: l.stripes as u64,
+            payload_length: l.payload_len,
+            manifest_offset: t.manifest_offset,
+            manifest_length: l.payload_len.saturating_sub(t.manifest_offset),
+            id: t.id,
+            roots: Some(roots),
+        },
+    }
+}
+
+/// The size of the info dictionary of a snapshot with this layout and manifest offset
+/// (exact: the hashes do not change it); an error saying what to do when it is over
+/// [`MAX_INFO_SIZE`]. Called before any shard is written.
+pub fn check_info_size(layout: &Layout, manifest_offset: u64) -> Result<u64, FormatError> {
+    let pieces = layout.pieces() as u64;
+    let n = layout.n() as u64;
+    let too_large = |size: String, overhead: u64| {
+        let max_stripes = MAX_INFO_SIZE.saturating_sub(overhead) / PER_PIECE / n;
+        FormatError::Invalid(format!(
+            "this backup is too large for one snapshot: its torrent's info dictionary would be {size} bytes ({pieces} pieces of {} KiB), over the {MAX_INFO_SIZE} bytes (8 MiB) that peers exchange torrents in (BEP 9). With k={}, m={} a snapshot holds at most {} pieces, about {} GiB of compressed, encrypted payload. Back up fewer files per snapshot (split the PATHs into several backups, each its own chain of snapshots), or raise `k` against `m` in config.json (fewer parity pieces per payload byte); nothing was written to the store",
+            layout.shard_size >> 10,
+            layout.k,
+            layout.m,
+            max_stripes * n,
+            (max_stripes * layout.k as u64 * crate::erasure::MAX_SHARD as u64) >> 30,
+        ))
+    };
+    // Far over the limit: no need to build anything to know.
+    if pieces.saturating_mul(PER_PIECE) > MAX_INFO_SIZE {
+        return Err(too_large(
+            format!("over {}", pieces.saturating_mul(PER_PIECE)),
+            512,
+        ));
+    }
+    let t = TorrentParams {
+        layout: *layout,
+        manifest_offset,
+        id: [0; 16],
+        announce: None,
+        time: 0,
+    };
+    let n_pieces = layout.pieces();
+    let bytes = swarmbak_metainfo::build_swarmbak_torrent(&swarmbak_torrent(
+        &t,
+        vec![[0; 20]; n_pieces],
+        vec![[0; 32]; n_pieces],
+    ))
+    .map_err(|e| FormatError::Metainfo(format!("internal: cannot build the torrent: {e}")))?;
+    let mi = swarmbak_metainfo::Metainfo::from_bytes(&bytes).map_err(|e| {
+        FormatError::Metainfo(format!("internal: built an unreadable torrent: {e}"))
+    })?;
+    let size = mi.raw_info().len() as u64;
+    if size > MAX_INFO_SIZE {
+        return Err(too_large(size.to_string(), size - pieces * PER_PIECE));
+    }
+    Ok(size)
+}
+
+/// Cuts the payload in `payload` into stripes, computes parity, the SHA-1 and the Merkle
+/// root of every shard (in parallel over stripes, one pass while each stripe is in memory),
+/// writes the shards under `build/shards/`, and builds the snapshot's torrent (format 2).
+/// Refuses, before writing any shard, a snapshot whose info dictionary would be over
+/// [`MAX_INFO_SIZE`].
 pub(crate) fn build_torrent(
     payload: &fs::File,
     build: &Path,
@@ -876,10 +979,12 @@ pub(crate) fn build_torrent(
     time: i64,
 ) -> Result<Built, FormatError> {
     let layout = Layout::for_payload(payload_len, k, m)?;
+    check_info_size(&layout, manifest_offset)?;
     let s = layout.shard_size;
     let shards_dir = build.join("shards");
     fs::create_dir_all(&shards_dir).map_err(|e| FormatError::io(&shards_dir, e))?;
-    let hashes: Vec<Result<Vec<[u8; 20]>, FormatError>> = (0..layout.stripes)
+    type Hashes = (Vec<[u8; 20]>, Vec<[u8; 32]>);
+    let hashes: Vec<Result<Hashes, FormatError>> = (0..layout.stripes)
         .into_par_iter()
         .map(|stripe| {
             let mut data = vec![0u8; layout.stripe_data_len()];
@@ -890,41 +995,38 @@ pub(crate) fn build_torrent(
                 .map_err(|e| FormatError::io(build, e))?;
             let parity = erasure::encode(k, m, &data)?;
             let mut hs = Vec::with_capacity(k + m);
+            let mut rs = Vec::with_capacity(k + m);
             for (i, shard) in data
                 .chunks(s)
                 .chain(parity.iter().map(|p| p.as_slice()))
                 .enumerate()
             {
                 hs.push(Sha1::digest(shard).into());
+                rs.push(swarmbak_core::merkle::root(shard));
                 let p = shards_dir.join(layout.piece(stripe, i).to_string());
                 fs::write(&p, shard).map_err(|e| FormatError::io(&p, e))?;
             }
-            Ok(hs)
+            Ok((hs, rs))
         })
         .collect();
     let mut pieces = Vec::with_capacity(layout.pieces());
+    let mut roots = Vec::with_capacity(layout.pieces());
     for h in hashes {
-        pieces.extend(h?);
+        let (hs, rs) = h?;
+        pieces.extend(hs);
+        roots.extend(rs);
     }
-    let id: [u8; 16] = rand::random();
-    let torrent = swarmbak_metainfo::build_swarmbak_torrent(&swarmbak_metainfo::SwarmbakTorrent {
+    let t = TorrentParams {
+        layout,
+        manifest_offset,
+        id: rand::random(),
         announce,
-        name: format!("swarmbak-{}.shards", hex::encode(&id[..8])),
-        piece_length: s as u64,
-        piece_hashes: pieces,
-        creation_date: time,
-        params: swarmbak_metainfo::SwarmbakParams {
-            format: FORMAT_VERSION,
-            k: k as u16,
-            m: m as u16,
-            stripes: layout.stripes as u64,
-            payload_length: payload_len,
-            manifest_offset,
-            manifest_length: payload_len - manifest_offset,
-            id,
-        },
-    })
-    .map_err(|e| FormatError::Metainfo(format!("internal: cannot build the torrent: {e}")))?;
+        time,
+    };
+    let torrent = swarmbak_metainfo::build_swarmbak_torrent(&swarmbak_torrent(&t, pieces, roots))
+        .map_err(|e| {
+        FormatError::Metainfo(format!("internal: cannot build the torrent: {e}"))
+    })?;
     let mi = swarmbak_metainfo::Metainfo::from_bytes(&torrent).map_err(|e| {
         FormatError::Metainfo(format!("internal: built an unreadable torrent: {e}"))
     })?;

@@ -1,4 +1,6 @@
-//! swarmbak's backup format, version 1 (normative description: `protocol-spec/format-v1.md`).
+//! swarmbak's backup format, version 2 (normative description: `protocol-spec/format-v1.md`
+//! and `protocol-spec/format-v2.md`, "format 1 plus per-shard Merkle roots"); it reads
+//! snapshots of format 1 and 2.
 //!
 //! A directory becomes a snapshot: content-defined chunks named by keyed BLAKE3, bundled
 //! into packs that are zstd-compressed and encrypted with age; the packs and the encrypted
@@ -28,8 +30,13 @@ pub use manifest::Manifest;
 pub use restore::{restore, RestoreOptions, RestoreReport};
 pub use store::{SnapshotInfo, Store};
 
-/// The format version this crate writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The snapshot format version (`swarmbak.format` in the torrent) this crate writes, and
+/// the newest it reads: it reads every version from 1 up to this one (format-v2.md).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The manifest's own format version (`format` in the manifest), the only one this crate
+/// reads and writes; format 2 snapshots carry format 1 manifests.
+pub const MANIFEST_FORMAT: u32 = 1;
 
 pub use swarmbak_core::InfoHash;
 
@@ -62,6 +69,10 @@ pub enum FormatError {
     Unsafe(String),
     #[error("{0}")]
     Damaged(String),
+    /// A shard of a format 2 snapshot matches its SHA-1 but not its Merkle root: the owner
+    /// wrote a bad torrent (format-v2.md §4). The snapshot is dropped, not repaired.
+    #[error("snapshot {snapshot} is inconsistent: shard {piece} matches its SHA-1 but not its Merkle root; the snapshot was made wrongly; re-run the backup")]
+    Inconsistent { snapshot: InfoHash, piece: u32 },
 }
 
 impl From<swarmbak_core::IdError> for FormatError {

@@ -10,7 +10,7 @@ use std::io::Read;
 use swarmbak_bencode::{decode_with, Dict, Encoder, Limits, Value};
 
 use crate::chunker::MAX_SIZE;
-use crate::{FormatError, InfoHash, FORMAT_VERSION};
+use crate::{FormatError, InfoHash, MANIFEST_FORMAT};
 
 /// A chunk's name: keyed BLAKE3 of its plaintext, under the machine's chunk key.
 pub type ChunkId = [u8; 32];
@@ -127,9 +127,9 @@ pub fn check_path(p: &[u8]) -> Result<(), String> {
 impl Manifest {
     /// Refuses anything a restore must not act on.
     pub fn validate(&self) -> Result<(), FormatError> {
-        if self.format != FORMAT_VERSION {
+        if self.format != MANIFEST_FORMAT {
             return Err(bad(format!(
-                "manifest format {} is not one this swarmbak knows ({FORMAT_VERSION}); upgrade swarmbak",
+                "manifest format {} is not one this swarmbak knows ({MANIFEST_FORMAT}); upgrade swarmbak",
                 self.format
             )));
         }
@@ -332,9 +332,9 @@ impl Manifest {
         .map_err(|e| bad(format!("not bencode: {e}")))?;
         let d = v.as_dict().ok_or_else(|| bad("not a dictionary"))?;
         let format: u32 = narrow(uint(d, "format")?)?;
-        if format != FORMAT_VERSION {
+        if format != MANIFEST_FORMAT {
             return Err(bad(format!(
-                "manifest format {format} is not one this swarmbak knows ({FORMAT_VERSION}); upgrade swarmbak"
+                "manifest format {format} is not one this swarmbak knows ({MANIFEST_FORMAT}); upgrade swarmbak"
             )));
         }
         let ck = bytes(d, "chunk key")?;

@@ -1,4 +1,4 @@
-//! The restore pipeline: verify shards (SHA-1), rebuild stripes from any k shards,
+//! The restore pipeline: verify shards (SHA-1, and the Merkle root for format 2), rebuild stripes from any k shards,
 //! decrypt, decompress, verify chunks (keyed BLAKE3) and rebuild the tree, never writing
 //! outside the target directory: every entry is reached through directory handles that
 //! follow no symlink (`dirfd.rs`).
@@ -80,8 +80,23 @@ pub struct SnapshotMeta {
     pub infohash: InfoHash,
     pub layout: Layout,
     pub hashes: Vec<[u8; 20]>,
+    /// The Merkle root of each piece (format 2, format-v2.md); `None` for format 1.
+    pub roots: Option<Vec<[u8; 32]>>,
     pub manifest_offset: u64,
     pub manifest_length: u64,
+}
+
+/// What a shard's bytes are worth against a snapshot's metainfo ([`SnapshotMeta::check_shard`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardCheck {
+    /// The right size, its SHA-1 and (format 2) its Merkle root match.
+    Good,
+    /// Wrong size, wrong SHA-1, or a piece the snapshot does not have: damaged or
+    /// substituted bytes (repairable from the other shards).
+    Bad,
+    /// Its SHA-1 matches but its Merkle root does not: the torrent itself is wrong (the
+    /// owner wrote bad roots). The snapshot is dropped: [`FormatError::Inconsistent`].
+    Inconsistent,
 }
 
 impl SnapshotMeta {
@@ -112,9 +127,9 @@ impl SnapshotMeta {
                 "{expect} is a plain torrent, not a swarmbak snapshot"
             ))
         })?;
-        if p.format != FORMAT_VERSION {
+        if p.format == 0 || p.format > FORMAT_VERSION {
             return Err(FormatError::Metainfo(format!(
-                "snapshot {expect} uses format {}, this swarmbak reads only {FORMAT_VERSION}; upgrade swarmbak",
+                "snapshot {expect} uses format {}, this swarmbak reads formats 1 to {FORMAT_VERSION}; upgrade swarmbak",
                 p.format
             )));
         }
@@ -135,9 +150,60 @@ impl SnapshotMeta {
             infohash: *expect,
             layout,
             hashes: mi.pieces().to_vec(),
+            roots: p.roots,
             manifest_offset: p.manifest_offset,
             manifest_length: p.manifest_length,
         })
+    }
+
+    /// Checks a shard's bytes: exactly `shard_size` bytes, SHA-1 equal to the piece hash
+    /// and, when the snapshot has roots (format 2), Merkle root equal to the piece's root
+    /// (format-v1.md §13.1, format-v2.md §4). Never panics (a piece out of range is bad).
+    pub fn check_shard(&self, piece: u32, bytes: &[u8]) -> ShardCheck {
+        let p = piece as usize;
+        let Some(hash) = self.hashes.get(p) else {
+            return ShardCheck::Bad;
+        };
+        if bytes.len() != self.layout.shard_size || Sha1::digest(bytes)[..] != hash[..] {
+            return ShardCheck::Bad;
+        }
+        match &self.roots {
+            None => ShardCheck::Good,
+            Some(roots) => match roots.get(p) {
+                Some(r) if swarmbak_core::merkle::root(bytes) == *r => ShardCheck::Good,
+                _ => ShardCheck::Inconsistent,
+            },
+        }
+    }
+
+    /// Whether a shard's bytes are good: [`SnapshotMeta::check_shard`] is [`ShardCheck::Good`].
+    pub fn shard_ok(&self, piece: u32, bytes: &[u8]) -> bool {
+        self.check_shard(piece, bytes) == ShardCheck::Good
+    }
+
+    /// [`SnapshotMeta::check_shard`] as the readers use it: `Ok(true)` good, `Ok(false)`
+    /// bad (damaged, repairable), an error when the snapshot is inconsistent.
+    fn accept(&self, piece: usize, bytes: &[u8]) -> Result<bool, FormatError> {
+        match self.check_shard(piece as u32, bytes) {
+            ShardCheck::Good => Ok(true),
+            ShardCheck::Bad => Ok(false),
+            ShardCheck::Inconsistent => Err(FormatError::Inconsistent {
+                snapshot: self.infohash,
+                piece: piece as u32,
+            }),
+        }
+    }
+
+    /// A shard rebuilt from k good ones must be good too (format-v1.md §14): when it is
+    /// not, the parity or the hashes in the torrent are wrong, and nothing is written.
+    fn check_rebuilt(&self, piece: usize, bytes: &[u8]) -> Result<(), FormatError> {
+        if self.accept(piece, bytes)? {
+            return Ok(());
+        }
+        Err(FormatError::Damaged(format!(
+            "snapshot {} is inconsistent: shard {piece}, rebuilt from good shards of its stripe, does not match its piece hash; the snapshot was made wrongly; re-run the backup",
+            self.infohash
+        )))
     }
 }
 
@@ -239,7 +305,7 @@ impl<'a> SnapshotReader<'a> {
             }
             let piece = l.piece(stripe, i);
             match self.src.shard(&self.meta.infohash, piece)? {
-                Some(b) if self.good(piece, &b) => {
+                Some(b) if self.meta.accept(piece, &b)? => {
                     shards[i] = Some(b);
                     have += 1;
                 }
@@ -263,6 +329,7 @@ impl<'a> SnapshotReader<'a> {
                     self.meta.infohash
                 );
                 if let Some(data) = &shards[*i] {
+                    self.meta.check_rebuilt(piece, data)?;
                     self.src.repaired(&self.meta.infohash, piece, data)?;
                 }
                 // Damage is worth a warning; a shard this source never held is not
@@ -280,7 +347,7 @@ impl<'a> SnapshotReader<'a> {
         Ok(out)
     }
 
-    /// Verifies every shard of every stripe (SHA-1); with `repair`, rebuilds each missing
+    /// Verifies every shard of every stripe (SHA-1, and Merkle root for format 2); with `repair`, rebuilds each missing
     /// or damaged shard from any k good ones of its stripe and hands it to the source.
     /// Needs no decryption key. Returns the good shards per stripe before repair.
     pub fn scrub(&self, repair: bool) -> Result<Scrub, FormatError> {
@@ -293,7 +360,7 @@ impl<'a> SnapshotReader<'a> {
                 for (i, slot) in shards.iter_mut().enumerate() {
                     let piece = l.piece(stripe, i);
                     match self.src.shard(&self.meta.infohash, piece)? {
-                        Some(b) if self.good(piece, &b) => *slot = Some(b),
+                        Some(b) if self.meta.accept(piece, &b)? => *slot = Some(b),
                         Some(_) => bad.push((i, "failed its SHA-1 check")),
                         None => bad.push((i, "is missing")),
                     }
@@ -305,6 +372,7 @@ impl<'a> SnapshotReader<'a> {
                     for (i, why) in &bad {
                         let piece = l.piece(stripe, *i);
                         if let Some(d) = &shards[*i] {
+                            self.meta.check_rebuilt(piece, d)?;
                             self.src.repaired(&self.meta.infohash, piece, d)?;
                         }
                         msgs.push(format!(
@@ -332,10 +400,6 @@ impl<'a> SnapshotReader<'a> {
         }
         out.recoverable = out.good_per_stripe.iter().all(|&g| g >= l.k);
         Ok(out)
-    }
-
-    fn good(&self, piece: usize, b: &[u8]) -> bool {
-        b.len() == self.meta.layout.shard_size && Sha1::digest(b)[..] == self.meta.hashes[piece][..]
     }
 
     /// Decrypts and decodes this snapshot's manifest.

@@ -36,6 +36,7 @@ use swarmbak_format::manifest::{self, ChunkRef, Entry, Kind, Manifest, PackRef};
 use swarmbak_format::restore::{LocalSource, SnapshotMeta, SnapshotReader};
 use swarmbak_format::{
     backup, crypto, restore, BackupOptions, Home, InfoHash, RestoreOptions, FORMAT_VERSION,
+    MANIFEST_FORMAT,
 };
 use swarmbak_format::{DEFAULT_K, DEFAULT_M};
 use swarmbak_metainfo::{build_swarmbak_torrent, Metainfo, SwarmbakParams, SwarmbakTorrent};
@@ -228,7 +229,8 @@ const S19_ROWS: &str = r#"| k (data shards per stripe) | 8 | `config.json` `k`, 
 | zstd level (chunks, manifest) | 3 | `BackupOptions::zstd_level`, `seal` | no |
 | manifest size limit | 1 GiB decompressed | `MAX_MANIFEST` | yes (readers refuse more) |
 | magics | `SWBPACK1`, `SWBMANI1` | `PACK_MAGIC`, `MANIFEST_MAGIC` | yes |
-| format version | 1 | `FORMAT_VERSION`, `SWARMBAK_FORMAT` | yes |"#;
+| snapshot format version | 1 (writers now write 2: [format-v2.md](format-v2.md)) | `FORMAT_VERSION`, `SWARMBAK_FORMAT` (both 2) | yes |
+| manifest format version | 1 | `MANIFEST_FORMAT` | yes |"#;
 
 const ALL_QUOTES: &[&str] = &[
     S4_ROWS,
@@ -891,6 +893,7 @@ fn s17_2_torrent_from_the_printed_values() {
             manifest_offset: sb.get("manifest offset").int() as u64,
             manifest_length: sb.get("manifest length").int() as u64,
             id,
+            roots: None,
         },
     };
     assert_eq!(t.name, format!("swarmbak-{}.shards", hex::encode(&id[..8])));
@@ -1159,9 +1162,15 @@ fn s17_worked_example_end_to_end() {
         String::from_utf8_lossy(mi.name()),
         format!("swarmbak-{}.shards", hex::encode(&sb.id[..8]))
     );
-    for key in ["format", "k", "m", "stripes"] {
+    // The writer now makes format 2 snapshots: format-v2.md §8 regenerates this example
+    // (crates/format/tests/spec_v2_vectors.rs); everything else here is as in format 1.
+    assert_eq!(
+        (sb.format, pinfo.get("swarmbak").get("format").int()),
+        (2, 1)
+    );
+    assert_eq!(sb.roots.as_ref().map(Vec::len), Some(mi.pieces().len()));
+    for key in ["k", "m", "stripes"] {
         let got = match key {
-            "format" => sb.format as i64,
             "k" => sb.k as i64,
             "m" => sb.m as i64,
             _ => sb.stripes as i64,
@@ -1446,8 +1455,14 @@ fn s19_defaults_and_constants() {
         (PACK_MAGIC, manifest::MANIFEST_MAGIC),
         (b"SWBPACK1", b"SWBMANI1")
     );
-    assert_eq!(int("format version"), FORMAT_VERSION as u64);
+    assert_eq!(
+        row("snapshot format version")[2],
+        "1 (writers now write 2: [format-v2.md](format-v2.md))"
+    );
+    assert_eq!(FORMAT_VERSION, 2);
     assert_eq!(swarmbak_metainfo::SWARMBAK_FORMAT, FORMAT_VERSION);
+    assert_eq!(int("manifest format version"), MANIFEST_FORMAT as u64);
+    assert_eq!(MANIFEST_FORMAT, 1);
 
     // New backups use the defaults (a fresh config.json's are checked in crates/node).
     let o = BackupOptions::new(vec![]);

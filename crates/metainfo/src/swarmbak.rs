@@ -4,15 +4,17 @@ use swarmbak_bencode::{OwnedValue, Value};
 
 use crate::error::MetainfoError;
 
-/// The `swarmbak` format version this build reads and writes.
-pub const SWARMBAK_FORMAT: u32 = 1;
+/// The newest `swarmbak` format version this build reads and writes (it reads every
+/// version from 1 up to this one: protocol-spec/format-v2.md).
+pub const SWARMBAK_FORMAT: u32 = 2;
 
 /// The `swarmbak` dictionary of a swarmbak torrent's info dictionary:
 ///
 /// ```text
-/// "swarmbak": { "format": 1, "k": <int>, "m": <int>, "stripes": <int>,
+/// "swarmbak": { "format": 1 or 2, "k": <int>, "m": <int>, "stripes": <int>,
 ///               "payload length": <int>, "manifest offset": <int>,
-///               "manifest length": <int>, "id": <16 raw bytes> }
+///               "manifest length": <int>, "id": <16 raw bytes>,
+///               "roots": <32 bytes per piece, format 2 only> }
 /// ```
 ///
 /// The torrent's data is `stripes` stripes of `k` data shards then `m` parity shards,
@@ -24,10 +26,14 @@ pub const SWARMBAK_FORMAT: u32 = 1;
 /// On parsing: every key is required and must be a non-negative integer in range (`id`
 /// a 16-byte string); `format` above [`SWARMBAK_FORMAT`] is refused with a message
 /// asking for an upgrade; `k >= 1`, `m >= 1`, `k + m <= 256`, the piece count, the payload and
-/// manifest bounds and the single whole-piece file are checked. Unknown keys are ignored.
+/// manifest bounds and the single whole-piece file are checked. Format 2 MUST have
+/// `roots`, a string of exactly 32 × pieces bytes (the Merkle root of each piece,
+/// `swarmbak_core::merkle`); format 1 ignores a `roots` key (never trusted: `None`).
+/// Unknown keys are ignored. The builder refuses format 2 without `roots` of one root per
+/// piece, and format 1 with `roots`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwarmbakParams {
-    /// Format version (1).
+    /// Format version (1 or 2).
     pub format: u32,
     /// Data shards per stripe.
     pub k: u16,
@@ -43,6 +49,9 @@ pub struct SwarmbakParams {
     pub manifest_length: u64,
     /// The backup's random identifier.
     pub id: [u8; 16],
+    /// The Merkle root of each piece, in piece order (format 2; always `None` for
+    /// format 1, whatever its dictionary holds).
+    pub roots: Option<Vec<[u8; 32]>>,
 }
 
 fn int_in<T: TryFrom<i64>>(d: &swarmbak_bencode::Dict<'_>, key: &str) -> Result<T, MetainfoError> {
@@ -81,7 +90,7 @@ impl SwarmbakParams {
                     known: SWARMBAK_FORMAT,
                 })
             }
-            Some(Value::Int(n)) if *n == i64::from(SWARMBAK_FORMAT) => SWARMBAK_FORMAT,
+            Some(Value::Int(n)) if *n >= 1 => *n as u32,
             Some(Value::Int(n)) => return Err(bad(format!("`format` {n} is not a valid version"))),
             Some(v) => {
                 return Err(bad(format!(
@@ -97,6 +106,11 @@ impl SwarmbakParams {
             Some(v) => return Err(bad(format!("`id` is a {}, not a string", v.type_name()))),
             None => return Err(bad("`id` is missing".into())),
         };
+        let roots = if format >= 2 {
+            Some(parse_roots(d.get(b"roots"), pieces)?)
+        } else {
+            None
+        };
         let p = SwarmbakParams {
             format,
             k: int_in(d, "k")?,
@@ -106,6 +120,7 @@ impl SwarmbakParams {
             manifest_offset: int_in(d, "manifest offset")?,
             manifest_length: int_in(d, "manifest length")?,
             id,
+            roots,
         };
         p.check(multi_file, piece_length, total_length, pieces)?;
         Ok(p)
@@ -158,11 +173,28 @@ impl SwarmbakParams {
             ));
         }
         match self.manifest_offset.checked_add(self.manifest_length) {
-            Some(end) if end <= self.payload_length => Ok(()),
-            _ => bad(format!(
-                "the manifest ({} bytes at offset {}) does not lie within the {}-byte payload",
-                self.manifest_length, self.manifest_offset, self.payload_length
+            Some(end) if end <= self.payload_length => {}
+            _ => {
+                return bad(format!(
+                    "the manifest ({} bytes at offset {}) does not lie within the {}-byte payload",
+                    self.manifest_length, self.manifest_offset, self.payload_length
+                ))
+            }
+        }
+        match (self.format, &self.roots) {
+            (1, None) => Ok(()),
+            (1, Some(_)) => {
+                bad("format 1 has no `roots` (a format 1 reader would ignore them)".into())
+            }
+            (_, None) => bad(format!(
+                "format {} must have `roots` (one Merkle root per piece)",
+                self.format
             )),
+            (_, Some(r)) if r.len() as u64 != pieces => bad(format!(
+                "`roots` holds {} roots, but the torrent has {pieces} pieces",
+                r.len()
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -176,8 +208,33 @@ impl SwarmbakParams {
             .with("manifest offset", clamp(self.manifest_offset))
             .with("manifest length", clamp(self.manifest_length))
             .with("id", self.id)
+            .with_opt("roots", self.roots.as_ref().map(|r| r.concat()))
             .build()
     }
+}
+
+/// `roots` of a format 2 torrent: a string of exactly 32 bytes per piece.
+fn parse_roots(v: Option<&Value<'_>>, pieces: u64) -> Result<Vec<[u8; 32]>, MetainfoError> {
+    let bad = |s: String| Err(MetainfoError::BadSwarmbak(s));
+    let b = match v {
+        Some(Value::Bytes(b)) => *b,
+        Some(v) => return bad(format!("`roots` is a {}, not a string", v.type_name())),
+        None => return bad("`roots` is missing; format 2 requires a Merkle root per piece".into()),
+    };
+    if pieces.checked_mul(32) != Some(b.len() as u64) {
+        return bad(format!(
+            "`roots` is {} bytes, not 32 per piece ({pieces} pieces: {} bytes)",
+            b.len(),
+            pieces.saturating_mul(32)
+        ));
+    }
+    Ok(b.chunks_exact(32)
+        .map(|c| {
+            let mut r = [0u8; 32];
+            r.copy_from_slice(c);
+            r
+        })
+        .collect())
 }
 
 /// Values above `i64::MAX` cannot be bencoded; they fail the checks anyway.

@@ -23,8 +23,21 @@ fn sample(k: u16, m: u16, stripes: u64, piece_length: u64) -> SwarmbakTorrent {
             manifest_offset: 100,
             manifest_length: 50,
             id: *b"0123456789abcdef",
+            roots: None,
         },
     }
+}
+
+/// [`sample`] as format 2, with a distinct root per piece.
+fn sample2(k: u16, m: u16, stripes: u64, piece_length: u64) -> SwarmbakTorrent {
+    let mut t = sample(k, m, stripes, piece_length);
+    t.params.format = 2;
+    t.params.roots = Some(
+        (0..t.piece_hashes.len())
+            .map(|i| [(i as u8).wrapping_add(100); 32])
+            .collect(),
+    );
+    t
 }
 
 #[test]
@@ -112,11 +125,12 @@ fn bad(f: impl FnOnce(&mut std::collections::BTreeMap<Vec<u8>, OwnedValue>)) -> 
 #[test]
 fn newer_format_asks_for_an_upgrade() {
     let e = bad(|d| {
-        d.insert(b"format".to_vec(), OwnedValue::int(2));
+        d.insert(b"format".to_vec(), OwnedValue::int(3));
+        d.insert(b"roots".to_vec(), OwnedValue::bytes(vec![0u8; 6 * 32]));
     });
     assert_eq!(
         e,
-        "swarmbak format version 2 is newer than this swarmbak understands (1); upgrade swarmbak"
+        "swarmbak format version 3 is newer than this swarmbak understands (2); upgrade swarmbak"
     );
     assert!(bad(|d| {
         d.insert(b"format".to_vec(), OwnedValue::int(0));
@@ -197,11 +211,11 @@ fn builder_refuses_what_the_parser_would() {
     assert!(build_swarmbak_torrent(&t).is_ok());
     t.piece_hashes.pop();
     assert!(build_swarmbak_torrent(&t).is_err());
-    let mut t = sample(2, 1, 1, 16384);
-    t.params.format = 2;
+    let mut t = sample2(2, 1, 1, 16384);
+    t.params.format = 3;
     assert!(matches!(
         build_swarmbak_torrent(&t),
-        Err(MetainfoError::NewerSwarmbakFormat { found: 2, known: 1 })
+        Err(MetainfoError::NewerSwarmbakFormat { found: 3, known: 2 })
     ));
     let mut t = sample(2, 1, 1, 16384);
     t.name = "..".into();
@@ -290,15 +304,31 @@ fn torrent_strategy() -> impl Strategy<Value = SwarmbakTorrent> {
                         manifest_offset,
                         manifest_length,
                         id,
+                        roots: None,
                     },
                 }
             },
         )
 }
 
+/// Format 1 or 2 (with roots), as the strategy above.
+fn any_format() -> impl Strategy<Value = SwarmbakTorrent> {
+    (torrent_strategy(), any::<bool>(), any::<u8>()).prop_map(|(mut t, two, seed)| {
+        if two {
+            t.params.format = 2;
+            t.params.roots = Some(
+                (0..t.piece_hashes.len())
+                    .map(|i| [(i as u8) ^ seed; 32])
+                    .collect(),
+            );
+        }
+        t
+    })
+}
+
 proptest! {
     #[test]
-    fn build_parse_round_trip(t in torrent_strategy()) {
+    fn build_parse_round_trip(t in any_format()) {
         let bytes = build_swarmbak_torrent(&t).unwrap();
         let m = Metainfo::from_bytes(&bytes).unwrap();
         prop_assert_eq!(m.swarmbak(), Some(&t.params));
@@ -321,7 +351,7 @@ proptest! {
 
     #[test]
     fn mutated_torrents_never_panic(
-        t in torrent_strategy(),
+        t in any_format(),
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
     ) {
         let mut bytes = build_swarmbak_torrent(&t).unwrap();
@@ -342,4 +372,122 @@ fn zero_parity_shards_are_refused() {
         sb.insert(b"m".to_vec(), OwnedValue::int(0));
     });
     assert!(e.contains("`m` is 0"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Format 2: `roots` (protocol-spec/format-v2.md)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn format_2_round_trip_and_key_order() {
+    let t = sample2(2, 1, 2, 16384);
+    let bytes = build_swarmbak_torrent(&t).unwrap();
+    assert_eq!(decode(&bytes).unwrap().to_owned_value().to_bytes(), bytes);
+    let m = Metainfo::from_bytes(&bytes).unwrap();
+    assert_eq!(m.swarmbak(), Some(&t.params));
+    let roots = t.params.roots.as_ref().unwrap();
+    assert_eq!(m.swarmbak().unwrap().roots.as_deref(), Some(&roots[..]));
+    // Canonical order: `roots` between `payload length` and `stripes`.
+    let info = decode(m.raw_info()).unwrap();
+    let sb = info.as_dict().unwrap().get(b"swarmbak").unwrap();
+    let keys: Vec<&[u8]> = sb.as_dict().unwrap().iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [
+            &b"format"[..],
+            b"id",
+            b"k",
+            b"m",
+            b"manifest length",
+            b"manifest offset",
+            b"payload length",
+            b"roots",
+            b"stripes"
+        ]
+    );
+    let mut raw = b"5:roots192:".to_vec();
+    raw.extend(roots.concat());
+    raw.extend_from_slice(b"7:stripesi2ee");
+    assert!(m.raw_info().windows(raw.len()).any(|w| w == raw));
+}
+
+fn rebuild2_with(f: impl FnOnce(&mut std::collections::BTreeMap<Vec<u8>, OwnedValue>)) -> Vec<u8> {
+    rebuild_with(|d| {
+        d.insert(b"format".to_vec(), OwnedValue::int(2));
+        d.insert(b"roots".to_vec(), OwnedValue::bytes(vec![9u8; 6 * 32]));
+        f(d);
+    })
+}
+
+#[test]
+fn format_2_requires_exact_roots() {
+    // rebuild_with's torrent has 6 pieces: 192 bytes of roots.
+    let ok = Metainfo::from_bytes(&rebuild2_with(|_| {})).unwrap();
+    assert_eq!(ok.swarmbak().unwrap().roots, Some(vec![[9u8; 32]; 6]));
+    let err =
+        |f: fn(&mut std::collections::BTreeMap<Vec<u8>, OwnedValue>)| match Metainfo::from_bytes(
+            &rebuild2_with(f),
+        ) {
+            Ok(m) => panic!("accepted {:?}", m.swarmbak()),
+            Err(e @ MetainfoError::BadSwarmbak(_)) => e.to_string(),
+            Err(e) => panic!("{e}"),
+        };
+    let e = err(|d| {
+        d.remove(&b"roots"[..]);
+    });
+    assert_eq!(
+        e,
+        "bad swarmbak parameters: `roots` is missing; format 2 requires a Merkle root per piece"
+    );
+    let e = err(|d| {
+        d.insert(b"roots".to_vec(), OwnedValue::bytes(vec![9u8; 6 * 32 - 1]));
+    });
+    assert_eq!(
+        e,
+        "bad swarmbak parameters: `roots` is 191 bytes, not 32 per piece (6 pieces: 192 bytes)"
+    );
+    assert!(err(|d| {
+        d.insert(b"roots".to_vec(), OwnedValue::bytes(vec![9u8; 7 * 32]));
+    })
+    .contains("`roots` is 224 bytes"));
+    assert!(err(|d| {
+        d.insert(b"roots".to_vec(), OwnedValue::bytes(Vec::new()));
+    })
+    .contains("`roots` is 0 bytes"));
+    assert!(err(|d| {
+        d.insert(b"roots".to_vec(), OwnedValue::int(1));
+    })
+    .contains("`roots` is a"));
+}
+
+#[test]
+fn format_1_ignores_roots() {
+    // A `roots` key in a format 1 dictionary, even of the wrong size, is not read.
+    for len in [6 * 32, 5] {
+        let bytes = rebuild_with(|d| {
+            d.insert(b"roots".to_vec(), OwnedValue::bytes(vec![1u8; len]));
+        });
+        let m = Metainfo::from_bytes(&bytes).unwrap();
+        let p = m.swarmbak().unwrap();
+        assert_eq!((p.format, p.roots.as_ref()), (1, None));
+    }
+}
+
+#[test]
+fn builder_checks_roots() {
+    let mut t = sample2(2, 1, 2, 16384);
+    t.params.roots = None;
+    let e = build_swarmbak_torrent(&t).unwrap_err().to_string();
+    assert!(e.contains("format 2 must have `roots`"), "{e}");
+    let mut t = sample2(2, 1, 2, 16384);
+    t.params.roots.as_mut().unwrap().pop();
+    let e = build_swarmbak_torrent(&t).unwrap_err().to_string();
+    assert!(
+        e.contains("`roots` holds 5 roots, but the torrent has 6 pieces"),
+        "{e}"
+    );
+    let mut t = sample(2, 1, 2, 16384);
+    t.params.roots = Some(vec![[0; 32]; 6]);
+    let e = build_swarmbak_torrent(&t).unwrap_err().to_string();
+    assert!(e.contains("format 1 has no `roots`"), "{e}");
 }

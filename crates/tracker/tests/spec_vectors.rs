@@ -224,6 +224,7 @@ fn torrent(name: &str, payload_length: u64) -> Vec<u8> {
             manifest_offset: 0,
             manifest_length: payload_length,
             id: [payload_length as u8; 16],
+            roots: None,
         },
     })
     .unwrap()

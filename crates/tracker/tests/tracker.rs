@@ -31,6 +31,7 @@ fn torrent(seed: u8, name: &str) -> Vec<u8> {
             manifest_offset: 0,
             manifest_length: 100,
             id: [seed; 16],
+            roots: None,
         },
     })
     .unwrap()

@@ -37,6 +37,7 @@ fn torrent(seed: u8) -> Vec<u8> {
             manifest_offset: 0,
             manifest_length: 100,
             id: [seed; 16],
+            roots: None,
         },
     })
     .unwrap()

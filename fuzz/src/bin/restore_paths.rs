@@ -74,7 +74,7 @@ fn main() {
             }
         }
         let m = Manifest {
-            format: swarmbak_format::FORMAT_VERSION,
+            format: swarmbak_format::MANIFEST_FORMAT,
             time: 0,
             time_ns: 0,
             machine_name: "fuzz".into(),

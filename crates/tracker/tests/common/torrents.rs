@@ -31,6 +31,7 @@ pub fn torrent(n: u32, stripes: u64) -> Vec<u8> {
             manifest_offset: 0,
             manifest_length: 100,
             id,
+            roots: None,
         },
     })
     .unwrap()
