@@ -24,6 +24,9 @@ pub enum TorrentError {
     Mismatch(InfoHash),
     #[error(transparent)]
     Picker(#[from] swarmbak_wire::PickerError),
+    /// A shard matched its SHA-1 but not its Merkle root: the owner wrote a wrong torrent.
+    #[error("snapshot {0} is inconsistent: shard {1} matches its SHA-1 but not its Merkle root; the snapshot was made wrongly and nothing of it is kept")]
+    Inconsistent(InfoHash, u32),
 }
 
 /// A block that does not belong where a peer put it.
@@ -164,6 +167,9 @@ pub struct Torrent {
     /// Enrolled engines: proofs of possession (who counts) and our identity (to sign
     /// our held statements), set by the engine.
     proofs: std::sync::OnceLock<Proofs>,
+    /// A shard matched its SHA-1 but not its Merkle root (format-v2.md): nothing more
+    /// of this snapshot is wanted.
+    inconsistent: std::sync::atomic::AtomicBool,
     /// Our latest held statement for this snapshot (a signed envelope) and its version
     /// (bumped each time it changes; the connections send it when it did).
     statement: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
@@ -259,7 +265,14 @@ impl Torrent {
         };
         for p in 0..n {
             if let Ok(Some(b)) = store.read_shard(&ih, p as usize) {
-                if b.len() == size(p) && Sha1::digest(&b)[..] == meta.hashes[p as usize][..] {
+                // SHA-1, and the Merkle root of a format-2 snapshot (format-v2.md).
+                let good = match &meta.roots {
+                    Some(_) => meta.shard_ok(p, &b),
+                    None => {
+                        b.len() == size(p) && Sha1::digest(&b)[..] == meta.hashes[p as usize][..]
+                    }
+                };
+                if good {
                     picker.piece_verified(p);
                 }
             }
@@ -302,6 +315,7 @@ impl Torrent {
             wanted_stale: std::sync::atomic::AtomicBool::new(false),
             store_backoff: Mutex::new(None),
             proofs: std::sync::OnceLock::new(),
+            inconsistent: std::sync::atomic::AtomicBool::new(false),
             statement: Mutex::new(None),
         });
         t.update_wanted();
@@ -405,6 +419,9 @@ impl Torrent {
         let role = g.role.clone();
         let want: Vec<bool> = match role {
             Role::Seed => vec![false; l.pieces()],
+            _ if self.inconsistent.load(std::sync::atomic::Ordering::Relaxed) => {
+                vec![false; l.pieces()]
+            }
             Role::Fetch => placement::fetch_wanted(
                 &l,
                 |p| g.picker.have().get(p),
@@ -630,7 +647,7 @@ impl Torrent {
 
     /// The Merkle roots of the shards (format 2), when the snapshot has them.
     pub fn roots(&self) -> Option<&[[u8; 32]]> {
-        None
+        self.meta.roots.as_deref()
     }
 
     /// Reads a whole shard we hold from disk (not the cache: a proof is about the disk).
@@ -754,6 +771,16 @@ impl Torrent {
                     }
                 }
             }
+            Err(e @ TorrentError::Inconsistent(..)) => {
+                t.inner().picker.piece_failed(piece);
+                if !t
+                    .inconsistent
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    eprintln!("swarmbak: {e}");
+                }
+                t.update_wanted();
+            }
             Err(e) => {
                 t.inner().picker.piece_failed(piece);
                 t.store_failed(piece, &e);
@@ -802,6 +829,14 @@ impl Torrent {
         }
         if len != size || h.finalize()[..] != self.meta.hashes[piece as usize][..] {
             return Ok(false);
+        }
+        // Format 2: the root too. A shard whose SHA-1 matches but whose root does not
+        // means the owner wrote a wrong torrent: nothing of it is taken (format-v2.md).
+        let root_ok = self.roots().is_none_or(|roots| {
+            roots.get(piece as usize) == Some(&swarmbak_core::merkle::root_of_parts(blocks))
+        });
+        if !root_ok {
+            return Err(TorrentError::Inconsistent(self.ih, piece));
         }
         self.store
             .write_shard_parts(&self.ih, piece as usize, blocks)?;

@@ -94,3 +94,57 @@ async fn a_shard_that_cannot_be_written_backs_off_instead_of_downloading_again()
     assert_eq!(wanted(&t), 0, "still downloading after a failed write");
     assert!(!t.have().get(0));
 }
+
+/// Format 2 (format-v2.md): a received shard whose SHA-1 matches but whose Merkle root
+/// does not (the owner wrote a wrong torrent) is not kept, and nothing more of that
+/// snapshot is wanted; the right shard of a consistent snapshot is kept.
+#[test]
+fn a_shard_that_matches_its_sha1_but_not_its_root_is_refused() {
+    let s = setup();
+    let torrent = s.owner.store().torrent_bytes(&s.ih).unwrap();
+    let mi = swarmbak_metainfo::Metainfo::from_bytes(&torrent).unwrap();
+    let mut params = mi.swarmbak().unwrap().clone();
+    assert_eq!(params.format, 2, "new snapshots are format 2");
+    params.roots.as_mut().unwrap()[0][0] ^= 1;
+    let bad = swarmbak_metainfo::build_swarmbak_torrent(&swarmbak_metainfo::SwarmbakTorrent {
+        announce: None,
+        creation_date: mi.creation_date().unwrap(),
+        name: String::from_utf8(mi.name().to_vec()).unwrap(),
+        piece_length: mi.piece_length(),
+        piece_hashes: mi.pieces().to_vec(),
+        params,
+    })
+    .unwrap();
+    let bad_ih = InfoHash(
+        swarmbak_metainfo::Metainfo::from_bytes(&bad)
+            .unwrap()
+            .info_hash(),
+    );
+    s.holder.store().add_torrent(&bad_ih, &bad).unwrap();
+    let me =
+        swarmbak_core::MachineKey::from_age_recipient(&s.holder.recipient().unwrap().to_string())
+            .unwrap();
+    let t = Torrent::open(
+        &s.holder.store(),
+        bad_ih,
+        Role::Replicate { copies: 2 },
+        None,
+        Some(me),
+    )
+    .unwrap();
+    assert!(t.roots().is_some());
+    let shard = s.owner.store().read_shard(&s.ih, 0).unwrap().unwrap();
+    let e = t.complete_piece(0, &[&shard[..]]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("matches its SHA-1 but not its Merkle root"),
+        "{e}"
+    );
+    assert!(
+        s.holder.store().read_shard(&bad_ih, 0).unwrap().is_none(),
+        "nothing of it written"
+    );
+    // The consistent snapshot takes the same bytes.
+    let good = replicate(&s);
+    assert!(good.complete_piece(0, &[&shard[..]]).unwrap());
+}

@@ -68,6 +68,30 @@ pub fn root(shard: &[u8]) -> [u8; 32] {
     layer[0]
 }
 
+/// The Merkle root of a shard given as consecutive parts (e.g. the blocks of a piece as
+/// they arrived): the same as [`root`] of their concatenation; parts that are whole
+/// blocks are hashed in place, others are joined first.
+pub fn root_of_parts<B: AsRef<[u8]>>(parts: &[B]) -> [u8; 32] {
+    if parts.iter().all(|p| p.as_ref().len() == BLOCK) {
+        if parts.is_empty() {
+            return ZERO;
+        }
+        let mut layer: Vec<Hash> = Vec::with_capacity(parts.len().next_power_of_two());
+        layer.extend(parts.iter().map(|p| leaf(p.as_ref())));
+        layer.resize(parts.len().next_power_of_two(), ZERO);
+        while layer.len() > 1 {
+            fold(&mut layer);
+        }
+        return layer[0];
+    }
+    root(
+        &parts
+            .iter()
+            .flat_map(|p| p.as_ref().iter().copied())
+            .collect::<Vec<u8>>(),
+    )
+}
+
 /// The proof for block `block` of `shard`: the uncle hashes from the leaf layer up
 /// (lowest level first), `log2(padded leaf count)` of them; empty for a one-block shard.
 /// A `block` outside the shard gets an empty proof, which [`verify`] refuses.
@@ -283,5 +307,15 @@ mod tests {
             let p = vec![[1u8; 32]; plen];
             let _ = verify(&[0; 32], blocks, block, &data, &p);
         }
+    }
+
+    #[test]
+    fn the_root_of_parts_is_the_root_of_the_whole() {
+        let shard: Vec<u8> = (0..4 * BLOCK).map(|i| (i * 7 + i / 300) as u8).collect();
+        let blocks: Vec<&[u8]> = shard.chunks(BLOCK).collect();
+        assert_eq!(root_of_parts(&blocks), root(&shard));
+        let uneven: Vec<&[u8]> = vec![&shard[..1000], &shard[1000..]];
+        assert_eq!(root_of_parts(&uneven), root(&shard));
+        assert_eq!(root_of_parts::<&[u8]>(&[]), root(&[]));
     }
 }
