@@ -103,18 +103,10 @@ fn a_shard_that_matches_its_sha1_but_not_its_root_is_refused() {
     let s = setup();
     let torrent = s.owner.store().torrent_bytes(&s.ih).unwrap();
     let mi = swarmbak_metainfo::Metainfo::from_bytes(&torrent).unwrap();
-    let mut params = mi.swarmbak().unwrap().clone();
-    assert_eq!(params.format, 2, "new snapshots are format 2");
-    params.roots.as_mut().unwrap()[0][0] ^= 1;
-    let bad = swarmbak_metainfo::build_swarmbak_torrent(&swarmbak_metainfo::SwarmbakTorrent {
-        announce: None,
-        creation_date: mi.creation_date().unwrap(),
-        name: String::from_utf8(mi.name().to_vec()).unwrap(),
-        piece_length: mi.piece_length(),
-        piece_hashes: mi.pieces().to_vec(),
-        params,
-    })
-    .unwrap();
+    let mut parts = swarmbak_metainfo::SwarmbakTorrent::of(&mi).unwrap();
+    assert_eq!(parts.params.format, 2, "new snapshots are format 2");
+    parts.params.roots.as_mut().unwrap()[0][0] ^= 1;
+    let bad = swarmbak_metainfo::build_swarmbak_torrent(&parts).unwrap();
     let bad_ih = InfoHash(
         swarmbak_metainfo::Metainfo::from_bytes(&bad)
             .unwrap()

@@ -448,17 +448,9 @@ fn copy_snapshot(home: &Home, from: &InfoHash, torrent: &[u8]) -> InfoHash {
 
 fn rebuilt(torrent: &[u8], f: impl FnOnce(&mut SwarmbakParams)) -> Vec<u8> {
     let mi = Metainfo::from_bytes(torrent).unwrap();
-    let mut params = mi.swarmbak().unwrap().clone();
-    f(&mut params);
-    build_swarmbak_torrent(&SwarmbakTorrent {
-        announce: None,
-        creation_date: mi.creation_date().unwrap(),
-        name: String::from_utf8(mi.name().to_vec()).unwrap(),
-        piece_length: mi.piece_length(),
-        piece_hashes: mi.pieces().to_vec(),
-        params,
-    })
-    .unwrap()
+    let mut parts = SwarmbakTorrent::of(&mi).unwrap();
+    f(&mut parts.params);
+    build_swarmbak_torrent(&parts).unwrap()
 }
 
 #[test]

@@ -24,6 +24,21 @@ pub struct SwarmbakTorrent {
     pub params: SwarmbakParams,
 }
 
+impl SwarmbakTorrent {
+    /// What `mi` was built from (its announce left out), to build it again with some part
+    /// changed; `None` when it is not a swarmbak torrent.
+    pub fn of(mi: &crate::Metainfo) -> Option<SwarmbakTorrent> {
+        Some(SwarmbakTorrent {
+            announce: None,
+            creation_date: mi.creation_date().unwrap_or(0),
+            name: String::from_utf8_lossy(mi.name()).into_owned(),
+            piece_length: mi.piece_length(),
+            piece_hashes: mi.pieces().to_vec(),
+            params: mi.swarmbak()?.clone(),
+        })
+    }
+}
+
 /// Writes a swarmbak torrent as canonical bencode:
 ///
 /// ```text
