@@ -31,7 +31,7 @@ pub const BASE_PERIOD: i64 = 8 * 3600;
 pub const JITTER: i64 = 2 * 3600;
 /// At most one round prompted by stated shards not proven yet, per (holder, snapshot),
 /// this often (seconds).
-pub const NEW_PIECES_EVERY: i64 = 5;
+pub const NEW_PIECES_EVERY: i64 = 2;
 /// Blocks sampled per round when the checker lacks the data and has Merkle roots.
 pub const SAMPLED_BLOCKS: usize = 2;
 /// Digest entries per round when the checker has the data, and blocks per entry.
