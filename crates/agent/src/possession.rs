@@ -69,6 +69,9 @@ pub enum Outcome {
     Passed,
     /// An answer did not verify, or the holder said it lacks a shard it still states.
     Failed,
+    /// The holder refused as busy (over its budget): its claim stops counting here until
+    /// a round passes, without distrust.
+    Refused,
 }
 
 /// What a checker knows of one (holder, snapshot).
@@ -264,6 +267,35 @@ impl Possession {
         }
     }
 
+    /// The holder refused a round as busy: its claim on `ih` no longer counts here
+    /// until a round passes (a refused proof proves nothing), but it is not distrusted,
+    /// and the same challenge is asked again.
+    pub fn refused(&self, holder: PublicKey, ih: InfoHash, c: Challenge) {
+        let now = self.now();
+        let (seq, entries, mode) = (0, entries(&c), mode_name(&c));
+        let seq = {
+            let mut g = lock(&self.claims);
+            match g.get_mut(&(holder, ih)) {
+                Some(cl) => {
+                    cl.last_ok = None;
+                    cl.retry = Some(c);
+                    cl.seq
+                }
+                None => seq,
+            }
+        };
+        self.append(LogLine {
+            time: now,
+            holder,
+            infohash: ih,
+            result: Outcome::Refused,
+            mode,
+            entries,
+            seq,
+            why: "busy".into(),
+        });
+    }
+
     /// A round drawn from statement `from` passed.
     pub fn passed(&self, holder: PublicKey, ih: InfoHash, c: &Challenge, from: Arc<Bitfield>) {
         let now = self.now();
@@ -353,7 +385,11 @@ impl Possession {
             "time": l.time,
             "holder": l.holder.to_hex(),
             "infohash": l.infohash.to_hex(),
-            "result": match l.result { Outcome::Passed => 1, Outcome::Failed => 0 },
+            "result": match l.result {
+                Outcome::Passed => 1,
+                Outcome::Failed => 0,
+                Outcome::Refused => 2,
+            },
             "mode": l.mode,
             "entries": l.entries,
             "seq": l.seq,
@@ -613,6 +649,30 @@ mod tests {
         p.failed(h.public(), ih, &ch, "again");
         c.advance(std::time::Duration::from_secs(24 * 3600 + 1));
         assert!(p.distrusted(&h.public(), &ih), "the second: two days");
+    }
+
+    #[test]
+    fn a_busy_refusal_stops_the_claim_counting_without_distrust() {
+        let c = clock();
+        let p = Possession::new(c.clone(), None);
+        let h = SigningKey::from_seed([8; 32]);
+        let ih = InfoHash([1; 20]);
+        let ch = Challenge::Blocks(vec![(0, 1)]);
+        p.on_statement(h.public(), ih, &statement(&h, ih, 1, &[0], 2));
+        p.passed(h.public(), ih, &ch, p.stated(&h.public(), &ih).unwrap());
+        assert!(p.counted(&h.public(), &ih).is_some());
+        p.refused(h.public(), ih, ch.clone());
+        assert!(
+            p.counted(&h.public(), &ih).is_none(),
+            "a refused proof proves nothing"
+        );
+        assert!(!p.distrusted(&h.public(), &ih));
+        assert_eq!(
+            p.take_retry(&h.public(), &ih),
+            Some(ch),
+            "the same challenge next"
+        );
+        assert!(p.due(&h.public(), &ih));
     }
 
     #[test]

@@ -140,3 +140,42 @@ fn a_shard_that_matches_its_sha1_but_not_its_root_is_refused() {
     let good = replicate(&s);
     assert!(good.complete_piece(0, &[&shard[..]]).unwrap());
 }
+
+/// swarm.md §14.1: a holder's signed statement names a shard only after the flush that
+/// made it durable, and its sequence number goes on growing across a restart (kept in
+/// the snapshot's `held` file), so peers never take an older statement for a newer one.
+#[test]
+fn the_held_statement_follows_the_flush_and_its_seq_survives_a_restart() {
+    let s = setup();
+    let key = || swarmbak_trust::SigningKey::from_seed([3; 32]);
+    let proofs = || swarmbak_agent::torrent::Proofs {
+        possession: swarmbak_agent::possession::Possession::new(
+            std::sync::Arc::new(swarmbak_core::SystemClock),
+            None,
+        ),
+        identity: swarmbak_agent::Identity::new([1; 32], key().public(), Vec::new(), key()),
+    };
+    let t = replicate(&s);
+    t.set_proofs(proofs());
+    assert!(
+        t.states(),
+        "a holder states what it holds of others' snapshots"
+    );
+    assert!(t.statement().is_none(), "nothing held: nothing stated");
+    let shard = s.owner.store().read_shard(&s.ih, 0).unwrap().unwrap();
+    assert!(t.complete_piece(0, &[&shard[..]]).unwrap());
+    assert!(t.statement().is_none(), "stated before the flush");
+    assert_eq!(t.flush_pending().unwrap(), vec![0]);
+    let (_, envelope) = t.statement().expect("stated after the flush");
+    let st = swarmbak_trust::HeldStatement::verify(&envelope, &key().public()).unwrap();
+    assert!(st.holds(0) && !st.holds(1));
+    assert_eq!(st.infohash, s.ih.0);
+    drop(t);
+    // A restart: the next statement's seq is larger than any sent before.
+    let t = replicate(&s);
+    t.set_proofs(proofs());
+    let (_, envelope) = t.statement().expect("stated again at start");
+    let again = swarmbak_trust::HeldStatement::verify(&envelope, &key().public()).unwrap();
+    assert!(again.seq > st.seq, "{} after {}", again.seq, st.seq);
+    assert!(again.holds(0));
+}

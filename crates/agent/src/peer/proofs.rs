@@ -560,7 +560,12 @@ impl Driver {
                 bad: Vec::new(),
             });
         }
-        p.possession.unanswered(&holder, &self.t.ih, a.challenge);
+        if why == 2 {
+            p.possession.refused(holder, self.t.ih, a.challenge);
+            self.t.wanted_is_stale();
+        } else {
+            p.possession.unanswered(&holder, &self.t.ih, a.challenge);
+        }
         let wait = retry.map_or(AFTER_UNANSWERED, |s| Duration::from_secs(u64::from(s)));
         self.challenge_after = Instant::now() + wait;
         Vec::new()
