@@ -36,15 +36,15 @@ pub const NEW_PIECES_EVERY: i64 = 2;
 pub const SAMPLED_BLOCKS: usize = 2;
 /// Digest entries per round when the checker has the data, and blocks per entry.
 pub const DIGEST_ENTRIES: usize = 2;
-pub const DIGEST_BLOCKS: u32 = 8;
+pub const DIGEST_BLOCKS: u32 = 4;
 /// Bytes of a block (BEP 52's leaf).
 pub const BLOCK: u32 = 16384;
 /// What a holder reads to answer proofs, per rolling day: this share of what it holds
 /// (1 %), but at least [`BUDGET_FLOOR`].
 pub const BUDGET_SHARE: u64 = 100;
 pub const BUDGET_FLOOR: u64 = 64 << 20;
-/// One checker may use at most this fraction (¼) of a holder's daily budget.
-pub const BUDGET_PER_CHECKER_DIVISOR: u64 = 4;
+/// One checker may use at most this fraction (½) of a holder's daily budget.
+pub const BUDGET_PER_CHECKER_DIVISOR: u64 = 2;
 /// How long failures are remembered (seconds), and the longest distrust.
 pub const MEMORY: i64 = 30 * 24 * 3600;
 
@@ -60,6 +60,18 @@ pub fn deadline_secs(c: &Challenge) -> u64 {
                 .sum();
             5 + bytes / (32 << 20)
         }
+    }
+}
+
+/// The bytes a challenge is about: 16 KiB per block asked, the ranges to digest (what
+/// the holder's budget counts).
+pub fn proven_bytes(c: &Challenge) -> u64 {
+    match c {
+        Challenge::Blocks(e) => e.len() as u64 * u64::from(BLOCK),
+        Challenge::Digest(e) => e
+            .iter()
+            .map(|&(_, _, n)| u64::from(n) * u64::from(BLOCK))
+            .sum(),
     }
 }
 
@@ -714,23 +726,24 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_refuses_above_one_percent_a_day_and_a_quarter_of_it_per_checker() {
+    fn the_budget_refuses_above_one_percent_a_day_and_half_of_it_per_checker() {
         let c = clock();
         let p = Possession::new(c.clone(), None);
         let a = SigningKey::from_seed([5; 32]).public();
         let b = SigningKey::from_seed([6; 32]).public();
         let held = 100 * BUDGET_FLOOR; // 1 % = BUDGET_FLOOR
-        let quarter = BUDGET_FLOOR / 4;
-        assert_eq!(p.spend(&a, quarter, held), Ok(()));
+        let share = BUDGET_FLOOR / BUDGET_PER_CHECKER_DIVISOR;
+        assert_eq!(p.spend(&a, share, held), Ok(()));
         assert!(
             p.spend(&a, 1, held).is_err(),
-            "one checker: at most a quarter"
+            "one checker: at most its share"
         );
-        assert_eq!(p.spend(&b, quarter, held), Ok(()));
-        let retry = p.spend(&b, 1, held).unwrap_err();
-        assert!(retry > 0 && retry <= 24 * 3600);
+        assert_eq!(p.spend(&b, share, held), Ok(()));
+        let third = SigningKey::from_seed([7; 32]).public();
+        let retry = p.spend(&third, 1, held).unwrap_err();
+        assert!(retry > 0 && retry <= 24 * 3600, "the whole budget is spent");
         c.advance(std::time::Duration::from_secs(24 * 3600));
-        assert_eq!(p.spend(&a, quarter, held), Ok(()), "a day later");
+        assert_eq!(p.spend(&a, share, held), Ok(()), "a day later");
     }
 
     #[test]
@@ -749,7 +762,7 @@ mod tests {
                 assert_eq!(e[0].0, 7, "a new shard first");
                 assert!(e
                     .iter()
-                    .all(|&(p, f, n)| stated.get(p) && n == 8 && f + n <= 64));
+                    .all(|&(p, f, n)| stated.get(p) && n == DIGEST_BLOCKS && f + n <= 64));
             }
             other => panic!("{other:?}"),
         }

@@ -273,7 +273,9 @@ impl Driver {
         if !self.t.states() || pieces.iter().any(|&q| !have.get(q)) {
             return Ok(self.send_tagged(refuse(1, None)));
         }
-        let bytes = pieces.len() as u64 * self.t.meta.layout.shard_size as u64;
+        // The budget counts the bytes the proof is about (the blocks answered, the ranges
+        // digested), not the whole shards read to compute Merkle paths (swarm.md §14.3).
+        let bytes = possession::proven_bytes(&entries);
         if let Err(retry) = p.possession.spend(&checker, bytes, self.t.held_bytes()) {
             return Ok(self.send_tagged(refuse(2, Some(retry))));
         }
