@@ -677,6 +677,34 @@ impl Torrent {
         placement::holder_counts(&self.holder_sets(), self.owner())
     }
 
+    /// Shards some connected authenticated holder states but has not proven (so does not
+    /// count for) yet: what a `seed --until durable` may be waiting on (swarm.md §14).
+    pub fn unproven(&self) -> usize {
+        let Some(p) = self.proofs.get() else {
+            return 0;
+        };
+        let members: Vec<swarmbak_trust::PublicKey> = self
+            .inner()
+            .peers
+            .values()
+            .filter(|v| v.machine.is_some())
+            .filter_map(|v| v.member)
+            .collect();
+        let mut shards = HashSet::new();
+        for m in members {
+            let Some(stated) = p.possession.stated(&m, &self.ih) else {
+                continue;
+            };
+            let counted = p.possession.counted(&m, &self.ih);
+            shards.extend(
+                stated
+                    .iter_ones()
+                    .filter(|&q| !counted.as_ref().is_some_and(|c| c.get(q))),
+            );
+        }
+        shards.len()
+    }
+
     /// Every machine (by key, the owner included) that holds each piece, among connected
     /// peers and ourselves.
     pub fn holder_sets(&self) -> HolderSets {

@@ -171,6 +171,14 @@ impl Holders {
         }
     }
 
+    /// Shards of `ih` stated by a holder but not proven yet, when known here.
+    fn unproven(&self, ih: &InfoHash) -> Option<usize> {
+        match self {
+            Holders::Agent(_) => None,
+            Holders::Here(ts) => Some(ts.iter().find(|t| &t.ih == ih)?.unproven()),
+        }
+    }
+
     /// Distinct machines other than the owner holding any shard of `ih`, when known here.
     fn machines(&self, ih: &InfoHash) -> Option<usize> {
         match self {
@@ -421,6 +429,11 @@ pub fn publish_and_seed(
                             .machines(&ih)
                             .map(|m| format!("; {m} machines hold some of its shards"))
                             .unwrap_or_default()
+                            + &holders
+                                .unproven(&ih)
+                                .filter(|&u| u > 0)
+                                .map(|u| format!("; {u} shards stated by holders are not proven yet"))
+                                .unwrap_or_default()
                     ),
                 };
                 report.event(&Event::Waiting {
