@@ -51,16 +51,11 @@ pub const MEMORY: i64 = 30 * 24 * 3600;
 /// Where a challenge's time limit starts: the holder then has 1 s more per 4 MiB it must
 /// send (blocks) or per 32 MiB it must read (digests).
 pub fn deadline_secs(c: &Challenge) -> u64 {
-    match c {
-        Challenge::Blocks(e) => 5 + (e.len() as u64 * u64::from(BLOCK)) / (4 << 20),
-        Challenge::Digest(e) => {
-            let bytes: u64 = e
-                .iter()
-                .map(|&(_, _, n)| u64::from(n) * u64::from(BLOCK))
-                .sum();
-            5 + bytes / (32 << 20)
-        }
-    }
+    let per_second: u64 = match c {
+        Challenge::Blocks(_) => 4 << 20,
+        Challenge::Digest(_) => 32 << 20,
+    };
+    5 + proven_bytes(c) / per_second
 }
 
 /// The bytes a challenge is about: 16 KiB per block asked, the ranges to digest (what
@@ -284,17 +279,14 @@ impl Possession {
     /// and the same challenge is asked again.
     pub fn refused(&self, holder: PublicKey, ih: InfoHash, c: Challenge) {
         let now = self.now();
-        let (seq, entries, mode) = (0, entries(&c), mode_name(&c));
-        let seq = {
-            let mut g = lock(&self.claims);
-            match g.get_mut(&(holder, ih)) {
-                Some(cl) => {
-                    cl.last_ok = None;
-                    cl.retry = Some(c);
-                    cl.seq
-                }
-                None => seq,
+        let (entries, mode) = (c.len(), mode_name(&c));
+        let seq = match lock(&self.claims).get_mut(&(holder, ih)) {
+            Some(cl) => {
+                cl.last_ok = None;
+                cl.retry = Some(c);
+                cl.seq
             }
+            None => 0,
         };
         self.append(LogLine {
             time: now,
@@ -327,7 +319,7 @@ impl Possession {
             infohash: ih,
             result: Outcome::Passed,
             mode: mode_name(c),
-            entries: entries(c),
+            entries: c.len(),
             seq,
             why: String::new(),
         });
@@ -345,7 +337,7 @@ impl Possession {
             infohash: ih,
             result: Outcome::Failed,
             mode: mode_name(c),
-            entries: entries(c),
+            entries: c.len(),
             seq,
             why: why.to_string(),
         });
@@ -467,13 +459,6 @@ fn mode_name(c: &Challenge) -> &'static str {
     match c {
         Challenge::Blocks(_) => "blocks",
         Challenge::Digest(_) => "digest",
-    }
-}
-
-fn entries(c: &Challenge) -> usize {
-    match c {
-        Challenge::Blocks(e) => e.len(),
-        Challenge::Digest(e) => e.len(),
     }
 }
 

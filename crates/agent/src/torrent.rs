@@ -170,9 +170,16 @@ pub struct Torrent {
     /// A shard matched its SHA-1 but not its Merkle root (format-v2.md): nothing more
     /// of this snapshot is wanted.
     inconsistent: std::sync::atomic::AtomicBool,
-    /// Our latest held statement for this snapshot (a signed envelope) and its version
-    /// (bumped each time it changes; the connections send it when it did).
-    statement: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    /// Our latest held statement for this snapshot (the connections send it when its
+    /// `seq` changed).
+    statement: Mutex<Option<Held>>,
+}
+
+/// A held statement we signed: its `seq`, the bitfield it states, the envelope.
+struct Held {
+    seq: u64,
+    have: Vec<u8>,
+    envelope: Arc<Vec<u8>>,
 }
 
 /// What an enrolled engine gives its torrents for proofs of possession.
@@ -265,14 +272,9 @@ impl Torrent {
         };
         for p in 0..n {
             if let Ok(Some(b)) = store.read_shard(&ih, p as usize) {
-                // SHA-1, and the Merkle root of a format-2 snapshot (format-v2.md).
-                let good = match &meta.roots {
-                    Some(_) => meta.shard_ok(p, &b),
-                    None => {
-                        b.len() == size(p) && Sha1::digest(&b)[..] == meta.hashes[p as usize][..]
-                    }
-                };
-                if good {
+                // SHA-1 catches a shard damaged on disk; its Merkle root (format 2) was
+                // checked when it came in (`complete_piece`).
+                if b.len() == size(p) && Sha1::digest(&b)[..] == meta.hashes[p as usize][..] {
                     picker.piece_verified(p);
                 }
             }
@@ -608,21 +610,25 @@ impl Torrent {
             return;
         }
         let mut g = lock(&self.statement);
-        let key = p.identity.key.public();
-        let last = g
-            .as_ref()
-            .map(|(_, e)| e.to_vec())
-            .or_else(|| self.store.held(&self.ih))
-            .and_then(|e| swarmbak_trust::HeldStatement::verify(&e, &key).ok());
-        if last.as_ref().is_some_and(|l| l.have == have.as_bytes()) && g.is_some() {
+        if g.as_ref().is_some_and(|h| h.have == have.as_bytes()) {
             return;
         }
+        let key = p.identity.key.public();
+        // The last seq: ours in memory, else the one kept on disk by an earlier run.
+        let last = match g.as_ref() {
+            Some(h) => h.seq,
+            None => self
+                .store
+                .held(&self.ih)
+                .and_then(|e| swarmbak_trust::HeldStatement::verify(&e, &key).ok())
+                .map_or(0, |l| l.seq),
+        };
         let s = swarmbak_trust::HeldStatement {
             infohash: self.ih.0,
             key,
             pieces: self.num_pieces(),
             have: have.as_bytes().to_vec(),
-            seq: last.map_or(1, |l| l.seq + 1),
+            seq: last + 1,
             flushed: self
                 .clock
                 .get()
@@ -636,13 +642,18 @@ impl Torrent {
             );
             return;
         }
-        let version = g.as_ref().map_or(1, |(v, _)| v + 1);
-        *g = Some((version, Arc::new(envelope)));
+        *g = Some(Held {
+            seq: s.seq,
+            have: s.have,
+            envelope: Arc::new(envelope),
+        });
     }
 
-    /// Our latest held statement and its version.
+    /// Our latest held statement and its `seq` (larger for each new one).
     pub fn statement(&self) -> Option<(u64, Arc<Vec<u8>>)> {
-        lock(&self.statement).clone()
+        lock(&self.statement)
+            .as_ref()
+            .map(|h| (h.seq, h.envelope.clone()))
     }
 
     /// The Merkle roots of the shards (format 2), when the snapshot has them.
@@ -655,11 +666,11 @@ impl Torrent {
         if !self.inner().picker.have().get(piece) {
             return None;
         }
-        let path = self.store.shard_path(&self.ih, piece as usize);
-        tokio::task::spawn_blocking(move || std::fs::read(path).ok())
+        let (store, ih) = (self.store.clone(), self.ih);
+        tokio::task::spawn_blocking(move || store.read_shard(&ih, piece as usize))
             .await
-            .ok()
-            .flatten()
+            .ok()?
+            .ok()?
             .map(bytes::Bytes::from)
     }
 

@@ -174,14 +174,13 @@ fn pieces_of(home: &Path, ih: &str) -> usize {
 #[test]
 fn fake_holders_never_make_a_snapshot_durable() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let rec = swarmbak_format::Identity::generate();
-    let rec_pub = rec.to_public().to_string();
-    let t = tracker(dir.path(), &rec_pub);
-    let owner = dir.path().join("owner");
-    init(&owner, "owner", &t, &rec_pub);
-    let tree = dir.path().join("laptop");
-    swarmbak_gentree::office(&tree, 6 << 20, 21).unwrap();
+    let Office {
+        dir,
+        rec_pub,
+        t,
+        owner,
+        tree,
+    } = office(6 << 20, 21);
     let started = Instant::now();
     let (mut child, ih) = start_seed(&owner, &tree, "60");
     // The attackers: a standard client the tracker lists, and a stranger that opens
@@ -366,6 +365,33 @@ impl Seeding {
     }
 }
 
+/// A private tracker, an enrolled owner machine and its generated tree of `size` bytes.
+struct Office {
+    dir: tempfile::TempDir,
+    rec_pub: String,
+    t: Tracker,
+    owner: PathBuf,
+    tree: PathBuf,
+}
+
+fn office(size: u64, seed: u64) -> Office {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = swarmbak_format::Identity::generate();
+    let rec_pub = rec.to_public().to_string();
+    let t = tracker(dir.path(), &rec_pub);
+    let owner = dir.path().join("owner");
+    init(&owner, "owner", &t, &rec_pub);
+    let tree = dir.path().join("laptop");
+    swarmbak_gentree::office(&tree, size, seed).unwrap();
+    Office {
+        dir,
+        rec_pub,
+        t,
+        owner,
+        tree,
+    }
+}
+
 /// Runs `seed` of `tree` in the background (copies 2, at most `timeout` seconds); returns
 /// the process and its infohash line.
 fn start_seed(home: &Path, tree: &Path, timeout: &str) -> (Seeding, String) {
@@ -407,14 +433,13 @@ fn finish(mut s: Seeding) -> (std::process::ExitStatus, String) {
 #[test]
 fn an_enrolled_machine_claiming_what_it_lacks_fails_its_proof() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let rec = swarmbak_format::Identity::generate();
-    let rec_pub = rec.to_public().to_string();
-    let t = tracker(dir.path(), &rec_pub);
-    let owner = dir.path().join("owner");
-    init(&owner, "owner", &t, &rec_pub);
-    let tree = dir.path().join("laptop");
-    swarmbak_gentree::office(&tree, 3 << 20, 33).unwrap();
+    let Office {
+        dir,
+        rec_pub,
+        t,
+        owner,
+        tree,
+    } = office(3 << 20, 33);
     let a: Vec<PathBuf> = (0..3)
         .map(|i| dir.path().join(format!("agent{i}")))
         .collect();

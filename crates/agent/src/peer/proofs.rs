@@ -238,7 +238,7 @@ impl Driver {
         };
         self.next_challenge = self.next_challenge.wrapping_add(1);
         let id = self.next_challenge;
-        let n = entries_len(&challenge);
+        let n = challenge.len();
         p.possession.asking(&holder, &ih);
         let deadline = now + Duration::from_secs(possession::deadline_secs(&challenge));
         let out = self.send_tagged(MachineMessage::Challenge {
@@ -583,11 +583,4 @@ fn pieces_of(c: &Challenge) -> Vec<u32> {
     v.sort_unstable();
     v.dedup();
     v
-}
-
-fn entries_len(c: &Challenge) -> usize {
-    match c {
-        Challenge::Blocks(e) => e.len(),
-        Challenge::Digest(e) => e.len(),
-    }
 }
