@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use swarmbak_interop_tests::clients::{
-    agent, assert_same_tree, init_machine, record, regenerate_table, swarmbak_fast, wait_for,
-    OpenTracker,
+    agent, assert_same_tree, enrol_machine, init_machine, record, regenerate_table, swarmbak_fast,
+    swarmbak_tracker, wait_for, OpenTracker,
 };
 use swarmbak_interop_tests::{age_public_key, require_tool, Cmd};
 
@@ -133,5 +133,117 @@ fn opentracker_replicates() {
                 .ok()
                 .and_then(|d| (d.count() > 0).then_some(()))
         },
+    );
+}
+
+/// Enrolled machines with opentracker as a peer-only tracker (`init --peer-tracker`,
+/// swarm.md §6.1) while the company tracker is down: the holder finds the snapshot in
+/// opentracker's full scrape, authenticates to the owner, takes the metainfo over BEP 9
+/// and the owner's signed publish record in the swarm (wire.md type 5), checks it against
+/// the organisation key and replicates. A snapshot a machine outside the organisation
+/// seeds on the same opentracker is never held (it cannot authenticate, so it sends no
+/// record). Before: an enrolled agent took nothing from a tracker that is not swarmbak's.
+#[test]
+fn enrolled_machines_replicate_through_opentracker_with_the_record_from_the_swarm() {
+    require_tool("age-keygen");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let recovery = t.join("recovery.txt");
+    Cmd::new("age-keygen").arg("-o").arg(&recovery).run();
+    let recovery_pub = age_public_key(&recovery);
+    let ot = OpenTracker::start();
+    let data = t.join("tracker-data");
+    let (mut company, _) = swarmbak_tracker(&data, &recovery_pub);
+    let (owner, holder) = (t.join("owner"), t.join("holder"));
+    for (home, name) in [(&owner, "owner"), (&holder, "holder")] {
+        enrol_machine(home, &data, name);
+        Cmd::swarmbak(home)
+            .args(["init", "--peer-tracker", &ot.url()])
+            .run();
+    }
+    // The company tracker goes down: nothing can be listed or published there.
+    company.kill();
+
+    // A machine of no organisation seeds on the same opentracker.
+    let outsider = t.join("outsider");
+    init_machine(&outsider, "outsider", &ot.url(), &recovery_pub);
+    let (_outsider_agent, _) = agent("outsider agent", &outsider);
+    let other_src = t.join("other");
+    swarmbak_gentree::office(&other_src, 256 << 10, 5).unwrap();
+    let other = swarmbak_fast(&outsider)
+        .arg("seed")
+        .arg(&other_src)
+        .args(["--until", "published", "--timeout", "5"])
+        .run_unchecked()
+        .first_line();
+    assert_eq!(other.len(), 40, "outsider's seed printed no infohash");
+    ot.allow(&other);
+
+    let (_owner_agent, _) = agent("owner agent", &owner);
+    let src = t.join("src");
+    swarmbak_gentree::office(&src, 1 << 20, 11).unwrap();
+    let out = swarmbak_fast(&owner)
+        .arg("seed")
+        .arg(&src)
+        .args(["--until", "published", "--timeout", "5"])
+        .run_unchecked();
+    let ih = out.first_line();
+    assert_eq!(
+        ih.len(),
+        40,
+        "seed printed no infohash: {}",
+        out.stderr_str()
+    );
+    assert!(
+        !out.status.success(),
+        "the company tracker is down, so the publish cannot have gone through: {}",
+        out.stderr_str()
+    );
+    ot.allow(&ih);
+
+    let (holder_agent, _) = agent("holder agent", &holder);
+    let snap = holder.join("store/snapshots").join(&ih);
+    let t0 = Instant::now();
+    wait_for(
+        "the enrolled holder to replicate shards of the owner's snapshot found on opentracker",
+        Duration::from_secs(90),
+        || {
+            std::fs::read_dir(snap.join("shards"))
+                .ok()
+                .and_then(|d| (d.count() > 0).then_some(()))
+        },
+    );
+    let took = t0.elapsed();
+    // It kept the owner's record and certificate it checked (trust.md §4).
+    let record_file = std::fs::read(snap.join("record")).expect("the owner's record is kept");
+    assert_eq!(
+        record_file,
+        std::fs::read(owner.join("store/snapshots").join(&ih).join("record"))
+            .expect("the owner keeps its signed record"),
+        "the holder keeps exactly the record the owner signed"
+    );
+    // It looked at every torrent opentracker lists, the outsider's included, and
+    // refused that one: the outsider could not authenticate, so nothing vouches for it.
+    let refusal = wait_for(
+        "the holder agent to refuse the outsider's snapshot",
+        Duration::from_secs(30),
+        || {
+            holder_agent
+                .stderr_lines()
+                .into_iter()
+                .find(|l| l.contains(&format!("not holding {other}")))
+        },
+    );
+    assert!(
+        refusal.contains("no member of the organisation sent a publish record that verifies"),
+        "{refusal}"
+    );
+    assert!(
+        !holder.join("store/snapshots").join(&other).exists(),
+        "the holder kept a snapshot no member of its organisation vouches for"
+    );
+    eprintln!(
+        "enrolled holder replicated through opentracker in {:.1}s; outsider's snapshot refused: {refusal}",
+        took.as_secs_f64()
     );
 }

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use swarmbak_core::MachineKey;
 use swarmbak_trust::{
-    check_member_mac, member_mac, session_key, Certificate, PublicKey, SessionKey, Side,
-    SigningKey, Transcript,
+    check_member_mac, check_tag, member_mac, session_key, tag, Certificate, PublicKey, SessionKey,
+    Side, SigningKey, Transcript,
 };
 use swarmbak_wire::{MachineMessage, FLAG_HOLDER};
 
@@ -92,6 +92,26 @@ impl Identity {
                 "{} ({}) is revoked",
                 c.fields.name, c.fields.machine
             )));
+        }
+        Ok(c)
+    }
+
+    /// Checks a snapshot owner's publish record and certificate as they travel in the
+    /// swarm (wire.md type 5): the chain of trust.md §4 for `infohash`, from a machine
+    /// not revoked. Returns the owner's certificate.
+    pub fn check_record(
+        &self,
+        record: &[u8],
+        cert: &[u8],
+        infohash: &[u8; 20],
+    ) -> Result<Certificate, String> {
+        let (c, _) = swarmbak_trust::verify_publish(record, cert, &self.org_key, infohash)
+            .map_err(|e| e.to_string())?;
+        if self.is_revoked(&c.fields.machine) {
+            return Err(format!(
+                "{} ({}) is revoked",
+                c.fields.name, c.fields.machine
+            ));
         }
         Ok(c)
     }
@@ -577,5 +597,67 @@ mod tests {
         dd.on_peer_handshake(Some([9; 32]), true, now).unwrap();
         assert!(!dd.timed_out(now + Duration::from_secs(9)));
         assert!(dd.timed_out(now + AUTH_TIMEOUT));
+    }
+}
+
+/// The session of an authenticated connection (trust.md §11.3): its key and each
+/// direction's message counter. Every `sb_machine` message after the exchange is sealed
+/// and opened here.
+pub struct Tagged {
+    key: SessionKey,
+    side: Side,
+    sent: u64,
+    received: u64,
+}
+
+/// Why a tagged message was not accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TagError {
+    /// Its tag or number does not verify: it may have been forged on the path (close
+    /// the connection, no ban).
+    #[error("{0}")]
+    Forged(String),
+    /// Its tag verified but the peer sent a malformed message (ban).
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl Tagged {
+    pub fn new(key: SessionKey, side: Side) -> Tagged {
+        Tagged {
+            key,
+            side,
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    /// The session of a finished exchange.
+    pub fn of(auth: &MachineAuth) -> Option<Tagged> {
+        auth.session().map(|(k, side)| Tagged::new(k, side))
+    }
+
+    /// `m` as its `sb_machine` payload: the dictionary and its tag (wire.md "Tagged
+    /// messages"); counts it.
+    pub fn seal(&mut self, m: &MachineMessage) -> Vec<u8> {
+        let (key, side, n) = (&self.key, self.side, self.sent);
+        let payload = m.encode_tagged(|dict| tag(key, side, n, dict));
+        self.sent += 1;
+        payload
+    }
+
+    /// The peer's next tagged message: its tag and number are checked before anything in
+    /// it is read.
+    pub fn open(&mut self, payload: &[u8]) -> Result<MachineMessage, TagError> {
+        let (dict, t) =
+            MachineMessage::split_tagged(payload).map_err(|e| TagError::Forged(e.to_string()))?;
+        if !check_tag(&self.key, self.side.other(), self.received, dict, &t) {
+            return Err(TagError::Forged(
+                "a message whose session tag does not verify".into(),
+            ));
+        }
+        self.received += 1;
+        MachineMessage::parse(dict).map_err(|e| TagError::Malformed(e.to_string()))
     }
 }

@@ -37,6 +37,10 @@ pub struct EngineConfig {
     /// The clock takeovers are measured with.
     pub clock: Arc<dyn swarmbak_core::Clock>,
     pub tracker: Option<TrackerClient>,
+    /// Peer-only trackers (`init --peer-tracker`, swarm.md §5.1.1): announced to as well, for
+    /// peers only; the peers they list are dialled but never count as listed by the
+    /// company tracker (an enrolled machine serves them only once they authenticate).
+    pub peer_trackers: Vec<TrackerClient>,
     /// Announce at least this often (the tracker's interval permitting less).
     pub announce_every: Duration,
     /// Print connection events to stderr.
@@ -44,6 +48,25 @@ pub struct EngineConfig {
     /// Where an enrolled engine records the proofs of possession it checked
     /// (`HOME/possession.log`; swarm.md §14); `None`: in memory only.
     pub possession_log: Option<std::path::PathBuf>,
+}
+
+impl EngineConfig {
+    /// An engine listening on `listen` with nothing else: not enrolled, no tracker, the
+    /// default takeover grace (30 s) and announce period (30 s), the system clock.
+    pub fn new(listen: SocketAddr, machine_key: Option<MachineKey>) -> EngineConfig {
+        EngineConfig {
+            listen,
+            machine_key,
+            identity: None,
+            takeover_grace: Duration::from_secs(30),
+            clock: Arc::new(swarmbak_core::SystemClock),
+            tracker: None,
+            peer_trackers: Vec::new(),
+            announce_every: Duration::from_secs(30),
+            verbose: false,
+            possession_log: None,
+        }
+    }
 }
 
 /// Most peer connections an engine keeps at once (both directions, handshakes under way
@@ -346,7 +369,11 @@ impl Engine {
         }
         if let Some(tr) = self.0.cfg.tracker.clone() {
             let e = self.clone();
-            tokio::spawn(async move { e.announce_loop(tr, ih).await });
+            tokio::spawn(async move { e.announce_loop(tr, ih, true).await });
+        }
+        for tr in self.0.cfg.peer_trackers.clone() {
+            let e = self.clone();
+            tokio::spawn(async move { e.announce_loop(tr, ih, false).await });
         }
     }
 
@@ -361,7 +388,11 @@ impl Engine {
         }
     }
 
-    async fn announce_loop(&self, tr: TrackerClient, ih: InfoHash) {
+    /// Announces `ih` to `tr` until the torrent is left. `company`: the company tracker
+    /// (its answer is the list of peers an enrolled machine serves unauthenticated, and it
+    /// is told our machine key and quota); else a peer-only tracker, told only what any
+    /// BitTorrent client tells one.
+    async fn announce_loop(&self, tr: TrackerClient, ih: InfoHash, company: bool) {
         let mut event = Some(AnnounceEvent::Started);
         loop {
             let Some(t) = self.torrent(&ih) else {
@@ -396,16 +427,20 @@ impl Engine {
             req.event = event;
             req.uploaded = up;
             req.downloaded = down;
-            req.machine = self.0.cfg.machine_key.as_ref().map(MachineKey::to_hex);
-            req.quota = self.0.announced_quota.get().copied();
+            if company {
+                req.machine = self.0.cfg.machine_key.as_ref().map(MachineKey::to_hex);
+                req.quota = self.0.announced_quota.get().copied();
+            }
             req.numwant = Some(200);
             let mut wait = self.0.cfg.announce_every;
             match tokio::time::timeout(Duration::from_secs(20), tr.announce(&req)).await {
                 Ok(Ok(resp)) => {
                     event = None;
-                    t.set_listed(resp.peers.iter().map(|p| p.addr));
+                    if company {
+                        t.set_listed(resp.peers.iter().map(|p| p.addr));
+                    }
                     for p in resp.peers {
-                        self.connect(ih, p.addr);
+                        self.dial(ih, p.addr, company);
                     }
                     wait = wait.min(resp.interval.max(Duration::from_millis(200)));
                 }
@@ -427,8 +462,16 @@ impl Engine {
                 || self.0.local.ip().is_unspecified())
     }
 
-    /// Connects to a peer of a torrent unless already connected or banned.
+    /// Connects to a peer of a torrent unless already connected or banned (an address
+    /// the company tracker or the user gave: listed, wire.md "Authenticated peers").
     pub fn connect(&self, ih: InfoHash, addr: SocketAddr) {
+        self.dial(ih, addr, true)
+    }
+
+    /// Connects to a peer; `vouched`: the company tracker or the user gave its address
+    /// (an enrolled machine serves it as listed), else a peer-only tracker did (served
+    /// only once it authenticates).
+    fn dial(&self, ih: InfoHash, addr: SocketAddr, vouched: bool) {
         if self.is_self(addr) {
             return;
         }
@@ -449,7 +492,8 @@ impl Engine {
             lock(&self.0.conns).remove(&key);
             return;
         };
-        let conn = self.conn(key, addr, t, rx, true);
+        let mut conn = self.conn(key, addr, t, rx, true);
+        conn.vouched = vouched;
         let e = self.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -485,6 +529,7 @@ impl Engine {
             cache: self.0.cache.clone(),
             route: self.route(),
             outgoing,
+            vouched: outgoing,
             identity: self.0.cfg.identity.clone(),
         }
     }

@@ -3,19 +3,23 @@
 //! never serve metadata for private torrents, so only swarmbak peers answer.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use swarmbak_format::InfoHash;
 use swarmbak_wire::{
-    ExtensionHandshake, Frame, Handshake, Limits, Message, MetadataAssembler, MetadataMessage,
-    PeerCodec, EXTENSION_HANDSHAKE_ID, UT_METADATA,
+    ExtensionHandshake, Frame, Handshake, Limits, MachineMessage, Message, MetadataAssembler,
+    MetadataMessage, PeerCodec, EXTENSION_HANDSHAKE_ID, SB_MACHINE, UT_METADATA,
 };
+
+use crate::auth::{Identity, MachineAuth, Tagged};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 const OUR_UT_METADATA: u8 = 1;
+const OUR_SB_MACHINE: u8 = 2;
 
 /// Why a peer did not give us a torrent's metadata.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,9 @@ pub enum MetadataFetchError {
     NoMetadata,
     #[error("the peer refused the metadata")]
     Refused,
+    /// An enrolled machine asks only members of its organisation.
+    #[error("not a member of our organisation: {0}")]
+    NotAMember(String),
     #[error("the peer closed the connection")]
     Closed,
     /// A malformed message, or metadata that does not hash to the infohash.
@@ -44,14 +51,26 @@ fn protocol(e: impl std::fmt::Display) -> MetadataFetchError {
     MetadataFetchError::Protocol(e.to_string())
 }
 
-/// Asks one peer for the info dictionary of `ih`; returns a .torrent (canonical: the
-/// info dict verbatim, plus `announce` when given) whose infohash is checked.
+/// What a peer gave us: a .torrent (canonical: the verified info dict, plus `announce`
+/// when given) and, from an authenticated member, the owner's signed publish record and
+/// certificate (wire.md type 5), not checked yet.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub torrent: Vec<u8>,
+    pub record: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Asks one peer for the info dictionary of `ih`. An enrolled machine (`identity`)
+/// authenticates first (`sb_machine`, wire.md "Authenticated peers": members serve
+/// metadata only to members and listed peers) and takes the owner's record the peer
+/// sends once the exchange is done; a peer that does not authenticate gives it nothing.
 pub async fn from_peer(
     addr: SocketAddr,
     ih: InfoHash,
     peer_id: [u8; 20],
     announce: Option<&str>,
-) -> Result<Vec<u8>, MetadataFetchError> {
+    identity: Option<Arc<Identity>>,
+) -> Result<Fetched, MetadataFetchError> {
     let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
         .await
         .map_err(|_| MetadataFetchError::TimedOut)?
@@ -68,17 +87,23 @@ pub async fn from_peer(
         if theirs.info_hash != ih.0 || !theirs.reserved.extension_protocol() {
             return Err(MetadataFetchError::NoExtensionProtocol);
         }
+        let mut auth =
+            identity.map(|id| MachineAuth::new(id, true, false, ih.0, peer_id, theirs.peer_id));
         let mut eh = ExtensionHandshake::default();
         eh.extensions
             .insert(UT_METADATA.to_string(), OUR_UT_METADATA);
-        f.send(Frame::Message(Message::Extended {
-            id: EXTENSION_HANDSHAKE_ID,
-            payload: Bytes::from(eh.encode()),
-        }))
-        .await
-        .map_err(protocol)?;
+        if let Some(a) = &auth {
+            eh.extensions.insert(SB_MACHINE.to_string(), OUR_SB_MACHINE);
+            eh.sb_nonce = Some(a.nonce());
+        }
+        send_extended(&mut f, EXTENSION_HANDSHAKE_ID, eh.encode()).await?;
         let mut asm: Option<MetadataAssembler> = None;
+        // Their ut_metadata id, once we may ask (at once, or after authenticating).
         let mut their_id = None;
+        let mut ut_tid = None;
+        let mut their_sb = None;
+        let mut tagged: Option<Tagged> = None;
+        let mut record = None;
         while let Some(frame) = f.next().await {
             let Ok(Frame::Message(m)) = frame else {
                 return Err(protocol("malformed message"));
@@ -87,22 +112,67 @@ pub async fn from_peer(
                 continue;
             };
             if id == EXTENSION_HANDSHAKE_ID {
+                if asm.is_some() {
+                    continue;
+                }
                 let h = ExtensionHandshake::parse(&payload).map_err(protocol)?;
                 let (Some(tid), Some(size)) = (h.extension_id(UT_METADATA), h.metadata_size) else {
                     return Err(MetadataFetchError::NoMetadata);
                 };
-                let a = MetadataAssembler::new(ih.0, size).map_err(protocol)?;
-                for piece in a.missing().collect::<Vec<_>>() {
-                    let req = MetadataMessage::Request { piece };
-                    f.send(Frame::Message(Message::Extended {
-                        id: tid,
-                        payload: Bytes::from(req.encode()),
-                    }))
-                    .await
-                    .map_err(protocol)?;
+                asm = Some(MetadataAssembler::new(ih.0, size).map_err(protocol)?);
+                ut_tid = Some(tid);
+                match auth.as_mut() {
+                    Some(a) => {
+                        let (Some(sb), Some(_)) = (h.extension_id(SB_MACHINE), h.sb_nonce) else {
+                            return Err(MetadataFetchError::NotAMember(
+                                "it offers no sb_machine exchange".into(),
+                            ));
+                        };
+                        their_sb = Some(sb);
+                        let step = a
+                            .on_peer_handshake(h.sb_nonce, true, Instant::now())
+                            .map_err(|e| MetadataFetchError::NotAMember(e.reason))?;
+                        if let Some(m) = step.send {
+                            send_extended(&mut f, sb, m.encode()).await?;
+                        }
+                    }
+                    None => {
+                        their_id = Some(tid);
+                        request_all(&mut f, tid, asm.as_ref()).await?;
+                    }
                 }
-                their_id = Some(tid);
-                asm = Some(a);
+            } else if id == OUR_SB_MACHINE {
+                let (Some(a), Some(sb)) = (auth.as_mut(), their_sb) else {
+                    continue;
+                };
+                if let Some(tg) = tagged.as_mut() {
+                    // Held statements and anything else: not for a fetch.
+                    if let MachineMessage::Record { record: r, cert } =
+                        tg.open(&payload).map_err(protocol)?
+                    {
+                        record = Some((r, cert));
+                    }
+                    continue;
+                }
+                let msg = MachineMessage::parse(&payload).map_err(protocol)?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                let step = a
+                    .on_message(msg, now)
+                    .map_err(|e| MetadataFetchError::NotAMember(e.reason))?;
+                if let Some(m) = step.send {
+                    send_extended(&mut f, sb, m.encode()).await?;
+                }
+                if step.member.is_some() {
+                    tagged = Tagged::of(a);
+                    // The peer sent its record (if any) right after the exchange, so it
+                    // arrives before the metadata we ask for now.
+                    if let Some(tid) = ut_tid {
+                        request_all(&mut f, tid, asm.as_ref()).await?;
+                        their_id = Some(tid);
+                    }
+                }
             } else if id == OUR_UT_METADATA {
                 let (Some(a), Some(_)) = (asm.as_mut(), their_id) else {
                     continue;
@@ -116,7 +186,7 @@ pub async fn from_peer(
                         if let Some(info) =
                             a.add_piece(piece, total_size, &data).map_err(protocol)?
                         {
-                            return Ok(info);
+                            return Ok((info, record));
                         }
                     }
                     MetadataMessage::Reject { .. } => return Err(MetadataFetchError::Refused),
@@ -126,7 +196,7 @@ pub async fn from_peer(
         }
         Err(MetadataFetchError::Closed)
     };
-    let info = tokio::time::timeout(Duration::from_secs(15), work)
+    let (info, record) = tokio::time::timeout(Duration::from_secs(15), work)
         .await
         .map_err(|_| MetadataFetchError::TimedOut)??;
     // A .torrent around the verified info dict (keys sorted: announce < info).
@@ -137,5 +207,32 @@ pub async fn from_peer(
     t.extend_from_slice(b"4:info");
     t.extend_from_slice(&info);
     t.push(b'e');
-    Ok(t)
+    Ok(Fetched { torrent: t, record })
+}
+
+/// Sends one extended message under the peer's id `id`.
+async fn send_extended(
+    f: &mut Framed<TcpStream, PeerCodec>,
+    id: u8,
+    payload: Vec<u8>,
+) -> Result<(), MetadataFetchError> {
+    f.send(Frame::Message(Message::Extended {
+        id,
+        payload: Bytes::from(payload),
+    }))
+    .await
+    .map_err(protocol)
+}
+
+/// Asks for every metadata piece still missing.
+async fn request_all(
+    f: &mut Framed<TcpStream, PeerCodec>,
+    tid: u8,
+    asm: Option<&MetadataAssembler>,
+) -> Result<(), MetadataFetchError> {
+    let Some(a) = asm else { return Ok(()) };
+    for piece in a.missing().collect::<Vec<_>>() {
+        send_extended(f, tid, MetadataMessage::Request { piece }.encode()).await?;
+    }
+    Ok(())
 }

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use swarmbak_core::MachineKey;
 
-use crate::auth::{Identity, MachineAuth, Member};
+use crate::auth::{Identity, MachineAuth, Member, Tagged};
 use crate::cache::PieceCache;
 use crate::io::PeerIo;
 use crate::torrent::{Inner, PeerKey, PeerView, Torrent};
@@ -88,6 +88,9 @@ pub struct Conn {
     pub route: Route,
     /// We dialled the peer (the `sb_machine` dialler speaks first).
     pub outgoing: bool,
+    /// We dialled an address the company tracker or the user gave (a listed peer);
+    /// not one a peer-only tracker gave.
+    pub vouched: bool,
     /// This machine's membership, when it is enrolled: peers must then authenticate to
     /// count, and be authenticated or listed to be served.
     pub identity: Option<Arc<Identity>>,
@@ -275,7 +278,7 @@ pub async fn accepted(conn: Conn, io: PeerIo, theirs: Handshake) -> End {
         route: conn.route,
         completed: Vec::new(),
         auth,
-        outgoing: conn.outgoing,
+        vouched: conn.vouched,
         since: Instant::now(),
         member: false,
         listed: false,
@@ -339,7 +342,8 @@ struct Driver {
     completed: Vec<(u32, Vec<Bytes>, Vec<Option<PeerKey>>)>,
     /// The `sb_machine` exchange (enrolled machines only).
     auth: Option<MachineAuth>,
-    outgoing: bool,
+    /// We dialled an address the company tracker or the user gave.
+    vouched: bool,
     /// When the connection was admitted.
     since: Instant,
     /// The peer authenticated as a machine of our organisation.
@@ -348,7 +352,7 @@ struct Driver {
     /// the peer's listening address is one it gave).
     listed: bool,
     /// Once authenticated: the session that tags every later `sb_machine` message.
-    tagged: Option<proofs::Tagged>,
+    tagged: Option<crate::auth::Tagged>,
     /// The key and name the peer authenticated with.
     member_key: Option<swarmbak_trust::PublicKey>,
     member_name: Option<String>,
@@ -618,11 +622,12 @@ impl Driver {
         self.auth.is_none() || self.member || self.listed
     }
 
-    /// Whether the tracker listed the peer: an address we dialled (we dial only what the
-    /// tracker or the user gave), or its listening address in the torrent's last
-    /// announce answers; a peer that gives no listening port (no BEP 10) by its IP alone.
+    /// Whether the company tracker listed the peer: an address we dialled that it or the
+    /// user gave (not a peer-only tracker), or its listening address in the torrent's
+    /// last announce answers; a peer that gives no listening port (no BEP 10) by its IP
+    /// alone.
     fn refresh_listed(&mut self) {
-        self.listed = self.outgoing
+        self.listed = self.vouched
             || match self.their_listen {
                 Some(a) => self.t.is_listed(&a),
                 None => self.t.is_listed_ip(self.addr.ip()),
@@ -696,11 +701,7 @@ impl Driver {
         self.member = true;
         self.member_key = Some(m.key);
         self.member_name = Some(m.certificate.fields.name.clone());
-        self.tagged = self
-            .auth
-            .as_ref()
-            .and_then(MachineAuth::session)
-            .map(|(k, side)| proofs::Tagged::new(k, side));
+        self.tagged = self.auth.as_ref().and_then(Tagged::of);
         let placement = m.holder().then(|| m.placement_key()).flatten();
         if let Some(v) = self.t.inner().peers.get_mut(&self.key) {
             v.member = Some(m.key);
@@ -711,6 +712,12 @@ impl Driver {
         self.t.update_wanted();
         let now = Instant::now();
         let mut a = self.step(Has::Same, |s, p| s.refresh(now, p))?;
+        // The owner's signed record first (wire.md type 5): a member that found this
+        // snapshot without a tracker's record (a peer-only tracker, the DHT) checks who
+        // owns it from this (trust.md §4).
+        if let Some((record, cert)) = self.t.signed_record() {
+            a.extend(self.send_tagged(MachineMessage::Record { record, cert }));
+        }
         a.extend(self.proof_tick(now));
         Ok(a)
     }

@@ -29,6 +29,11 @@ pub const RECENT: i64 = 24 * 3600;
 pub const BASE_PERIOD: i64 = 8 * 3600;
 /// The random spread of [`BASE_PERIOD`] (seconds), so checkers do not all ask at once.
 pub const JITTER: i64 = 2 * 3600;
+/// Base rounds per (checker, holder) per base period, spread over the holder's
+/// snapshots: a holder that states S snapshots to this process has each one asked every
+/// [`BASE_PERIOD`] × ⌈S / 8⌉, and counted for [`RECENT`] × ⌈S / 8⌉ after a pass, so a
+/// checker's base rounds cost a holder the same however many snapshots they share.
+pub const ROUNDS_PER_PERIOD: usize = 8;
 /// At most one round prompted by stated shards not proven yet, per (holder, snapshot),
 /// this often (seconds).
 pub const NEW_PIECES_EVERY: i64 = 2;
@@ -183,16 +188,28 @@ impl Possession {
             .and_then(|c| c.stated.clone())
     }
 
+    /// How many times longer than the base schedule `holder`'s rounds are spaced here:
+    /// ⌈S / [`ROUNDS_PER_PERIOD`]⌉, S = the snapshots it states to this process.
+    fn stretch(g: &HashMap<(PublicKey, InfoHash), Claim>, holder: &PublicKey) -> i64 {
+        let s = g
+            .iter()
+            .filter(|((h, _), c)| h == holder && c.stated.as_ref().is_some_and(|b| !b.has_none()))
+            .count();
+        s.div_ceil(ROUNDS_PER_PERIOD).max(1) as i64
+    }
+
     /// The shards `holder` counts for on `ih`: those of the statement its last passed
     /// round was drawn from that it still states, if that round is at most [`RECENT`]
-    /// old and the holder is not distrusted.
+    /// (stretched with the holder's snapshots, [`ROUNDS_PER_PERIOD`]) old and the holder
+    /// is not distrusted.
     pub fn counted(&self, holder: &PublicKey, ih: &InfoHash) -> Option<Bitfield> {
         let now = self.now();
         let g = lock(&self.claims);
+        let recent_for = RECENT * Self::stretch(&g, holder);
         let c = g.get(&(*holder, *ih))?;
         let recent = c
             .last_ok
-            .is_some_and(|t| now - t <= RECENT && t <= now + 60);
+            .is_some_and(|t| now - t <= recent_for && t <= now + 60);
         if !recent || c.distrust_until > now {
             return None;
         }
@@ -305,10 +322,12 @@ impl Possession {
         let now = self.now();
         let seq = {
             let mut g = lock(&self.claims);
+            let stretch = Self::stretch(&g, &holder);
             let cl = g.entry((holder, ih)).or_default();
             cl.proven = Some(from);
             cl.last_ok = Some(now);
-            cl.next_round = now + BASE_PERIOD + rand::thread_rng().gen_range(-JITTER..=JITTER);
+            cl.next_round =
+                now + stretch * (BASE_PERIOD + rand::thread_rng().gen_range(-JITTER..=JITTER));
             cl.last_prompted = now;
             cl.retry = None;
             cl.seq
@@ -646,6 +665,61 @@ mod tests {
         p.failed(h.public(), ih, &ch, "again");
         c.advance(std::time::Duration::from_secs(24 * 3600 + 1));
         assert!(p.distrusted(&h.public(), &ih), "the second: two days");
+    }
+
+    #[test]
+    fn a_holder_of_many_snapshots_is_asked_as_often_as_one_of_eight() {
+        let c = clock();
+        let p = Possession::new(c.clone(), None);
+        let h = SigningKey::from_seed([3; 32]);
+        let ch = Challenge::Blocks(vec![(0, 0)]);
+        // 20 snapshots stated here: ⌈20 / 8⌉ = 3 times the base schedule.
+        let ihs: Vec<InfoHash> = (0..20u8).map(|i| InfoHash([i; 20])).collect();
+        for ih in &ihs {
+            p.on_statement(h.public(), *ih, &statement(&h, *ih, 1, &[0], 4));
+            let from = p.stated(&h.public(), ih).unwrap();
+            p.passed(h.public(), *ih, &ch, from);
+        }
+        let due = |p: &Possession| ihs.iter().filter(|ih| p.due(&h.public(), ih)).count();
+        // The first snapshots were planned before the others were stated: a round at
+        // most one base period later. From then on, every 3 base periods.
+        c.advance(std::time::Duration::from_secs(
+            (BASE_PERIOD + JITTER + 1) as u64,
+        ));
+        assert!(
+            due(&p) < ihs.len(),
+            "not every snapshot is due after one period"
+        );
+        for ih in &ihs {
+            if p.due(&h.public(), ih) {
+                let from = p.stated(&h.public(), ih).unwrap();
+                p.passed(h.public(), *ih, &ch, from);
+            }
+        }
+        assert_eq!(due(&p), 0);
+        // Counted beyond a day (RECENT × 3), asked again within 3 base periods.
+        c.advance(std::time::Duration::from_secs((RECENT + 3600) as u64));
+        assert!(ihs.iter().all(|ih| p.counted(&h.public(), ih).is_some()));
+        c.advance(std::time::Duration::from_secs(
+            (2 * (BASE_PERIOD + JITTER)) as u64,
+        ));
+        assert_eq!(
+            due(&p),
+            ihs.len(),
+            "every snapshot due within 3 base periods"
+        );
+        c.advance(std::time::Duration::from_secs((3 * RECENT) as u64));
+        assert!(ihs.iter().all(|ih| p.counted(&h.public(), ih).is_none()));
+        // One snapshot alone: the base schedule.
+        let lone = SigningKey::from_seed([4; 32]);
+        let ih = InfoHash([99; 20]);
+        p.on_statement(lone.public(), ih, &statement(&lone, ih, 1, &[0], 4));
+        let from = p.stated(&lone.public(), &ih).unwrap();
+        p.passed(lone.public(), ih, &ch, from);
+        c.advance(std::time::Duration::from_secs(
+            (BASE_PERIOD + JITTER + 1) as u64,
+        ));
+        assert!(p.due(&lone.public(), &ih));
     }
 
     #[test]

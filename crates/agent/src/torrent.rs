@@ -361,6 +361,36 @@ impl Torrent {
         }
     }
 
+    /// The owner's signed publish record and certificate kept with this snapshot (sent
+    /// to members as `record`, wire.md type 5), unchecked.
+    pub fn signed_record(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.store.owner_record(&self.ih)
+    }
+
+    /// A publish record a member sent (wire.md type 5): kept when this snapshot has none
+    /// and it verifies for this info-hash (trust.md §4, [`Identity::check_record`]);
+    /// its certificate names the owner. Returns whether it was taken.
+    ///
+    /// [`Identity::check_record`]: crate::auth::Identity::check_record
+    pub fn learn_record(&self, id: &crate::auth::Identity, record: &[u8], cert: &[u8]) -> bool {
+        if self.store.owner_record(&self.ih).is_some() {
+            return false;
+        }
+        let Ok(c) = id.check_record(record, cert, &self.ih.0) else {
+            return false;
+        };
+        if let Err(e) = self.store.set_owner_record(&self.ih, record, cert) {
+            eprintln!("swarmbak: cannot keep {}'s publish record: {e}", self.ih);
+            return false;
+        }
+        if let Ok(k) = MachineKey::from_age_recipient(&c.fields.age_recipient) {
+            if self.owner.set(k).is_ok() {
+                self.update_wanted();
+            }
+        }
+        true
+    }
+
     /// Whether this machine owns the snapshot.
     pub fn is_own(&self) -> bool {
         self.me.is_some() && self.owner() == self.me.as_ref()

@@ -12,10 +12,12 @@ async fn metadata_from_a_swarmbak_peer_with_only_the_infohash() {
         ih,
         *b"-SBTEST-abcdefghijkl",
         Some("http://127.0.0.1:1/announce"),
+        None,
     )
     .await
     .unwrap();
-    let mi = swarmbak_metainfo::Metainfo::from_bytes(&bytes).unwrap();
+    assert!(bytes.record.is_none(), "an unenrolled peer sends no record");
+    let mi = swarmbak_metainfo::Metainfo::from_bytes(&bytes.torrent).unwrap();
     assert_eq!(mi.info_hash(), ih.0);
     assert_eq!(mi.announce(), Some("http://127.0.0.1:1/announce"));
     // A peer asked for a torrent it does not have answers nothing useful.
@@ -24,6 +26,7 @@ async fn metadata_from_a_swarmbak_peer_with_only_the_infohash() {
         engine.local_addr(),
         other,
         *b"-SBTEST-abcdefghijkl",
+        None,
         None
     )
     .await

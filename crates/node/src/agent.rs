@@ -3,7 +3,7 @@
 //! local control socket, and runs scheduled jobs. Replication discovery is the first job;
 //! scheduled backups, scrubbing, repair and retention join it as jobs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::config::Node;
 use crate::control::{parse_request, Request, Response};
-use crate::discovery::{Discovery, TrackerDiscovery};
+use crate::discovery::{Discovery, PeerTrackerDiscovery, Sources, TrackerDiscovery};
 use crate::error::{AgentError, ConfigError, FetchError};
 use crate::fetch::start_engine;
 
@@ -60,12 +60,45 @@ pub struct Replicate {
     pub every: Duration,
     /// Snapshots refused (said once each).
     pub refused: HashSet<InfoHash>,
+    /// Snapshots whose metainfo (or, for an enrolled machine, the owner's record) no
+    /// source gave, and when it was last asked: asked again after ten poll periods, at
+    /// most [`RETRY_LOOKUP`] (a peer-only tracker lists every torrent, and asking means
+    /// dialling its peers).
+    pub tried: HashMap<InfoHash, Instant>,
 }
+
+/// Longest the agent waits before asking again for a snapshot nobody gave it.
+pub const RETRY_LOOKUP: Duration = Duration::from_secs(60);
 
 /// Most pieces of a snapshot an agent holds shards of (a snapshot of 256 Ki shards of
 /// 1 MiB is 256 GiB of shards; the piece state of a larger one costs every agent more
 /// memory than a backup is worth).
 pub const MAX_SNAPSHOT_PIECES: usize = 1 << 18;
+
+/// Most bytes of shards a snapshot an agent holds shards of may have (2^18 shards of
+/// 1 MiB; the largest snapshot swarmbak writes at the defaults has about 158 GiB).
+pub const MAX_SNAPSHOT_BYTES: u64 = 256 << 30;
+
+/// Why a snapshot's metainfo is over the per-snapshot limits ([`MAX_SNAPSHOT_PIECES`],
+/// [`MAX_SNAPSHOT_BYTES`]), or `None` when it is within them. Metainfo that does not
+/// parse is over them.
+pub fn over_limits(torrent: &[u8]) -> Option<String> {
+    let mi = match swarmbak_metainfo::Metainfo::from_bytes(torrent) {
+        Ok(mi) => mi,
+        Err(e) => return Some(format!("its metainfo does not parse: {e}")),
+    };
+    let pieces = mi.pieces().len();
+    let bytes = (pieces as u64).saturating_mul(mi.piece_length());
+    if pieces > MAX_SNAPSHOT_PIECES {
+        return Some(format!("{pieces} pieces (at most {MAX_SNAPSHOT_PIECES})"));
+    }
+    if bytes > MAX_SNAPSHOT_BYTES {
+        return Some(format!(
+            "{bytes} bytes of shards (at most {MAX_SNAPSHOT_BYTES}, 256 GiB)"
+        ));
+    }
+    None
+}
 
 impl Replicate {
     async fn once(&mut self, cx: &JobContext) -> Result<(), FetchError> {
@@ -75,26 +108,46 @@ impl Replicate {
             if cx.engine.torrent(&ih).is_some() || found.owner.as_ref() == Some(&cx.me) {
                 continue;
             }
-            if !cx.store.has(&ih) {
-                let Ok(Some(bytes)) = self.discovery.metainfo(&ih).await else {
+            // An enrolled machine holds only snapshots whose owner's record verified
+            // against the organisation key: listed with it by the company tracker, or
+            // sent by a member in the swarm (a peer-only tracker's snapshots).
+            let mut signed = found.signed.clone();
+            let need_record =
+                cx.org.is_some() && signed.is_none() && cx.store.owner_record(&ih).is_none();
+            if !cx.store.has(&ih) || need_record {
+                let again = (self.every * 10).min(RETRY_LOOKUP);
+                if self.tried.get(&ih).is_some_and(|t| t.elapsed() < again) {
                     continue;
+                }
+                let meta = match self.discovery.metainfo(&ih).await {
+                    Ok(Some(m)) if !need_record || m.signed.is_some() => m,
+                    r => {
+                        if let Err(e @ FetchError::Untrusted { .. }) = r {
+                            if self.refused.insert(ih) {
+                                eprintln!("swarmbak agent: not holding {ih}: {e}");
+                            }
+                        }
+                        self.tried.insert(ih, Instant::now());
+                        continue;
+                    }
                 };
+                self.tried.remove(&ih);
+                if need_record {
+                    signed = meta.signed;
+                }
                 // A snapshot larger than any machine makes costs every agent memory for
-                // its piece state: refused before it is kept (swarm.md §2).
-                let pieces = swarmbak_metainfo::Metainfo::from_bytes(&bytes)
-                    .map(|m| m.pieces().len())
-                    .unwrap_or(usize::MAX);
-                if pieces > MAX_SNAPSHOT_PIECES {
+                // its piece state: refused before it is kept (swarm.md §5.1).
+                if let Some(why) = over_limits(&meta.torrent) {
                     if self.refused.insert(ih) {
-                        eprintln!(
-                            "swarmbak agent: not holding {ih}: {pieces} pieces (at most {MAX_SNAPSHOT_PIECES})"
-                        );
+                        eprintln!("swarmbak agent: not holding {ih}: {why}");
                     }
                     continue;
                 }
-                cx.store.add_torrent(&ih, &bytes)?;
+                if !cx.store.has(&ih) {
+                    cx.store.add_torrent(&ih, &meta.torrent)?;
+                }
             }
-            match (&found.signed, &found.owner) {
+            match (&signed, &found.owner) {
                 (Some((record, cert)), _) => cx.store.set_owner_record(&ih, record, cert)?,
                 (None, Some(o)) => cx.store.set_owner(&ih, o.as_bytes())?,
                 (None, None) => {}
@@ -327,6 +380,7 @@ pub fn run(
             Some(&me),
             membership.as_ref(),
             node.config.tracker_ref().as_ref(),
+            &node.config.peer_trackers,
             &node.settings,
             node.settings.announce,
             node.clock.clone(),
@@ -356,21 +410,40 @@ pub fn run(
         // its backup to the agent (before, it could find the home locked and no socket).
         listening(engine.local_addr());
         let mut jobs: Vec<(Box<dyn Job>, Option<Instant>)> = Vec::new();
+        // Where snapshots are found (swarm.md §6): the company tracker, then each
+        // peer-only tracker.
+        let mut sources: Vec<Box<dyn Discovery>> = Vec::new();
         if let Some(tracker) = &node.config.tracker_ref() {
-            let discovery = TrackerDiscovery::new(tracker)
-                .map_err(|e| AgentError::Tracker {
-                    tracker: tracker.url.clone(),
-                    reason: e.to_string(),
-                })?
-                .trusting(membership.as_ref().map(|m| m.org));
+            sources.push(Box::new(
+                TrackerDiscovery::new(tracker)
+                    .map_err(|e| AgentError::Tracker {
+                        tracker: tracker.url.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .trusting(membership.as_ref().map(|m| m.org)),
+            ));
+        }
+        for url in &node.config.peer_trackers {
+            sources.push(Box::new(
+                PeerTrackerDiscovery::new(url, membership.as_ref().map(|m| m.identity.clone()))
+                    .map_err(|e| AgentError::Tracker {
+                        tracker: url.clone(),
+                        reason: e.to_string(),
+                    })?,
+            ));
+        }
+        if !sources.is_empty() {
             jobs.push((
                 Box::new(Replicate {
-                    discovery: Box::new(discovery),
+                    discovery: Box::new(Sources(sources)),
                     every: node.settings.poll,
                     refused: HashSet::new(),
+                    tried: HashMap::new(),
                 }),
                 None,
             ));
+        }
+        if node.config.tracker_ref().is_some() {
             jobs.push((
                 Box::new(PublishPending {
                     every: node.settings.poll,
@@ -611,5 +684,49 @@ async fn answer(req: Request, engine: &Engine, node: &Node) -> Response {
                 None => Response::error("not a snapshot this agent serves"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarmbak_metainfo::{build_swarmbak_torrent, SwarmbakParams, SwarmbakTorrent};
+
+    /// A format-1 snapshot's torrent of `stripes` stripes of 8 + 4 shards of `shard`
+    /// bytes (hashes made up: only its size matters here).
+    fn snapshot(stripes: u64, shard: u64) -> Vec<u8> {
+        let payload = stripes * 8 * shard;
+        build_swarmbak_torrent(&SwarmbakTorrent {
+            announce: None,
+            creation_date: 0,
+            name: "swarmbak-limits.shards".into(),
+            piece_length: shard,
+            piece_hashes: vec![[7u8; 20]; (stripes * 12) as usize],
+            params: SwarmbakParams {
+                format: 1,
+                k: 8,
+                m: 4,
+                stripes,
+                payload_length: payload,
+                manifest_offset: payload - 1024,
+                manifest_length: 1024,
+                id: [1; 16],
+                roots: None,
+            },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn snapshots_over_the_per_snapshot_limits_are_refused() {
+        assert_eq!(over_limits(&snapshot(100, 1 << 20)), None);
+        // The largest a writer makes at the defaults (161,304 pieces of 1 MiB) is held.
+        assert_eq!(over_limits(&snapshot(13_442, 1 << 20)), None);
+        let many = over_limits(&snapshot((MAX_SNAPSHOT_PIECES as u64) / 12 + 1, 16 << 10));
+        assert!(many.unwrap().contains("pieces (at most 262144)"));
+        // Few pieces, but each as long as a piece may be: the bytes are over.
+        let big = over_limits(&snapshot(50, 512 << 20)).unwrap();
+        assert!(big.contains("bytes of shards (at most"), "{big}");
+        assert!(over_limits(b"not a torrent").is_some());
     }
 }

@@ -49,6 +49,11 @@ pub struct NodeConfig {
     /// port. Absent: `0.0.0.0:0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// Peer-only trackers (`init --peer-tracker URL`, swarm.md §5.1.1): BitTorrent
+    /// trackers that are not the company's (opentracker), announced to for peers, and
+    /// scraped by the agent for snapshots whose owner's record then comes from the swarm.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_trackers: Vec<String>,
 }
 
 /// What a private tracker handed this machine at enrolment.
@@ -143,6 +148,8 @@ pub struct InitOptions {
     pub quota: Option<u64>,
     /// Where to listen for peers (`HOST:PORT`).
     pub listen: Option<String>,
+    /// Peer-only trackers' announce base URLs; `Some(empty)` removes them all.
+    pub peer_trackers: Option<Vec<String>>,
 }
 
 /// Parses a `--listen` address.
@@ -186,6 +193,13 @@ impl NodeConfig {
                 )));
             }
         }
+        for t in opts.peer_trackers.iter().flatten() {
+            if !(t.starts_with("http://") || t.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "--peer-tracker takes a tracker's base URL (its announce URL without /announce), like http://HOST:6969, or `none` (got {t:?})"
+                )));
+            }
+        }
         if created && root.join("identity.txt").exists() {
             return Err(ConfigError::Invalid(format!(
                 "{} exists but config.json does not: refusing to replace a key; move it away or restore config.json",
@@ -210,6 +224,7 @@ impl NodeConfig {
                 timers: Timers::default(),
                 enrolment: None,
                 listen: None,
+                peer_trackers: Vec::new(),
             }
         } else {
             Self::load(root)?
@@ -237,6 +252,16 @@ impl NodeConfig {
         }
         if let Some(l) = &opts.listen {
             config.listen = Some(parse_listen(l)?.to_string());
+        }
+        if let Some(ts) = &opts.peer_trackers {
+            config.peer_trackers = ts
+                .iter()
+                .map(|t| {
+                    t.trim_end_matches('/')
+                        .trim_end_matches("/announce")
+                        .to_string()
+                })
+                .collect();
         }
         for r in &opts.recovery_recipients {
             if !config.recovery_recipients.iter().any(|x| x == r.trim()) {

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use swarmbak_core::{InfoHash, MachineKey, PeerId};
@@ -28,15 +29,211 @@ pub struct Found {
     pub signed: Option<crate::enrol::SignedPublish>,
 }
 
+/// A snapshot's metainfo as a source found it.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// The `.torrent` bytes (the info dictionary's hash is the info-hash asked for).
+    pub torrent: Vec<u8>,
+    /// The owner's signed publish record and certificate, verified against the
+    /// organisation key, when the source had to check them itself (a peer-only tracker:
+    /// the record came from a member in the swarm).
+    pub signed: Option<crate::enrol::SignedPublish>,
+}
+
 /// A source of snapshots and metainfo.
 pub trait Discovery: Send + Sync {
     /// The snapshots of the organisation's machines (for replication).
     fn snapshots(&self) -> BoxFuture<'_, Result<Vec<Found>, FetchError>>;
-    /// A snapshot's metainfo (`.torrent` bytes), `None` when this source does not know it.
-    fn metainfo<'a>(
-        &'a self,
-        ih: &'a InfoHash,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, FetchError>>;
+    /// A snapshot's metainfo, `None` when this source does not know it.
+    fn metainfo<'a>(&'a self, ih: &'a InfoHash) -> BoxFuture<'a, Result<Option<Meta>, FetchError>>;
+}
+
+/// Several sources as one (the company tracker, peer-only trackers, later the DHT):
+/// the snapshots any of them lists (a source that fails is left out while another
+/// answers), and the first metainfo found, in order.
+pub struct Sources(pub Vec<Box<dyn Discovery>>);
+
+impl Sources {
+    async fn list(&self) -> Result<Vec<Found>, FetchError> {
+        let mut all: Vec<Found> = Vec::new();
+        let mut first_error = None;
+        let mut answered = false;
+        for d in &self.0 {
+            match d.snapshots().await {
+                Ok(found) => {
+                    answered = true;
+                    for f in found {
+                        match all.iter_mut().find(|g| g.infohash == f.infohash) {
+                            // One that knows the signed record (or the owner) wins.
+                            Some(g)
+                                if g.signed.is_none()
+                                    && (f.signed.is_some() || g.owner.is_none()) =>
+                            {
+                                *g = f
+                            }
+                            Some(_) => {}
+                            None => all.push(f),
+                        }
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match (answered, first_error) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(all),
+        }
+    }
+
+    async fn lookup(&self, ih: &InfoHash) -> Result<Option<Meta>, FetchError> {
+        let mut error = None;
+        for d in &self.0 {
+            match d.metainfo(ih).await {
+                Ok(Some(m)) => return Ok(Some(m)),
+                Ok(None) => {}
+                // A refusal says more than a source that could not be reached.
+                Err(e @ FetchError::Untrusted { .. }) => error = Some(e),
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Discovery for Sources {
+    fn snapshots(&self) -> BoxFuture<'_, Result<Vec<Found>, FetchError>> {
+        Box::pin(self.list())
+    }
+    fn metainfo<'a>(&'a self, ih: &'a InfoHash) -> BoxFuture<'a, Result<Option<Meta>, FetchError>> {
+        Box::pin(self.lookup(ih))
+    }
+}
+
+/// Every torrent of a tracker's full scrape, as snapshots of unknown owner.
+async fn full_scrape(c: &TrackerClient) -> Result<Vec<Found>, ClientError> {
+    Ok(c.scrape(&[])
+        .await?
+        .keys()
+        .map(|ih| Found {
+            infohash: *ih,
+            owner: None,
+            signed: None,
+        })
+        .collect())
+}
+
+/// A peer-only tracker (`init --peer-tracker URL`, swarm.md §5.1.1): a BitTorrent tracker that
+/// is not the company's (opentracker), which lists peers and nothing else. Snapshots are
+/// every torrent of its full scrape; a snapshot's metainfo comes over BEP 9 from the
+/// peers it lists. An enrolled machine (`identity`) asks members only, and takes a
+/// snapshot only with the owner's publish record a member sends in the swarm (wire.md
+/// type 5), checked against the organisation key: the tracker vouches for nothing.
+pub struct PeerTrackerDiscovery {
+    tracker: TrackerRef,
+    client: TrackerClient,
+    identity: Option<Arc<swarmbak_agent::auth::Identity>>,
+}
+
+impl PeerTrackerDiscovery {
+    pub fn new(
+        url: &str,
+        identity: Option<Arc<swarmbak_agent::auth::Identity>>,
+    ) -> Result<PeerTrackerDiscovery, FetchError> {
+        let tracker = TrackerRef::unpinned(url);
+        Ok(PeerTrackerDiscovery {
+            client: tracker_client(&tracker)?.with_retry(Retry::none()),
+            tracker,
+            identity,
+        })
+    }
+
+    fn failed(&self, e: impl std::fmt::Display) -> FetchError {
+        FetchError::Tracker {
+            tracker: self.tracker.url.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Found>, FetchError> {
+        full_scrape(&self.client)
+            .await
+            .map_err(|e| self.failed(format!("full scrape: {e}")))
+    }
+
+    async fn lookup(&self, ih: &InfoHash) -> Result<Option<Meta>, FetchError> {
+        let peer_id = swarmbak_agent::engine::new_peer_id();
+        let Ok(peers) = tracker_peers(ih, &self.tracker, peer_id, Duration::ZERO).await else {
+            return Ok(None);
+        };
+        let announce = format!("{}/announce", self.tracker.url);
+        let mut why = Vec::new();
+        for p in peers {
+            let got = match swarmbak_agent::metadata::from_peer(
+                p,
+                *ih,
+                peer_id,
+                Some(&announce),
+                self.identity.clone(),
+            )
+            .await
+            {
+                Ok(got) => got,
+                Err(e @ swarmbak_agent::metadata::MetadataFetchError::NotAMember(_)) => {
+                    why.push(format!("{p}: {e}"));
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let Some(id) = &self.identity else {
+                return Ok(Some(Meta {
+                    torrent: got.torrent,
+                    signed: None,
+                }));
+            };
+            // A member that has no record, or one that does not verify (a revoked
+            // owner): not taken from it.
+            match got.record {
+                Some((record, cert)) => match id.check_record(&record, &cert, &ih.0) {
+                    Ok(_) => {
+                        return Ok(Some(Meta {
+                            torrent: got.torrent,
+                            signed: Some((record, cert)),
+                        }))
+                    }
+                    Err(e) => why.push(format!("{p}: its record does not verify: {e}")),
+                },
+                None => why.push(format!("{p}: a member, but it sent no publish record")),
+            }
+        }
+        match self.identity {
+            // Peers answered and none vouched for it: refused (said once by the agent).
+            Some(_) if !why.is_empty() => Err(FetchError::Untrusted {
+                infohash: *ih,
+                tracker: self.tracker.url.clone(),
+                reason: format!(
+                    "no member of the organisation sent a publish record that verifies ({})",
+                    why.join("; ")
+                ),
+            }),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl Discovery for PeerTrackerDiscovery {
+    fn snapshots(&self) -> BoxFuture<'_, Result<Vec<Found>, FetchError>> {
+        Box::pin(self.list())
+    }
+    fn metainfo<'a>(&'a self, ih: &'a InfoHash) -> BoxFuture<'a, Result<Option<Meta>, FetchError>> {
+        Box::pin(self.lookup(ih))
+    }
 }
 
 /// The HTTP status behind a tracker client error, if it was one.
@@ -174,31 +371,27 @@ impl TrackerDiscovery {
                 })
                 .collect()),
             // Not a swarmbak tracker (opentracker) and an enrolled machine: nothing it
-            // lists is signed, so nothing is taken (the signed record travelling in the
-            // swarm, issue 11, will carry them).
+            // lists is signed, so nothing is taken here (as a peer-only tracker,
+            // `init --peer-tracker`, its snapshots are taken with the owner's record
+            // from the swarm: `PeerTrackerDiscovery`).
             Err(e) if not_a_swarmbak_tracker(&e) && self.org.is_some() => Ok(Vec::new()),
             // Not a swarmbak tracker (opentracker): every torrent of a full scrape; which
             // are swarmbak snapshots shows once their metainfo is in.
-            Err(e) if not_a_swarmbak_tracker(&e) => {
-                let scraped = self
-                    .client
-                    .scrape(&[])
-                    .await
-                    .map_err(|e| self.failed(format!("full scrape: {e}")))?;
-                Ok(scraped
-                    .keys()
-                    .map(|ih| Found {
-                        infohash: *ih,
-                        owner: None,
-                        signed: None,
-                    })
-                    .collect())
-            }
+            Err(e) if not_a_swarmbak_tracker(&e) => full_scrape(&self.client)
+                .await
+                .map_err(|e| self.failed(format!("full scrape: {e}"))),
             Err(e) => Err(self.failed(e)),
         }
     }
 
-    async fn lookup(&self, ih: &InfoHash) -> Result<Option<Vec<u8>>, FetchError> {
+    async fn lookup(&self, ih: &InfoHash) -> Result<Option<Meta>, FetchError> {
+        Ok(self.torrent(ih).await?.map(|torrent| Meta {
+            torrent,
+            signed: None,
+        }))
+    }
+
+    async fn torrent(&self, ih: &InfoHash) -> Result<Option<Vec<u8>>, FetchError> {
         if let Some(org) = &self.org {
             // A tracker that lies cannot hand an enrolled machine a snapshot no enrolled
             // machine signed.
@@ -248,10 +441,7 @@ impl Discovery for TrackerDiscovery {
     fn snapshots(&self) -> BoxFuture<'_, Result<Vec<Found>, FetchError>> {
         Box::pin(self.list())
     }
-    fn metainfo<'a>(
-        &'a self,
-        ih: &'a InfoHash,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, FetchError>> {
+    fn metainfo<'a>(&'a self, ih: &'a InfoHash) -> BoxFuture<'a, Result<Option<Meta>, FetchError>> {
         Box::pin(self.lookup(ih))
     }
 }
@@ -301,8 +491,9 @@ pub async fn metadata_from_swarm(
     let announce = tracker.map(|t| format!("{}/announce", t.url));
     let mut why = Vec::new();
     for p in &cands {
-        match swarmbak_agent::metadata::from_peer(*p, *ih, peer_id, announce.as_deref()).await {
-            Ok(b) => return Ok(b),
+        match swarmbak_agent::metadata::from_peer(*p, *ih, peer_id, announce.as_deref(), None).await
+        {
+            Ok(got) => return Ok(got.torrent),
             Err(e) => why.push(format!("{p}: {e}")),
         }
     }

@@ -25,7 +25,8 @@ pub const SAY_EVERY: Duration = Duration::from_secs(5);
 /// The default of `fetch --timeout`.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Starts a peer engine: listening on `listen` (port 0: any), announcing to `tracker`.
+/// Starts a peer engine: listening on `listen` (port 0: any), announcing to `tracker`
+/// and to the peer-only trackers `peer_trackers` (swarm.md §5.1.1).
 /// `machine`: the key sent as `sb_key`; `None` for processes that are not holders
 /// (fetch, health), so they never move placement (swarm.md §3.1). `clock`: what
 /// takeovers are measured with (the node's, which tests move by hand).
@@ -38,6 +39,7 @@ pub async fn start_engine(
     machine: Option<&MachineKey>,
     membership: Option<&Membership>,
     tracker: Option<&TrackerRef>,
+    peer_trackers: &[String],
     settings: &Settings,
     announce_every: Duration,
     clock: Arc<dyn Clock>,
@@ -46,6 +48,10 @@ pub async fn start_engine(
         Some(t) => Some(tracker_client(t)?),
         None => None,
     };
+    let peer_trackers = peer_trackers
+        .iter()
+        .map(|u| tracker_client(&TrackerRef::unpinned(u.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
     let engine = Engine::start(EngineConfig {
         listen,
         machine_key: machine.cloned(),
@@ -53,6 +59,7 @@ pub async fn start_engine(
         takeover_grace: settings.takeover_grace,
         clock,
         tracker: client,
+        peer_trackers,
         announce_every,
         verbose: settings.verbose,
         possession_log: membership.map(Membership::possession_log),
@@ -83,8 +90,8 @@ pub async fn ensure_metainfo(
         return Err(FetchError::NoSource(*ih));
     };
     match d.metainfo(ih).await? {
-        Some(b) => {
-            store.add_torrent(ih, &b)?;
+        Some(m) => {
+            store.add_torrent(ih, &m.torrent)?;
             Ok(())
         }
         None => Err(FetchError::Unknown {
@@ -346,6 +353,7 @@ pub fn fetch_into_store(
             None,
             plan.membership.as_ref(),
             Some(tracker),
+            &[],
             settings,
             settings.fetch_announce(),
             Arc::new(SystemClock),

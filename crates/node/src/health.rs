@@ -69,6 +69,7 @@ pub fn swarm_health(
             None,
             membership,
             Some(tracker),
+            &[],
             settings,
             std::time::Duration::from_secs(2),
             std::sync::Arc::new(swarmbak_core::SystemClock),

@@ -73,6 +73,7 @@ pub fn fetch_plain(
             None,
             None,
             tracker.as_ref(),
+            &[],
             settings,
             settings.fetch_announce(),
             std::sync::Arc::new(swarmbak_core::SystemClock),

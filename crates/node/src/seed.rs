@@ -108,7 +108,7 @@ pub async fn publish(
     let c = tracker_client(&tracker)
         .map_err(|e| failed(e.to_string()))?
         .with_retry(swarmbak_tracker::Retry::for_duration(timeout));
-    let signed = crate::enrol::sign_publish(node, ih).map_err(|e| failed(e.to_string()))?;
+    let signed = own_record(node, ih).map_err(|e| failed(e.to_string()))?;
     let answer = match &signed {
         Some((record, cert)) => c.publish_signed(&bytes, record, cert).await,
         None => {
@@ -127,6 +127,26 @@ pub async fn publish(
     // Acknowledged (or a tracker that keeps no snapshots: nothing more to do).
     node.home.store().mark_published(ih)?;
     Ok(note)
+}
+
+/// The signed publish record of one of this machine's snapshots, signed once and kept
+/// with it (the same record goes to the tracker on every attempt, and to members in the
+/// swarm as `record`, wire.md type 5, so they can check the owner without the tracker).
+fn own_record(
+    node: &Node,
+    ih: &InfoHash,
+) -> Result<Option<crate::enrol::SignedPublish>, Box<dyn std::error::Error>> {
+    let store = node.home.store();
+    if node.config.enrolment.is_some() {
+        if let Some(kept) = store.owner_record(ih) {
+            return Ok(Some(kept));
+        }
+    }
+    let Some((record, cert)) = crate::enrol::sign_publish(node, ih)? else {
+        return Ok(None);
+    };
+    store.set_owner_record(ih, &record, &cert)?;
+    Ok(Some((record, cert)))
 }
 
 /// Publishes this machine's snapshots whose publish has not gone through (the tracker
@@ -353,6 +373,7 @@ pub fn publish_and_seed(
                     Some(&me),
                     crate::membership::Membership::of(node)?.as_ref(),
                     node.config.tracker_ref().as_ref(),
+                    &node.config.peer_trackers,
                     &node.settings,
                     node.settings.announce,
                     node.clock.clone(),

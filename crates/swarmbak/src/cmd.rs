@@ -51,10 +51,11 @@ pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>) -> R {
         json!({"event": "init", "created": created, "home": ctx.home, "name": c.name,
                "enrolled": c.enrolment.is_some(),
                "public_key": c.public_key, "tracker": c.tracker, "copies": c.copies,
-               "k": c.k, "m": c.m, "quota": c.quota, "listen": c.listen, "recovery_recipients": c.recovery_recipients}),
+               "k": c.k, "m": c.m, "quota": c.quota, "listen": c.listen, "peer_trackers": c.peer_trackers,
+               "recovery_recipients": c.recovery_recipients}),
         || {
             format!(
-                "{} machine {:?} in {}\npublic key: {}\nrecovery recipients: {}\ntracker: {}\ncopies: {}, stripes of {}+{} shards\nquota for other machines' shards: {}",
+                "{} machine {:?} in {}\npublic key: {}\nrecovery recipients: {}\ntracker: {}{}\ncopies: {}, stripes of {}+{} shards\nquota for other machines' shards: {}",
                 if created { "created" } else { "updated" },
                 c.name,
                 ctx.home.display(),
@@ -65,6 +66,11 @@ pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>) -> R {
                     c.recovery_recipients.join(", ")
                 },
                 c.tracker.as_deref().unwrap_or("none (local only)"),
+                if c.peer_trackers.is_empty() {
+                    String::new()
+                } else {
+                    format!("\npeer-only trackers: {}", c.peer_trackers.join(", "))
+                },
                 c.copies,
                 c.k,
                 c.m,

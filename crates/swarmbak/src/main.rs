@@ -107,6 +107,13 @@ enum Command {
         /// given; seed, fetch and health bind its host on any port.
         #[arg(long, value_name = "HOST:PORT")]
         listen: Option<String>,
+        /// A peer-only tracker: a BitTorrent tracker that is not the company's
+        /// (opentracker), given as its base URL (http://HOST:PORT). Snapshots are
+        /// announced to it too, and the agent replicates the snapshots it lists whose
+        /// owner's signed record a member of the organisation sends in the swarm. Repeat
+        /// for several; the list given replaces the last one; `none` removes them.
+        #[arg(long = "peer-tracker", value_name = "URL")]
+        peer_tracker: Vec<String>,
     },
     /// Back up PATHs as a new snapshot, publish it and seed it.
     Seed {
@@ -269,6 +276,7 @@ fn main() -> ExitCode {
             k,
             m,
             listen,
+            peer_tracker,
         } => cmd::init(
             &ctx,
             swarmbak_node::InitOptions {
@@ -281,6 +289,11 @@ fn main() -> ExitCode {
                 m,
                 quota: None,
                 listen,
+                peer_trackers: match peer_tracker.as_slice() {
+                    [] => None,
+                    [none] if none == "none" => Some(Vec::new()),
+                    _ => Some(peer_tracker),
+                },
             },
             quota,
         ),

@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
-use swarmbak_trust::{
-    check_tag, possession_digest, tag, HeldStatement, PublicKey, SessionKey, Side,
-};
+use swarmbak_trust::{possession_digest, HeldStatement, PublicKey};
 use swarmbak_wire::{Answer, Bitfield, Challenge, MachineMessage, SB_MACHINE};
 
 use super::{Actions, Driver, End};
+use crate::auth::TagError;
 use crate::possession::{self, BLOCK};
 
 /// Answers per `response` message (wire.md: at most 4 blocks or 8 digests).
@@ -22,25 +21,6 @@ const DIGESTS_PER_RESPONSE: usize = 8;
 /// How long a checker waits before challenging again a holder that was busy or did not
 /// answer in time, when it gave no `retry`.
 const AFTER_UNANSWERED: Duration = Duration::from_secs(15);
-
-/// The session of an authenticated connection: its key and each direction's counter.
-pub(super) struct Tagged {
-    key: SessionKey,
-    side: Side,
-    sent: u64,
-    received: u64,
-}
-
-impl Tagged {
-    pub(super) fn new(key: SessionKey, side: Side) -> Tagged {
-        Tagged {
-            key,
-            side,
-            sent: 0,
-            received: 0,
-        }
-    }
-}
 
 /// Our challenge to the peer, until every answer is in.
 pub(super) struct Asking {
@@ -59,9 +39,7 @@ impl Driver {
         let Some(tg) = self.tagged.as_mut() else {
             return Vec::new();
         };
-        let (key, side, n) = (&tg.key, tg.side, tg.sent);
-        let payload = m.encode_tagged(|dict| tag(key, side, n, dict));
-        tg.sent += 1;
+        let payload = tg.seal(&m);
         self.log_tagged("sent", m.kind(), payload.len());
         self.session
             .extended(Instant::now(), SB_MACHINE, Bytes::from(payload))
@@ -74,16 +52,10 @@ impl Driver {
         let Some(tg) = self.tagged.as_mut() else {
             return Ok(Vec::new());
         };
-        let (dict, t) = MachineMessage::split_tagged(payload)
-            .map_err(|e| End::Closed(format!("sb_machine: {e}")))?;
-        if !check_tag(&tg.key, tg.side.other(), tg.received, dict, &t) {
-            return Err(End::Closed(
-                "sb_machine: a message whose session tag does not verify".into(),
-            ));
-        }
-        tg.received += 1;
-        let msg =
-            MachineMessage::parse(dict).map_err(|e| End::Banned(format!("sb_machine: {e}")))?;
+        let msg = tg.open(payload).map_err(|e| match e {
+            TagError::Forged(why) => End::Closed(format!("sb_machine: {why}")),
+            TagError::Malformed(why) => End::Banned(format!("sb_machine: {why}")),
+        })?;
         self.log_tagged("received", msg.kind(), payload.len());
         match msg {
             MachineMessage::Held { statement } => self.on_statement(&statement),
@@ -105,14 +77,25 @@ impl Driver {
                 }
                 Ok(Vec::new())
             }
-            // Records travel for the opentracker path (not used yet); later versions'
-            // messages are ignored.
-            MachineMessage::Record { .. } | MachineMessage::Unknown(_) => Ok(Vec::new()),
+            MachineMessage::Record { record, cert } => Ok(self.on_record(&record, &cert)),
+            // Later versions' messages are ignored.
+            MachineMessage::Unknown(_) => Ok(Vec::new()),
             m => Err(End::Banned(format!(
                 "sb_machine message type {} after authentication",
                 m.kind()
             ))),
         }
+    }
+
+    /// A member sent the owner's signed publish record: kept when we have none and it
+    /// verifies (a record that does not is ignored: the member may hold one of a machine
+    /// revoked since, and proves nothing either way).
+    fn on_record(&mut self, record: &[u8], cert: &[u8]) -> Actions {
+        if let Some(p) = self.t.proofs() {
+            let id = p.identity.clone();
+            self.t.learn_record(&id, record, cert);
+        }
+        Vec::new()
     }
 
     /// `SWARMBAK_WIRE_LOG`: each tagged message's type and size (the proofs' bandwidth,

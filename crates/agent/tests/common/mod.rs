@@ -1,8 +1,6 @@
 //! What the agent's integration tests share: an engine on loopback seeding a snapshot of
 //! a small test tree.
 
-use std::time::Duration;
-
 use swarmbak_agent::{Engine, EngineConfig, Role, Torrent};
 use swarmbak_format::{backup, BackupOptions, Home, InfoHash};
 
@@ -15,17 +13,10 @@ pub async fn seeding_engine(dir: &std::path::Path, tree_seed: u64) -> (Engine, I
     let r = backup::backup(&home, &BackupOptions::new(vec![tree]), &backup::NoProgress).unwrap();
     let me = swarmbak_core::MachineKey::from_age_recipient(&home.recipient().unwrap().to_string())
         .unwrap();
-    let engine = Engine::start(EngineConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        machine_key: Some(me.clone()),
-        identity: None,
-        takeover_grace: Duration::from_secs(30),
-        clock: std::sync::Arc::new(swarmbak_core::SystemClock),
-        tracker: None,
-        announce_every: Duration::from_secs(30),
-        verbose: false,
-        possession_log: None,
-    })
+    let engine = Engine::start(EngineConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        Some(me.clone()),
+    ))
     .await
     .unwrap();
     let t = Torrent::open(
