@@ -726,8 +726,21 @@ impl Driver {
     /// through the cache, queued for writing without a copy.
     async fn serve(&mut self) -> Result<(), End> {
         let mut served = false;
+        let relaying = self.counted_holder();
         while let Some(b) = self.session.pop_request() {
             let now = Instant::now();
+            // A holder fetching from us a shard it says it holds: its claim on it stops
+            // counting here (swarm.md §14.6, relaying from the checker).
+            if let (Some(h), Some(p)) = (&relaying, self.t.proofs()) {
+                if p.possession.requested(h, &self.t.ih, b.piece) {
+                    eprintln!(
+                        "swarmbak: {} asked for shard {} of {}, which it states it holds: that claim stops counting until it is proven again",
+                        self.member_name.as_deref().unwrap_or("a holder"),
+                        b.piece,
+                        self.t.ih
+                    );
+                }
+            }
             match self
                 .t
                 .read_block(&self.cache, b.piece, b.offset, b.length)

@@ -267,6 +267,29 @@ impl Possession {
         unproven && now - c.last_prompted >= NEW_PIECES_EVERY
     }
 
+    /// The holder asked us (a checker) for a block of `piece`, which it states it holds:
+    /// it is fetching it, so its claim on that shard stops counting here until a round
+    /// drawn from a later statement samples it again (a holder relaying its answers from
+    /// the checker itself, swarm.md §14.6). Returns whether a counted claim was dropped.
+    pub fn requested(&self, holder: &PublicKey, ih: &InfoHash, piece: u32) -> bool {
+        let mut g = lock(&self.claims);
+        let Some(c) = g.get_mut(&(*holder, *ih)) else {
+            return false;
+        };
+        if !c.stated.as_ref().is_some_and(|s| s.get(piece)) {
+            return false;
+        }
+        match c.proven.as_mut() {
+            Some(p) if p.get(piece) => {
+                let mut b = (**p).clone();
+                b.set(piece, false);
+                *p = Arc::new(b);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The challenge left over from a round that timed out, to ask again.
     pub fn take_retry(&self, holder: &PublicKey, ih: &InfoHash) -> Option<Challenge> {
         lock(&self.claims)
@@ -720,6 +743,28 @@ mod tests {
             (BASE_PERIOD + JITTER + 1) as u64,
         ));
         assert!(p.due(&lone.public(), &ih));
+    }
+
+    #[test]
+    fn a_holder_that_asks_the_checker_for_a_shard_it_states_stops_counting_for_it() {
+        let c = clock();
+        let p = Possession::new(c.clone(), None);
+        let h = SigningKey::from_seed([5; 32]);
+        let ih = InfoHash([5; 20]);
+        p.on_statement(h.public(), ih, &statement(&h, ih, 1, &[0, 1, 2], 4));
+        let from = p.stated(&h.public(), &ih).unwrap();
+        p.passed(h.public(), ih, &Challenge::Blocks(vec![(0, 0)]), from);
+        assert_eq!(p.counted(&h.public(), &ih).map(|b| b.count()), Some(3));
+        // A shard it does not state: fetching it is what holders do.
+        assert!(!p.requested(&h.public(), &ih, 3));
+        // One it states: it is relaying from us.
+        assert!(p.requested(&h.public(), &ih, 1));
+        assert_eq!(p.counted(&h.public(), &ih).map(|b| b.count()), Some(2));
+        assert_eq!(p.unproven(&h.public(), &ih), vec![1], "asked again first");
+        assert!(
+            !p.distrusted(&h.public(), &ih),
+            "not a failure: it may have lost it"
+        );
     }
 
     #[test]

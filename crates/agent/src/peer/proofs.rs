@@ -114,7 +114,7 @@ impl Driver {
     }
 
     /// The authenticated holder's key, if the peer is one whose claims we count.
-    fn counted_holder(&self) -> Option<PublicKey> {
+    pub(super) fn counted_holder(&self) -> Option<PublicKey> {
         self.t.proofs()?;
         let g = self.t.inner();
         let v = g.peers.get(&self.key)?;
