@@ -51,7 +51,18 @@ struct Seen {
 /// made-up `sb_key`s that "have all", and keeps the connections open. With `member` it
 /// is a stranger: it gives a listening port the tracker never listed and opens the `sb_machine` exchange with a MAC it cannot know; without, it is
 /// the listed standard client (`p` 1, the port it announced).
-async fn fake_holders(announce: String, ih: [u8; 20], seen: Arc<Seen>, member: bool) {
+///
+/// Half the connections also claim to own the snapshot (`sb_owner`) under `victim`'s
+/// key (a real holder's age recipient), the issue's `sb_owner` attack: an enrolled
+/// machine ignores `sb_owner` (the owner is the signer of the verified publish record,
+/// known before it joins), so the victim still counts.
+async fn fake_holders(
+    announce: String,
+    ih: [u8; 20],
+    seen: Arc<Seen>,
+    member: bool,
+    victim: Vec<u8>,
+) {
     let c = TrackerClient::new(&announce).unwrap();
     let mut dialled = std::collections::HashSet::new();
     let mut n = 0u8;
@@ -73,8 +84,9 @@ async fn fake_holders(announce: String, ih: [u8; 20], seen: Arc<Seen>, member: b
                     pid[19] = n;
                     let seen = seen.clone();
                     let addr = p.addr;
+                    let victim = victim.clone();
                     tokio::spawn(async move {
-                        let _ = fake_connection(addr, ih, pid, n, seen, member).await;
+                        let _ = fake_connection(addr, ih, pid, n, seen, member, victim).await;
                     });
                 }
             }
@@ -90,6 +102,7 @@ async fn fake_connection(
     n: u8,
     seen: Arc<Seen>,
     member: bool,
+    victim: Vec<u8>,
 ) -> Option<()> {
     let s = tokio::net::TcpStream::connect(addr).await.ok()?;
     let mut f = Framed::new(s, PeerCodec::new(Limits::default()));
@@ -105,7 +118,14 @@ async fn fake_connection(
     let mut eh = ExtensionHandshake::default();
     eh.extensions.insert(UT_METADATA.into(), 1);
     eh.extensions.insert(SB_MACHINE.into(), 2);
-    eh.sb_key = Some(format!("age1fakeholder{n}").into_bytes());
+    // Every other connection claims a key of its own; the rest claim the victim's and
+    // that they own the snapshot.
+    if n.is_multiple_of(2) {
+        eh.sb_key = Some(victim);
+        eh.sb_owner = true;
+    } else {
+        eh.sb_key = Some(format!("age1fakeholder{n}").into_bytes());
+    }
     eh.sb_nonce = member.then_some([n; 32]);
     // The stranger gives a listening port no tracker listed (a peer that gives none is
     // matched by its IP alone, and on loopback every honest peer shares it).
@@ -181,6 +201,16 @@ fn fake_holders_never_make_a_snapshot_durable() {
         owner,
         tree,
     } = office(6 << 20, 21);
+    // The honest agents' homes, made now: the attackers name agent0 the owner.
+    let a: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("agent{i}")))
+        .collect();
+    for (i, h) in a.iter().enumerate() {
+        init(h, &format!("agent{i}"), &t, &rec_pub);
+    }
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a[0].join("config.json")).unwrap()).unwrap();
+    let victim = cfg["public_key"].as_str().unwrap().as_bytes().to_vec();
     let started = Instant::now();
     let (mut child, ih) = start_seed(&owner, &tree, "60");
     // The attackers: a standard client the tracker lists, and a stranger that opens
@@ -193,12 +223,14 @@ fn fake_holders_never_make_a_snapshot_durable() {
         ih_bytes(&ih),
         listed.clone(),
         false,
+        victim.clone(),
     ));
     rt.spawn(fake_holders(
         t.client_announce("fake-member"),
         ih_bytes(&ih),
         stranger.clone(),
         true,
+        victim,
     ));
     // No honest machine holds anything yet: the seed must still be waiting.
     let deadline = Instant::now() + Duration::from_secs(6);
@@ -217,13 +249,11 @@ fn fake_holders_never_make_a_snapshot_durable() {
             && stranger.connections.load(Ordering::SeqCst) >= 2,
         "the fake holders reached the owner"
     );
-    // Two honest agents join: the fake holders reach them too.
-    let a: Vec<PathBuf> = (0..2)
-        .map(|i| dir.path().join(format!("agent{i}")))
-        .collect();
+    // Two honest agents join: the fake holders reach them too, and name agent0 the
+    // owner (were it taken for the owner, it would not count and copies 2 could not be
+    // met with two agents).
     let mut procs = Vec::new();
     for (i, h) in a.iter().enumerate() {
-        init(h, &format!("agent{i}"), &t, &rec_pub);
         procs.push(agent(h, &format!("agent{i}")));
     }
     let (st, rest) = finish(child);
