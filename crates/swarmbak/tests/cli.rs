@@ -662,10 +662,27 @@ fn ctrl_c_on_seed_cancels_the_backup_the_agent_makes_for_it() {
     }
     let _agent = procs::agent(&home, "laptop agent");
     let before = store_listing(&home);
-    let mut c = start(
-        &home,
-        &["seed", big.to_str().unwrap(), "--until", "published"],
-    );
+    let mut c = {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("--home")
+            .arg(&home)
+            .args(["seed", big.to_str().unwrap(), "--until", "published"])
+            .envs(procs::FAST.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        // A terminal's Ctrl-C: SIGINT at its default action, even when this test runs
+        // where it is ignored (a background job of a shell without job control passes
+        // SIGINT ignored to everything it starts).
+        // SAFETY: signal() is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        cmd.spawn().unwrap()
+    };
     std::thread::sleep(std::time::Duration::from_millis(1000));
     assert!(
         c.try_wait().unwrap().is_none(),
