@@ -19,6 +19,32 @@ use swarmbak_interop_tests::clients::{
 };
 use swarmbak_interop_tests::{age_public_key, require_tool, Cmd};
 
+/// `seed SRC --until published` on `home`, where the publish cannot go through (a tracker
+/// that keeps no snapshots, or one that is down); the snapshot is whitelisted on `ot`.
+/// Returns the output and the infohash, which seed prints first even so.
+fn seed_where_publishing_fails(
+    home: &std::path::Path,
+    src: &std::path::Path,
+    ot: &OpenTracker,
+    timeout: &str,
+) -> (swarmbak_interop_tests::Output, String) {
+    let out = swarmbak_fast(home)
+        .arg("seed")
+        .arg(src)
+        .args(["--until", "published", "--timeout", timeout])
+        .run_unchecked();
+    let ih = out.first_line();
+    assert_eq!(
+        ih.len(),
+        40,
+        "seed prints the infohash first even when publishing fails:\n{}{}",
+        out.stdout_str(),
+        out.stderr_str()
+    );
+    ot.allow(&ih);
+    (out, ih)
+}
+
 struct Setup {
     _tmp: tempfile::TempDir,
     ot: OpenTracker,
@@ -41,20 +67,7 @@ fn setup() -> Setup {
     let (owner_agent, _) = agent("owner agent", &home);
     let src = t.join("src");
     swarmbak_gentree::office(&src, 1 << 20, 11).unwrap();
-    let seed_out = swarmbak_fast(&home)
-        .arg("seed")
-        .arg(&src)
-        .args(["--until", "published", "--timeout", "10"])
-        .run_unchecked();
-    let ih = seed_out.first_line();
-    assert_eq!(
-        ih.len(),
-        40,
-        "seed prints the infohash first even when publishing fails:\n{}{}",
-        seed_out.stdout_str(),
-        seed_out.stderr_str()
-    );
-    ot.allow(&ih);
+    let (seed_out, ih) = seed_where_publishing_fails(&home, &src, &ot, "10");
     Setup {
         _tmp: tmp,
         ot,
@@ -170,36 +183,17 @@ fn enrolled_machines_replicate_through_opentracker_with_the_record_from_the_swar
     let (_outsider_agent, _) = agent("outsider agent", &outsider);
     let other_src = t.join("other");
     swarmbak_gentree::office(&other_src, 256 << 10, 5).unwrap();
-    let other = swarmbak_fast(&outsider)
-        .arg("seed")
-        .arg(&other_src)
-        .args(["--until", "published", "--timeout", "5"])
-        .run_unchecked()
-        .first_line();
-    assert_eq!(other.len(), 40, "outsider's seed printed no infohash");
-    ot.allow(&other);
+    let (_, other) = seed_where_publishing_fails(&outsider, &other_src, &ot, "5");
 
     let (_owner_agent, _) = agent("owner agent", &owner);
     let src = t.join("src");
     swarmbak_gentree::office(&src, 1 << 20, 11).unwrap();
-    let out = swarmbak_fast(&owner)
-        .arg("seed")
-        .arg(&src)
-        .args(["--until", "published", "--timeout", "5"])
-        .run_unchecked();
-    let ih = out.first_line();
-    assert_eq!(
-        ih.len(),
-        40,
-        "seed printed no infohash: {}",
-        out.stderr_str()
-    );
+    let (out, ih) = seed_where_publishing_fails(&owner, &src, &ot, "5");
     assert!(
         !out.status.success(),
         "the company tracker is down, so the publish cannot have gone through: {}",
         out.stderr_str()
     );
-    ot.allow(&ih);
 
     let (holder_agent, _) = agent("holder agent", &holder);
     let snap = holder.join("store/snapshots").join(&ih);

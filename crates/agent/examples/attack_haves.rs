@@ -24,6 +24,7 @@ use swarmbak_agent::{Engine, EngineConfig, Role, Torrent};
 use swarmbak_core::{InfoHash, MachineKey};
 use swarmbak_format::Home;
 use swarmbak_metainfo::{build_swarmbak_torrent, Metainfo, SwarmbakParams, SwarmbakTorrent};
+use swarmbak_wire::{Handshake, Message};
 
 /// This process's user + system CPU time (from /proc/self/stat, in clock ticks of 10 ms).
 fn cpu() -> Duration {
@@ -35,14 +36,11 @@ fn cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-fn handshake(ih: &InfoHash, peer_id: [u8; 20]) -> Vec<u8> {
-    let mut h = vec![19];
-    h.extend_from_slice(b"BitTorrent protocol");
-    // Extension protocol and Fast, as a BitTorrent client sets them.
-    h.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0x04]);
-    h.extend_from_slice(&ih.0);
-    h.extend_from_slice(&peer_id);
-    h
+/// A BitTorrent client's handshake (extension protocol and Fast, as the agent's own).
+fn handshake(ih: &InfoHash, peer_id: [u8; 20]) -> [u8; 68] {
+    let mut h = Handshake::new(ih.0, peer_id);
+    h.reserved = swarmbak_agent::peer::reserved();
+    h.to_bytes()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -117,12 +115,9 @@ async fn main() {
             s.write_all(&handshake(&ih, [b'A'; 20])).expect("handshake");
             let mut theirs = [0u8; 68];
             s.read_exact(&mut theirs).expect("their handshake");
-            let mut msgs = Vec::with_capacity(haves * 9);
-            for p in 0..haves as u32 {
-                msgs.extend_from_slice(&5u32.to_be_bytes());
-                msgs.push(4);
-                msgs.extend_from_slice(&p.to_be_bytes());
-            }
+            let msgs: Vec<u8> = (0..haves as u32)
+                .flat_map(|p| Message::Have(p).to_bytes())
+                .collect();
             let (c0, w0) = (cpu(), Instant::now());
             s.write_all(&msgs).expect("haves");
             (s, c0, w0, msgs.len())

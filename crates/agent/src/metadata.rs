@@ -98,9 +98,9 @@ pub async fn from_peer(
         }
         send_extended(&mut f, EXTENSION_HANDSHAKE_ID, eh.encode()).await?;
         let mut asm: Option<MetadataAssembler> = None;
-        // Their ut_metadata id, once we may ask (at once, or after authenticating).
-        let mut their_id = None;
+        // Their ut_metadata id, and whether we asked (at once, or after authenticating).
         let mut ut_tid = None;
+        let mut asked = false;
         let mut their_sb = None;
         let mut tagged: Option<Tagged> = None;
         let mut record = None;
@@ -137,7 +137,7 @@ pub async fn from_peer(
                         }
                     }
                     None => {
-                        their_id = Some(tid);
+                        asked = true;
                         request_all(&mut f, tid, asm.as_ref()).await?;
                     }
                 }
@@ -170,11 +170,11 @@ pub async fn from_peer(
                     // arrives before the metadata we ask for now.
                     if let Some(tid) = ut_tid {
                         request_all(&mut f, tid, asm.as_ref()).await?;
-                        their_id = Some(tid);
+                        asked = true;
                     }
                 }
             } else if id == OUR_UT_METADATA {
-                let (Some(a), Some(_)) = (asm.as_mut(), their_id) else {
+                let (Some(a), true) = (asm.as_mut(), asked) else {
                     continue;
                 };
                 match MetadataMessage::parse(&payload).map_err(protocol)? {

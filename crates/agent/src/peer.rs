@@ -727,11 +727,14 @@ impl Driver {
     async fn serve(&mut self) -> Result<(), End> {
         let mut served = false;
         let relaying = self.counted_holder();
+        let mut last_piece = None;
         while let Some(b) = self.session.pop_request() {
             let now = Instant::now();
             // A holder fetching from us a shard it says it holds: its claim on it stops
-            // counting here (swarm.md §14.6, relaying from the checker).
-            if let (Some(h), Some(p)) = (&relaying, self.t.proofs()) {
+            // counting here (swarm.md §14.6, relaying from the checker). Looked at once
+            // per shard of a batch, not per block.
+            let first_of_piece = last_piece.replace(b.piece) != Some(b.piece);
+            if let (true, Some(h), Some(p)) = (first_of_piece, &relaying, self.t.proofs()) {
                 if p.possession.requested(h, &self.t.ih, b.piece) {
                     eprintln!(
                         "swarmbak: {} asked for shard {} of {}, which it states it holds: that claim stops counting until it is proven again",

@@ -31,7 +31,8 @@ pub const BASE_PERIOD: i64 = 8 * 3600;
 pub const JITTER: i64 = 2 * 3600;
 /// Base rounds per (checker, holder) per base period, spread over the holder's
 /// snapshots: a holder that states S snapshots to this process has each one asked every
-/// [`BASE_PERIOD`] × ⌈S / 8⌉, and counted for [`RECENT`] × ⌈S / 8⌉ after a pass, so a
+/// [`BASE_PERIOD`] × ⌈S / 8⌉, and counted for [`RECENT`] × ⌈S / 8⌉ after a pass (S as
+/// it was when the round passed), so a
 /// checker's base rounds cost a holder the same however many snapshots they share.
 pub const ROUNDS_PER_PERIOD: usize = 8;
 /// At most one round prompted by stated shards not proven yet, per (holder, snapshot),
@@ -95,8 +96,10 @@ struct Claim {
     /// The statement a passed round was drawn from: only its shards (still stated)
     /// count, so shards stated since wait for a round that samples them.
     proven: Option<Arc<Bitfield>>,
-    /// When a round last passed (Unix seconds).
+    /// When a round last passed (Unix seconds), and for how long after it the claim
+    /// counts ([`RECENT`] stretched with the holder's snapshots when it passed).
     last_ok: Option<i64>,
+    recent_for: i64,
     /// When the next base round is due (Unix seconds), drawn after each pass.
     next_round: i64,
     /// When a statement that added shards last prompted a round.
@@ -200,16 +203,16 @@ impl Possession {
 
     /// The shards `holder` counts for on `ih`: those of the statement its last passed
     /// round was drawn from that it still states, if that round is at most [`RECENT`]
-    /// (stretched with the holder's snapshots, [`ROUNDS_PER_PERIOD`]) old and the holder
-    /// is not distrusted.
+    /// (stretched with the holder's snapshots when it passed, [`ROUNDS_PER_PERIOD`]) old
+    /// and the holder is not distrusted. (No scan of other claims: this runs for every
+    /// holder each time copies are counted.)
     pub fn counted(&self, holder: &PublicKey, ih: &InfoHash) -> Option<Bitfield> {
         let now = self.now();
         let g = lock(&self.claims);
-        let recent_for = RECENT * Self::stretch(&g, holder);
         let c = g.get(&(*holder, *ih))?;
         let recent = c
             .last_ok
-            .is_some_and(|t| now - t <= recent_for && t <= now + 60);
+            .is_some_and(|t| now - t <= c.recent_for && t <= now + 60);
         if !recent || c.distrust_until > now {
             return None;
         }
@@ -281,9 +284,7 @@ impl Possession {
         }
         match c.proven.as_mut() {
             Some(p) if p.get(piece) => {
-                let mut b = (**p).clone();
-                b.set(piece, false);
-                *p = Arc::new(b);
+                Arc::make_mut(p).set(piece, false);
                 true
             }
             _ => false,
@@ -349,6 +350,7 @@ impl Possession {
             let cl = g.entry((holder, ih)).or_default();
             cl.proven = Some(from);
             cl.last_ok = Some(now);
+            cl.recent_for = RECENT * stretch;
             cl.next_round =
                 now + stretch * (BASE_PERIOD + rand::thread_rng().gen_range(-JITTER..=JITTER));
             cl.last_prompted = now;

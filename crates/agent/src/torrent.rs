@@ -173,6 +173,9 @@ pub struct Torrent {
     /// Our latest held statement for this snapshot (the connections send it when its
     /// `seq` changed).
     statement: Mutex<Option<Held>>,
+    /// The owner's publish record and certificate, once kept in the store (read from it
+    /// once: every member connection sends it).
+    record: std::sync::OnceLock<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A held statement we signed: its `seq`, the bitfield it states, the envelope.
@@ -319,6 +322,7 @@ impl Torrent {
             proofs: std::sync::OnceLock::new(),
             inconsistent: std::sync::atomic::AtomicBool::new(false),
             statement: Mutex::new(None),
+            record: std::sync::OnceLock::new(),
         });
         t.update_wanted();
         Ok(t)
@@ -364,7 +368,13 @@ impl Torrent {
     /// The owner's signed publish record and certificate kept with this snapshot (sent
     /// to members as `record`, wire.md type 5), unchecked.
     pub fn signed_record(&self) -> Option<(Vec<u8>, Vec<u8>)> {
-        self.store.owner_record(&self.ih)
+        if let Some(r) = self.record.get() {
+            return Some(r.clone());
+        }
+        // Not in the store yet (the owner keeps its record at its first publish
+        // attempt, maybe after this snapshot opened): looked for again next time.
+        let r = self.store.owner_record(&self.ih)?;
+        Some(self.record.get_or_init(|| r).clone())
     }
 
     /// A publish record a member sent (wire.md type 5): kept when this snapshot has none
@@ -373,7 +383,7 @@ impl Torrent {
     ///
     /// [`Identity::check_record`]: crate::auth::Identity::check_record
     pub fn learn_record(&self, id: &crate::auth::Identity, record: &[u8], cert: &[u8]) -> bool {
-        if self.store.owner_record(&self.ih).is_some() {
+        if self.signed_record().is_some() {
             return false;
         }
         let Ok(c) = id.check_record(record, cert, &self.ih.0) else {
@@ -383,6 +393,7 @@ impl Torrent {
             eprintln!("swarmbak: cannot keep {}'s publish record: {e}", self.ih);
             return false;
         }
+        let _ = self.record.set((record.to_vec(), cert.to_vec()));
         if let Ok(k) = MachineKey::from_age_recipient(&c.fields.age_recipient) {
             if self.owner.set(k).is_ok() {
                 self.update_wanted();

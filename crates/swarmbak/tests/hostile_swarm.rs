@@ -202,12 +202,7 @@ fn fake_holders_never_make_a_snapshot_durable() {
         tree,
     } = office(6 << 20, 21);
     // The honest agents' homes, made now: the attackers name agent0 the owner.
-    let a: Vec<PathBuf> = (0..2)
-        .map(|i| dir.path().join(format!("agent{i}")))
-        .collect();
-    for (i, h) in a.iter().enumerate() {
-        init(h, &format!("agent{i}"), &t, &rec_pub);
-    }
+    let a: Vec<PathBuf> = (0..2).map(|i| member(&dir, &t, &rec_pub, i)).collect();
     let cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(a[0].join("config.json")).unwrap()).unwrap();
     let victim = cfg["public_key"].as_str().unwrap().as_bytes().to_vec();
@@ -404,6 +399,13 @@ struct Office {
     tree: PathBuf,
 }
 
+/// A machine `agent{i}` of the office, enrolled (its home).
+fn member(dir: &tempfile::TempDir, t: &Tracker, rec_pub: &str, i: usize) -> PathBuf {
+    let h = dir.path().join(format!("agent{i}"));
+    init(&h, &format!("agent{i}"), t, rec_pub);
+    h
+}
+
 fn office(size: u64, seed: u64) -> Office {
     let dir = tempfile::tempdir().unwrap();
     let rec = swarmbak_format::Identity::generate();
@@ -470,19 +472,16 @@ fn an_enrolled_machine_claiming_what_it_lacks_fails_its_proof() {
         owner,
         tree,
     } = office(3 << 20, 33);
-    let a: Vec<PathBuf> = (0..3)
-        .map(|i| dir.path().join(format!("agent{i}")))
-        .collect();
+    let a: Vec<PathBuf> = (0..2).map(|i| member(&dir, &t, &rec_pub, i)).collect();
     let mut procs = Vec::new();
-    for (i, h) in a.iter().take(2).enumerate() {
-        init(h, &format!("agent{i}"), &t, &rec_pub);
+    for (i, h) in a.iter().enumerate() {
         procs.push(agent(h, &format!("agent{i}")));
     }
     let (first, ih) = start_seed(&owner, &tree, "60");
     let (st, text) = finish(first);
     assert!(st.success(), "first seed: {st:?}\n{text}");
     let pieces = pieces_of(&owner, &ih);
-    assert!(held_all(&a[..2], &ih, pieces).iter().all(|&c| c == 2));
+    assert!(held_all(&a, &ih, pieces).iter().all(|&c| c == 2));
     // agent0's disk loses the snapshot's shards while agent0 runs (same sizes, zeros).
     let shards = a[0].join("store/snapshots").join(&ih).join("shards");
     let mut overwritten = 0;
@@ -508,10 +507,10 @@ fn an_enrolled_machine_claiming_what_it_lacks_fails_its_proof() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // A third machine joins and takes agent0's place: now the chain is durable.
-    init(&a[2], "agent2", &t, &rec_pub);
-    procs.push(agent(&a[2], "agent2"));
+    let third = member(&dir, &t, &rec_pub, 2);
+    procs.push(agent(&third, "agent2"));
     let (st, text) = finish(second);
-    let good = [a[1].clone(), a[2].clone()];
+    let good = [a[1].clone(), third];
     assert!(
         st.success(),
         "second seed: {st:?}\n{text}\nshards of the first snapshot on agent1 and agent2: {:?}",
