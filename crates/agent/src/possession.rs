@@ -443,11 +443,16 @@ impl Possession {
             "seq": l.seq,
             "why": l.why,
         });
+        // One write of the whole line: with O_APPEND the kernel appends it in one piece,
+        // so checkers writing at once (the connections of one process, or a seed and the
+        // agent sharing a home) never interleave their lines. `writeln!` on the file
+        // wrote each JSON token separately and did interleave them.
+        let line = format!("{line}\n");
         let r = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .and_then(|mut f| writeln!(f, "{line}"));
+            .and_then(|mut f| f.write_all(line.as_bytes()));
         if let Err(e) = r {
             eprintln!(
                 "swarmbak: cannot record a proof of possession in {}: {e}",
@@ -829,6 +834,32 @@ mod tests {
         c.advance(std::time::Duration::from_secs(MEMORY as u64 + 1));
         let _ = Possession::new(c, Some(log.clone()));
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
+    }
+
+    #[test]
+    fn checkers_writing_at_once_never_interleave_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("possession.log");
+        let ch = Challenge::Digest(vec![(0, 0, 8)]);
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let (log, ch) = (log.clone(), ch.clone());
+                s.spawn(move || {
+                    let p = Possession::new(clock(), Some(log));
+                    let h = SigningKey::from_seed([10 + t; 32]);
+                    for n in 0..50u8 {
+                        p.failed(h.public(), InfoHash([n; 20]), &ch, "digest differs");
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.lines().count(), 200);
+        for l in text.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            assert_eq!(v["result"], 0, "{l}");
+        }
     }
 
     #[test]
