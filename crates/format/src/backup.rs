@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,9 +16,11 @@ use sha1::{Digest, Sha1};
 use crate::chunker::Chunker;
 use crate::crypto::{self, Recipient};
 use crate::erasure::{self, Layout};
+use crate::exclude::Excludes;
 use crate::home::Home;
 use crate::manifest::{self, ChunkId, ChunkRef, Entry, Kind, Manifest, PackRef};
 use crate::store::{write_atomic, SnapshotInfo};
+use crate::walk::{self, WalkEntry, Walker};
 use crate::{FormatError, InfoHash, FORMAT_VERSION, MANIFEST_FORMAT};
 
 /// Packs are closed once their plaintext reaches this size.
@@ -43,6 +45,32 @@ pub struct BackupOptions {
     pub recovery: Vec<crate::Recipient>,
     /// The machine's name, recorded in the manifest (a label; machines are known by key).
     pub machine_name: String,
+    /// What the walk leaves out below the PATHs (`exclude` module: the patterns' meaning).
+    pub exclude: Excludes,
+    /// What changed since an earlier snapshot of the same PATHs: when given (and that
+    /// snapshot's manifest is in the store, of the same PATHs), only those paths are
+    /// looked at on disk and everything else is taken from it ([`ChangedSince`]).
+    pub changed: Option<ChangedSince>,
+    /// Write no snapshot when nothing changed since the parent: the report is then the
+    /// parent's, with [`BackupReport::unchanged`] set.
+    pub skip_unchanged: bool,
+}
+
+/// The paths that may differ from what the walk of snapshot `parent` saw (an inotify
+/// watcher's list since that backup started); nothing else did.
+///
+/// `paths` are absolute filesystem paths of files, symlinks or directories, some perhaps
+/// gone. Each one below a backed-up PATH is lstat'ed again, with every directory above it
+/// up to the PATH; a directory among them is listed again (children gone are dropped
+/// with what was below them; new ones are lstat'ed, new directories walked whole); a path
+/// that is gone is dropped with what was below it. Everything else is taken from
+/// `parent`'s manifest as it was. A changed path must be listed for every change: a file
+/// written, created, deleted or renamed (both names), a directory whose entries or
+/// permissions changed. The entries come out as a full walk would list them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangedSince {
+    pub parent: InfoHash,
+    pub paths: Vec<PathBuf>,
 }
 
 /// Default number of data shards per stripe (protocol-spec/durability.md).
@@ -60,6 +88,9 @@ impl BackupOptions {
             m: DEFAULT_M as usize,
             recovery: Vec::new(),
             machine_name: String::new(),
+            exclude: Excludes::none(),
+            changed: None,
+            skip_unchanged: false,
         }
     }
 }
@@ -96,8 +127,21 @@ impl Progress for NoProgress {}
 
 #[derive(Clone, Debug)]
 pub struct BackupReport {
+    /// The snapshot made, or the parent when [`BackupReport::unchanged`].
     pub infohash: InfoHash,
     pub info: SnapshotInfo,
+    /// Nothing changed since the parent and [`BackupOptions::skip_unchanged`] was set: no
+    /// snapshot was written; `infohash` and `info` are the parent's.
+    pub unchanged: bool,
+    /// Everything below the PATHs was walked: no [`BackupOptions::changed`], or its parent
+    /// could not be used (said through [`Progress::warn`]).
+    pub full_walk: bool,
+    /// Entries lstat'ed this time (the PATHs, and everything below them in a full walk).
+    pub stat_calls: u64,
+    /// Entries an exclude pattern left out (what was below an excluded directory is not
+    /// counted; an incremental walk counts only what it looked at, and the parent's
+    /// entries a new pattern leaves out).
+    pub excluded: u64,
 }
 
 /// Where an already-stored chunk lives.
@@ -128,42 +172,11 @@ enum Known {
 /// A file's chunk names in order, and the bytes read.
 type FileChunks = (Vec<ChunkId>, u64);
 
-struct WalkEntry {
-    fs_path: PathBuf,
-    entry: Entry,
-}
-
 fn now() -> (i64, u32) {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     (d.as_secs() as i64, d.subsec_nanos())
-}
-
-fn entry_from_meta(path: Vec<u8>, md: &fs::Metadata) -> Option<Entry> {
-    let ft = md.file_type();
-    let kind = if ft.is_file() {
-        Kind::File
-    } else if ft.is_dir() {
-        Kind::Dir
-    } else if ft.is_symlink() {
-        Kind::Symlink
-    } else {
-        return None;
-    };
-    Some(Entry {
-        path,
-        kind,
-        mode: md.mode() & 0o7777,
-        mtime: md.mtime(),
-        mtime_ns: md.mtime_nsec() as u32,
-        size: if kind == Kind::File { md.size() } else { 0 },
-        chunks: Vec::new(),
-        target: Vec::new(),
-        ino: md.ino(),
-        ctime: md.ctime(),
-        ctime_ns: md.ctime_nsec() as u32,
-    })
 }
 
 /// The name a backed-up PATH gets at the snapshot's root.
@@ -179,97 +192,6 @@ pub fn root_name(path: &Path) -> Result<Vec<u8>, FormatError> {
         }
     };
     Ok(name.as_bytes().to_vec())
-}
-
-fn walk(
-    roots: &[PathBuf],
-    progress: &dyn Progress,
-    skipped: &mut Vec<String>,
-) -> Result<Vec<WalkEntry>, FormatError> {
-    let mut out = Vec::new();
-    let mut names: HashMap<Vec<u8>, PathBuf> = HashMap::new();
-    for root in roots {
-        let name = root_name(root)?;
-        if let Some(other) = names.insert(name.clone(), root.clone()) {
-            return Err(FormatError::Invalid(format!(
-                "{} and {} would both be named {:?} at the snapshot's root; back them up separately or from a common parent",
-                other.display(),
-                root.display(),
-                String::from_utf8_lossy(&name)
-            )));
-        }
-        let md = fs::symlink_metadata(root).map_err(|e| FormatError::io(root, e))?;
-        // Depth-first, children sorted by name, with an explicit stack.
-        let mut stack = vec![(name, root.clone(), md)];
-        while let Some((rel, p, md)) = stack.pop() {
-            let Some(mut e) = entry_from_meta(rel.clone(), &md) else {
-                let msg = format!(
-                    "{}: not a regular file, directory or symlink; skipped",
-                    p.display()
-                );
-                progress.warn(&msg);
-                skipped.push(msg);
-                continue;
-            };
-            match e.kind {
-                Kind::Symlink => match fs::read_link(&p) {
-                    Ok(t) => e.target = t.as_os_str().as_bytes().to_vec(),
-                    Err(err) => {
-                        let msg = format!("{}: cannot read link: {err}; skipped", p.display());
-                        progress.warn(&msg);
-                        skipped.push(msg);
-                        continue;
-                    }
-                },
-                Kind::Dir => match fs::read_dir(&p) {
-                    Ok(rd) => {
-                        let mut kids: Vec<(Vec<u8>, PathBuf)> = Vec::new();
-                        for d in rd {
-                            match d {
-                                Ok(d) => kids.push((d.file_name().as_bytes().to_vec(), d.path())),
-                                Err(err) => {
-                                    let msg =
-                                        format!("{}: {err}; some entries skipped", p.display());
-                                    progress.warn(&msg);
-                                    skipped.push(msg);
-                                }
-                            }
-                        }
-                        kids.sort();
-                        for (n, kp) in kids.into_iter().rev() {
-                            match fs::symlink_metadata(&kp) {
-                                Ok(kmd) => {
-                                    let mut r = rel.clone();
-                                    r.push(b'/');
-                                    r.extend_from_slice(&n);
-                                    stack.push((r, kp, kmd));
-                                }
-                                Err(err) => {
-                                    let msg = format!("{}: {err}; skipped", kp.display());
-                                    progress.warn(&msg);
-                                    skipped.push(msg);
-                                }
-                            }
-                        }
-                    }
-                    Err(err) => {
-                        let msg = format!(
-                            "{}: cannot list directory: {err}; its contents are skipped",
-                            p.display()
-                        );
-                        progress.warn(&msg);
-                        skipped.push(msg);
-                    }
-                },
-                Kind::File => {}
-            }
-            out.push(WalkEntry {
-                fs_path: p,
-                entry: e,
-            });
-        }
-    }
-    Ok(out)
 }
 
 thread_local! {
@@ -396,6 +318,7 @@ impl<'a> Packer<'a> {
 struct Parent {
     manifest: Manifest,
     infohash: InfoHash,
+    info: SnapshotInfo,
 }
 
 /// The recipients as recorded with a snapshot (sorted, so order does not matter).
@@ -406,10 +329,14 @@ fn recipient_set(r: &[Recipient]) -> Vec<String> {
     v
 }
 
+/// Up to two earlier snapshots whose manifests are in the store, encrypted to
+/// `recipients`: `prefer` if it is one of the same root names, else the latest of the
+/// same root names; then the latest of all.
 fn load_parent(
     home: &Home,
     roots: &[Vec<u8>],
     recipients: &[String],
+    prefer: Option<&InfoHash>,
 ) -> Result<Vec<Parent>, FormatError> {
     let store = home.store();
     // Packs encrypted to another set of recipients are never reused: a recovery key added
@@ -420,13 +347,14 @@ fn load_parent(
         .filter(|s| s.recipients == recipients)
         .collect();
     let mut picks: Vec<&SnapshotInfo> = Vec::new();
-    // The latest snapshot of the same set of paths, then the latest of all.
+    // The latest snapshot of the same set of paths (or `prefer`, if it is one), then the
+    // latest of all.
     let mut want: Vec<String> = roots
         .iter()
         .map(|r| String::from_utf8_lossy(r).into_owned())
         .collect();
     want.sort();
-    if let Some(s) = own.iter().rev().find(|s| {
+    let same_paths = |s: &&SnapshotInfo| {
         let mut names: Vec<String> = s
             .paths
             .iter()
@@ -439,7 +367,15 @@ fn load_parent(
             .collect();
         names.sort();
         names == want
-    }) {
+    };
+    let preferred = prefer.and_then(|p| {
+        let hex = p.to_hex();
+        own.iter().find(|s| s.infohash == hex)
+    });
+    if let Some(s) = preferred
+        .filter(same_paths)
+        .or_else(|| own.iter().rev().find(same_paths))
+    {
         picks.push(s);
     }
     if let Some(last) = own.last() {
@@ -458,6 +394,7 @@ fn load_parent(
             out.push(Parent {
                 manifest: Manifest::decode(&bytes)?,
                 infohash: ih,
+                info: s.clone(),
             });
         }
     }
@@ -480,6 +417,35 @@ fn old_loc(m: &Manifest, self_ih: InfoHash, c: &ChunkRef) -> Option<OldLoc> {
         raw_len: c.raw_len,
         codec: c.codec,
     })
+}
+
+/// Whether the walked entries are `parent`'s: the same paths, kinds, modes, times,
+/// sizes, inodes, targets, and for files the same chunks (`reuse`: the parent's chunk
+/// names of the files whose metadata match it).
+fn same_entries(entries: &[WalkEntry], reuse: &[Option<Vec<ChunkId>>], parent: &Manifest) -> bool {
+    entries.len() == parent.entries.len()
+        && entries
+            .iter()
+            .zip(reuse)
+            .zip(&parent.entries)
+            .all(|((w, r), p)| {
+                let e = &w.entry;
+                e.path == p.path
+                    && e.kind == p.kind
+                    && e.mode == p.mode
+                    && (e.mtime, e.mtime_ns) == (p.mtime, p.mtime_ns)
+                    && (e.ctime, e.ctime_ns) == (p.ctime, p.ctime_ns)
+                    && e.ino == p.ino
+                    && e.size == p.size
+                    && e.target == p.target
+                    && (e.kind != Kind::File
+                        || r.as_ref().is_some_and(|ids| {
+                            ids.len() == p.chunks.len()
+                                && ids.iter().zip(&p.chunks).all(|(id, &i)| {
+                                    parent.chunks.get(i as usize).map(|c| &c.id) == Some(id)
+                                })
+                        }))
+            })
 }
 
 fn keyed_id(key: &[u8; 32], data: &[u8]) -> ChunkId {
@@ -515,14 +481,13 @@ pub fn backup_locked(
             "nothing to back up: give at least one PATH".into(),
         ));
     }
-    let mut roots = Vec::new();
-    for p in &opts.paths {
-        fs::symlink_metadata(p).map_err(|e| FormatError::io(p, e))?;
-        roots.push(root_name(p)?);
-    }
+    let walk_roots = walk::roots(&opts.paths)?;
+    let roots: Vec<Vec<u8>> = walk_roots.iter().map(|r| r.name.clone()).collect();
+    let sources: Vec<Vec<u8>> = walk_roots.iter().map(|r| r.source.clone()).collect();
 
     // The parent (for unchanged files) and the dedup index.
-    let parents = load_parent(home, &roots, &recipient_set(&recipients))?;
+    let prefer = opts.changed.as_ref().map(|c| c.parent);
+    let parents = load_parent(home, &roots, &recipient_set(&recipients), prefer.as_ref())?;
     let mut known: HashMap<ChunkId, Known> = HashMap::new();
     let mut prev_files: HashMap<&[u8], &Entry> = HashMap::new();
     for (i, p) in parents.iter().enumerate() {
@@ -540,12 +505,57 @@ pub fn backup_locked(
         }
     }
 
-    let mut skipped = Vec::new();
-    let mut entries = walk(&opts.paths, progress, &mut skipped)?;
+    // The walk: everything, or the parent's entries and what changed since.
+    let mut walker = Walker::new(progress, &opts.exclude);
+    let mut entries: Option<Vec<WalkEntry>> = None;
+    if let Some(c) = &opts.changed {
+        // Its manifest: loaded above when it is one of ours, to the same recipients.
+        let loaded;
+        let m = match parents.iter().find(|p| p.infohash == c.parent) {
+            Some(p) => Some(&p.manifest),
+            None => {
+                loaded = match store.manifest_cache(&c.parent) {
+                    Ok(Some(b)) => Manifest::decode(&b).ok(),
+                    Ok(None) | Err(_) => None,
+                };
+                loaded.as_ref()
+            }
+        };
+        let why = match m {
+            None => format!(
+                "the manifest of snapshot {} is not in the store",
+                c.parent.to_hex()
+            ),
+            Some(m) => match walker.walk_changed(&walk_roots, m, &c.paths)? {
+                Ok(v) => {
+                    entries = Some(v);
+                    String::new()
+                }
+                Err(why) => why,
+            },
+        };
+        if entries.is_none() {
+            progress.warn(&format!(
+                "walking every path instead of only those changed since {}: {why}",
+                c.parent.to_hex()
+            ));
+        }
+    }
+    let full_walk = entries.is_none();
+    let mut entries = match entries {
+        Some(v) => v,
+        None => walker.walk(&walk_roots)?,
+    };
+    let Walker {
+        mut skipped,
+        excluded,
+        stat_calls,
+        ..
+    } = walker;
 
     // Files whose size, mtime, ctime and inode match the parent keep its chunks.
     let mut reuse: Vec<Option<Vec<ChunkId>>> = Vec::with_capacity(entries.len());
-    let (mut to_read, mut bytes_to_read, mut unchanged) = (0u64, 0u64, 0u64);
+    let (mut to_read, mut bytes_to_read, mut unchanged_files) = (0u64, 0u64, 0u64);
     for w in &entries {
         let e = &w.entry;
         let mut r = None;
@@ -567,7 +577,7 @@ pub fn backup_locked(
                 }
             }
             if r.is_some() {
-                unchanged += 1;
+                unchanged_files += 1;
             } else {
                 to_read += 1;
                 bytes_to_read += e.size;
@@ -575,7 +585,24 @@ pub fn backup_locked(
         }
         reuse.push(r);
     }
-    progress.scanned(to_read, bytes_to_read, unchanged);
+    progress.scanned(to_read, bytes_to_read, unchanged_files);
+
+    // Nothing to write when the entries are the parent's (decided before reading a file).
+    if opts.skip_unchanged {
+        if let Some(p) = parents.first() {
+            if p.manifest.source_paths == sources && same_entries(&entries, &reuse, &p.manifest) {
+                progress.stage("unchanged");
+                return Ok(BackupReport {
+                    infohash: p.infohash,
+                    info: p.info.clone(),
+                    unchanged: true,
+                    full_walk,
+                    stat_calls,
+                    excluded,
+                });
+            }
+        }
+    }
 
     // The snapshot is built in a fresh directory under tmp/.
     let build = store
@@ -778,17 +805,7 @@ pub fn backup_locked(
         machine_name: opts.machine_name.clone(),
         // The machine itself is the first recipient (`Home::recipients`).
         machine_key: recipients[0].to_string(),
-        source_paths: opts
-            .paths
-            .iter()
-            .map(|p| {
-                fs::canonicalize(p)
-                    .unwrap_or_else(|_| p.clone())
-                    .as_os_str()
-                    .as_bytes()
-                    .to_vec()
-            })
-            .collect(),
+        source_paths: sources,
         parents: parent_ihs.clone(),
         snapshots,
         chunk_key,
@@ -862,7 +879,14 @@ pub fn backup_locked(
     check_cancelled(progress)?;
     commit(&store, &build, &infohash, &torrent, Some((&sealed, &info)))?;
     progress.stage("published");
-    Ok(BackupReport { infohash, info })
+    Ok(BackupReport {
+        infohash,
+        info,
+        unchanged: false,
+        full_walk,
+        stat_calls,
+        excluded,
+    })
 }
 
 pub(crate) struct Built {

@@ -13,18 +13,23 @@ pub mod chunker;
 pub mod crypto;
 mod dirfd;
 pub mod erasure;
+pub mod exclude;
 pub mod home;
 pub mod manifest;
 pub mod restore;
 pub mod store;
 #[cfg(feature = "test-utils")]
 pub mod testing;
+mod walk;
 
 use std::path::{Path, PathBuf};
 
-pub use backup::{backup, BackupOptions, BackupReport, Progress, DEFAULT_K, DEFAULT_M};
+pub use backup::{
+    backup, BackupOptions, BackupReport, ChangedSince, Progress, DEFAULT_K, DEFAULT_M,
+};
 pub use crypto::{CryptoError, Identities, Identity, Recipient};
 pub use erasure::{ErasureError, Layout};
+pub use exclude::Excludes;
 pub use home::{write_private, Home};
 pub use manifest::Manifest;
 pub use restore::{restore, RestoreOptions, RestoreReport};
