@@ -357,3 +357,127 @@ pub fn revoke(
         ..m
     })
 }
+
+/// A change to a schedule (tracker.md §7.7): for each field, `None` keeps it,
+/// `Some(None)` puts it back to its default, `Some(Some(v))` sets it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScheduleChange {
+    /// The backup interval, seconds.
+    pub every: Option<Option<u64>>,
+    /// May the machine's own interval win?
+    pub may_override: Option<Option<bool>>,
+    /// Record an administrator's "back up now" (a machine's only).
+    pub backup_now: bool,
+}
+
+impl ScheduleChange {
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.every.is_none() && self.may_override.is_none() && !self.backup_now
+    }
+
+    /// What it changes, for the audit log: `every 6h, may override no, back up now`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        match self.every {
+            Some(Some(e)) => parts.push(format!("every {}", crate::schedule::compact(e))),
+            Some(None) => parts.push("every default".to_owned()),
+            None => {}
+        }
+        match self.may_override {
+            Some(Some(b)) => parts.push(format!("may override {}", if b { "yes" } else { "no" })),
+            Some(None) => parts.push("may override default".to_owned()),
+            None => {}
+        }
+        if self.backup_now {
+            parts.push("back up now".to_owned());
+        }
+        parts.join(", ")
+    }
+
+    fn check_every(&self) -> Result<(), AdminError> {
+        use crate::schedule::{MAX_EVERY, MIN_EVERY};
+        match self.every {
+            Some(Some(e)) if !(MIN_EVERY..=MAX_EVERY).contains(&e) => {
+                Err(AdminError::Invalid(format!(
+                    "a backup interval is between {} and {} days",
+                    crate::schedule::compact(MIN_EVERY),
+                    MAX_EVERY / 86_400
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Changes the schedule of the machine `who` names (`swarmbak tracker schedule
+/// --machine`), with an audit line; returns its row as changed.
+pub fn set_machine_schedule(
+    db: &mut dyn Storage,
+    who: &str,
+    change: &ScheduleChange,
+    by: &Actor,
+    now: i64,
+) -> Result<MachineRow, AdminError> {
+    change.check_every()?;
+    let mut m = find(db, who)?;
+    if m.kind == MachineKind::Client {
+        return Err(AdminError::Invalid(format!(
+            "{:?} is a standard BitTorrent client: it has no backup schedule",
+            m.name
+        )));
+    }
+    if m.revoked.is_some() {
+        return Err(AdminError::AlreadyRevoked(m.name));
+    }
+    if let Some(e) = change.every {
+        m.schedule.every = e;
+    }
+    if let Some(o) = change.may_override {
+        m.schedule.may_override = o;
+    }
+    if change.backup_now {
+        m.schedule.requested = Some(now);
+    }
+    db.set_machine_schedule(m.id, &m.schedule)?;
+    audit(db, by, "schedule", &m.name, &change.describe(), now)?;
+    Ok(m)
+}
+
+/// Changes the organisation's schedule (`vip`: the VIP machines' interval; else the
+/// default interval and whether machines may override), with an audit line; returns the
+/// settings as changed.
+pub fn set_org_schedule(
+    db: &mut dyn Storage,
+    vip: bool,
+    change: &ScheduleChange,
+    by: &Actor,
+    now: i64,
+) -> Result<crate::storage::OrgSchedule, AdminError> {
+    change.check_every()?;
+    if change.backup_now {
+        return Err(AdminError::Invalid(
+            "a backup request is for one machine: name it".into(),
+        ));
+    }
+    if vip && change.may_override.is_some() {
+        return Err(AdminError::Invalid(
+            "whether machines may override is set for the organisation or for one machine, not for VIP machines".into(),
+        ));
+    }
+    let mut s = db.org_schedule()?;
+    if let Some(e) = change.every {
+        if vip {
+            s.vip_every = e;
+        } else {
+            s.every = e;
+        }
+    }
+    if let Some(o) = change.may_override {
+        s.machine_may_override = o.unwrap_or(true);
+    }
+    db.set_org_schedule(&s)?;
+    let target = if vip { "vip" } else { "organisation" };
+    audit(db, by, "schedule", target, &change.describe(), now)?;
+    Ok(s)
+}

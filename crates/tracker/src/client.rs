@@ -450,6 +450,19 @@ impl TrackerClient {
         Ok(a.new)
     }
 
+    /// When this machine should back up (`GET PATH/<passkey>/schedule`, tracker.md §7.7),
+    /// telling the tracker its own interval `own_every` (seconds), if it has one.
+    pub async fn schedule(
+        &self,
+        own_every: Option<u64>,
+    ) -> Result<crate::schedule::Schedule, ClientError> {
+        let mut target = format!("{}/schedule", self.api_base);
+        if let Some(e) = own_every {
+            target.push_str(&format!("?every={e}"));
+        }
+        self.json_call(Method::GET, &target, None, &[]).await
+    }
+
     /// Enrols this machine with its signed enrolment request (trust.md §6).
     pub async fn enroll(&self, request: &[u8]) -> Result<crate::EnrollAnswer, ClientError> {
         let target = format!("{}/api/v1/enroll", self.api_base);

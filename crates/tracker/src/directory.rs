@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::proto::InfoHash;
-use crate::storage::{MachineKind, MachineRow, OnlineInterval, SnapshotRow};
+use crate::storage::{MachineKind, MachineRow, MachineSchedule, OnlineInterval, SnapshotRow};
 use crate::store::{MachineRecord, SnapshotRecord};
 
 /// An enrolled machine or client, as the announce path sees it.
@@ -27,6 +27,14 @@ pub struct Member {
     pub revoked: bool,
     /// When its certificate expires (Unix seconds): its passkey stops working then.
     pub expires: Option<i64>,
+    /// A VIP machine.
+    pub vip: bool,
+    /// What the administrator set for its scheduled backups.
+    pub schedule: MachineSchedule,
+    /// Its last successful backup ([`NEVER`]: none known): the later of its latest
+    /// successful report's end and its latest published snapshot (as
+    /// [`crate::status`] counts it), kept up to date by the running tracker.
+    last_success: AtomicI64,
     first_seen: AtomicI64,
     last_seen: AtomicI64,
     /// The address of its latest announce (for the administrator's search).
@@ -38,7 +46,20 @@ pub struct Member {
 /// [`Member`]'s quota when its announces give none.
 const NO_QUOTA: u64 = u64::MAX;
 
+/// [`Member`]'s last success when it never backed up.
+const NEVER: i64 = i64::MIN;
+
 impl Member {
+    /// Notes a successful backup that ended (or was published) at `at`.
+    pub fn backed_up(&self, at: i64) {
+        self.last_success.fetch_max(at, Ordering::Relaxed);
+    }
+
+    /// Its last successful backup known, Unix seconds.
+    pub fn last_success(&self) -> Option<i64> {
+        Some(self.last_success.load(Ordering::Relaxed)).filter(|&t| t != NEVER)
+    }
+
     /// Notes the quota an announce gives (tracker.md §1 `quota`).
     pub fn set_quota(&self, quota: Option<u64>) {
         if let Some(q) = quota {
@@ -94,6 +115,11 @@ impl Directory {
                 name: r.name.clone(),
                 revoked: r.revoked.is_some(),
                 expires: r.expires,
+                vip: r.vip,
+                schedule: r.schedule,
+                last_success: AtomicI64::new(
+                    prev.map_or(NEVER, |p| p.last_success.load(Ordering::Relaxed)),
+                ),
                 first_seen: AtomicI64::new(
                     prev.map_or(0, |p| p.first_seen.load(Ordering::Relaxed)),
                 ),

@@ -26,6 +26,7 @@ pub mod org;
 mod plain;
 pub mod proto;
 pub mod query;
+pub mod schedule;
 pub mod server;
 pub mod sqlite;
 pub mod status;
@@ -43,6 +44,7 @@ pub use proto::{
     AnnounceEvent, AnnounceRequest, AnnounceResponse, InfoHash, PeerId, PeerInfo, ScrapeResponse,
     ScrapeStats,
 };
+pub use schedule::Schedule;
 pub use server::{
     serve, EnrollAnswer, Listener, Tracker, TrackerConfig, TrackerError, CERTIFICATE_HEADER,
     NO_PASSKEY, RECORD_HEADER, REVOKED_PASSKEY, UNKNOWN_PASSKEY, UNKNOWN_TORRENT,

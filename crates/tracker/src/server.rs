@@ -29,7 +29,7 @@ use crate::org::{is_passkey, Org};
 use crate::proto::{encode_failure, AnnounceRequest, InfoHash};
 use crate::query::{decoded_pairs, text_param};
 use crate::sqlite::{ImportReport, Sqlite};
-use crate::storage::{Published, SnapshotRow, Storage, StorageError};
+use crate::storage::{OrgSchedule, Published, SnapshotRow, Storage, StorageError};
 use crate::store::{check_machine_key, check_machine_name, SnapshotRecord};
 use crate::swarm::{PeerAnnounce, Swarms};
 
@@ -206,6 +206,8 @@ pub(crate) struct Shared {
     db: Mutex<Box<dyn Storage>>,
     snaps: RwLock<Snapshots>,
     dir: RwLock<Directory>,
+    /// The organisation's schedule settings (tracker.md §7.7), read again with `dir`.
+    schedule: RwLock<OrgSchedule>,
     /// The database's `data_version` when `dir` was built.
     dir_version: Mutex<i64>,
     /// The addresses last recorded in the database (recorded once, not at every start of
@@ -298,7 +300,11 @@ impl Tracker {
         }
         let rows = db.snapshots().map_err(storage_err)?;
         let machines = db.machines().map_err(storage_err)?;
+        let schedule = db.org_schedule().map_err(storage_err)?;
+        let activity = db.activity().map_err(storage_err)?;
         let version = db.data_version().map_err(storage_err)?;
+        let dir = Directory::build(&machines, &Directory::default());
+        seed_last_success(&dir, &machines, &activity, &rows);
         let swarms = Swarms::new(config.peer_timeout());
         for r in &rows {
             if config.open || r.record.is_some() {
@@ -310,7 +316,8 @@ impl Tracker {
                 swarms,
                 db: Mutex::new(Box::new(db)),
                 snaps: RwLock::new(Snapshots::new(rows)),
-                dir: RwLock::new(Directory::build(&machines, &Directory::default())),
+                dir: RwLock::new(dir),
+                schedule: RwLock::new(schedule),
                 dir_version: Mutex::new(version),
                 recorded: Mutex::new(None),
                 admin_token: RwLock::new(org.admin_token.clone()),
@@ -725,12 +732,49 @@ pub(crate) fn reload_if_changed(shared: &Shared, force: bool) -> Result<(), Stor
         return Ok(());
     }
     let rows = db.machines()?;
+    let schedule = db.org_schedule()?;
     let mut dir = shared.dir.write().unwrap_or_else(|p| p.into_inner());
     *dir = Directory::build(&rows, &dir);
     *seen = v;
     drop(dir);
+    *shared.schedule.write().unwrap_or_else(|p| p.into_inner()) = schedule;
     reload_admin_token(shared);
     Ok(())
+}
+
+/// Notes each machine's last success as [`crate::status`] counts it: the later of its
+/// latest successful report's end and its latest published snapshot.
+fn seed_last_success(
+    dir: &Directory,
+    machines: &[crate::storage::MachineRow],
+    activity: &std::collections::HashMap<i64, crate::storage::Activity>,
+    snapshots: &[SnapshotRow],
+) {
+    let by_id: std::collections::HashMap<i64, &str> = machines
+        .iter()
+        .map(|m| (m.id, m.passkey.as_str()))
+        .collect();
+    for (id, a) in activity {
+        if let (Some(s), Some(m)) = (
+            &a.last_success,
+            by_id.get(id).and_then(|pk| dir.by_passkey(pk)),
+        ) {
+            m.backed_up(s.ended);
+        }
+    }
+    for r in snapshots {
+        if r.record.is_none() {
+            continue;
+        }
+        if let Some(m) = machine_key_bytes(&r.machine_key).and_then(|k| dir.by_key(&k)) {
+            m.backed_up(r.published);
+        }
+    }
+}
+
+/// A snapshot row's `machine_key` (hex of an enrolled machine's key) as bytes.
+fn machine_key_bytes(hex_key: &str) -> Option<[u8; 32]> {
+    hex::decode(hex_key).ok()?.try_into().ok()
 }
 
 /// Reads DATA/admin-token again; a new token ends every dashboard session
@@ -1028,6 +1072,10 @@ async fn handle(
             }
             json(StatusCode::OK, &list)
         }
+        (Method::GET | Method::HEAD, "/schedule") => {
+            let pk = passkey_of(&req, path_passkey);
+            schedule(shared, pk, query)
+        }
         (Method::GET | Method::HEAD, "/revocations") => {
             if !may_read {
                 return private_refusal();
@@ -1037,7 +1085,8 @@ async fn handle(
         (Method::GET | Method::HEAD, "/" | "/health") => health(shared),
         (
             _,
-            "/publish" | "/report" | "/snapshots" | "/machines" | "/revocations" | "/" | "/health",
+            "/publish" | "/report" | "/schedule" | "/snapshots" | "/machines" | "/revocations"
+            | "/" | "/health",
         ) => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (_, p) if p.starts_with("/metainfo/") || p.starts_with("/api/v1/") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -1482,6 +1531,13 @@ async fn publish(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(row.clone());
+            if row.record.is_some() {
+                if let Some(m) = machine_key_bytes(&row.machine_key)
+                    .and_then(|k| read_dir(sh).by_key(&k).cloned())
+                {
+                    m.backed_up(row.published);
+                }
+            }
         }
         (r, row.machine_key)
     })
@@ -1579,6 +1635,7 @@ async fn report(
         );
     }
     *success = r.outcome.is_ok();
+    let succeeded_at = r.outcome.is_ok().then_some(r.end);
     let row = crate::storage::ReportRow {
         machine: m.id,
         attempt: r.id,
@@ -1591,17 +1648,72 @@ async fn report(
     };
     let id = hex::encode(row.attempt);
     match blocking(shared, move |sh| lock_db(sh).add_report(&row)).await {
-        Some(Ok(new)) => json(
-            if new {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            },
-            &serde_json::json!({"report": id, "new": new}),
-        ),
+        Some(Ok(new)) => {
+            if let Some(at) = succeeded_at {
+                m.backed_up(at);
+            }
+            json(
+                if new {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                },
+                &serde_json::json!({"report": id, "new": new}),
+            )
+        }
         Some(Err(e)) => storage_error(&e),
         None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "report failed"),
     }
+}
+
+/// `GET BASE/<passkey>/schedule[?every=SECS]`: when the passkey's machine should back
+/// up (tracker.md §7.7), from memory only (every agent polls it).
+fn schedule(shared: &Shared, passkey: Option<&str>, query: &[u8]) -> Resp {
+    if shared.config.open {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "schedules need a private tracker (they are set per enrolled machine)",
+        );
+    }
+    let now = unix_now();
+    let m = match check_passkey(shared, passkey, now) {
+        Ok(m) => m,
+        Err(msg) if msg == NO_PASSKEY || msg == UNKNOWN_PASSKEY => {
+            return json_error(StatusCode::UNAUTHORIZED, msg)
+        }
+        Err(msg) => return json_error(StatusCode::FORBIDDEN, msg),
+    };
+    if m.key_hex.is_none() {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "a client passkey has no backup schedule: only an enrolled machine backs up",
+        );
+    }
+    let pairs = match decoded_pairs(query) {
+        Ok(p) => p,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.0),
+    };
+    let own = match text_param(&pairs, "every") {
+        Ok(None) => None,
+        Ok(Some(t)) => match t.parse::<u64>() {
+            Ok(n) if (1..=crate::schedule::MAX_EVERY).contains(&n) => Some(n),
+            _ => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "every: the machine's interval in whole seconds, 1 to {}",
+                        crate::schedule::MAX_EVERY
+                    ),
+                )
+            }
+        },
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.0),
+    };
+    let org = *shared.schedule.read().unwrap_or_else(|p| p.into_inner());
+    json(
+        StatusCode::OK,
+        &crate::schedule::decide(&org, m.vip, &m.schedule, own, m.last_success(), now),
+    )
 }
 
 async fn metainfo(shared: &Arc<Shared>, hex_ih: &str) -> Resp {

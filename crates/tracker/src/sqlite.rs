@@ -32,8 +32,9 @@ use swarmbak_metainfo::Metainfo;
 
 use crate::proto::InfoHash;
 use crate::storage::{
-    Activity, AlertRow, Attempt, AuditRow, MachineKind, MachineRow, NewMachine, OnlineInterval,
-    Pending, Published, Redeemed, ReportRow, SnapshotRow, Storage, StorageError,
+    Activity, AlertRow, Attempt, AuditRow, MachineKind, MachineRow, MachineSchedule, NewMachine,
+    OnlineInterval, OrgSchedule, Pending, Published, Redeemed, ReportRow, SnapshotRow, Storage,
+    StorageError,
 };
 
 /// The database file inside the data directory.
@@ -160,7 +161,21 @@ CREATE TABLE alerts (
 ) STRICT;
 CREATE UNIQUE INDEX alerts_open ON alerts (machine) WHERE cleared IS NULL;
 "#,
+    // 4: scheduled backups (tracker.md §7.7): what the administrator set for each machine
+    // (the organisation's defaults are `schedule.*` settings).
+    r#"
+ALTER TABLE machines ADD COLUMN backup_every INTEGER;
+ALTER TABLE machines ADD COLUMN every_may_override INTEGER;
+ALTER TABLE machines ADD COLUMN backup_requested INTEGER;
+"#,
 ];
+
+/// The setting holding the organisation's backup interval in seconds (tracker.md §7.7).
+pub const SCHEDULE_EVERY: &str = "schedule.every";
+/// The setting holding VIP machines' backup interval in seconds.
+pub const SCHEDULE_VIP_EVERY: &str = "schedule.vip_every";
+/// The setting saying whether a machine's own interval may win (`true` | `false`).
+pub const SCHEDULE_MAY_OVERRIDE: &str = "schedule.machine_may_override";
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -264,7 +279,8 @@ fn kind_str(k: MachineKind) -> &'static str {
 }
 
 const MACHINE_COLS: &str = "id, kind, key, age_recipient, name, user, vip, domain, passkey, \
-                            certificate, enrolled, expires, revoked, revocation";
+                            certificate, enrolled, expires, revoked, revocation, \
+                            backup_every, every_may_override, backup_requested";
 
 fn machine_row(r: &Row<'_>) -> Result<MachineRow, StorageError> {
     let kind: String = r.get(1)?;
@@ -289,6 +305,14 @@ fn machine_row(r: &Row<'_>) -> Result<MachineRow, StorageError> {
         expires: r.get(11)?,
         revoked: r.get(12)?,
         revocation: r.get(13)?,
+        schedule: MachineSchedule {
+            every: r
+                .get::<_, Option<i64>>(14)?
+                .map(|v| to_u64(v, "backup_every"))
+                .transpose()?,
+            may_override: r.get::<_, Option<i64>>(15)?.map(|v| v != 0),
+            requested: r.get(16)?,
+        },
     })
 }
 
@@ -784,6 +808,63 @@ impl Storage for Sqlite {
     /// info-hash is `row.infohash` (checked). If the info-hash is stored already, the
     /// stored row is returned unchanged, but a stored metainfo that no longer hashes to
     /// its info-hash is replaced by `torrent` (the owner's next publish repairs it).
+    fn set_machine_schedule(&mut self, id: i64, s: &MachineSchedule) -> Result<(), StorageError> {
+        let every = s.every.map(|e| to_i64(e, "backup_every")).transpose()?;
+        let tx = immediate(&mut self.write)?;
+        let n = tx.execute(
+            "UPDATE machines SET backup_every = ?2, every_may_override = ?3, \
+             backup_requested = ?4 WHERE id = ?1",
+            params![id, every, s.may_override.map(i64::from), s.requested],
+        )?;
+        if n == 0 {
+            return Err(corrupt(format!("no machine with id {id}")));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn org_schedule(&mut self) -> Result<OrgSchedule, StorageError> {
+        let every = every_setting(SCHEDULE_EVERY, self.setting(SCHEDULE_EVERY)?)?;
+        let vip_every = every_setting(SCHEDULE_VIP_EVERY, self.setting(SCHEDULE_VIP_EVERY)?)?;
+        let machine_may_override = match self.setting(SCHEDULE_MAY_OVERRIDE)?.as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(corrupt(format!(
+                    "setting {SCHEDULE_MAY_OVERRIDE} is {other:?}, not true or false"
+                )))
+            }
+        };
+        Ok(OrgSchedule {
+            every,
+            vip_every,
+            machine_may_override,
+        })
+    }
+
+    fn set_org_schedule(&mut self, s: &OrgSchedule) -> Result<(), StorageError> {
+        let tx = immediate(&mut self.write)?;
+        for (key, value) in [
+            (SCHEDULE_EVERY, s.every.map(|e| e.to_string())),
+            (SCHEDULE_VIP_EVERY, s.vip_every.map(|e| e.to_string())),
+            (
+                SCHEDULE_MAY_OVERRIDE,
+                Some(s.machine_may_override.to_string()),
+            ),
+        ] {
+            match value {
+                Some(v) => tx.execute(
+                    "INSERT INTO settings (key, value) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [key, v.as_str()],
+                )?,
+                None => tx.execute("DELETE FROM settings WHERE key = ?1", [key])?,
+            };
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn publish(&mut self, row: &SnapshotRow, torrent: &[u8]) -> Result<Published, StorageError> {
         if !hashes_to(torrent, &row.infohash) {
             return Err(StorageError::Other(format!(
@@ -1147,5 +1228,18 @@ fn insert_machine(tx: &Transaction<'_>, m: &NewMachine) -> Result<MachineRow, St
         expires: m.expires,
         revoked: None,
         revocation: None,
+        schedule: MachineSchedule::default(),
     })
+}
+
+/// A stored interval setting: whole seconds, at least 1.
+fn every_setting(key: &str, v: Option<String>) -> Result<Option<u64>, StorageError> {
+    v.map(|t| {
+        t.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| corrupt(format!("setting {key} is {t:?}, not a number of seconds")))
+    })
+    .transpose()
 }

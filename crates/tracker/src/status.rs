@@ -494,6 +494,7 @@ mod tests {
             expires: None,
             revoked: None,
             revocation: None,
+            schedule: Default::default(),
         }
     }
 

@@ -66,6 +66,43 @@ pub struct MachineRow {
     pub revoked: Option<i64>,
     /// The signed revocation.
     pub revocation: Option<Vec<u8>>,
+    /// What the administrator set for its scheduled backups (tracker.md §7.7).
+    pub schedule: MachineSchedule,
+}
+
+/// What the administrator set for one machine's scheduled backups (tracker.md §7.7);
+/// every field `None` by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineSchedule {
+    /// Its backup interval in seconds (`None`: not set for this machine: the VIP or the
+    /// organisation's default applies).
+    pub every: Option<u64>,
+    /// May the machine's own interval win (`None`: the organisation's default)?
+    pub may_override: Option<bool>,
+    /// When an administrator asked it to back up now, Unix seconds (`None`: never).
+    pub requested: Option<i64>,
+}
+
+/// The organisation's schedule settings (the `settings` table's `schedule.*` keys,
+/// tracker.md §7.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrgSchedule {
+    /// `schedule.every`: every machine's interval in seconds (`None`: not set).
+    pub every: Option<u64>,
+    /// `schedule.vip_every`: VIP machines' interval in seconds (`None`: not set).
+    pub vip_every: Option<u64>,
+    /// `schedule.machine_may_override`: may a machine's own interval win (default true)?
+    pub machine_may_override: bool,
+}
+
+impl Default for OrgSchedule {
+    fn default() -> OrgSchedule {
+        OrgSchedule {
+            every: None,
+            vip_every: None,
+            machine_may_override: true,
+        }
+    }
 }
 
 impl fmt::Debug for MachineRow {
@@ -306,6 +343,15 @@ pub trait Storage: Send {
     fn machines(&mut self) -> Result<Vec<MachineRow>, StorageError>;
     /// Marks machine `id` revoked at `at` with its signed revocation.
     fn revoke(&mut self, id: i64, at: i64, revocation: &[u8]) -> Result<(), StorageError>;
+    /// Replaces machine `id`'s schedule fields, durably (a `Corrupt` error when there is
+    /// no such machine).
+    fn set_machine_schedule(&mut self, id: i64, s: &MachineSchedule) -> Result<(), StorageError>;
+
+    /// The organisation's schedule settings (defaults for those not stored).
+    fn org_schedule(&mut self) -> Result<OrgSchedule, StorageError>;
+    /// Stores the organisation's schedule settings in one transaction, durably (a `None`
+    /// removes its key).
+    fn set_org_schedule(&mut self, s: &OrgSchedule) -> Result<(), StorageError>;
 
     /// Stores a snapshot and its metainfo, unless its info-hash is stored already.
     fn publish(&mut self, row: &SnapshotRow, torrent: &[u8]) -> Result<Published, StorageError>;
