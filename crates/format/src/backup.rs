@@ -341,11 +341,16 @@ fn load_parent(
     let store = home.store();
     // Packs encrypted to another set of recipients are never reused: a recovery key added
     // since could not decrypt them.
-    let own: Vec<SnapshotInfo> = store
+    let mut own: Vec<SnapshotInfo> = store
         .own_snapshots()?
         .into_iter()
         .filter(|s| s.recipients == recipients)
         .collect();
+    // Times are in seconds: of two snapshots made in the same second, the one that is the
+    // other's parent is the older.
+    let parents_of_others: std::collections::HashSet<String> =
+        own.iter().flat_map(|s| s.parents.iter().cloned()).collect();
+    own.sort_by_key(|s| (s.time, !parents_of_others.contains(&s.infohash)));
     let mut picks: Vec<&SnapshotInfo> = Vec::new();
     // The latest snapshot of the same set of paths (or `prefer`, if it is one), then the
     // latest of all.
