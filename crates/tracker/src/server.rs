@@ -846,7 +846,8 @@ pub(crate) enum Bt {
 }
 
 /// `/announce`, `/announce/<passkey>`, `/<passkey>/announce` (and any path starting
-/// with `/an`, as opentracker answers); the same for `scrape`.
+/// with `/an`, as opentracker answers); the same for `scrape` (but not `/schedule`,
+/// tracker.md §7.7).
 pub(crate) fn bt_route(path: &str) -> Option<(Bt, Option<&str>)> {
     let p = path.strip_prefix('/')?;
     let kind = |s: &str| {
@@ -860,7 +861,7 @@ pub(crate) fn bt_route(path: &str) -> Option<(Bt, Option<&str>)> {
     };
     match p.split_once('/') {
         None if p.starts_with("an") => Some((Bt::Announce, None)),
-        None if p.starts_with("sc") => Some((Bt::Scrape, None)),
+        None if p.starts_with("sc") && p != "schedule" => Some((Bt::Scrape, None)),
         None => None,
         Some((a, b)) => {
             let b = b.trim_end_matches('/');
@@ -1954,6 +1955,9 @@ mod tests {
             Some((Bt::Scrape, Some(pk)))
         );
         assert_eq!(bt_route("/scrape"), Some((Bt::Scrape, None)));
+        assert_eq!(bt_route("/scr"), Some((Bt::Scrape, None)));
+        assert_eq!(bt_route("/schedule"), None);
+        assert_eq!(bt_route(&format!("/{pk}/schedule")), None);
         assert_eq!(bt_route("/publish"), None);
         assert_eq!(bt_route("/metainfo/ab"), None);
         assert_eq!(bt_route("/api/v1/enroll"), None);
