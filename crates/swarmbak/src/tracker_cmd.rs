@@ -65,6 +65,31 @@ pub enum Action {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
     },
+    /// Show or change when machines back up on their own: the organisation's default
+    /// interval, the VIP machines' one, one machine's (and whether a machine's own
+    /// interval may win), or ask one machine to back up now. Without a change, lists
+    /// the settings.
+    Schedule {
+        /// The tracker's data directory (its database, organisation key and admin token).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Change this machine (its enrolled name, key or passkey).
+        #[arg(long, value_name = "NAME")]
+        machine: Option<String>,
+        /// Change the VIP machines' interval (without --machine).
+        #[arg(long, conflicts_with = "machine")]
+        vip: bool,
+        /// The backup interval, like 30m, 6h, 1d; `default` removes the setting.
+        #[arg(long, value_name = "DURATION|default")]
+        every: Option<String>,
+        /// May the machine's own interval (`init --every`) win over the administrator's:
+        /// yes, no, or default (the organisation's; for the organisation: yes).
+        #[arg(long, value_name = "yes|no|default")]
+        machine_may_override: Option<String>,
+        /// Ask the machine (--machine) to back up at once.
+        #[arg(long, requires = "machine")]
+        now: bool,
+    },
     /// Replace DATA/admin-token: the old token stops working and every dashboard session
     /// ends (a running tracker reads the new one within a second).
     RotateAdminToken {
@@ -567,6 +592,22 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
             }
             Ok(())
         }
+        Action::Schedule {
+            data,
+            machine,
+            vip,
+            every,
+            machine_may_override,
+            now,
+        } => schedule(
+            ctx,
+            &data,
+            machine.as_deref(),
+            vip,
+            every.as_deref(),
+            machine_may_override.as_deref(),
+            now,
+        ),
         Action::Machines { data } => {
             let (mut db, _) = open_db(&data)?;
             let rows = db.machines().map_err(|e| Failure::new(1, e.to_string()))?;
@@ -604,4 +645,182 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
             Ok(())
         }
     }
+}
+
+/// `--every DURATION|default`.
+fn every_flag(v: Option<&str>) -> Result<Option<Option<u64>>, Failure> {
+    match v {
+        None => Ok(None),
+        Some("default") => Ok(Some(None)),
+        Some(t) => swarmbak_core::parse_duration(t)
+            .map(|d| Some(Some(d.as_secs())))
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "--every {t:?}: write a duration like 30m, 6h, 1d, or `default`"
+                ))
+            }),
+    }
+}
+
+/// `--machine-may-override yes|no|default`.
+fn yes_no_flag(v: Option<&str>) -> Result<Option<Option<bool>>, Failure> {
+    match v {
+        None => Ok(None),
+        Some("yes") => Ok(Some(Some(true))),
+        Some("no") => Ok(Some(Some(false))),
+        Some("default") => Ok(Some(None)),
+        Some(t) => Err(Failure::usage(format!(
+            "--machine-may-override {t:?}: yes, no or default"
+        ))),
+    }
+}
+
+fn every_text(e: Option<u64>) -> String {
+    e.map_or_else(|| "-".to_owned(), swarmbak_tracker::schedule::compact)
+}
+
+/// `swarmbak tracker schedule` (with the global `--json`, JSON).
+fn schedule(
+    ctx: &Ctx,
+    data: &Path,
+    machine: Option<&str>,
+    vip: bool,
+    every: Option<&str>,
+    may: Option<&str>,
+    now: bool,
+) -> R {
+    let change = admin::ScheduleChange {
+        every: every_flag(every)?,
+        may_override: yes_no_flag(may)?,
+        backup_now: now,
+    };
+    let json_out = ctx.json;
+    let fail = |e: admin::AdminError| Failure::new(1, e.to_string());
+    let (mut db, org) = open_db(data)?;
+    if change.is_empty() {
+        if machine.is_some() || vip {
+            return Err(Failure::usage(
+                "swarmbak tracker schedule: say what to change (--every, --machine-may-override, --now), or drop --machine/--vip to list the settings",
+            ));
+        }
+        return print_schedules(&mut db, json_out);
+    }
+    let at = unix_now();
+    let by = admin::Actor::cli();
+    match machine {
+        Some(m) => {
+            let row = admin::set_machine_schedule(&mut db, m, &change, &by, at).map_err(fail)?;
+            poke(&mut db, &org);
+            if json_out {
+                say!(
+                    "{}",
+                    json!({"event": "schedule", "machine": row.name, "every": row.schedule.every,
+                           "machine_may_override": row.schedule.may_override,
+                           "backup_requested": row.schedule.requested})
+                );
+            } else {
+                say!("{}: {}", row.name, change.describe());
+            }
+        }
+        None => {
+            let s = admin::set_org_schedule(&mut db, vip, &change, &by, at).map_err(fail)?;
+            poke(&mut db, &org);
+            if json_out {
+                say!(
+                    "{}",
+                    json!({"event": "schedule", "target": if vip { "vip" } else { "organisation" },
+                           "every": s.every, "vip_every": s.vip_every,
+                           "machine_may_override": s.machine_may_override})
+                );
+            } else {
+                say!(
+                    "{}: {}",
+                    if vip {
+                        "VIP machines"
+                    } else {
+                        "the organisation"
+                    },
+                    change.describe()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The organisation's schedule settings, then each machine's (clients and revoked
+/// machines left out).
+fn print_schedules(db: &mut Sqlite, json_out: bool) -> R {
+    let err = |e: swarmbak_tracker::storage::StorageError| Failure::new(1, e.to_string());
+    let org = db.org_schedule().map_err(err)?;
+    let rows: Vec<_> = db
+        .machines()
+        .map_err(err)?
+        .into_iter()
+        .filter(|m| m.kind == MachineKind::Machine && m.revoked.is_none())
+        .collect();
+    if json_out {
+        let machines: Vec<_> = rows
+            .iter()
+            .map(|m| {
+                json!({"name": m.name, "vip": m.vip, "every": m.schedule.every,
+                       "admin_every": swarmbak_tracker::schedule::admin_every(&org, m.vip, &m.schedule),
+                       "machine_may_override": m.schedule.may_override,
+                       "effective_may_override": swarmbak_tracker::schedule::may_override(&org, &m.schedule),
+                       "backup_requested": m.schedule.requested})
+            })
+            .collect();
+        say!(
+            "{}",
+            json!({"every": org.every, "vip_every": org.vip_every,
+                   "machine_may_override": org.machine_may_override, "machines": machines})
+        );
+        return Ok(());
+    }
+    say!(
+        "organisation: every {}, VIP every {}, machines may override: {}",
+        every_text(org.every),
+        every_text(org.vip_every),
+        if org.machine_may_override {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    say!(
+        "{:<20} {:<4} {:<10} {:<10} {:<14} requested",
+        "machine",
+        "vip",
+        "every",
+        "admin",
+        "may override"
+    );
+    for m in &rows {
+        let may = match m.schedule.may_override {
+            Some(true) => "yes".to_owned(),
+            Some(false) => "no".to_owned(),
+            None => format!(
+                "({})",
+                if org.machine_may_override {
+                    "yes"
+                } else {
+                    "no"
+                }
+            ),
+        };
+        say!(
+            "{:<20} {:<4} {:<10} {:<10} {:<14} {}",
+            m.name,
+            if m.vip { "VIP" } else { "" },
+            every_text(m.schedule.every),
+            every_text(swarmbak_tracker::schedule::admin_every(
+                &org,
+                m.vip,
+                &m.schedule
+            )),
+            may,
+            m.schedule.requested.map_or_else(|| "-".to_owned(), utc)
+        );
+    }
+    Ok(())
 }

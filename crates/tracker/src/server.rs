@@ -300,7 +300,7 @@ impl Tracker {
         }
         let rows = db.snapshots().map_err(storage_err)?;
         let machines = db.machines().map_err(storage_err)?;
-        let schedule = db.org_schedule().map_err(storage_err)?;
+        let schedule = org_schedule_or_default(&mut db, OrgSchedule::default());
         let activity = db.activity().map_err(storage_err)?;
         let version = db.data_version().map_err(storage_err)?;
         let dir = Directory::build(&machines, &Directory::default());
@@ -732,7 +732,8 @@ pub(crate) fn reload_if_changed(shared: &Shared, force: bool) -> Result<(), Stor
         return Ok(());
     }
     let rows = db.machines()?;
-    let schedule = db.org_schedule()?;
+    let old = *shared.schedule.read().unwrap_or_else(|p| p.into_inner());
+    let schedule = org_schedule_or_default(&mut **db, old);
     let mut dir = shared.dir.write().unwrap_or_else(|p| p.into_inner());
     *dir = Directory::build(&rows, &dir);
     *seen = v;
@@ -740,6 +741,16 @@ pub(crate) fn reload_if_changed(shared: &Shared, force: bool) -> Result<(), Stor
     *shared.schedule.write().unwrap_or_else(|p| p.into_inner()) = schedule;
     reload_admin_token(shared);
     Ok(())
+}
+
+/// The organisation's schedule settings, else (a damaged setting, the database
+/// failing) `fallback`, said on stderr: a bad schedule setting must not stop the
+/// machines (and their revocations) from being reloaded.
+fn org_schedule_or_default(db: &mut dyn Storage, fallback: OrgSchedule) -> OrgSchedule {
+    db.org_schedule().unwrap_or_else(|e| {
+        eprintln!("swarmbak tracker: schedule settings not read ({e}); keeping {fallback:?}");
+        fallback
+    })
 }
 
 /// Notes each machine's last success as [`crate::status`] counts it: the later of its
@@ -846,7 +857,8 @@ pub(crate) enum Bt {
 }
 
 /// `/announce`, `/announce/<passkey>`, `/<passkey>/announce` (and any path starting
-/// with `/an`, as opentracker answers); the same for `scrape`.
+/// with `/an`, as opentracker answers); the same for `scrape` (but not `/schedule`,
+/// tracker.md §7.7).
 pub(crate) fn bt_route(path: &str) -> Option<(Bt, Option<&str>)> {
     let p = path.strip_prefix('/')?;
     let kind = |s: &str| {
@@ -860,7 +872,7 @@ pub(crate) fn bt_route(path: &str) -> Option<(Bt, Option<&str>)> {
     };
     match p.split_once('/') {
         None if p.starts_with("an") => Some((Bt::Announce, None)),
-        None if p.starts_with("sc") => Some((Bt::Scrape, None)),
+        None if p.starts_with("sc") && p != "schedule" => Some((Bt::Scrape, None)),
         None => None,
         Some((a, b)) => {
             let b = b.trim_end_matches('/');
@@ -1954,6 +1966,9 @@ mod tests {
             Some((Bt::Scrape, Some(pk)))
         );
         assert_eq!(bt_route("/scrape"), Some((Bt::Scrape, None)));
+        assert_eq!(bt_route("/scr"), Some((Bt::Scrape, None)));
+        assert_eq!(bt_route("/schedule"), None);
+        assert_eq!(bt_route(&format!("/{pk}/schedule")), None);
         assert_eq!(bt_route("/publish"), None);
         assert_eq!(bt_route("/metainfo/ab"), None);
         assert_eq!(bt_route("/api/v1/enroll"), None);
