@@ -6,6 +6,7 @@
 //!   a snapshot's shards sit among its pieces (protocol-spec/format-v1.md §9.1).
 //! - [`merkle`]: per-shard Merkle roots (BEP 52's piece layer), format-v2.md.
 //! - [`placement`]: rendezvous placement, holder counting and health (swarm.md §3, §7).
+//! - [`retention`]: which snapshots a forget policy keeps (swarm.md §16).
 //! - [`Clock`]: the time source, injectable so that schedules, grace periods and overdue
 //!   thresholds are testable in seconds.
 //!
@@ -18,6 +19,7 @@ mod ids;
 mod layout;
 pub mod merkle;
 pub mod placement;
+pub mod retention;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod spec;
 mod units;
@@ -27,4 +29,4 @@ pub use ids::{IdError, InfoHash, MachineKey, PeerId, MAX_MACHINE_KEY_LEN};
 pub use layout::{
     check_params, Layout, LayoutError, PieceIndex, ShardIndex, StripeIndex, MAX_SHARD, MIN_SHARD,
 };
-pub use units::{parse_duration, parse_size, utc};
+pub use units::{civil, parse_duration, parse_size, utc};

@@ -52,11 +52,9 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
         .then(|| std::time::Duration::from_secs_f64(secs))
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM:SSZ` (UTC, proleptic Gregorian; H. Hinnant's
-/// civil_from_days).
-pub fn utc(t: i64) -> String {
-    let days = t.div_euclid(86400);
-    let secs = t.rem_euclid(86400);
+/// The civil date (year, month 1-12, day 1-31) of Unix day `days` (proleptic
+/// Gregorian; H. Hinnant's civil_from_days).
+pub fn civil(days: i64) -> (i64, i64, i64) {
     let z = days + 719468;
     let era = z.div_euclid(146097);
     let doe = z - era * 146097;
@@ -66,7 +64,13 @@ pub fn utc(t: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SSZ` (UTC).
+pub fn utc(t: i64) -> String {
+    let secs = t.rem_euclid(86400);
+    let (y, m, d) = civil(t.div_euclid(86400));
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
         secs / 3600,

@@ -346,11 +346,11 @@ fn load_parent(
         .into_iter()
         .filter(|s| s.recipients == recipients)
         .collect();
-    // Times are in seconds: of two snapshots made in the same second, the one that is the
-    // other's parent is the older.
+    // Oldest first by time and nanoseconds; snapshots made before `time_ns` was kept
+    // (0) and taken in the same second: the one that is the other's parent is the older.
     let parents_of_others: std::collections::HashSet<String> =
         own.iter().flat_map(|s| s.parents.iter().cloned()).collect();
-    own.sort_by_key(|s| (s.time, !parents_of_others.contains(&s.infohash)));
+    own.sort_by_key(|s| (s.time, s.time_ns, !parents_of_others.contains(&s.infohash)));
     let mut picks: Vec<&SnapshotInfo> = Vec::new();
     // The latest snapshot of the same set of paths (or `prefer`, if it is one), then the
     // latest of all.
@@ -856,6 +856,7 @@ pub fn backup_locked(
     let info = SnapshotInfo {
         infohash: infohash.to_hex(),
         time,
+        time_ns,
         machine: opts.machine_name.clone(),
         paths: opts
             .paths

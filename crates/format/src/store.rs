@@ -31,6 +31,10 @@ pub struct SnapshotInfo {
     pub infohash: String,
     /// Unix time (seconds) the snapshot was taken.
     pub time: i64,
+    /// Its nanoseconds (snapshots taken within one second are told apart by them; 0 in
+    /// snapshots made before this field).
+    #[serde(default)]
+    pub time_ns: u32,
     pub machine: String,
     pub paths: Vec<String>,
     pub parents: Vec<String>,
@@ -202,7 +206,11 @@ impl Store {
                 Err(e) => return Err(FormatError::io(&p, e)),
             }
         }
-        v.sort_by(|a, b| a.time.cmp(&b.time).then(a.infohash.cmp(&b.infohash)));
+        v.sort_by(|a, b| {
+            (a.time, a.time_ns)
+                .cmp(&(b.time, b.time_ns))
+                .then(a.infohash.cmp(&b.infohash))
+        });
         Ok(v)
     }
 

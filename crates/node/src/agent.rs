@@ -35,6 +35,10 @@ pub trait Job: Send {
         &'a mut self,
         cx: &'a JobContext,
     ) -> crate::discovery::BoxFuture<'a, Result<(), FetchError>>;
+    /// The agent is stopping: finish or abandon what runs in the background.
+    fn stop<'a>(&'a mut self, _cx: &'a JobContext) -> crate::discovery::BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Due at once, then every `every`: the schedule of a periodic job.
@@ -51,6 +55,8 @@ pub struct JobContext {
     pub quota: Option<Arc<Quota>>,
     /// The organisation key, when enrolled.
     pub org: Option<PublicKey>,
+    /// What the jobs and the control socket share (the backup slot, the status).
+    pub shared: Arc<crate::schedule::Shared>,
 }
 
 /// Takes part in every snapshot of other machines that discovery finds and this agent
@@ -197,11 +203,13 @@ impl Job for Replicate {
     }
 }
 
-/// Sends the backup reports waiting in `HOME/outbox` (a `seed` that could not reach the
-/// tracker left them there) when the agent starts, and then every `every`
-/// (tracker.md §7.6).
+/// Sends the backup reports waiting in `HOME/outbox` (an attempt made while the tracker
+/// could not be reached left them there) when the agent starts, and then every `every`
+/// (tracker.md §7.6). A send runs in the background: a tracker that is down does not
+/// hold up the other jobs.
 pub struct SendReports {
     pub every: Duration,
+    pub sending: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Job for SendReports {
@@ -216,21 +224,26 @@ impl Job for SendReports {
         cx: &'a JobContext,
     ) -> crate::discovery::BoxFuture<'a, Result<(), FetchError>> {
         Box::pin(async move {
-            // A tracker that is down costs this job at most 5 s, every `every`.
-            let sent = crate::outbox::send(&cx.node, Duration::from_secs(5)).await;
-            if sent.sent > 0 {
-                eprintln!(
-                    "swarmbak agent: sent {} waiting backup report(s) to the tracker",
-                    sent.sent
-                );
+            if self.sending.as_ref().is_some_and(|h| !h.is_finished()) {
+                return Ok(());
             }
-            if sent.refused > 0 {
-                eprintln!(
-                    "swarmbak agent: the tracker refused {} backup report(s) (kept in outbox/refused): {}",
-                    sent.refused,
-                    sent.error.as_deref().unwrap_or("")
-                );
-            }
+            let node = cx.node.clone();
+            self.sending = Some(tokio::spawn(async move {
+                let sent = crate::outbox::send(&node, Duration::from_secs(5)).await;
+                if sent.sent > 0 {
+                    eprintln!(
+                        "swarmbak agent: sent {} waiting backup report(s) to the tracker",
+                        sent.sent
+                    );
+                }
+                if sent.refused > 0 {
+                    eprintln!(
+                        "swarmbak agent: the tracker refused {} backup report(s) (kept in outbox/refused): {}",
+                        sent.refused,
+                        sent.error.as_deref().unwrap_or("")
+                    );
+                }
+            }));
             Ok(())
         })
     }
@@ -403,9 +416,10 @@ pub fn run(
             &me,
             membership.as_ref().map(|m| &m.org),
         )?;
+        let shared = Arc::new(crate::schedule::Shared::default());
         let sock = node.control_socket();
         let mut control = ControlServer::bind(&sock)?;
-        control.spawn(engine.clone(), node.clone());
+        control.spawn(engine.clone(), node.clone(), shared.clone());
         // Said once the control socket answers: a `seed` started after this line hands
         // its backup to the agent (before, it could find the home locked and no socket).
         listening(engine.local_addr());
@@ -452,14 +466,23 @@ pub fn run(
                 None,
             ));
             if node.config.enrolment.is_some() {
+                // Ten poll periods, at most five minutes (tests poll in a fraction of a
+                // second).
                 jobs.push((
                     Box::new(SendReports {
-                        every: Duration::from_secs(300),
+                        every: (node.settings.poll * 10).min(Duration::from_secs(300)),
+                        sending: None,
                     }),
                     None,
                 ));
             }
         }
+        // Scheduled backups (swarm.md §15): the job also says, in `status`, that there
+        // is no backup set.
+        jobs.push((
+            Box::new(crate::schedule::ScheduledBackup::new(&node, shared.clone())),
+            None,
+        ));
         let cx = JobContext {
             node: node.clone(),
             engine: engine.clone(),
@@ -467,6 +490,7 @@ pub fn run(
             me,
             quota,
             org: membership.as_ref().map(|m| m.org),
+            shared,
         };
         let mut stop = Box::pin(shutdown_signal());
         loop {
@@ -484,6 +508,9 @@ pub fn run(
                 _ = tokio::time::sleep(cx.node.settings.poll.min(Duration::from_secs(1))) => {}
                 _ = &mut stop => break,
             }
+        }
+        for (job, _) in jobs.iter_mut() {
+            job.stop(&cx).await;
         }
         for t in engine.torrents() {
             engine.remove(&t.ih);
@@ -536,14 +563,14 @@ impl ControlServer {
     }
 
     /// Serves requests until the process ends.
-    fn spawn(&mut self, engine: Engine, node: Node) {
+    fn spawn(&mut self, engine: Engine, node: Node, shared: Arc<crate::schedule::Shared>) {
         let Some(l) = self.listener.take() else {
             return;
         };
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
-                let (engine, node) = (engine.clone(), node.clone());
-                tokio::spawn(async move { serve(s, engine, node).await });
+                let (engine, node, shared) = (engine.clone(), node.clone(), shared.clone());
+                tokio::spawn(async move { serve(s, engine, node, shared).await });
             }
         });
     }
@@ -560,7 +587,12 @@ impl Drop for ControlServer {
 }
 
 /// One client of the control socket: a request per line, a reply per line.
-async fn serve(s: tokio::net::UnixStream, engine: Engine, node: Node) {
+async fn serve(
+    s: tokio::net::UnixStream,
+    engine: Engine,
+    node: Node,
+    shared: Arc<crate::schedule::Shared>,
+) {
     let (r, mut w) = s.into_split();
     let mut lines = BufReader::new(r).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -569,7 +601,7 @@ async fn serve(s: tokio::net::UnixStream, engine: Engine, node: Node) {
             // interrupted) or sends `cancel` meanwhile (swarm.md §6.2).
             Ok(Request::Seed { paths }) => {
                 let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let made = seed_op(paths, &engine, &node, cancel.clone());
+                let made = seed_op(paths, &engine, &node, &shared, cancel.clone());
                 tokio::pin!(made);
                 let mut gone = false;
                 let reply = loop {
@@ -597,7 +629,7 @@ async fn serve(s: tokio::net::UnixStream, engine: Engine, node: Node) {
                 }
                 reply
             }
-            Ok(req) => answer(req, &engine, &node).await,
+            Ok(req) => answer(req, &engine, &node, &shared).await,
             Err(e) => e,
         };
         let text = serde_json::to_string(&reply)
@@ -617,16 +649,22 @@ impl backup::Progress for Cancel {
     }
 }
 
-/// The `seed` op: makes the snapshot (unless `cancel` is set first) and seeds it.
+/// The `seed` op: makes the snapshot (unless `cancel` is set first) and seeds it. It
+/// waits for a scheduled backup that runs (one backup at a time).
 async fn seed_op(
     paths: Vec<std::path::PathBuf>,
     engine: &Engine,
     node: &Node,
+    shared: &crate::schedule::Shared,
     cancel: Arc<std::sync::atomic::AtomicBool>,
 ) -> Response {
+    let _slot = shared.slot.lock().await;
     let n = node.clone();
     let made = tokio::task::spawn_blocking(move || {
-        let opts = n.config.backup_options(paths).map_err(|e| e.to_string())?;
+        let opts = n
+            .config
+            .backup_options(paths, &n.root)
+            .map_err(|e| e.to_string())?;
         backup::backup_locked(&n.home, &opts, &Cancel(cancel)).map_err(|e| e.to_string())
     })
     .await;
@@ -655,9 +693,19 @@ async fn seed_op(
     }
 }
 
-async fn answer(req: Request, engine: &Engine, node: &Node) -> Response {
+async fn answer(
+    req: Request,
+    engine: &Engine,
+    node: &Node,
+    shared: &crate::schedule::Shared,
+) -> Response {
     match req {
-        Request::Seed { paths } => seed_op(paths, engine, node, Arc::new(Default::default())).await,
+        Request::Seed { paths } => {
+            seed_op(paths, engine, node, shared, Arc::new(Default::default())).await
+        }
+        Request::Status => Response::Status {
+            status: Box::new(crate::status::of_agent(engine, node, shared)),
+        },
         Request::Cancel => Response::error("nothing to cancel: no backup runs on this connection"),
         Request::Publish { infohash, timeout } => {
             let Ok(ih) = InfoHash::from_hex(&infohash) else {

@@ -54,6 +54,81 @@ pub struct NodeConfig {
     /// scraped by the agent for snapshots whose owner's record then comes from the swarm.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peer_trackers: Vec<String>,
+    /// What the agent backs up on its own, and how often (`init --backup`, `--exclude`,
+    /// `--every`; swarm.md §15).
+    #[serde(default, skip_serializing_if = "BackupSet::is_unset")]
+    pub backup: BackupSet,
+}
+
+/// The machine's backup set (`config.json` `backup`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackupSet {
+    /// Absolute paths; empty: the agent makes no backups on its own.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// Exclude patterns, beside the defaults (format's `Excludes` says how they match).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Whether [`DEFAULT_EXCLUDES`] apply (`init --no-default-excludes` turns them off).
+    #[serde(default = "yes")]
+    pub default_excludes: bool,
+    /// The machine's own interval, seconds (`init --every`; absent: [`DEFAULT_EVERY`],
+    /// or the administrator's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for BackupSet {
+    fn default() -> Self {
+        BackupSet {
+            paths: Vec::new(),
+            exclude: Vec::new(),
+            default_excludes: true,
+            every: None,
+        }
+    }
+}
+
+impl BackupSet {
+    fn is_unset(&self) -> bool {
+        *self == BackupSet::default()
+    }
+}
+
+/// How often a machine backs up when neither it nor the administrator says otherwise.
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(86_400);
+
+/// What a backup leaves out unless `init --no-default-excludes` (README "What is backed
+/// up"): caches and trash, which are rebuilt or meant to go. The swarmbak home is always
+/// left out, defaults or not (a backup of the store that holds it grows with every backup).
+pub const DEFAULT_EXCLUDES: &[&str] = &[
+    // XDG caches (~/.cache): browsers, thumbnails, package managers.
+    ".cache/",
+    // The desktop's trash (XDG) and trash folders on other file systems.
+    ".local/share/Trash/",
+    ".Trash-*/",
+    // Trash on macOS-formatted media.
+    ".Trashes/",
+];
+
+/// `path` as a glob pattern matching it literally (anchored: it starts with `/`).
+pub fn literal_pattern(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '*' | '?' | '[' | ']' | '{' | '}' | '\\' => {
+                out.push('[');
+                out.push(c);
+                out.push(']');
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// What a private tracker handed this machine at enrolment.
@@ -150,6 +225,14 @@ pub struct InitOptions {
     pub listen: Option<String>,
     /// Peer-only trackers' announce base URLs; `Some(empty)` removes them all.
     pub peer_trackers: Option<Vec<String>>,
+    /// The backup set's paths (replacing the last ones); `Some(empty)` removes them.
+    pub backup: Option<Vec<PathBuf>>,
+    /// Exclude patterns (replacing the last ones); `Some(empty)` removes them.
+    pub exclude: Option<Vec<String>>,
+    /// Whether the default excludes apply.
+    pub default_excludes: Option<bool>,
+    /// The machine's own backup interval.
+    pub every: Option<Duration>,
 }
 
 /// Parses a `--listen` address.
@@ -185,6 +268,13 @@ impl NodeConfig {
         }
         if let Some(l) = &opts.listen {
             parse_listen(l)?;
+        }
+        if let Some(e) = opts.every {
+            if e < Duration::from_secs(1) {
+                return Err(ConfigError::Invalid(
+                    "--every takes a duration of at least one second, like 30m, 6h or 1d".into(),
+                ));
+            }
         }
         if let Some(t) = &opts.tracker {
             if !(t.starts_with("http://") || t.starts_with("https://")) {
@@ -225,6 +315,7 @@ impl NodeConfig {
                 enrolment: None,
                 listen: None,
                 peer_trackers: Vec::new(),
+                backup: BackupSet::default(),
             }
         } else {
             Self::load(root)?
@@ -262,6 +353,19 @@ impl NodeConfig {
                         .to_string()
                 })
                 .collect();
+        }
+        if let Some(paths) = &opts.backup {
+            config.backup.paths = backup_paths(paths, root)?;
+        }
+        if let Some(ex) = &opts.exclude {
+            swarmbak_format::Excludes::new(ex)?;
+            config.backup.exclude = ex.clone();
+        }
+        if let Some(d) = opts.default_excludes {
+            config.backup.default_excludes = d;
+        }
+        if let Some(e) = opts.every {
+            config.backup.every = Some(e.as_secs());
         }
         for r in &opts.recovery_recipients {
             if !config.recovery_recipients.iter().any(|x| x == r.trim()) {
@@ -361,9 +465,28 @@ impl NodeConfig {
         self.tracker.as_ref().map(|t| format!("{t}/announce"))
     }
 
-    /// How a backup of `paths` is made on this machine.
-    pub fn backup_options(&self, paths: Vec<PathBuf>) -> Result<BackupOptions, ConfigError> {
+    /// The patterns a backup on this machine leaves out: the defaults (unless turned
+    /// off), the configured ones, and always the swarmbak home `root`.
+    pub fn exclude_patterns(&self, root: &Path) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        if self.backup.default_excludes {
+            v.extend(DEFAULT_EXCLUDES.iter().map(|s| s.to_string()));
+        }
+        v.extend(self.backup.exclude.iter().cloned());
+        let home = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        v.push(literal_pattern(&home));
+        v
+    }
+
+    /// How a backup of `paths` is made on this machine (its excludes apply; `root` is
+    /// its home).
+    pub fn backup_options(
+        &self,
+        paths: Vec<PathBuf>,
+        root: &Path,
+    ) -> Result<BackupOptions, ConfigError> {
         let mut o = BackupOptions::new(paths);
+        o.exclude = swarmbak_format::Excludes::new(&self.exclude_patterns(root))?;
         o.announce = self.announce_url();
         o.k = self.k as usize;
         o.m = self.m as usize;
@@ -375,6 +498,32 @@ impl NodeConfig {
             .collect::<Result<_, _>>()?;
         Ok(o)
     }
+}
+
+/// The backup set's paths as `config.json` keeps them: absolute, existing, no two the
+/// same, none inside the swarmbak home `root`.
+fn backup_paths(paths: &[PathBuf], root: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let home = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let abs = std::fs::canonicalize(p).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "--backup {}: {e} (give directories or files that exist)",
+                p.display()
+            ))
+        })?;
+        if abs.starts_with(&home) {
+            return Err(ConfigError::Invalid(format!(
+                "--backup {}: that is inside the swarmbak home {}, which is never backed up",
+                p.display(),
+                home.display()
+            )));
+        }
+        if !out.contains(&abs) {
+            out.push(abs);
+        }
+    }
+    Ok(out)
 }
 
 /// The storage quota a new home gets for other machines' shards: a fifth of the size of
@@ -417,6 +566,9 @@ pub struct Settings {
     pub takeover_grace: Duration,
     /// Connection events and progress on stderr (`SWARMBAK_VERBOSE`).
     pub verbose: bool,
+    /// Agent: watch the backup set for changes (`SWARMBAK_WATCH=0` turns it off: every
+    /// scheduled backup scans; benchmarks compare the two).
+    pub watch: bool,
     /// Where this process listens for peers (`--listen`, `config.json` `listen`); `None`:
     /// `0.0.0.0:0`.
     pub listen: Option<SocketAddr>,
@@ -432,6 +584,7 @@ impl Default for Settings {
             stall: Duration::from_secs(20),
             takeover_grace: Duration::from_secs(30),
             verbose: false,
+            watch: true,
             listen: None,
         }
     }
@@ -484,6 +637,7 @@ impl Settings {
                 .unwrap_or(d.takeover_grace)
                 .max(Duration::from_millis(100)),
             verbose: get("SWARMBAK_VERBOSE").is_some(),
+            watch: get("SWARMBAK_WATCH").is_none_or(|v| v.trim() != "0"),
             listen: None,
         }
     }

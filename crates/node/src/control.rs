@@ -31,6 +31,8 @@ pub enum Request {
     /// Sent on the connection of a running `seed` op: stop that backup, commit nothing
     /// (closing the connection does the same).
     Cancel,
+    /// What the agent is doing (`swarmbak status`).
+    Status,
 }
 
 fn default_publish_timeout() -> u64 {
@@ -51,6 +53,9 @@ pub enum Response {
     },
     Holders {
         holders: Vec<usize>,
+    },
+    Status {
+        status: Box<crate::status::AgentStatus>,
     },
     Error {
         error: String,
@@ -136,6 +141,14 @@ impl ControlClient {
         }
     }
 
+    /// What the agent is doing.
+    pub async fn status(&self) -> Result<crate::status::AgentStatus, ControlError> {
+        match self.call(&Request::Status).await? {
+            Response::Status { status } => Ok(*status),
+            r => Err(ControlError::Protocol(format!("unexpected reply {r:?}"))),
+        }
+    }
+
     /// Holders per piece of `ih`, as the agent sees them.
     pub async fn holders(&self, ih: &InfoHash) -> Result<Vec<usize>, ControlError> {
         match self
@@ -186,6 +199,10 @@ mod tests {
         assert_eq!(
             parse_request(r#"{"op":"cancel"}"#).unwrap(),
             Request::Cancel
+        );
+        assert_eq!(
+            parse_request(r#"{"op":"status"}"#).unwrap(),
+            Request::Status
         );
         assert!(parse_request(r#"{"op":"format_disk"}"#).is_err());
         assert!(parse_request("not json").is_err());

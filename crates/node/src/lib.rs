@@ -24,7 +24,11 @@ pub mod membership;
 pub mod outbox;
 pub mod plain;
 mod report;
+pub mod retention;
+pub mod schedule;
 pub mod seed;
+pub mod status;
+pub mod watch;
 
 pub use config::{
     parse_duration, parse_listen, parse_size, InitOptions, Node, NodeConfig, Settings,

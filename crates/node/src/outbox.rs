@@ -87,6 +87,20 @@ pub fn queue(node: &Node, attempt: &Attempt) -> Result<Option<PathBuf>, ConfigEr
     Ok(Some(path))
 }
 
+/// Keeps `attempt` in the outbox and sends what waits there, this one included, each
+/// retried for at most `timeout`. `None`: this machine is not enrolled (nothing to
+/// report to).
+pub async fn report(
+    node: &Node,
+    attempt: &Attempt,
+    timeout: Duration,
+) -> Result<Option<Sent>, ConfigError> {
+    if queue(node, attempt)?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(send(node, timeout).await))
+}
+
 /// The outbox's reports, oldest first (by file time, then name).
 fn waiting(dir: &Path) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(dir) else {

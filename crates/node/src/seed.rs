@@ -52,7 +52,7 @@ pub fn make(node: &Node, paths: Vec<PathBuf>, progress: &dyn Progress) -> Result
     let sock = node.control_socket();
     match node.home.lock() {
         Ok(lock) => {
-            let opts = node.config.backup_options(paths)?;
+            let opts = node.config.backup_options(paths, &node.root)?;
             let r = swarmbak_format::backup::backup_locked(&node.home, &opts, progress);
             drop(lock);
             let r = r?;

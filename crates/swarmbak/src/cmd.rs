@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use swarmbak_node::config::DEFAULT_EVERY;
+use swarmbak_node::schedule::human_secs;
 use swarmbak_node::seed::{Maker, SeedPlan, Until};
 use swarmbak_node::{InitOptions, Node, NodeConfig, SeedError};
 
@@ -18,10 +20,15 @@ use crate::Ctx;
 type R = Result<(), Failure>;
 
 /// `init`: `opts` as given, with `quota` still text (`50G`).
-pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>) -> R {
+pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>, every: Option<String>) -> R {
     if let Some(q) = quota {
         opts.quota = Some(swarmbak_node::parse_size(&q).ok_or_else(|| {
             Failure::usage(format!("--quota {q:?}: give a size like 50G or 500M"))
+        })?);
+    }
+    if let Some(e) = every {
+        opts.every = Some(swarmbak_node::parse_duration(&e).ok_or_else(|| {
+            Failure::usage(format!("--every {e:?}: give a duration like 30m, 6h or 1d"))
         })?);
     }
     let token = opts.enroll_token.take();
@@ -52,7 +59,10 @@ pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>) -> R {
                "enrolled": c.enrolment.is_some(),
                "public_key": c.public_key, "tracker": c.tracker, "copies": c.copies,
                "k": c.k, "m": c.m, "quota": c.quota, "listen": c.listen, "peer_trackers": c.peer_trackers,
-               "recovery_recipients": c.recovery_recipients}),
+               "recovery_recipients": c.recovery_recipients,
+               "backup": {"paths": c.backup.paths, "exclude": c.exclude_patterns(&ctx.home),
+                          "default_excludes": c.backup.default_excludes,
+                          "every": c.backup.every.unwrap_or(DEFAULT_EVERY.as_secs())}}),
         || {
             format!(
                 "{} machine {:?} in {}\npublic key: {}\nrecovery recipients: {}\ntracker: {}{}\ncopies: {}, stripes of {}+{} shards\nquota for other machines' shards: {}",
@@ -86,9 +96,54 @@ pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>) -> R {
                     ),
                     None => "unlimited (set one with --quota)".to_string(),
                 }
-            )
+            ) + &backup_set_text(&c, &ctx.home)
         },
     );
+    Ok(())
+}
+
+/// What `init` says of the backup set.
+fn backup_set_text(c: &NodeConfig, home: &std::path::Path) -> String {
+    if c.backup.paths.is_empty() {
+        return "\nbackup set: none (the agent makes no backups by itself; add some with --backup PATH)".into();
+    }
+    let every = c.backup.every.map_or_else(
+        || {
+            format!(
+                "{} (the default)",
+                human_secs(DEFAULT_EVERY.as_secs() as i64)
+            )
+        },
+        |e| human_secs(e as i64),
+    );
+    format!(
+        "\nbackup set: {}\nbacked up by the agent every {every}\nleft out: {}",
+        c.backup
+            .paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        c.exclude_patterns(home).join("  ")
+    )
+}
+
+/// `swarmbak status`: what the running agent is doing.
+pub fn status(ctx: &Ctx) -> R {
+    let node = Node::open(&ctx.home)?;
+    let rt = swarmbak_node::runtime()?;
+    let client = swarmbak_node::control::ControlClient::new(&node.control_socket());
+    let st = rt.block_on(client.status()).map_err(|e| {
+        Failure::new(
+            1,
+            format!(
+                "no agent answers on {} ({e}): start it with `swarmbak agent` (or its systemd unit, README)",
+                node.control_socket().display()
+            ),
+        )
+    })?;
+    let v = serde_json::to_value(&st).map_err(|e| Failure::new(1, e.to_string()))?;
+    out(ctx, v, || crate::render::status_text(&st));
     Ok(())
 }
 
@@ -174,18 +229,21 @@ fn report_attempt(
         files,
         outcome,
     };
-    match swarmbak_node::outbox::queue(node, &attempt) {
+    let Ok(rt) = swarmbak_node::runtime() else {
+        return;
+    };
+    let sent = match rt.block_on(swarmbak_node::outbox::report(
+        node,
+        &attempt,
+        Duration::from_secs(3),
+    )) {
+        Ok(Some(sent)) => sent,
         Ok(None) => return,
-        Ok(Some(_)) => {}
         Err(e) => {
             tell!("swarmbak: cannot keep this backup's report for the tracker: {e}");
             return;
         }
-    }
-    let Ok(rt) = swarmbak_node::runtime() else {
-        return;
     };
-    let sent = rt.block_on(swarmbak_node::outbox::send(node, Duration::from_secs(3)));
     if let Some(why) = sent.error {
         let dir = swarmbak_node::outbox::dir(node);
         if sent.waiting > 0 {

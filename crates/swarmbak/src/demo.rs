@@ -133,7 +133,11 @@ fn run_offline(
     // 3. Back up.
     let ui = Ui::new(ctx.json, "backup");
     let t = Instant::now();
-    let r = backup(&home, &cfg.backup_options(sources.clone())?, &ui);
+    let r = backup(
+        &home,
+        &cfg.backup_options(sources.clone(), &work.join("owner"))?,
+        &ui,
+    );
     ui.finish();
     let r = r?;
     let secs = t.elapsed().as_secs_f64();

@@ -114,6 +114,27 @@ enum Command {
         /// for several; the list given replaces the last one; `none` removes them.
         #[arg(long = "peer-tracker", value_name = "URL")]
         peer_tracker: Vec<String>,
+        /// A file or directory the agent backs up on its own, when due. Repeat for
+        /// several; the list given replaces the last one; `none` removes them (the agent
+        /// then makes no backups by itself).
+        #[arg(long = "backup", value_name = "PATH")]
+        backup: Vec<PathBuf>,
+        /// Leave out what matches PATTERN: a name (`*.iso`, `node_modules/`) at any
+        /// depth, an absolute path pattern (`/home/*/Videos`), `DIR/` for directories
+        /// only. Repeat for several; the list given replaces the last one; `none`
+        /// removes them. Caches and trash are left out by default (README).
+        #[arg(long = "exclude", value_name = "PATTERN")]
+        exclude: Vec<String>,
+        /// Back up caches and trash too (turns the default excludes off).
+        #[arg(long = "no-default-excludes", conflicts_with = "default_excludes")]
+        no_default_excludes: bool,
+        /// Leave caches and trash out again (the default).
+        #[arg(long = "default-excludes")]
+        default_excludes: bool,
+        /// How often the agent backs up: 30m, 6h, 1d (default 1d; the administrator may
+        /// set it at the tracker, and decide whether this setting wins).
+        #[arg(long, value_name = "DURATION")]
+        every: Option<String>,
     },
     /// Back up PATHs as a new snapshot, publish it and seed it.
     Seed {
@@ -205,6 +226,9 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         listen: Option<String>,
     },
+    /// What the agent is doing: a backup and its progress, the last one and when the
+    /// next is due, what it holds for other machines, its peers, the tracker.
+    Status,
     /// The company tracker (private: enrolled machines only), or its administration.
     #[command(args_conflicts_with_subcommands = true)]
     Tracker {
@@ -277,6 +301,11 @@ fn main() -> ExitCode {
             m,
             listen,
             peer_tracker,
+            backup,
+            exclude,
+            no_default_excludes,
+            default_excludes,
+            every,
         } => cmd::init(
             &ctx,
             swarmbak_node::InitOptions {
@@ -294,8 +323,25 @@ fn main() -> ExitCode {
                     [none] if none == "none" => Some(Vec::new()),
                     _ => Some(peer_tracker),
                 },
+                backup: match backup.as_slice() {
+                    [] => None,
+                    [none] if none.as_os_str() == "none" => Some(Vec::new()),
+                    _ => Some(backup),
+                },
+                exclude: match exclude.as_slice() {
+                    [] => None,
+                    [none] if none == "none" => Some(Vec::new()),
+                    _ => Some(exclude),
+                },
+                default_excludes: match (no_default_excludes, default_excludes) {
+                    (true, _) => Some(false),
+                    (_, true) => Some(true),
+                    _ => None,
+                },
+                every: None,
             },
             quota,
+            every,
         ),
         Command::Seed {
             paths,
@@ -341,6 +387,7 @@ fn main() -> ExitCode {
         Command::Health { infohash, listen } => cmd::health(&ctx, &infohash, listen.as_deref()),
         Command::Repair { infohash } => cmd::repair(&ctx, &infohash),
         Command::Agent { listen } => cmd::agent(&ctx, listen.as_deref()),
+        Command::Status => cmd::status(&ctx),
         Command::Tracker {
             action: Some(a), ..
         } => tracker_cmd::admin(&ctx, a),

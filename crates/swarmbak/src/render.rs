@@ -80,3 +80,101 @@ pub fn print_snapshot(
         }
     }
 }
+
+/// `swarmbak status` as text.
+pub fn status_text(st: &swarmbak_node::status::AgentStatus) -> String {
+    use swarmbak_node::schedule::human_secs;
+    let now = swarmbak_tracker::server::unix_now();
+    let mut o = format!("agent of {:?}, listening on {}\n", st.machine, st.listen);
+    let b = &st.backup;
+    if b.paths.is_empty() {
+        o.push_str("backups: no backup set (swarmbak init --backup PATH)\n");
+    } else {
+        o.push_str(&format!(
+            "backup set: {} (every {}, set by {})\n",
+            b.paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            human_secs(b.every as i64),
+            b.every_from
+        ));
+        o.push_str(&format!("changes: {}\n", b.changes));
+        match &b.running {
+            Some(r) => o.push_str(&format!(
+                "now: backing up since {} ({}; {}): {}, {} of {} read\n",
+                utc(r.started),
+                r.why,
+                r.how,
+                r.stage,
+                human_bytes(r.bytes_read),
+                human_bytes(r.bytes_to_read)
+            )),
+            None => o.push_str("now: no backup running\n"),
+        }
+        match &b.last {
+            Some(a) => o.push_str(&format!(
+                "last backup: {} ({} ago), {}{}\n",
+                utc(a.start),
+                human_secs((now - a.start).max(0)),
+                match (a.ok, a.unchanged) {
+                    (true, true) => "nothing had changed".to_string(),
+                    (true, false) => format!(
+                        "made {} ({} bytes read)",
+                        a.infohash.as_deref().unwrap_or("?"),
+                        a.bytes_read
+                    ),
+                    (false, _) => format!("FAILED: {}", a.error.as_deref().unwrap_or("?")),
+                },
+                if a.ok {
+                    String::new()
+                } else {
+                    b.last_success
+                        .as_ref()
+                        .map_or(" (never backed up successfully)".to_string(), |s| {
+                            format!(" (last success {})", utc(s.start))
+                        })
+                }
+            )),
+            None => o.push_str("last backup: none yet\n"),
+        }
+        if let Some(n) = b.next_due {
+            o.push_str(&if n <= now {
+                "next backup: now\n".to_string()
+            } else {
+                format!("next backup: {} (in {})\n", utc(n), human_secs(n - now))
+            });
+        }
+    }
+    let h = &st.holding;
+    o.push_str(&format!(
+        "own snapshots seeded: {}\nholding for others: {} snapshots, {} shards, {} of {}\n",
+        st.own_snapshots,
+        h.snapshots,
+        h.shards,
+        human_bytes(h.bytes),
+        h.quota.map_or("no quota".to_string(), human_bytes)
+    ));
+    if h.replicating > 0 {
+        o.push_str(&format!(
+            "replicating: {} snapshots, {} shards to fetch\n",
+            h.replicating, h.shards_wanted
+        ));
+    }
+    o.push_str(&format!(
+        "peers: {} connected ({} connections)\ntracker: {}",
+        st.peers,
+        st.connections,
+        match (&st.tracker.url, st.tracker.reachable) {
+            (None, _) => "none".to_string(),
+            (Some(u), None) => format!("{u} (not asked yet)"),
+            (Some(u), Some(true)) => format!("{u}, reachable"),
+            (Some(u), Some(false)) => format!(
+                "{u}, UNREACHABLE ({})",
+                st.tracker.error.as_deref().unwrap_or("?")
+            ),
+        }
+    ));
+    o
+}

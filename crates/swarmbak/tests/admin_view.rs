@@ -29,12 +29,6 @@ fn config(home: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(home.join("config.json")).unwrap()).unwrap()
 }
 
-fn recovery_key(dir: &Path) -> String {
-    let rec = dir.join("recovery");
-    common::ok(&rec, &["init", "--name", "recovery"]);
-    config(&rec)["public_key"].as_str().unwrap().to_owned()
-}
-
 /// An enrolled machine: its passkey and signing key.
 struct Machine {
     passkey: String,
@@ -181,7 +175,7 @@ impl Hook {
 #[test]
 fn alerts_are_posted_repeated_acknowledged_cleared_and_survive_a_restart() {
     let t = tempfile::tempdir().unwrap();
-    let recovery = recovery_key(t.path());
+    let recovery = procs::recovery_key(t.path());
     let h = hook();
     let opts = [
         "--alert-every",
@@ -330,7 +324,7 @@ fn alerts_are_posted_repeated_acknowledged_cleared_and_survive_a_restart() {
 #[test]
 fn the_admin_token_rotates_while_the_tracker_runs_and_ends_sessions() {
     let t = tempfile::tempdir().unwrap();
-    let recovery = recovery_key(t.path());
+    let recovery = procs::recovery_key(t.path());
     let tracker = procs::tracker(t.path(), &recovery);
     let old = admin_token(&tracker);
     assert_eq!(api(&tracker, "GET", "/api/v1/machines", &old).0, 200);
@@ -436,7 +430,7 @@ fn announce(t: &procs::Tracker, m: &Machine) -> (u16, String) {
 #[test]
 fn history_revoke_and_metrics() {
     let t = tempfile::tempdir().unwrap();
-    let recovery = recovery_key(t.path());
+    let recovery = procs::recovery_key(t.path());
     let tracker = procs::tracker(t.path(), &recovery);
     let token = admin_token(&tracker);
     let a = enrol(t.path(), &tracker, &recovery, "lap-1", &["--user", "ana"]);

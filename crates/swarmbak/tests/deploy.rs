@@ -82,37 +82,54 @@ fn require(program: &str, package: &str) {
 #[test]
 fn units_pass_systemd_analyze_verify() {
     require("systemd-analyze", "systemd");
-    let t = tempfile::tempdir().unwrap();
     for unit in UNITS {
-        let text = fs::read_to_string(repo().join("dist/systemd").join(unit)).unwrap();
-        let exec = format!("ExecStart={INSTALLED_BIN} ");
-        assert_eq!(
-            text.lines().filter(|l| l.starts_with(&exec)).count(),
-            1,
-            "{unit}: one ExecStart= that runs {INSTALLED_BIN} (where README.md installs it)"
-        );
-        let copy: String = text
-            .lines()
-            .map(|l| match l.strip_prefix(&exec) {
-                Some(rest) => format!("ExecStart={BIN} {rest}\n"),
-                None => format!("{l}\n"),
-            })
-            .collect();
-        let path = t.path().join(unit);
-        fs::write(&path, copy).unwrap();
-        let o = Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(&path)
-            .current_dir(t.path())
-            .output()
-            .expect("systemd-analyze runs");
-        let (out, err) = common::text(&o);
-        assert!(
-            o.status.success() && out.trim().is_empty() && err.trim().is_empty(),
-            "systemd-analyze verify {unit}: {:?}\nstdout:\n{out}\nstderr:\n{err}",
-            o.status
-        );
+        verify(unit, false);
     }
+    // The desktop user's unit (issue 12, point 6), verified as a user unit: a user
+    // manager needs a runtime directory, which a CI container has not.
+    verify("user/swarmbak-agent.service", true);
+}
+
+/// `systemd-analyze [--user] verify` on a copy of `dist/systemd/UNIT` whose ExecStart=
+/// runs this test's binary; any output fails.
+fn verify(unit: &str, user: bool) {
+    let t = tempfile::tempdir().unwrap();
+    let text = fs::read_to_string(repo().join("dist/systemd").join(unit)).unwrap();
+    let exec = format!("ExecStart={INSTALLED_BIN} ");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with(&exec)).count(),
+        1,
+        "{unit}: one ExecStart= that runs {INSTALLED_BIN} (where README.md installs it)"
+    );
+    let copy: String = text
+        .lines()
+        .map(|l| match l.strip_prefix(&exec) {
+            Some(rest) => format!("ExecStart={BIN} {rest}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let name = Path::new(unit).file_name().unwrap();
+    let path = t.path().join(name);
+    fs::write(&path, copy).unwrap();
+    let mut cmd = Command::new("systemd-analyze");
+    if user {
+        let rt = t.path().join("runtime");
+        fs::create_dir(&rt).unwrap();
+        fs::set_permissions(&rt, fs::Permissions::from_mode(0o700)).unwrap();
+        cmd.arg("--user").env("XDG_RUNTIME_DIR", &rt);
+    }
+    let o = cmd
+        .arg("verify")
+        .arg(&path)
+        .current_dir(t.path())
+        .output()
+        .expect("systemd-analyze runs");
+    let (out, err) = common::text(&o);
+    assert!(
+        o.status.success() && out.trim().is_empty() && err.trim().is_empty(),
+        "systemd-analyze verify {unit}: {:?}\nstdout:\n{out}\nstderr:\n{err}",
+        o.status
+    );
 }
 
 /// The stubs of the commands the test cannot run as they are (see the top of this file).

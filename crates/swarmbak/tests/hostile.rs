@@ -40,7 +40,7 @@ fn hostile_manifests_are_refused_and_nothing_outside_is_touched() {
     // Hostile snapshots are encrypted as the machine encrypts its own (recovery key too).
     let opts = swarmbak_node::NodeConfig::load(&m.home)
         .unwrap()
-        .backup_options(Vec::new())
+        .backup_options(Vec::new(), &m.home)
         .unwrap();
     let store = home.store();
     let ihb = InfoHash::from_hex(&ih).unwrap();

@@ -39,17 +39,10 @@ fn report(key: &SigningKey, id: u8, outcome: Result<[u8; 20], String>) -> Vec<u8
     .sign(key)
 }
 
-/// The organisation's recovery recipient, from a home made for it under `dir`.
-fn recovery_key(dir: &Path) -> String {
-    let rec = dir.join("recovery");
-    common::ok(&rec, &["init", "--name", "recovery"]);
-    config(&rec)["public_key"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn only_the_machine_s_own_signed_reports_count_and_each_counts_once() {
     let t = tempfile::tempdir().unwrap();
-    let recovery = recovery_key(t.path());
+    let recovery = procs::recovery_key(t.path());
     let tracker = procs::tracker(t.path(), &recovery);
     let (a, b) = (t.path().join("a"), t.path().join("b"));
     procs::init(&a, "laptop-a", &tracker, &recovery);
@@ -149,18 +142,6 @@ fn only_the_machine_s_own_signed_reports_count_and_each_counts_once() {
     assert!(db.reports(id_b, 10).unwrap().is_empty());
 }
 
-fn reports_of(data: &Path, name: &str) -> Vec<swarmbak_tracker::storage::ReportRow> {
-    let (mut db, _) = Sqlite::open(data).unwrap();
-    let id = db
-        .machines()
-        .unwrap()
-        .into_iter()
-        .find(|m| m.name == name)
-        .unwrap()
-        .id;
-    db.reports(id, 100).unwrap()
-}
-
 /// The tracker of `data` started again on the same address.
 fn restart(addr: &str, data: &Path) -> procs::Proc {
     procs::Proc::start(
@@ -209,7 +190,7 @@ fn outbox(home: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn seed_reports_each_attempt_and_keeps_what_the_tracker_could_not_take() {
     let t = tempfile::tempdir().unwrap();
-    let recovery = recovery_key(t.path());
+    let recovery = procs::recovery_key(t.path());
     let mut tracker = procs::tracker(t.path(), &recovery);
     let home = t.path().join("m");
     procs::init(&home, "desk-1", &tracker, &recovery);
@@ -223,7 +204,7 @@ fn seed_reports_each_attempt_and_keeps_what_the_tracker_could_not_take() {
         &["seed", "--until", "published", tree.to_str().unwrap()],
     );
     let ih = out.lines().next().unwrap().trim().to_owned();
-    let r = reports_of(&tracker.data, "desk-1");
+    let r = procs::reports_of(&tracker.data, "desk-1");
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(
         r[0].outcome,
@@ -238,7 +219,7 @@ fn seed_reports_each_attempt_and_keeps_what_the_tracker_could_not_take() {
         &home,
         &["seed", "--until", "published", missing.to_str().unwrap()],
     );
-    let r = reports_of(&tracker.data, "desk-1");
+    let r = procs::reports_of(&tracker.data, "desk-1");
     assert_eq!(r.len(), 2, "{r:?}");
     let failure = r
         .iter()
@@ -268,7 +249,7 @@ fn seed_reports_each_attempt_and_keeps_what_the_tracker_could_not_take() {
         &["seed", "--until", "published", tree.to_str().unwrap()],
     );
     assert!(outbox(&home).is_empty(), "{:?}", outbox(&home));
-    let r = reports_of(&tracker.data, "desk-1");
+    let r = procs::reports_of(&tracker.data, "desk-1");
     assert_eq!(r.len(), 4, "{r:?}");
     assert_eq!(r.iter().filter(|x| x.outcome.is_ok()).count(), 2);
 }
@@ -278,7 +259,7 @@ fn seed_reports_each_attempt_and_keeps_what_the_tracker_could_not_take() {
 #[test]
 fn the_agent_sends_waiting_reports_when_it_starts() {
     let t = tempfile::tempdir().unwrap();
-    let recovery = recovery_key(t.path());
+    let recovery = procs::recovery_key(t.path());
     let mut tracker = procs::tracker(t.path(), &recovery);
     let home = t.path().join("m");
     procs::init(&home, "desk-2", &tracker, &recovery);
@@ -291,7 +272,7 @@ fn the_agent_sends_waiting_reports_when_it_starts() {
     assert!(!o.status.success());
     assert_eq!(outbox(&home).len(), 1);
     let _again = restart(&addr, &tracker.data);
-    assert!(reports_of(&tracker.data, "desk-2").is_empty());
+    assert!(procs::reports_of(&tracker.data, "desk-2").is_empty());
     let _agent = procs::agent(&home, "desk-2");
     let t0 = std::time::Instant::now();
     while !outbox(&home).is_empty() {
@@ -301,7 +282,7 @@ fn the_agent_sends_waiting_reports_when_it_starts() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let r = reports_of(&tracker.data, "desk-2");
+    let r = procs::reports_of(&tracker.data, "desk-2");
     assert_eq!(r.len(), 1, "{r:?}");
     assert!(r[0].outcome.is_err(), "{r:?}");
 }

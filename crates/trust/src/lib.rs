@@ -39,9 +39,10 @@ pub use possession::{
     bitfield_bytes, possession_digest, Attestation, DigestState, HeldStatement, DIGEST_PREFIX,
     MAX_HELD_PIECES,
 };
+pub use records::stripe_ranges;
 pub use records::{
     verify_publish, BackupReport, Certificate, CertificateFields, EnrollRequest, EnrollToken,
-    PublishRecord, Revocation, MAX_REPORT_ERROR, TOKEN_PREFIX,
+    PublishRecord, Retirement, Revocation, MAX_REPORT_ERROR, MAX_RETIRE_RANGES, TOKEN_PREFIX,
 };
 
 /// Why a key, a token or a signed object was refused.
@@ -107,6 +108,8 @@ pub enum Kind {
     Held,
     /// A possession attestation (signed by the checking machine, §11).
     Attestation,
+    /// A retirement: a machine forgets one of its snapshots (signed by the machine, §12).
+    Retire,
 }
 
 impl Kind {
@@ -120,6 +123,7 @@ impl Kind {
             Kind::Report => b"swarmbak-report-v1\0",
             Kind::Held => b"swarmbak-held-v1\0",
             Kind::Attestation => b"swarmbak-attest-v1\0",
+            Kind::Retire => b"swarmbak-retire-v1\0",
         }
     }
 
@@ -133,6 +137,7 @@ impl Kind {
             Kind::Report => "backup report",
             Kind::Held => "held statement",
             Kind::Attestation => "possession attestation",
+            Kind::Retire => "retirement",
         }
     }
 }

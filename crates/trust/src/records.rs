@@ -533,3 +533,143 @@ impl BackupReport {
         })
     }
 }
+
+/// Most stripe ranges a retirement keeps (a snapshot of 2^18 pieces has at most 2^18
+/// stripes; ranges merge neighbours, so this many is already a pathological mix).
+pub const MAX_RETIRE_RANGES: usize = 1 << 16;
+
+/// A machine forgets one of its snapshots (trust.md §12, swarm.md §16): signed by the
+/// owner. Holders may drop the snapshot's shards of every stripe outside `keep` once the
+/// grace period since `retired` has passed and the retirement still stands; `keep` is the
+/// stripes the owner's kept snapshots still read (their chunks live there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retirement {
+    /// The snapshot retired.
+    pub infohash: [u8; 20],
+    /// The owner (the signer).
+    pub machine: PublicKey,
+    /// When the owner retired it, Unix seconds (its clock).
+    pub retired: i64,
+    /// The owner's newest snapshot then (never retired by a remote record: a holder and
+    /// the tracker refuse a retirement naming a snapshot newer than or equal to this).
+    pub newest: [u8; 20],
+    /// The snapshot's number of stripes.
+    pub stripes: u32,
+    /// Stripe ranges `[start, end)` that stay, sorted, disjoint, not touching, within
+    /// `stripes`. Empty: nothing stays.
+    pub keep: Vec<(u32, u32)>,
+}
+
+impl Retirement {
+    fn body(&self) -> Vec<u8> {
+        let mut keep = Vec::with_capacity(self.keep.len() * 8);
+        for (a, b) in &self.keep {
+            keep.extend_from_slice(&a.to_be_bytes());
+            keep.extend_from_slice(&b.to_be_bytes());
+        }
+        let mut e = Encoder::with_capacity(160 + keep.len());
+        e.begin_dict()
+            .key(b"infohash")
+            .bytes(&self.infohash)
+            .key(b"keep")
+            .bytes(&keep)
+            .key(b"key")
+            .bytes(self.machine.as_bytes())
+            .key(b"newest")
+            .bytes(&self.newest)
+            .key(b"retired")
+            .int(self.retired)
+            .key(b"stripes")
+            .int(i64::from(self.stripes))
+            .end();
+        finish(e)
+    }
+
+    /// Signs the retirement with the machine's key (which must be `self.machine`).
+    pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
+        key.sign(Kind::Retire, &self.body())
+    }
+
+    /// Reads a retirement and checks it is signed by `machine`.
+    pub fn verify(bytes: &[u8], machine: &PublicKey) -> Result<Retirement, TrustError> {
+        open_machine_signed(bytes, Kind::Retire, machine, Retirement::parse_body, |r| {
+            &r.machine
+        })
+    }
+
+    /// Reads a retirement without checking its signature.
+    pub fn parse_unverified(bytes: &[u8]) -> Result<Retirement, TrustError> {
+        Retirement::parse_body(crate::split(bytes)?.0)
+    }
+
+    /// Whether stripe `s` stays.
+    pub fn keeps(&self, s: u32) -> bool {
+        let i = self.keep.partition_point(|&(_, end)| end <= s);
+        self.keep.get(i).is_some_and(|&(a, _)| a <= s)
+    }
+
+    /// Stripes that stay.
+    pub fn kept_stripes(&self) -> u64 {
+        self.keep.iter().map(|(a, b)| u64::from(b - a)).sum()
+    }
+
+    fn parse_body(body: &[u8]) -> Result<Retirement, TrustError> {
+        let f = Fields::parse(body, "retirement")?;
+        let stripes = f.int("stripes")?;
+        let stripes = u32::try_from(stripes)
+            .ok()
+            .filter(|&s| s >= 1)
+            .ok_or_else(|| TrustError::Malformed(format!("stripes {stripes} is not ≥ 1")))?;
+        let raw = f.bytes("keep")?;
+        if raw.len() % 8 != 0 || raw.len() / 8 > MAX_RETIRE_RANGES {
+            return Err(TrustError::Malformed(format!(
+                "keep is {} bytes: give at most {MAX_RETIRE_RANGES} pairs of 4-byte stripe numbers",
+                raw.len()
+            )));
+        }
+        let mut keep = Vec::with_capacity(raw.len() / 8);
+        let mut prev_end: Option<u32> = None;
+        for p in raw.chunks_exact(8) {
+            let a = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+            let b = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            if a >= b || b > stripes || prev_end.is_some_and(|e| a <= e) {
+                return Err(TrustError::Malformed(format!(
+                    "keep range [{a}, {b}) is empty, beyond the {stripes} stripes, or not after the last range"
+                )));
+            }
+            prev_end = Some(b);
+            keep.push((a, b));
+        }
+        let infohash: [u8; 20] = f.array("infohash")?;
+        let newest: [u8; 20] = f.array("newest")?;
+        if newest == infohash {
+            return Err(TrustError::Malformed(
+                "a machine's newest snapshot is never retired".into(),
+            ));
+        }
+        Ok(Retirement {
+            infohash,
+            machine: f.key("key")?,
+            retired: f.int("retired")?,
+            newest,
+            stripes,
+            keep,
+        })
+    }
+}
+
+/// Stripe ranges `[start, end)` of the stripes `wanted` says stay (`wanted(s)` for
+/// `s < stripes`), merged.
+pub fn stripe_ranges(stripes: u32, mut wanted: impl FnMut(u32) -> bool) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for s in 0..stripes {
+        if !wanted(s) {
+            continue;
+        }
+        match out.last_mut() {
+            Some((_, end)) if *end == s => *end = s + 1,
+            _ => out.push((s, s + 1)),
+        }
+    }
+    out
+}

@@ -5,7 +5,7 @@ use swarmbak_core::spec::assert_quoted;
 use swarmbak_trust::{
     bitfield_bytes, member_mac, possession_digest, session_key, tag, Attestation, BackupReport,
     Certificate, CertificateFields, EnrollRequest, EnrollToken, HeldStatement, Kind, PublishRecord,
-    Revocation, Side, SigningKey, Transcript,
+    Retirement, Revocation, Side, SigningKey, Transcript,
 };
 
 fn org() -> SigningKey {
@@ -76,6 +76,7 @@ fn examples() -> Vec<(&'static str, String)> {
         "cannot read /home/ana: permission denied",
     )
     .sign(&m);
+    let retirement = retirement().sign(&m);
     let token = EnrollToken {
         url: "http://10.0.0.5:7070".into(),
         org: org.public(),
@@ -148,6 +149,7 @@ fn examples() -> Vec<(&'static str, String)> {
         ("token", token.to_text()),
         ("backup report", lines(&report_ok)),
         ("failed backup report", lines(&report_failed)),
+        ("retirement", lines(&retirement)),
     ]
 }
 
@@ -169,6 +171,7 @@ fn spec_examples() {
         Kind::Report,
         Kind::Held,
         Kind::Attestation,
+        Kind::Retire,
     ] {
         let p = std::str::from_utf8(&k.prefix()[..k.prefix().len() - 1]).unwrap();
         assert_quoted("trust.md", &[&format!("`{p}\\0`")]);
@@ -181,5 +184,56 @@ fn spec_examples() {
             "`swarmbak-session-v1\\0`",
             "`swarmbak-digest-v1\\0`",
         ],
+    );
+}
+
+/// §12's example: a retirement keeping stripes 0-2 and 7 of 10.
+fn retirement() -> Retirement {
+    Retirement {
+        infohash: [0xab; 20],
+        machine: machine().public(),
+        retired: 1_798_000_000,
+        newest: [0xcd; 20],
+        stripes: 10,
+        keep: vec![(0, 3), (7, 8)],
+    }
+}
+
+#[test]
+fn retirements_refuse_bad_ranges_and_the_newest() {
+    let m = machine();
+    let r = retirement();
+    let signed = r.sign(&m);
+    let back = Retirement::verify(&signed, &m.public()).unwrap();
+    assert_eq!(back, r);
+    assert!((0..3).all(|s| back.keeps(s)) && back.keeps(7));
+    assert!(!back.keeps(3) && !back.keeps(6) && !back.keeps(8) && !back.keeps(9));
+    assert_eq!(back.kept_stripes(), 4);
+    // Another machine's key does not verify it.
+    let other = SigningKey::from_seed([0x02; 32]);
+    assert!(Retirement::verify(&signed, &other.public()).is_err());
+    for keep in [
+        vec![(3, 3)],         // empty range
+        vec![(0, 11)],        // beyond the stripes
+        vec![(4, 6), (2, 3)], // out of order
+        vec![(0, 3), (3, 5)], // touching: not merged
+    ] {
+        let bad = Retirement {
+            keep: keep.clone(),
+            ..r.clone()
+        }
+        .sign(&m);
+        assert!(Retirement::verify(&bad, &m.public()).is_err(), "{keep:?}");
+    }
+    let newest = Retirement {
+        newest: r.infohash,
+        ..r.clone()
+    }
+    .sign(&m);
+    let e = Retirement::verify(&newest, &m.public()).unwrap_err();
+    assert!(e.to_string().contains("newest"), "{e}");
+    assert_eq!(
+        swarmbak_trust::stripe_ranges(10, |s| s < 3 || s == 7 || s == 9),
+        vec![(0, 3), (7, 8), (9, 10)]
     );
 }

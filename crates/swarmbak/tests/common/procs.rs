@@ -254,3 +254,26 @@ pub fn held(home: &Path, ih: &str) -> Vec<usize> {
     v.sort();
     v
 }
+
+/// The organisation's recovery recipient, from a home made for it under `dir`.
+pub fn recovery_key(dir: &Path) -> String {
+    let rec = dir.join("recovery");
+    super::ok(&rec, &["init", "--name", "recovery"]);
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rec.join("config.json")).unwrap()).unwrap();
+    c["public_key"].as_str().unwrap().to_owned()
+}
+
+/// The backup reports the tracker of `data` keeps of machine `name` (its SQLite file).
+pub fn reports_of(data: &Path, name: &str) -> Vec<swarmbak_tracker::storage::ReportRow> {
+    use swarmbak_tracker::storage::Storage;
+    let (mut db, _) = swarmbak_tracker::sqlite::Sqlite::open(data).unwrap();
+    let id = db
+        .machines()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == name)
+        .unwrap()
+        .id;
+    db.reports(id, 1000).unwrap()
+}
