@@ -456,8 +456,9 @@ struct InFlight {
     handle: tokio::task::JoinHandle<Result<backup::BackupReport, String>>,
     cancel: Arc<AtomicBool>,
     to_read: Arc<(AtomicU64, AtomicU64)>,
-    /// When it started (monotonic).
+    /// When it started and ended (monotonic; the job sees the end at its next tick).
     t0: Instant,
+    ended: Arc<std::sync::OnceLock<Instant>>,
     record: AttemptRecord,
     /// What the watch said at the start (given back if the backup fails).
     taken: Option<Changes>,
@@ -519,7 +520,7 @@ impl ScheduledBackup {
             return;
         }
         if !node.settings.watch {
-            self.unwatched = Some("watching is turned off (SWARMBAK_WATCH=0)".into());
+            self.unwatched = Some("watching is off (SWARMBAK_WATCH=1 turns it on)".into());
             return;
         }
         let ex = swarmbak_format::Excludes::new(&node.config.exclude_patterns(&node.root));
@@ -548,7 +549,7 @@ impl ScheduledBackup {
                 .take_while(|a| a.starts_with(root) && *a != root)
                 .any(|a| ex.is_excluded(a, true))
         };
-        match Watch::start(paths, ignore) {
+        match Watch::start(paths, &node.root.join("watch"), ignore) {
             Ok(w) => {
                 eprintln!(
                     "swarmbak agent: watching {} director{} of the backup set for changes",
@@ -828,12 +829,15 @@ impl ScheduledBackup {
             ..Default::default()
         });
         let home = node.home.clone();
+        let ended = Arc::new(std::sync::OnceLock::new());
+        let end = ended.clone();
         let handle = tokio::task::spawn_blocking(move || {
             let run = || backup::backup_locked(&home, &opts, &progress).map_err(|e| e.to_string());
             let r = match backup_pool() {
                 Some(pool) => pool.install(run),
                 None => run(),
             };
+            let _ = end.set(Instant::now());
             trim_memory();
             r
         });
@@ -842,6 +846,7 @@ impl ScheduledBackup {
             cancel,
             to_read,
             t0,
+            ended,
             record,
             taken,
             full_scan,
@@ -853,7 +858,8 @@ impl ScheduledBackup {
         let node = &cx.node;
         let mut record = f.record;
         record.end = node.clock.unix();
-        record.duration_ms = f.t0.elapsed().as_millis() as u64;
+        let ended = f.ended.get().copied().unwrap_or_else(Instant::now);
+        record.duration_ms = ended.saturating_duration_since(f.t0).as_millis() as u64;
         let result = match f.handle.await {
             Ok(r) => r,
             Err(e) => Err(format!("the backup task failed: {e}")),

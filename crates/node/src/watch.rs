@@ -7,7 +7,8 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use notify::event::{EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
@@ -35,11 +36,19 @@ struct Dirty {
     /// Changes are missed for good (a directory could not be watched): every take is
     /// unknown until the watch is started again.
     broken: Option<String>,
+    /// Events seen in the barrier directory (see [`Watch::take`]).
+    barriers: u64,
 }
+
+/// How long a take waits for the watch to catch up with the kernel's queue.
+pub const BARRIER_WAIT: Duration = Duration::from_secs(10);
 
 /// A running watch over the backup set.
 pub struct Watch {
-    dirty: Arc<Mutex<Dirty>>,
+    dirty: Arc<(Mutex<Dirty>, Condvar)>,
+    /// A directory of the agent's own, watched by the same inotify instance: a file
+    /// written there before each take is seen after every event queued before it.
+    barrier: PathBuf,
     // Dropped with the watch: stops the inotify thread.
     _watcher: notify::RecommendedWatcher,
     dirs: usize,
@@ -69,12 +78,17 @@ pub fn without_events(path: &Path) -> Option<&'static str> {
 
 impl Watch {
     /// Watches `roots` (absolute paths) and everything under them; paths for which
-    /// `ignore` is true (excluded, the swarmbak home) are not remembered. `Err` says why
-    /// the set cannot be watched (the caller scans instead).
+    /// `ignore` is true (excluded, the swarmbak home) are not remembered. `barrier` is a
+    /// directory of the agent's own (made if missing). `Err` says why the set cannot be
+    /// watched (the caller scans instead).
     pub fn start(
         roots: &[PathBuf],
+        barrier: &Path,
         ignore: impl Fn(&Path) -> bool + Send + Sync + 'static,
     ) -> Result<Watch, String> {
+        std::fs::create_dir_all(barrier)
+            .map_err(|e| format!("cannot make {}: {e}", barrier.display()))?;
+        let barrier = std::fs::canonicalize(barrier).unwrap_or_else(|_| barrier.to_path_buf());
         for r in roots {
             if let Some(fs) = without_events(r) {
                 return Err(format!(
@@ -83,11 +97,16 @@ impl Watch {
                 ));
             }
         }
-        let dirty = Arc::new(Mutex::new(Dirty::default()));
+        let dirty = Arc::new((Mutex::new(Dirty::default()), Condvar::new()));
         let d = dirty.clone();
+        let b = barrier.clone();
         let handler = move |res: notify::Result<notify::Event>| {
-            let mut g = lock(&d);
+            let mut g = lock(&d.0);
             match res {
+                Ok(ev) if ev.paths.iter().any(|p| p.starts_with(&b)) => {
+                    g.barriers += 1;
+                    d.1.notify_all();
+                }
                 Ok(ev) => {
                     if ev.need_rescan() {
                         g.lost = Some("the kernel's event queue overflowed".into());
@@ -132,6 +151,8 @@ impl Watch {
             }
         };
         let mut w = notify::recommended_watcher(handler).map_err(|e| e.to_string())?;
+        w.watch(&barrier, RecursiveMode::NonRecursive)
+            .map_err(|e| format!("cannot watch {}: {e}", barrier.display()))?;
         for r in roots {
             let mode = if r.is_dir() {
                 RecursiveMode::Recursive
@@ -146,6 +167,7 @@ impl Watch {
         let dirs = roots.iter().map(|r| count_dirs(r)).sum();
         Ok(Watch {
             dirty,
+            barrier,
             _watcher: w,
             dirs,
         })
@@ -158,12 +180,38 @@ impl Watch {
 
     /// Why changes are missed for good, if they are (start the watch again).
     pub fn broken(&self) -> Option<String> {
-        lock(&self.dirty).broken.clone()
+        lock(&self.dirty.0).broken.clone()
     }
 
-    /// What changed since the last take; starts a new period.
+    /// What changed since the last take; starts a new period. Every event the kernel
+    /// queued before the call is counted: a file is written in the barrier directory and
+    /// the take waits (at most [`BARRIER_WAIT`]) until the watch has seen it, so events
+    /// still queued behind a flood (a backup's own reads) are not missed; a watch that
+    /// does not catch up in time says so (unknown: the backup scans).
     pub fn take(&self) -> Changes {
-        let mut g = lock(&self.dirty);
+        let (m, cv) = &*self.dirty;
+        let before = lock(m).barriers;
+        let mark = self.barrier.join("barrier");
+        if let Err(e) = std::fs::write(&mark, before.to_string()) {
+            lock(m).paths.clear();
+            return Changes::Unknown(format!("cannot write {}: {e}", mark.display()));
+        }
+        let deadline = std::time::Instant::now() + BARRIER_WAIT;
+        let mut g = lock(m);
+        while g.barriers == before {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                g.paths.clear();
+                return Changes::Unknown(format!(
+                    "the watch did not catch up with the kernel's events within {} s",
+                    BARRIER_WAIT.as_secs()
+                ));
+            }
+            g = cv
+                .wait_timeout(g, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
         let paths = std::mem::take(&mut g.paths);
         if let Some(why) = g.broken.clone() {
             return Changes::Unknown(why);
@@ -177,7 +225,7 @@ impl Watch {
     /// Gives back what a take returned, for a backup that did not complete: the next
     /// take includes it.
     pub fn put_back(&self, c: Changes) {
-        let mut g = lock(&self.dirty);
+        let mut g = lock(&self.dirty.0);
         match c {
             Changes::Known(v) => g.paths.extend(v),
             Changes::Unknown(why) => {
@@ -188,7 +236,7 @@ impl Watch {
 
     /// Number of paths changed so far in this period (for `status`).
     pub fn pending(&self) -> Option<usize> {
-        let g = lock(&self.dirty);
+        let g = lock(&self.dirty.0);
         (g.lost.is_none() && g.broken.is_none()).then_some(g.paths.len())
     }
 }
@@ -250,7 +298,11 @@ mod tests {
         std::fs::write(root.join("keep.txt"), b"k").unwrap();
         std::fs::create_dir_all(root.join("home")).unwrap();
         let home = root.join("home");
-        let w = Watch::start(std::slice::from_ref(&root), move |p| p.starts_with(&home)).unwrap();
+        let bar = t.path().join("barrier");
+        let w = Watch::start(std::slice::from_ref(&root), &bar, move |p| {
+            p.starts_with(&home)
+        })
+        .unwrap();
         assert!(w.dirs() >= 4);
         assert_eq!(w.take(), Changes::Known(vec![]));
         // Reading is not a change; writing in an ignored place is not either.

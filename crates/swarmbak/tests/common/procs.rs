@@ -14,6 +14,8 @@ pub const FAST: &[(&str, &str)] = &[
     ("SWARMBAK_HEALTH_SECS", "1.5"),
     ("SWARMBAK_FETCH_TIMEOUT_SECS", "60"),
     ("SWARMBAK_TAKEOVER_SECS", "1"),
+    // The agent's change detection (off by default until it is trusted on large trees).
+    ("SWARMBAK_WATCH", "1"),
 ];
 
 pub struct Proc {
