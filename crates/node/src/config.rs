@@ -567,8 +567,9 @@ pub struct Settings {
     /// Connection events and progress on stderr (`SWARMBAK_VERBOSE`).
     pub verbose: bool,
     /// Agent: watch the backup set for changes (`SWARMBAK_WATCH=1`). Off by default for
-    /// now: on a tree of 100,000 files the watch missed edits (tools/bench-changes), so
-    /// every scheduled backup scans (size, mtime, ctime, inode) until that is found.
+    /// now: one run of tools/bench-changes on 100,000 files could not show that the
+    /// watch saw the edits (docs/benchmarks.md), so every scheduled backup scans (size,
+    /// mtime, ctime, inode) until repeated runs show it.
     pub watch: bool,
     /// Where this process listens for peers (`--listen`, `config.json` `listen`); `None`:
     /// `0.0.0.0:0`.
