@@ -29,4 +29,4 @@ pub use ids::{IdError, InfoHash, MachineKey, PeerId, MAX_MACHINE_KEY_LEN};
 pub use layout::{
     check_params, Layout, LayoutError, PieceIndex, ShardIndex, StripeIndex, MAX_SHARD, MIN_SHARD,
 };
-pub use units::{civil, parse_duration, parse_size, utc};
+pub use units::{civil, compact_duration, parse_duration, parse_size, spoken_duration, utc};

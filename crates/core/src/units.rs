@@ -52,6 +52,29 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
         .then(|| std::time::Duration::from_secs_f64(secs))
 }
 
+/// A duration in its largest unit that divides it (`1d`, `6h`, `30m`, `90s`): what
+/// [`parse_duration`] reads back, for settings shown to people.
+pub fn compact_duration(secs: u64) -> String {
+    match secs {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// A span for people, in its largest whole unit: `3 days`, `1 hour`, `12 minutes`.
+pub fn spoken_duration(secs: i64) -> String {
+    let (n, unit) = match secs {
+        s if s >= 86_400 => (s / 86_400, "day"),
+        s if s >= 3600 => (s / 3600, "hour"),
+        s if s >= 60 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 /// The civil date (year, month 1-12, day 1-31) of Unix day `days` (proleptic
 /// Gregorian; H. Hinnant's civil_from_days).
 pub fn civil(days: i64) -> (i64, i64, i64) {
@@ -95,6 +118,22 @@ mod tests {
         for bad in ["", "0", "0s", "-1m", "5x", "m", "1e400s"] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn spans() {
+        assert_eq!(compact_duration(86_400), "1d");
+        assert_eq!(compact_duration(6 * 3600), "6h");
+        assert_eq!(compact_duration(1800), "30m");
+        assert_eq!(compact_duration(90), "90s");
+        for s in [86_400u64, 21_600, 1800, 90, 3 * 86_400 + 3600] {
+            let back = parse_duration(&compact_duration(s)).map(|d| d.as_secs());
+            assert_eq!(back, Some(s), "{s}");
+        }
+        assert_eq!(spoken_duration(1), "1 second");
+        assert_eq!(spoken_duration(59), "59 seconds");
+        assert_eq!(spoken_duration(3600), "1 hour");
+        assert_eq!(spoken_duration(3 * 86_400 + 5), "3 days");
     }
 
     #[test]

@@ -133,6 +133,12 @@ impl Excludes {
     /// Whether the entry at absolute path `abs_path` (a directory when `is_dir`) is left
     /// out. The caller never asks about a backed-up PATH itself.
     pub fn is_excluded(&self, abs_path: &Path, is_dir: bool) -> bool {
+        self.is_excluded_if_dir(abs_path, || is_dir)
+    }
+
+    /// [`Excludes::is_excluded`] for a caller that does not know the entry's type:
+    /// `is_dir` (a `stat`) is asked only when a directories-only pattern matches.
+    pub fn is_excluded_if_dir(&self, abs_path: &Path, is_dir: impl FnOnce() -> bool) -> bool {
         if self.patterns.is_empty() {
             return false;
         }
@@ -140,16 +146,23 @@ impl Excludes {
             .file_name()
             .unwrap_or_else(|| OsStr::from_bytes(b""));
         let name = Candidate::new(Path::new(name));
-        if self.names.is_match_candidate(&name)
-            || (is_dir && self.dir_names.is_match_candidate(&name))
+        if self.names.is_match_candidate(&name) {
+            return true;
+        }
+        // Most sets have no pattern with a `/`: no candidate for the whole path then.
+        let path = (!self.paths.is_empty() || !self.dir_paths.is_empty())
+            .then(|| Candidate::new(abs_path));
+        if path
+            .as_ref()
+            .is_some_and(|p| self.paths.is_match_candidate(p))
         {
             return true;
         }
-        if self.paths.is_empty() && self.dir_paths.is_empty() {
-            return false;
-        }
-        let path = Candidate::new(abs_path);
-        self.paths.is_match_candidate(&path) || (is_dir && self.dir_paths.is_match_candidate(&path))
+        (self.dir_names.is_match_candidate(&name)
+            || path
+                .as_ref()
+                .is_some_and(|p| self.dir_paths.is_match_candidate(p)))
+            && is_dir()
     }
 }
 
@@ -171,6 +184,24 @@ mod tests {
         assert!(!e.is_excluded(Path::new("/home/u/.cache2"), true));
         assert!(!e.is_excluded(Path::new("/home/u/.cache/x"), false));
         assert!(!e.is_excluded(Path::new("/x/y.tmp.keep"), false));
+    }
+
+    #[test]
+    fn the_type_is_asked_only_when_a_directories_only_pattern_matches() {
+        let e = ex(&["*.tmp", "build/", "/srv/*/cache/"]);
+        let asked = std::cell::Cell::new(0);
+        let is_dir = |d: bool| {
+            asked.set(asked.get() + 1);
+            d
+        };
+        assert!(e.is_excluded_if_dir(Path::new("/a/x.tmp"), || is_dir(false)));
+        assert!(!e.is_excluded_if_dir(Path::new("/a/src"), || is_dir(true)));
+        assert_eq!(asked.get(), 0);
+        assert!(e.is_excluded_if_dir(Path::new("/a/build"), || is_dir(true)));
+        assert!(!e.is_excluded_if_dir(Path::new("/a/build"), || is_dir(false)));
+        assert!(e.is_excluded_if_dir(Path::new("/srv/w/cache"), || is_dir(true)));
+        assert!(!e.is_excluded_if_dir(Path::new("/srv/w/v/cache"), || is_dir(true)));
+        assert_eq!(asked.get(), 3);
     }
 
     #[test]

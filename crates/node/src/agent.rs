@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -256,6 +257,8 @@ pub struct PublishPending {
     pub every: Duration,
     /// The last failure said, so a tracker that stays down is said once, not every period.
     pub last_error: Option<String>,
+    /// A scheduled backup made a snapshot: due at once (`Shared::publish_now`).
+    pub shared: Arc<crate::schedule::Shared>,
 }
 
 impl Job for PublishPending {
@@ -265,21 +268,28 @@ impl Job for PublishPending {
     fn every(&self) -> Duration {
         self.every
     }
+    fn due(&self, last: Option<Instant>, now: Instant) -> bool {
+        self.shared.publish_now.load(Ordering::Relaxed) || every_due(last, now, self.every)
+    }
     fn run<'a>(
         &'a mut self,
         cx: &'a JobContext,
     ) -> crate::discovery::BoxFuture<'a, Result<(), FetchError>> {
         Box::pin(async move {
+            let woken = self.shared.publish_now.swap(false, Ordering::Relaxed);
             if cx.store.unpublished().map_or(true, |v| v.is_empty()) {
                 return Ok(());
             }
             // A tracker that is down costs this job at most 2 s each period.
             match crate::seed::publish_pending(&cx.node, None, Duration::from_secs(2)).await {
                 Ok(done) => {
+                    let late = if woken {
+                        ""
+                    } else {
+                        " (its publish had not gone through)"
+                    };
                     for ih in done {
-                        eprintln!(
-                            "swarmbak agent: published {ih} (its publish had not gone through)"
-                        );
+                        eprintln!("swarmbak agent: published {ih}{late}");
                     }
                     self.last_error = None;
                 }
@@ -462,6 +472,7 @@ pub fn run(
                 Box::new(PublishPending {
                     every: node.settings.poll,
                     last_error: None,
+                    shared: shared.clone(),
                 }),
                 None,
             ));

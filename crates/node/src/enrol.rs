@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use swarmbak_core::InfoHash;
-use swarmbak_trust::{Certificate, EnrollRequest, EnrollToken, PublicKey, PublishRecord};
+use swarmbak_trust::{Certificate, EnrollToken, PublicKey, PublishRecord};
 
 use crate::config::{signing_key, Enrolment, InitOptions, Node, NodeConfig};
 use crate::error::ConfigError;
@@ -41,12 +41,7 @@ pub async fn enroll(
     };
     let mut config = NodeConfig::load(root)?;
     let key = signing_key(root)?;
-    let request = EnrollRequest {
-        machine: key.public(),
-        age_recipient: config.public_key.clone(),
-        secret: tok.secret,
-    }
-    .sign(&key);
+    let request = tok.request(&key, config.public_key.clone());
     let mut client = swarmbak_tracker::TrackerClient::new(&tok.url)
         .map_err(|e| ConfigError::Invalid(format!("the token's tracker {}: {e}", tok.url)))?;
     if let Some(pin) = pin {

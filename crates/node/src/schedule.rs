@@ -64,6 +64,15 @@ pub struct AttemptRecord {
     pub duration_ms: u64,
 }
 
+impl AttemptRecord {
+    /// The attempt succeeded: `ih` was made, or (`unchanged`) is still current.
+    fn succeeded(&mut self, ih: InfoHash, unchanged: bool) {
+        self.ok = true;
+        self.unchanged = unchanged;
+        self.infohash = Some(ih.to_hex());
+    }
+}
+
 /// `HOME/schedule.json`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -175,7 +184,11 @@ impl std::fmt::Display for Why {
             Why::Overdue { last, away } => {
                 write!(f, "overdue (last backup {} ago)", ago(*last))?;
                 if let Some(a) = away {
-                    write!(f, ", back after {} away", human_secs(*a))?;
+                    write!(
+                        f,
+                        ", back after {} away",
+                        swarmbak_core::spoken_duration(*a)
+                    )?;
                 }
                 Ok(())
             }
@@ -190,22 +203,7 @@ fn ago(t: i64) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    human_secs((now - t).max(0))
-}
-
-/// `90` → "1m30s", `86400` → "1d".
-pub fn human_secs(s: i64) -> String {
-    let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
-    let mut out = String::new();
-    for (n, u) in [(d, "d"), (h, "h"), (m, "m"), (sec, "s")] {
-        if n > 0 {
-            out.push_str(&format!("{n}{u}"));
-        }
-    }
-    if out.is_empty() {
-        out.push_str("0s");
-    }
-    out
+    swarmbak_core::spoken_duration((now - t).max(0))
 }
 
 /// How long after `n` failures the next attempt waits: a minute, doubling, at most
@@ -408,25 +406,37 @@ pub struct Shared {
     pub slot: Arc<tokio::sync::Mutex<()>>,
     pub backup: Mutex<BackupStatus>,
     pub tracker: Mutex<TrackerSeen>,
+    /// Set when a backup made a snapshot: the `publish pending` job publishes it at its
+    /// next look (within a second) rather than at its next period.
+    pub publish_now: AtomicBool,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What a running backup reads: the files and bytes changed since its parent (known once
+/// it has scanned), and the bytes read so far.
+#[derive(Default)]
+struct Counts {
+    files_to_read: AtomicU64,
+    bytes_to_read: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
 /// Feeds a running backup's progress to `status`, and tells it to stop.
 struct Progress {
     shared: Arc<Shared>,
-    read: AtomicU64,
-    /// Files and bytes the backup reads (changed since its parent).
-    to_read: Arc<(AtomicU64, AtomicU64)>,
+    counts: Arc<Counts>,
     cancel: Arc<AtomicBool>,
 }
 
 impl backup::Progress for Progress {
     fn scanned(&self, files: u64, bytes_to_read: u64, _unchanged: u64) {
-        self.to_read.0.store(files, Ordering::Relaxed);
-        self.to_read.1.store(bytes_to_read, Ordering::Relaxed);
+        self.counts.files_to_read.store(files, Ordering::Relaxed);
+        self.counts
+            .bytes_to_read
+            .store(bytes_to_read, Ordering::Relaxed);
         if let Some(r) = &mut lock(&self.shared.backup).running {
             r.files_to_read = files;
             r.bytes_to_read = bytes_to_read;
@@ -434,7 +444,7 @@ impl backup::Progress for Progress {
         }
     }
     fn advance(&self, n: u64) {
-        let total = self.read.fetch_add(n, Ordering::Relaxed) + n;
+        let total = self.counts.bytes_read.fetch_add(n, Ordering::Relaxed) + n;
         if let Some(r) = &mut lock(&self.shared.backup).running {
             r.bytes_read = total;
         }
@@ -452,13 +462,16 @@ impl backup::Progress for Progress {
     }
 }
 
+/// What the backup task returns: its result and when it ended (monotonic; the job sees
+/// the end only at its next tick).
+type Outcome = (Result<backup::BackupReport, String>, Instant);
+
 struct InFlight {
-    handle: tokio::task::JoinHandle<Result<backup::BackupReport, String>>,
+    handle: tokio::task::JoinHandle<Outcome>,
     cancel: Arc<AtomicBool>,
-    to_read: Arc<(AtomicU64, AtomicU64)>,
-    /// When it started and ended (monotonic; the job sees the end at its next tick).
+    counts: Arc<Counts>,
+    /// When it started (monotonic).
     t0: Instant,
-    ended: Arc<std::sync::OnceLock<Instant>>,
     record: AttemptRecord,
     /// What the watch said at the start (given back if the backup fails).
     taken: Option<Changes>,
@@ -541,7 +554,7 @@ impl ScheduledBackup {
             let Some(root) = roots.iter().find(|r| p.starts_with(r)) else {
                 return true;
             };
-            if p != root && ex.is_excluded(p, p.is_dir()) {
+            if p != root && ex.is_excluded_if_dir(p, || p.is_dir()) {
                 return true;
             }
             p.ancestors()
@@ -666,7 +679,6 @@ impl ScheduledBackup {
     fn tracker_seen(&self, node: &Node, r: Result<(), String>) {
         let mut t = lock(&self.shared.tracker);
         let was = t.reachable;
-        t.url = node.config.tracker.clone();
         match r {
             Ok(()) => {
                 t.reachable = Some(true);
@@ -782,9 +794,7 @@ impl ScheduledBackup {
         if let Ok((base, v)) = &changed {
             if v.is_empty() {
                 // Known without a scan: nothing changed since `base`.
-                record.ok = true;
-                record.unchanged = true;
-                record.infohash = Some(base.to_hex());
+                record.succeeded(*base, true);
                 record.duration_ms = t0.elapsed().as_millis() as u64;
                 eprintln!("swarmbak agent: nothing changed since {base}");
                 self.done(cx, record);
@@ -814,11 +824,10 @@ impl ScheduledBackup {
             });
         }
         let cancel = Arc::new(AtomicBool::new(false));
-        let to_read = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let counts = Arc::new(Counts::default());
         let progress = Progress {
             shared: self.shared.clone(),
-            read: AtomicU64::new(0),
-            to_read: to_read.clone(),
+            counts: counts.clone(),
             cancel: cancel.clone(),
         };
         lock(&self.shared.backup).running = Some(Running {
@@ -829,24 +838,21 @@ impl ScheduledBackup {
             ..Default::default()
         });
         let home = node.home.clone();
-        let ended = Arc::new(std::sync::OnceLock::new());
-        let end = ended.clone();
         let handle = tokio::task::spawn_blocking(move || {
             let run = || backup::backup_locked(&home, &opts, &progress).map_err(|e| e.to_string());
             let r = match backup_pool() {
                 Some(pool) => pool.install(run),
                 None => run(),
             };
-            let _ = end.set(Instant::now());
+            let ended = Instant::now();
             trim_memory();
-            r
+            (r, ended)
         });
         self.running = Some(InFlight {
             handle,
             cancel,
-            to_read,
+            counts,
             t0,
-            ended,
             record,
             taken,
             full_scan,
@@ -858,19 +864,16 @@ impl ScheduledBackup {
         let node = &cx.node;
         let mut record = f.record;
         record.end = node.clock.unix();
-        let ended = f.ended.get().copied().unwrap_or_else(Instant::now);
-        record.duration_ms = ended.saturating_duration_since(f.t0).as_millis() as u64;
-        let result = match f.handle.await {
+        let (result, ended) = match f.handle.await {
             Ok(r) => r,
-            Err(e) => Err(format!("the backup task failed: {e}")),
+            Err(e) => (Err(format!("the backup task failed: {e}")), Instant::now()),
         };
+        record.duration_ms = ended.saturating_duration_since(f.t0).as_millis() as u64;
         match result {
             Ok(r) => {
-                record.ok = true;
-                record.unchanged = r.unchanged;
-                record.infohash = Some(r.infohash.to_hex());
-                record.files_read = f.to_read.0.load(Ordering::Relaxed);
-                record.bytes_read = f.to_read.1.load(Ordering::Relaxed);
+                record.succeeded(r.infohash, r.unchanged);
+                record.files_read = f.counts.files_to_read.load(Ordering::Relaxed);
+                record.bytes_read = f.counts.bytes_to_read.load(Ordering::Relaxed);
                 if f.full_scan {
                     self.state.last_full_scan = Some(record.start);
                 }
@@ -896,7 +899,8 @@ impl ScheduledBackup {
         self.done(cx, record);
     }
 
-    /// Seeds a snapshot just made and publishes it (the `publish pending` job retries).
+    /// Seeds a snapshot just made and has the `publish pending` job publish it now (it
+    /// keeps trying while the tracker does not take it).
     fn seed(&self, cx: &JobContext, ih: InfoHash) {
         match Torrent::open(
             &cx.store,
@@ -908,14 +912,7 @@ impl ScheduledBackup {
             Ok(t) => cx.engine.add(t),
             Err(e) => eprintln!("swarmbak agent: made {ih} but cannot seed it: {e}"),
         }
-        if cx.node.config.tracker.is_some() {
-            let node = cx.node.clone();
-            tokio::spawn(async move {
-                if let Err(e) = crate::seed::publish(&node, &ih, Duration::from_secs(10)).await {
-                    eprintln!("swarmbak agent: {ih} waits to be published: {e}");
-                }
-            });
-        }
+        self.shared.publish_now.store(true, Ordering::Relaxed);
     }
 
     /// Keeps an attempt in schedule.json and the status.
@@ -958,11 +955,7 @@ impl ScheduledBackup {
         record.end = cx.node.clock.unix();
         match r {
             // It had finished meanwhile.
-            Ok(Ok(Ok(rep))) => {
-                record.ok = true;
-                record.unchanged = rep.unchanged;
-                record.infohash = Some(rep.infohash.to_hex());
-            }
+            Ok(Ok((Ok(rep), _))) => record.succeeded(rep.infohash, rep.unchanged),
             _ => {
                 record.error =
                     Some("interrupted: the agent stopped; the next start backs up again".into())
@@ -1097,13 +1090,6 @@ mod tests {
         // Never longer than the interval (a 5 s interval retries every 5 s).
         assert_eq!(retry_after(4, 5), 5);
         assert_eq!(next_due(&s, day), t0 + day + 240);
-    }
-
-    #[test]
-    fn durations_read_back() {
-        assert_eq!(human_secs(90), "1m30s");
-        assert_eq!(human_secs(86_400), "1d");
-        assert_eq!(human_secs(0), "0s");
     }
 
     #[test]

@@ -101,53 +101,57 @@ impl Watch {
         let d = dirty.clone();
         let b = barrier.clone();
         let handler = move |res: notify::Result<notify::Event>| {
-            let mut g = lock(&d.0);
-            match res {
+            let ev = match res {
                 Ok(ev) if ev.paths.iter().any(|p| p.starts_with(&b)) => {
-                    g.barriers += 1;
+                    lock(&d.0).barriers += 1;
                     d.1.notify_all();
+                    return;
                 }
-                Ok(ev) => {
-                    if ev.need_rescan() {
-                        g.lost = Some("the kernel's event queue overflowed".into());
-                        return;
-                    }
-                    // Opening, reading and closing a file change nothing (the backup's
-                    // own reads raise them).
-                    if matches!(ev.kind, EventKind::Access(_))
-                        || matches!(ev.kind, EventKind::Modify(ModifyKind::Other))
-                            && ev.paths.is_empty()
-                    {
-                        return;
-                    }
-                    for p in ev.paths {
-                        if ignore(&p) {
-                            continue;
-                        }
-                        if let Some(parent) = p.parent() {
-                            if !ignore(parent) {
-                                g.paths.insert(parent.to_path_buf());
-                            }
-                        }
-                        g.paths.insert(p);
-                    }
-                    if g.paths.len() > MAX_DIRTY {
-                        g.paths.clear();
-                        g.lost = Some(format!(
-                            "more than {MAX_DIRTY} paths changed since the last backup"
-                        ));
-                    }
-                }
+                Ok(ev) => ev,
                 Err(e) => {
-                    let why = match e.kind {
-                        notify::ErrorKind::MaxFilesWatch => Some(watch_limit_reached()),
-                        _ => None,
-                    };
-                    match why {
-                        Some(w) => g.broken = Some(w),
-                        None => g.lost = Some(format!("watching failed: {e}")),
+                    let mut g = lock(&d.0);
+                    match e.kind {
+                        notify::ErrorKind::MaxFilesWatch => g.broken = Some(watch_limit_reached()),
+                        _ => g.lost = Some(format!("watching failed: {e}")),
+                    }
+                    return;
+                }
+            };
+            if ev.need_rescan() {
+                lock(&d.0).lost = Some("the kernel's event queue overflowed".into());
+                return;
+            }
+            // Opening, reading and closing a file change nothing (the backup's own reads
+            // raise them).
+            if matches!(ev.kind, EventKind::Access(_))
+                || matches!(ev.kind, EventKind::Modify(ModifyKind::Other)) && ev.paths.is_empty()
+            {
+                return;
+            }
+            // Which paths to remember is decided before the lock is taken (`ignore` may
+            // stat a path).
+            let mut seen = Vec::with_capacity(2 * ev.paths.len());
+            for p in ev.paths {
+                if ignore(&p) {
+                    continue;
+                }
+                if let Some(parent) = p.parent() {
+                    if !ignore(parent) {
+                        seen.push(parent.to_path_buf());
                     }
                 }
+                seen.push(p);
+            }
+            if seen.is_empty() {
+                return;
+            }
+            let mut g = lock(&d.0);
+            g.paths.extend(seen);
+            if g.paths.len() > MAX_DIRTY {
+                g.paths.clear();
+                g.lost = Some(format!(
+                    "more than {MAX_DIRTY} paths changed since the last backup"
+                ));
             }
         };
         let mut w = notify::recommended_watcher(handler).map_err(|e| e.to_string())?;

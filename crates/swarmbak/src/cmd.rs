@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use swarmbak_core::compact_duration;
 use swarmbak_node::config::DEFAULT_EVERY;
-use swarmbak_node::schedule::human_secs;
 use swarmbak_node::seed::{Maker, SeedPlan, Until};
 use swarmbak_node::{InitOptions, Node, NodeConfig, SeedError};
 
@@ -111,10 +111,10 @@ fn backup_set_text(c: &NodeConfig, home: &std::path::Path) -> String {
         || {
             format!(
                 "{} (the default)",
-                human_secs(DEFAULT_EVERY.as_secs() as i64)
+                compact_duration(DEFAULT_EVERY.as_secs())
             )
         },
-        |e| human_secs(e as i64),
+        compact_duration,
     );
     format!(
         "\nbackup set: {}\nbacked up by the agent every {every}\nleft out: {}",

@@ -83,7 +83,7 @@ pub fn print_snapshot(
 
 /// `swarmbak status` as text.
 pub fn status_text(st: &swarmbak_node::status::AgentStatus) -> String {
-    use swarmbak_node::schedule::human_secs;
+    use swarmbak_core::{compact_duration, spoken_duration};
     let now = swarmbak_tracker::server::unix_now();
     let mut o = format!("agent of {:?}, listening on {}\n", st.machine, st.listen);
     let b = &st.backup;
@@ -97,7 +97,7 @@ pub fn status_text(st: &swarmbak_node::status::AgentStatus) -> String {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            human_secs(b.every as i64),
+            compact_duration(b.every),
             b.every_from
         ));
         o.push_str(&format!("changes: {}\n", b.changes));
@@ -117,7 +117,7 @@ pub fn status_text(st: &swarmbak_node::status::AgentStatus) -> String {
             Some(a) => o.push_str(&format!(
                 "last backup: {} ({} ago), {}{}\n",
                 utc(a.start),
-                human_secs((now - a.start).max(0)),
+                spoken_duration((now - a.start).max(0)),
                 match (a.ok, a.unchanged) {
                     (true, true) => "nothing had changed".to_string(),
                     (true, false) => format!(
@@ -143,7 +143,11 @@ pub fn status_text(st: &swarmbak_node::status::AgentStatus) -> String {
             o.push_str(&if n <= now {
                 "next backup: now\n".to_string()
             } else {
-                format!("next backup: {} (in {})\n", utc(n), human_secs(n - now))
+                format!(
+                    "next backup: {} (in {})\n",
+                    utc(n),
+                    spoken_duration(n - now)
+                )
             });
         }
     }

@@ -676,7 +676,7 @@ fn yes_no_flag(v: Option<&str>) -> Result<Option<Option<bool>>, Failure> {
 }
 
 fn every_text(e: Option<u64>) -> String {
-    e.map_or_else(|| "-".to_owned(), swarmbak_tracker::schedule::compact)
+    e.map_or_else(|| "-".to_owned(), swarmbak_core::compact_duration)
 }
 
 /// `swarmbak tracker schedule` (with the global `--json`, JSON).

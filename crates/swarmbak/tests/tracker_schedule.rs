@@ -5,19 +5,14 @@
 mod common;
 
 use common::procs;
-use swarmbak_tracker::trust::{EnrollRequest, EnrollToken, SigningKey};
+use swarmbak_tracker::trust::{EnrollToken, SigningKey};
 
 /// Enrols `name` at `tracker` as its agent would (`POST /api/v1/enroll` with a token from
 /// `swarmbak tracker enroll`): its passkey.
 fn enrol(tracker: &procs::Tracker, name: &str, extra: &[&str]) -> String {
     let token = EnrollToken::parse(&tracker.token(name, extra)).unwrap();
     let key = SigningKey::generate();
-    let request = EnrollRequest {
-        machine: key.public(),
-        age_recipient: format!("age1{name}"),
-        secret: token.secret,
-    }
-    .sign(&key);
+    let request = token.request(&key, format!("age1{name}"));
     let (st, body) = common::try_http(&tracker.addr, "POST", "/api/v1/enroll", &[], &request)
         .expect("the tracker answers");
     assert_eq!(st, 201, "{body}");

@@ -380,7 +380,7 @@ impl ScheduleChange {
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         match self.every {
-            Some(Some(e)) => parts.push(format!("every {}", crate::schedule::compact(e))),
+            Some(Some(e)) => parts.push(format!("every {}", swarmbak_core::compact_duration(e))),
             Some(None) => parts.push("every default".to_owned()),
             None => {}
         }
@@ -401,7 +401,7 @@ impl ScheduleChange {
             Some(Some(e)) if !(MIN_EVERY..=MAX_EVERY).contains(&e) => {
                 Err(AdminError::Invalid(format!(
                     "a backup interval is between {} and {} days",
-                    crate::schedule::compact(MIN_EVERY),
+                    swarmbak_core::compact_duration(MIN_EVERY),
                     MAX_EVERY / 86_400
                 )))
             }

@@ -16,6 +16,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use swarmbak_core::{compact_duration as compact, spoken_duration as spoken};
+
 use crate::storage::{MachineSchedule, OrgSchedule};
 
 /// The interval when neither the machine nor the administrator gives one: one day.
@@ -118,28 +120,6 @@ pub fn decide(
         why,
         last_success,
     }
-}
-
-/// An interval as `parse_duration` reads it back: `1d`, `6h`, `30m`, `90s`.
-pub fn compact(secs: u64) -> String {
-    match secs {
-        0 => "0s".into(),
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
-/// A span for people, in its largest whole unit: `3 days`, `1 hour`, `12 minutes`.
-pub fn spoken(secs: i64) -> String {
-    let (n, unit) = match secs {
-        s if s >= 86_400 => (s / 86_400, "day"),
-        s if s >= 3600 => (s / 3600, "hour"),
-        s if s >= 60 => (s / 60, "minute"),
-        s => (s, "second"),
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -319,21 +299,5 @@ mod tests {
         // Never backed up: "never" says it first.
         let s = decide(&o, false, &m, None, None, NOW);
         assert!(s.why.starts_with("never backed up"), "{s:?}");
-    }
-
-    #[test]
-    fn spans() {
-        assert_eq!(compact(86_400), "1d");
-        assert_eq!(compact(6 * 3600), "6h");
-        assert_eq!(compact(1800), "30m");
-        assert_eq!(compact(90), "90s");
-        for s in [86_400u64, 21_600, 1800, 90, 3 * 86_400 + 3600] {
-            let back = swarmbak_core::parse_duration(&compact(s)).map(|d| d.as_secs());
-            assert_eq!(back, Some(s), "{s}");
-        }
-        assert_eq!(spoken(1), "1 second");
-        assert_eq!(spoken(59), "59 seconds");
-        assert_eq!(spoken(3600), "1 hour");
-        assert_eq!(spoken(3 * 86_400 + 5), "3 days");
     }
 }

@@ -1592,6 +1592,38 @@ async fn publish(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
 /// The largest signed backup report taken (its error text is at most 2,048 bytes).
 pub const MAX_REPORT_BYTES: usize = 8 * 1024;
 
+/// The enrolled machine a per-machine request (a report, its schedule) comes from, with
+/// its signing key: 404 on an open tracker (`open_tracker` says why), 401 for a missing or
+/// unknown passkey, 403 for a revoked one or a client's (`client` says why).
+// The error is the response itself, built once per refused request (as `read_body`'s).
+#[allow(clippy::result_large_err)]
+fn enrolled_machine(
+    shared: &Shared,
+    passkey: Option<&str>,
+    now: i64,
+    open_tracker: &str,
+    client: &str,
+) -> Result<(Arc<Member>, swarmbak_trust::PublicKey), Resp> {
+    if shared.config.open {
+        return Err(json_error(StatusCode::NOT_FOUND, open_tracker));
+    }
+    let m = match check_passkey(shared, passkey, now) {
+        Ok(m) => m,
+        Err(msg) if msg == NO_PASSKEY || msg == UNKNOWN_PASSKEY => {
+            return Err(json_error(StatusCode::UNAUTHORIZED, msg))
+        }
+        Err(msg) => return Err(json_error(StatusCode::FORBIDDEN, msg)),
+    };
+    let key = m
+        .key_hex
+        .as_deref()
+        .and_then(|h| swarmbak_trust::PublicKey::from_hex(h).ok());
+    match key {
+        Some(key) => Ok((m, key)),
+        None => Err(json_error(StatusCode::FORBIDDEN, client)),
+    }
+}
+
 /// `POST BASE/<passkey>/report`: a machine's signed backup report (trust.md §9), stored
 /// durably before the answer (tracker.md §7.6): 201 when new, 200 when that attempt was
 /// stored already.
@@ -1602,29 +1634,16 @@ async fn report(
     passkey: Option<&str>,
     success: &mut bool,
 ) -> Resp {
-    if shared.config.open {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            "backup reports need a private tracker (they are signed by enrolled machines)",
-        );
-    }
     let now = unix_now();
-    let m = match check_passkey(shared, passkey, now) {
-        Ok(m) => m,
-        Err(msg) if msg == NO_PASSKEY || msg == UNKNOWN_PASSKEY => {
-            return json_error(StatusCode::UNAUTHORIZED, msg)
-        }
-        Err(msg) => return json_error(StatusCode::FORBIDDEN, msg),
-    };
-    let Some(key) = m
-        .key_hex
-        .as_deref()
-        .and_then(|h| swarmbak_trust::PublicKey::from_hex(h).ok())
-    else {
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "a client passkey cannot report backups: only an enrolled machine signs reports",
-        );
+    let (m, key) = match enrolled_machine(
+        shared,
+        passkey,
+        now,
+        "backup reports need a private tracker (they are signed by enrolled machines)",
+        "a client passkey cannot report backups: only an enrolled machine signs reports",
+    ) {
+        Ok(mk) => mk,
+        Err(r) => return r,
     };
     if declared_length(&req).is_none() {
         return json_error(
@@ -1681,26 +1700,17 @@ async fn report(
 /// `GET BASE/<passkey>/schedule[?every=SECS]`: when the passkey's machine should back
 /// up (tracker.md §7.7), from memory only (every agent polls it).
 fn schedule(shared: &Shared, passkey: Option<&str>, query: &[u8]) -> Resp {
-    if shared.config.open {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            "schedules need a private tracker (they are set per enrolled machine)",
-        );
-    }
     let now = unix_now();
-    let m = match check_passkey(shared, passkey, now) {
-        Ok(m) => m,
-        Err(msg) if msg == NO_PASSKEY || msg == UNKNOWN_PASSKEY => {
-            return json_error(StatusCode::UNAUTHORIZED, msg)
-        }
-        Err(msg) => return json_error(StatusCode::FORBIDDEN, msg),
+    let m = match enrolled_machine(
+        shared,
+        passkey,
+        now,
+        "schedules need a private tracker (they are set per enrolled machine)",
+        "a client passkey has no backup schedule: only an enrolled machine backs up",
+    ) {
+        Ok((m, _)) => m,
+        Err(r) => return r,
     };
-    if m.key_hex.is_none() {
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "a client passkey has no backup schedule: only an enrolled machine backs up",
-        );
-    }
     let pairs = match decoded_pairs(query) {
         Ok(p) => p,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.0),

@@ -13,7 +13,7 @@ use swarmbak_tracker::admin::{self, Actor, EnrollOptions, ScheduleChange};
 use swarmbak_tracker::org::Org;
 use swarmbak_tracker::server::unix_now;
 use swarmbak_tracker::sqlite::Sqlite;
-use swarmbak_tracker::trust::{BackupReport, EnrollRequest, EnrollToken, SigningKey};
+use swarmbak_tracker::trust::{BackupReport, EnrollToken, SigningKey};
 use swarmbak_tracker::{ClientError, Schedule, TrackerClient};
 
 const DAY: u64 = 86_400;
@@ -51,12 +51,7 @@ async fn enrol(server: &Server, dir: &Path, name: &str, vip: bool) -> (SigningKe
     .unwrap();
     let token = EnrollToken::parse(&token).unwrap();
     let key = SigningKey::generate();
-    let request = EnrollRequest {
-        machine: key.public(),
-        age_recipient: format!("age1{name}"),
-        secret: token.secret,
-    }
-    .sign(&key);
+    let request = token.request(&key, format!("age1{name}"));
     let answer = server.client().enroll(&request).await.unwrap();
     (key, answer.passkey)
 }

@@ -11,7 +11,7 @@ use swarmbak_tracker::admin::{self, EnrollOptions};
 use swarmbak_tracker::org::Org;
 use swarmbak_tracker::sqlite::Sqlite;
 use swarmbak_tracker::storage::Storage;
-use swarmbak_tracker::trust::{EnrollRequest, EnrollToken, PublishRecord, SigningKey};
+use swarmbak_tracker::trust::{EnrollToken, PublishRecord, SigningKey};
 use swarmbak_tracker::{
     AnnounceRequest, InfoHash, PeerId, Tracker, TrackerClient, TrackerConfig, NO_PASSKEY,
     REVOKED_PASSKEY, UNKNOWN_PASSKEY, UNKNOWN_TORRENT,
@@ -435,12 +435,7 @@ fn enrol(dir: &Path) -> Org1 {
     .unwrap();
     let token = EnrollToken::parse(&token).unwrap();
     let key = SigningKey::generate();
-    let request = EnrollRequest {
-        machine: key.public(),
-        age_recipient: "age1laptop".into(),
-        secret: token.secret,
-    }
-    .sign(&key);
+    let request = token.request(&key, "age1laptop");
     let enrolled = admin::redeem(&mut db, &org, &request, now).unwrap();
     let c1 = admin::create_client(&mut db, url, "lt-1", &admin::Actor::cli(), now)
         .unwrap()

@@ -331,6 +331,17 @@ impl std::fmt::Debug for EnrollToken {
 }
 
 impl EnrollToken {
+    /// The signed enrolment request (trust.md) that redeems this token for the machine
+    /// whose signing key is `key` and whose age recipient is `age_recipient`.
+    pub fn request(&self, key: &SigningKey, age_recipient: impl Into<String>) -> Vec<u8> {
+        EnrollRequest {
+            machine: key.public(),
+            age_recipient: age_recipient.into(),
+            secret: self.secret,
+        }
+        .sign(key)
+    }
+
     /// The token's text: [`TOKEN_PREFIX`] and base64url of a bencoded dictionary.
     pub fn to_text(&self) -> String {
         let mut e = Encoder::with_capacity(160);

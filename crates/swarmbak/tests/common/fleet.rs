@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use swarmbak_tracker::trust::{BackupReport, EnrollRequest, EnrollToken, SigningKey};
+use swarmbak_tracker::trust::{BackupReport, EnrollToken, SigningKey};
 
 pub const DAY: i64 = 86_400;
 const HOUR: i64 = 3_600;
@@ -393,12 +393,7 @@ fn realise(addr: &str, admin: &str, p: &mut Plan, rng_seed: u64) -> usize {
     let age = swarmbak_format::Identity::generate()
         .to_public()
         .to_string();
-    let request = EnrollRequest {
-        machine: m.key.public(),
-        age_recipient: age,
-        secret: token.secret,
-    }
-    .sign(&m.key);
+    let request = token.request(&m.key, age);
     let before = swarmbak_tracker::server::unix_now();
     let (st, body) = post_json(addr, "/api/v1/enroll", None, &request);
     assert_eq!(st, 201, "POST /api/v1/enroll for {}: {body}", m.name);
