@@ -9,6 +9,12 @@
 //!                                           kept for fast rescans and dedup; never leaves the machine
 //! store/snapshots/<infohash>/unpublished    only for own snapshots the tracker has not acknowledged
 //!                                           yet: written at commit, removed once published
+//! store/snapshots/<infohash>/retired        a retirement (trust.md §12) of the snapshot: for an own
+//!                                           snapshot, the one this machine signed (`forget`); for a
+//!                                           held one, the owner's, with when it was first seen
+//!                                           (swarm.md §16)
+//! store/snapshots/<infohash>/dropped        the stripes whose shards were let go (swarm.md §16.3):
+//!                                           written before they are deleted
 //! store/tmp/                                snapshots being built; removed at the next start
 //! ```
 //!
@@ -61,6 +67,26 @@ pub struct SnapshotInfo {
 
 /// The marker of an own snapshot the tracker has not acknowledged yet.
 pub(crate) const UNPUBLISHED: &str = "unpublished";
+const RETIRED: &str = "retired";
+const DROPPED: &str = "dropped";
+
+/// Removes a file; one that does not exist is fine.
+fn remove_optional(p: &Path) -> Result<(), FormatError> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(FormatError::io(p, e)),
+    }
+}
+
+/// A file's bytes, or `None` when it does not exist.
+fn read_optional(p: &Path) -> Result<Option<Vec<u8>>, FormatError> {
+    match fs::read(p) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FormatError::io(p, e)),
+    }
+}
 /// What the marker says to whoever looks (its content is never read).
 pub(crate) const UNPUBLISHED_TEXT: &[u8] =
     b"the tracker has not acknowledged this snapshot's publish yet\n";
@@ -190,8 +216,24 @@ impl Store {
         Ok(v)
     }
 
-    /// This machine's own snapshots, oldest first.
+    /// This machine's own snapshots that it has not forgotten (retired), oldest first:
+    /// what backups build on and retention counts as kept.
     pub fn own_snapshots(&self) -> Result<Vec<SnapshotInfo>, FormatError> {
+        let mut v = self.all_own_snapshots()?;
+        v.retain(|s| InfoHash::from_hex(&s.infohash).map_or(true, |ih| !self.is_retired(&ih)));
+        Ok(v)
+    }
+
+    /// This machine's own snapshots it has forgotten (`forget`), oldest first: still
+    /// seeded (kept snapshots may read some of their stripes) and published.
+    pub fn retired_snapshots(&self) -> Result<Vec<SnapshotInfo>, FormatError> {
+        let mut v = self.all_own_snapshots()?;
+        v.retain(|s| InfoHash::from_hex(&s.infohash).is_ok_and(|ih| self.is_retired(&ih)));
+        Ok(v)
+    }
+
+    /// Every own snapshot, forgotten or not, oldest first.
+    pub fn all_own_snapshots(&self) -> Result<Vec<SnapshotInfo>, FormatError> {
         let mut v = Vec::new();
         for ih in self.list()? {
             let p = self.snapshot_dir(&ih).join("local.json");
@@ -229,18 +271,14 @@ impl Store {
 
     /// The tracker acknowledged the publish (or keeps no snapshots): removes the marker.
     pub fn mark_published(&self, ih: &InfoHash) -> Result<(), FormatError> {
-        let p = self.snapshot_dir(ih).join(UNPUBLISHED);
-        match fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(FormatError::io(&p, e)),
-        }
+        remove_optional(&self.snapshot_dir(ih).join(UNPUBLISHED))
     }
 
-    /// This machine's snapshots not published yet, oldest first (parents before children).
+    /// This machine's snapshots not published yet, oldest first (parents before children),
+    /// forgotten ones too (kept snapshots may read their stripes).
     pub fn unpublished(&self) -> Result<Vec<InfoHash>, FormatError> {
         Ok(self
-            .own_snapshots()?
+            .all_own_snapshots()?
             .into_iter()
             .filter_map(|s| InfoHash::from_hex(&s.infohash).ok())
             .filter(|ih| !self.is_published(ih))
@@ -403,6 +441,92 @@ impl Store {
     /// Flushes the file system holding the store.
     pub fn sync(&self) -> Result<(), FormatError> {
         crate::backup::sync_fs(&self.dir)
+    }
+
+    /// Whether a retirement of the snapshot is kept here.
+    pub fn is_retired(&self, ih: &InfoHash) -> bool {
+        self.snapshot_dir(ih).join(RETIRED).exists()
+    }
+
+    /// The retirement kept for the snapshot (the caller's format: for an own snapshot the
+    /// signed record), if any.
+    pub fn retirement(&self, ih: &InfoHash) -> Result<Option<Vec<u8>>, FormatError> {
+        read_optional(&self.snapshot_dir(ih).join(RETIRED))
+    }
+
+    /// Keeps a retirement of the snapshot, durably (written whole and synced before it
+    /// replaces an earlier one).
+    pub fn set_retirement(&self, ih: &InfoHash, bytes: &[u8]) -> Result<(), FormatError> {
+        let p = self.snapshot_dir(ih).join(RETIRED);
+        write_atomic(&p, bytes, 0o644, true).map_err(|e| FormatError::io(&p, e))
+    }
+
+    /// Removes a retirement (cancelled before its shards were let go).
+    pub fn clear_retirement(&self, ih: &InfoHash) -> Result<(), FormatError> {
+        remove_optional(&self.snapshot_dir(ih).join(RETIRED))
+    }
+
+    /// The stripes let go of the snapshot (`dropped`), as written by
+    /// [`Store::drop_stripes`]: `None` when none were.
+    pub fn dropped_stripes(&self, ih: &InfoHash) -> Result<Option<Vec<u32>>, FormatError> {
+        let p = self.snapshot_dir(ih).join(DROPPED);
+        let Some(b) = read_optional(&p)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| FormatError::Invalid(format!("{} is damaged: {e}", p.display())))
+    }
+
+    /// Lets go of the shards of the snapshot's stripes `drop` (each has `n` shards: pieces
+    /// `stripe * n ..`): the list is written and synced first (with the stripes let go
+    /// before, which stay gone), then the shard files are removed, so that a run killed
+    /// half-way is finished by the next and never touches another stripe. Returns the
+    /// bytes of shard files removed.
+    pub fn drop_stripes(
+        &self,
+        ih: &InfoHash,
+        n: usize,
+        drop: &std::collections::BTreeSet<u32>,
+    ) -> Result<u64, FormatError> {
+        let mut all: std::collections::BTreeSet<u32> = self
+            .dropped_stripes(ih)?
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        all.extend(drop.iter().copied());
+        let list: Vec<u32> = all.iter().copied().collect();
+        let p = self.snapshot_dir(ih).join(DROPPED);
+        let text = serde_json::to_vec(&list).map_err(|e| FormatError::Invalid(e.to_string()))?;
+        write_atomic(&p, &text, 0o644, true).map_err(|e| FormatError::io(&p, e))?;
+        let mut freed = 0;
+        for s in &all {
+            for piece in (*s as usize * n)..((*s as usize + 1) * n) {
+                let sp = self.shard_path(ih, piece);
+                match fs::symlink_metadata(&sp) {
+                    Ok(md) => {
+                        fs::remove_file(&sp).map_err(|e| FormatError::io(&sp, e))?;
+                        freed += md.len();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(FormatError::io(&sp, e)),
+                }
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Removes a snapshot from the store altogether (every stripe let go).
+    pub fn remove_snapshot(&self, ih: &InfoHash) -> Result<(), FormatError> {
+        let d = self.snapshot_dir(ih);
+        // Out of `snapshots/` in one step, then deleted: a kill leaves it in `tmp/`.
+        let gone = self.tmp_dir().join(format!("gone-{}", ih.to_hex()));
+        match fs::rename(&d, &gone) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(FormatError::io(&d, e)),
+        }
+        fs::remove_dir_all(&gone).map_err(|e| FormatError::io(&gone, e))
     }
 
     /// The plaintext manifest this machine kept of one of its own snapshots (stored

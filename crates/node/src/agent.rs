@@ -340,7 +340,7 @@ fn open_held(
 ) -> Result<Option<Arc<Quota>>, AgentError> {
     let copies = node.config.copies as usize;
     let own: HashSet<String> = store
-        .own_snapshots()?
+        .all_own_snapshots()?
         .into_iter()
         .map(|s| s.infohash)
         .collect();
@@ -704,6 +704,60 @@ async fn seed_op(
     }
 }
 
+/// The `forget` op: forgets by `policy` (one store writer at a time: it waits for a
+/// backup that runs) and lets the engine's torrents of retired snapshots go of the
+/// shards let go.
+async fn forget_op(
+    policy: swarmbak_core::retention::Policy,
+    dry_run: bool,
+    engine: &Engine,
+    node: &Node,
+    shared: &crate::schedule::Shared,
+) -> Response {
+    let _slot = shared.slot.lock().await;
+    let n = node.clone();
+    let forgot =
+        tokio::task::spawn_blocking(move || crate::retention::forget_node(&n, &policy, dry_run))
+            .await;
+    match forgot {
+        Ok(Ok(f)) => {
+            reopen_retired(engine, node, &f);
+            Response::Forgot {
+                forgot: Box::new(f),
+            }
+        }
+        Ok(Err(e)) => Response::error(e),
+        Err(e) => Response::error(e),
+    }
+}
+
+/// Opens again, from the store, the engine's torrents of the snapshots `f` retired (their
+/// pieces let go are no longer had nor served).
+pub(crate) fn reopen_retired(engine: &Engine, node: &Node, f: &crate::retention::Forgot) {
+    if f.dry_run {
+        return;
+    }
+    let Ok(me) = node.machine_key() else {
+        return;
+    };
+    for r in &f.retired {
+        let Ok(ih) = InfoHash::from_hex(&r.infohash) else {
+            continue;
+        };
+        engine.remove(&ih);
+        match Torrent::open(
+            &node.home.store(),
+            ih,
+            Role::Seed,
+            Some(me.clone()),
+            Some(me.clone()),
+        ) {
+            Ok(t) => engine.add(t),
+            Err(e) => eprintln!("swarmbak agent: cannot seed what stays of {ih}: {e}"),
+        }
+    }
+}
+
 async fn answer(
     req: Request,
     engine: &Engine,
@@ -713,6 +767,9 @@ async fn answer(
     match req {
         Request::Seed { paths } => {
             seed_op(paths, engine, node, shared, Arc::new(Default::default())).await
+        }
+        Request::Forget { policy, dry_run } => {
+            forget_op(policy, dry_run, engine, node, shared).await
         }
         Request::Status => Response::Status {
             status: Box::new(crate::status::of_agent(engine, node, shared)),

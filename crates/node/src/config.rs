@@ -58,6 +58,20 @@ pub struct NodeConfig {
     /// `--every`; swarm.md §15).
     #[serde(default, skip_serializing_if = "BackupSet::is_unset")]
     pub backup: BackupSet,
+    /// Which own snapshots the agent keeps after each backup, and `forget` without
+    /// `--keep-*` (swarm.md §16.1): `None` is the default policy
+    /// ([`swarmbak_core::retention::Policy::default_policy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<swarmbak_core::retention::Policy>,
+}
+
+impl NodeConfig {
+    /// The retention policy in force.
+    pub fn retention_policy(&self) -> swarmbak_core::retention::Policy {
+        self.retention
+            .clone()
+            .unwrap_or_else(swarmbak_core::retention::Policy::default_policy)
+    }
 }
 
 /// The machine's backup set (`config.json` `backup`).
@@ -316,6 +330,7 @@ impl NodeConfig {
                 listen: None,
                 peer_trackers: Vec::new(),
                 backup: BackupSet::default(),
+                retention: None,
             }
         } else {
             Self::load(root)?

@@ -33,6 +33,12 @@ pub enum Request {
     Cancel,
     /// What the agent is doing (`swarmbak status`).
     Status,
+    /// Forget snapshots by a retention policy (`swarmbak forget`: swarm.md §16.3).
+    Forget {
+        policy: swarmbak_core::retention::Policy,
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 fn default_publish_timeout() -> u64 {
@@ -56,6 +62,9 @@ pub enum Response {
     },
     Status {
         status: Box<crate::status::AgentStatus>,
+    },
+    Forgot {
+        forgot: Box<crate::retention::Forgot>,
     },
     Error {
         error: String,
@@ -138,6 +147,26 @@ impl ControlClient {
         {
             Response::Published { .. } => Ok(()),
             r => Err(ControlError::Protocol(format!("unexpected reply {r:?}"))),
+        }
+    }
+
+    /// Forgets by `policy` (the agent holds the store).
+    pub async fn forget(
+        &self,
+        policy: &swarmbak_core::retention::Policy,
+        dry_run: bool,
+    ) -> Result<crate::retention::Forgot, ControlError> {
+        match self
+            .call(&Request::Forget {
+                policy: policy.clone(),
+                dry_run,
+            })
+            .await?
+        {
+            Response::Forgot { forgot } => Ok(*forgot),
+            other => Err(ControlError::Protocol(format!(
+                "unexpected reply {other:?}"
+            ))),
         }
     }
 

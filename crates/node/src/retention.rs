@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use swarmbak_core::retention::{decide, Policy};
 use swarmbak_core::{InfoHash, Layout};
 use swarmbak_format::manifest::Manifest;
@@ -14,7 +14,7 @@ use swarmbak_format::restore::SnapshotMeta;
 use swarmbak_format::{FormatError, SnapshotInfo, Store};
 
 /// What a policy does to one snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fate {
     pub infohash: String,
     /// Unix seconds.
@@ -22,7 +22,7 @@ pub struct Fate {
     pub paths: Vec<String>,
     pub keep: bool,
     /// The policies that keep it ("newest", "last", "daily", ...).
-    pub reasons: Vec<&'static str>,
+    pub reasons: Vec<String>,
     /// Its stripes, and (forgotten) those kept snapshots still read.
     pub stripes: u32,
     pub stripes_kept: u32,
@@ -33,10 +33,13 @@ pub struct Fate {
 }
 
 /// A policy applied to this machine's snapshots.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// Every own snapshot, oldest first.
     pub snapshots: Vec<Fate>,
+    /// The stripes of each snapshot (forgotten before or now) that kept ones read.
+    #[serde(skip)]
+    pub needed: HashMap<InfoHash, BTreeSet<usize>>,
 }
 
 impl Plan {
@@ -101,13 +104,13 @@ pub fn plan(store: &Store, policy: &Policy, utc_offset: i64) -> Result<Plan, Ret
         groups.entry(group_of(s)).or_default().push(i);
     }
     let mut keep = vec![false; own.len()];
-    let mut reasons: Vec<Vec<&'static str>> = vec![Vec::new(); own.len()];
+    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); own.len()];
     for members in groups.values() {
         let times: Vec<i64> = members.iter().map(|&i| own[i].time).collect();
         for d in decide(&times, policy, utc_offset) {
             let i = members[d.index];
             keep[i] = d.keep;
-            reasons[i] = d.reasons;
+            reasons[i] = d.reasons.iter().map(|r| r.to_string()).collect();
         }
     }
     // What the kept snapshots read of each snapshot.
@@ -134,9 +137,8 @@ pub fn plan(store: &Store, policy: &Policy, utc_offset: i64) -> Result<Plan, Ret
         }
     }
     let mut out = Plan::default();
-    let mut order: Vec<usize> = (0..own.len()).collect();
-    order.sort_by_key(|&i| (own[i].time, own[i].infohash.clone()));
-    for i in order {
+    // Oldest first, as `own_snapshots` orders them (time, then nanoseconds).
+    for i in 0..own.len() {
         let s = &own[i];
         let ih = InfoHash::from_hex(&s.infohash)?;
         let layout = match layouts.get(&ih) {
@@ -166,26 +168,199 @@ pub fn plan(store: &Store, policy: &Policy, utc_offset: i64) -> Result<Plan, Ret
             },
         });
     }
+    out.needed = needed;
     Ok(out)
 }
 
 /// The stripes of forgotten snapshot `ih` the kept ones read, by [`plan`]'s rule (for
 /// the retirement record).
-pub fn needed_stripes(
+pub fn needed_stripes(plan: &Plan, ih: &InfoHash) -> BTreeSet<usize> {
+    plan.needed.get(ih).cloned().unwrap_or_default()
+}
+
+/// The machine's offset from UTC at Unix time `t`, seconds (its local time zone), for
+/// the calendar policies.
+pub fn local_offset(t: i64) -> i64 {
+    let t = t as libc::time_t;
+    // SAFETY: localtime_r writes only into `tm`, which outlives the call.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return 0;
+    }
+    tm.tm_gmtoff
+}
+
+/// One snapshot `forget` retired (or, `--dry-run`, would retire).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    pub infohash: String,
+    pub stripes: u32,
+    /// Stripe ranges `[start, end)` that stay (kept snapshots read them).
+    pub keep: Vec<(u32, u32)>,
+    /// Bytes of this machine's shard files let go.
+    pub bytes_freed_here: u64,
+    /// Retired before, its record signed again because fewer stripes stay now.
+    pub again: bool,
+}
+
+/// What `forget` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forgot {
+    pub dry_run: bool,
+    pub plan: Plan,
+    pub retired: Vec<Retired>,
+}
+
+/// Why `forget` stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForgetError {
+    #[error(transparent)]
+    Plan(#[from] RetentionError),
+    #[error("this machine's signing key: {0}")]
+    Key(String),
+    #[error("the agent holds the store and did not forget: {0}")]
+    Agent(String),
+}
+
+/// Forgets by `policy` (swarm.md §16.3) in this process when it can take the store lock,
+/// else by the agent that holds it (the control socket's `forget` op, which also lets
+/// go of the torrents' shards it seeds).
+pub fn forget_here_or_by_agent(
+    node: &crate::config::Node,
+    policy: &Policy,
+    dry_run: bool,
+) -> Result<Forgot, ForgetError> {
+    match node.home.lock() {
+        Ok(_lock) => forget_node(node, policy, dry_run),
+        Err(FormatError::Locked(_)) if node.control_socket().exists() => {
+            let rt = crate::runtime().map_err(|e| ForgetError::Agent(e.to_string()))?;
+            rt.block_on(
+                crate::control::ControlClient::new(&node.control_socket()).forget(policy, dry_run),
+            )
+            .map_err(|e| ForgetError::Agent(e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`forget`] with the node's store and signing key, now; the caller holds the lock.
+pub fn forget_node(
+    node: &crate::config::Node,
+    policy: &Policy,
+    dry_run: bool,
+) -> Result<Forgot, ForgetError> {
+    let key =
+        crate::config::signing_key(&node.root).map_err(|e| ForgetError::Key(e.to_string()))?;
+    forget(&node.home.store(), &key, policy, node.clock.unix(), dry_run)
+}
+
+impl From<FormatError> for ForgetError {
+    fn from(e: FormatError) -> Self {
+        ForgetError::Plan(RetentionError::Format(e))
+    }
+}
+
+impl From<swarmbak_core::IdError> for ForgetError {
+    fn from(e: swarmbak_core::IdError) -> Self {
+        ForgetError::Plan(RetentionError::Id(e))
+    }
+}
+
+fn ranges_of(stripes: u32, keep: &BTreeSet<usize>) -> Vec<(u32, u32)> {
+    swarmbak_trust::stripe_ranges(stripes, |s| keep.contains(&(s as usize)))
+}
+
+/// Forgets what `policy` does not keep of this machine's snapshots (swarm.md §16.3). The
+/// caller holds the store lock. For each snapshot forgotten, in this order, each step on
+/// disk before the next: its retirement is signed (`newest`: this machine's newest
+/// snapshot) and kept in the store, which takes it out of the snapshots backups build on;
+/// then this machine lets go of its shards of the stripes no kept snapshot reads.
+/// Snapshots retired before are looked at again: when kept snapshots read fewer of their
+/// stripes than their record keeps, a new record (later `retired`) keeps only those.
+/// Sending the records to the tracker is the caller's (they wait in the store).
+pub fn forget(
     store: &Store,
-    plan: &Plan,
-    ih: &InfoHash,
-) -> Result<BTreeSet<usize>, RetentionError> {
-    let mut out = BTreeSet::new();
-    let layout = layout_of(store, ih)?;
-    for s in plan.snapshots.iter().filter(|s| s.keep) {
-        for (target, offset, len) in reads(store, &InfoHash::from_hex(&s.infohash)?)? {
-            if target == *ih {
-                out.extend(layout.stripes_for(offset, len));
+    key: &swarmbak_trust::SigningKey,
+    policy: &Policy,
+    now: i64,
+    dry_run: bool,
+) -> Result<Forgot, ForgetError> {
+    let plan = plan(store, policy, local_offset(now))?;
+    let newest = plan
+        .snapshots
+        .iter()
+        .max_by_key(|f| (f.time, f.infohash.clone()))
+        .map(|f| InfoHash::from_hex(&f.infohash))
+        .transpose()?;
+    let Some(newest) = newest else {
+        return Ok(Forgot {
+            dry_run,
+            plan,
+            retired: Vec::new(),
+        });
+    };
+    let mut todo: Vec<(InfoHash, bool)> = Vec::new();
+    for f in plan.forgotten() {
+        todo.push((InfoHash::from_hex(&f.infohash)?, false));
+    }
+    for s in store.retired_snapshots()? {
+        todo.push((InfoHash::from_hex(&s.infohash)?, true));
+    }
+    let mut retired = Vec::new();
+    for (ih, before) in todo {
+        let layout = layout_of(store, &ih)?;
+        let stripes = layout.stripes as u32;
+        let mut need = needed_stripes(&plan, &ih);
+        // Signed already with exactly this `keep` (a run killed before it let the shards
+        // go is finished here).
+        let mut signed = false;
+        if before {
+            // Fewer stripes than the record keeps (never more: kept snapshots read only
+            // what was kept, and new ones dedup against them).
+            let old = store
+                .retirement(&ih)?
+                .and_then(|b| swarmbak_trust::Retirement::verify(&b, &key.public()).ok());
+            if let Some(old) = old {
+                need.retain(|&s| old.keeps(s as u32));
+                signed = ranges_of(stripes, &need) == old.keep;
             }
         }
+        let keep = ranges_of(stripes, &need);
+        let mut r = Retired {
+            infohash: ih.to_hex(),
+            stripes,
+            keep: keep.clone(),
+            bytes_freed_here: 0,
+            again: before && !signed,
+        };
+        if !dry_run {
+            if !signed {
+                let record = swarmbak_trust::Retirement {
+                    infohash: ih.0,
+                    machine: key.public(),
+                    retired: now,
+                    newest: newest.0,
+                    stripes,
+                    keep,
+                }
+                .sign(key);
+                store.set_retirement(&ih, &record)?;
+            }
+            let drop: BTreeSet<u32> = (0..stripes)
+                .filter(|s| !need.contains(&(*s as usize)))
+                .collect();
+            r.bytes_freed_here = store.drop_stripes(&ih, layout.n(), &drop)?;
+        }
+        if !signed || r.bytes_freed_here > 0 {
+            retired.push(r);
+        }
     }
-    Ok(out)
+    Ok(Forgot {
+        dry_run,
+        plan,
+        retired,
+    })
 }
 
 #[cfg(test)]
@@ -236,7 +411,7 @@ mod tests {
         // The second reads the first's second half: about half its stripes stay.
         assert!(a.stripes_kept > 0 && a.stripes_kept < a.stripes, "{a:?}");
         assert!(a.bytes_freed > 0 && a.bytes_kept > 0, "{a:?}");
-        let need = needed_stripes(&store, &p, &first).unwrap();
+        let need = needed_stripes(&p, &first);
         assert_eq!(need.len() as u32, a.stripes_kept);
         assert_eq!(
             *need.iter().next_back().unwrap() as u32,

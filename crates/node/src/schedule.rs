@@ -462,9 +462,14 @@ impl backup::Progress for Progress {
     }
 }
 
-/// What the backup task returns: its result and when it ended (monotonic; the job sees
-/// the end only at its next tick).
-type Outcome = (Result<backup::BackupReport, String>, Instant);
+/// What the backup task returns: its result, when it ended (monotonic; the job sees the
+/// end only at its next tick), and what the retention policy then forgot (after a new
+/// snapshot).
+type Outcome = (
+    Result<backup::BackupReport, String>,
+    Instant,
+    Option<Result<crate::retention::Forgot, String>>,
+);
 
 struct InFlight {
     handle: tokio::task::JoinHandle<Outcome>,
@@ -837,16 +842,27 @@ impl ScheduledBackup {
             stage: "scanning".into(),
             ..Default::default()
         });
-        let home = node.home.clone();
+        let n = node.clone();
         let handle = tokio::task::spawn_blocking(move || {
-            let run = || backup::backup_locked(&home, &opts, &progress).map_err(|e| e.to_string());
-            let r = match backup_pool() {
+            let run = || {
+                let r = backup::backup_locked(&n.home, &opts, &progress).map_err(|e| e.to_string());
+                let ended = Instant::now();
+                // The policy, after a new snapshot (swarm.md §16.1), at the same priority.
+                let forgot = match &r {
+                    Ok(rep) if !rep.unchanged => Some(
+                        crate::retention::forget_node(&n, &n.config.retention_policy(), false)
+                            .map_err(|e| e.to_string()),
+                    ),
+                    _ => None,
+                };
+                (r, ended, forgot)
+            };
+            let out = match backup_pool() {
                 Some(pool) => pool.install(run),
                 None => run(),
             };
-            let ended = Instant::now();
             trim_memory();
-            (r, ended)
+            out
         });
         self.running = Some(InFlight {
             handle,
@@ -864,10 +880,27 @@ impl ScheduledBackup {
         let node = &cx.node;
         let mut record = f.record;
         record.end = node.clock.unix();
-        let (result, ended) = match f.handle.await {
+        let (result, ended, forgot) = match f.handle.await {
             Ok(r) => r,
-            Err(e) => (Err(format!("the backup task failed: {e}")), Instant::now()),
+            Err(e) => (
+                Err(format!("the backup task failed: {e}")),
+                Instant::now(),
+                None,
+            ),
         };
+        match forgot {
+            Some(Ok(f)) if !f.retired.is_empty() => {
+                let freed: u64 = f.retired.iter().map(|r| r.bytes_freed_here).sum();
+                eprintln!(
+                    "swarmbak agent: the retention policy forgot {} snapshot(s) ({} bytes of shards let go here)",
+                    f.retired.len(),
+                    freed
+                );
+                crate::agent::reopen_retired(&cx.engine, node, &f);
+            }
+            Some(Err(e)) => eprintln!("swarmbak agent: the retention policy forgot nothing: {e}"),
+            Some(Ok(_)) | None => {}
+        }
         record.duration_ms = ended.saturating_duration_since(f.t0).as_millis() as u64;
         match result {
             Ok(r) => {
@@ -955,7 +988,7 @@ impl ScheduledBackup {
         record.end = cx.node.clock.unix();
         match r {
             // It had finished meanwhile.
-            Ok(Ok((Ok(rep), _))) => record.succeeded(rep.infohash, rep.unchanged),
+            Ok(Ok((Ok(rep), _, _))) => record.succeeded(rep.infohash, rep.unchanged),
             _ => {
                 record.error =
                     Some("interrupted: the agent stopped; the next start backs up again".into())

@@ -147,6 +147,33 @@ pub fn status(ctx: &Ctx) -> R {
     Ok(())
 }
 
+/// `swarmbak forget`: `policy` from the flags (none given: the configuration's).
+pub fn forget(
+    ctx: &Ctx,
+    mut policy: swarmbak_core::retention::Policy,
+    within: Option<&str>,
+    dry_run: bool,
+) -> R {
+    let node = Node::open(&ctx.home)?;
+    if let Some(w) = within {
+        let d = swarmbak_core::parse_duration(w).ok_or_else(|| {
+            Failure::new(
+                2,
+                format!("--keep-within {w:?}: give a duration like 12h, 30d, 2w"),
+            )
+        })?;
+        policy.within = Some(d.as_secs());
+    }
+    if policy.is_empty() {
+        policy = node.config.retention_policy();
+    }
+    let f = swarmbak_node::retention::forget_here_or_by_agent(&node, &policy, dry_run)
+        .map_err(|e| Failure::new(1, e.to_string()))?;
+    let v = serde_json::to_value(&f).map_err(|e| Failure::new(1, e.to_string()))?;
+    out(ctx, v, || crate::render::forgot_text(&f));
+    Ok(())
+}
+
 pub fn seed(
     ctx: &Ctx,
     paths: Vec<PathBuf>,

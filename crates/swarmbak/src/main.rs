@@ -229,6 +229,36 @@ enum Command {
     /// What the agent is doing: a backup and its progress, the last one and when the
     /// next is due, what it holds for other machines, its peers, the tracker.
     Status,
+    /// Forget this machine's old snapshots by a retention policy (without --keep-*: the
+    /// configuration's, else 10 last, 48 hourly, 7 daily, 4 weekly, 24 monthly, 3
+    /// yearly). Each set of backed-up paths is kept on its own; its newest snapshot
+    /// always stays. Holders let go of what no kept snapshot reads after a grace period.
+    Forget {
+        /// Keep the N newest snapshots.
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u32>,
+        /// Keep the newest snapshot of each of the N last hours that have one.
+        #[arg(long, value_name = "N")]
+        keep_hourly: Option<u32>,
+        /// ... of each of the N last days.
+        #[arg(long, value_name = "N")]
+        keep_daily: Option<u32>,
+        /// ... of each of the N last weeks (Monday to Sunday).
+        #[arg(long, value_name = "N")]
+        keep_weekly: Option<u32>,
+        /// ... of each of the N last months.
+        #[arg(long, value_name = "N")]
+        keep_monthly: Option<u32>,
+        /// ... of each of the N last years.
+        #[arg(long, value_name = "N")]
+        keep_yearly: Option<u32>,
+        /// Keep every snapshot taken within DURATION (like 30d) of the newest.
+        #[arg(long, value_name = "DURATION")]
+        keep_within: Option<String>,
+        /// Say what would be forgotten and freed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The company tracker (private: enrolled machines only), or its administration.
     #[command(args_conflicts_with_subcommands = true)]
     Tracker {
@@ -388,6 +418,29 @@ fn main() -> ExitCode {
         Command::Repair { infohash } => cmd::repair(&ctx, &infohash),
         Command::Agent { listen } => cmd::agent(&ctx, listen.as_deref()),
         Command::Status => cmd::status(&ctx),
+        Command::Forget {
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_within,
+            dry_run,
+        } => cmd::forget(
+            &ctx,
+            swarmbak_core::retention::Policy {
+                last: keep_last,
+                hourly: keep_hourly,
+                daily: keep_daily,
+                weekly: keep_weekly,
+                monthly: keep_monthly,
+                yearly: keep_yearly,
+                within: None,
+            },
+            keep_within.as_deref(),
+            dry_run,
+        ),
         Command::Tracker {
             action: Some(a), ..
         } => tracker_cmd::admin(&ctx, a),

@@ -82,6 +82,48 @@ pub fn print_snapshot(
 }
 
 /// `swarmbak status` as text.
+/// What `swarmbak forget` did (or would do).
+pub fn forgot_text(f: &swarmbak_node::retention::Forgot) -> String {
+    let mut o = String::new();
+    for s in &f.plan.snapshots {
+        let what = if s.keep {
+            format!("keep    ({})", s.reasons.join(", "))
+        } else if s.stripes_kept == 0 {
+            "forget".to_string()
+        } else {
+            format!(
+                "forget  ({} of {} stripes stay: kept snapshots read them)",
+                s.stripes_kept, s.stripes
+            )
+        };
+        o.push_str(&format!(
+            "{}  {}  {}\n",
+            &s.infohash[..16],
+            utc(s.time),
+            what
+        ));
+    }
+    let n = f.retired.iter().filter(|r| !r.again).count();
+    let (freed, kept) = f.plan.totals();
+    let here: u64 = f.retired.iter().map(|r| r.bytes_freed_here).sum();
+    let verb = if f.dry_run { "would be" } else { "were" };
+    o.push_str(&format!(
+        "{n} snapshot(s) {verb} forgotten: {} of shards go from every holder after the grace period, {} stay because kept snapshots read them",
+        human_bytes(freed),
+        human_bytes(kept)
+    ));
+    if !f.dry_run {
+        o.push_str(&format!("; {} let go here now", human_bytes(here)));
+    }
+    let again = f.retired.len() - n;
+    if again > 0 {
+        o.push_str(&format!(
+            "\n{again} snapshot(s) forgotten before keep fewer stripes now"
+        ));
+    }
+    o
+}
+
 pub fn status_text(st: &swarmbak_node::status::AgentStatus) -> String {
     use swarmbak_core::{compact_duration, spoken_duration};
     let now = swarmbak_tracker::server::unix_now();
