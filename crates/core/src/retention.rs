@@ -51,6 +51,49 @@ impl Policy {
     pub fn is_empty(&self) -> bool {
         *self == Policy::default()
     }
+
+    /// Replaces each setting `other` gives; a 0 there turns that one off.
+    pub fn overlay(&mut self, other: &Policy) {
+        let set = |mine: &mut Option<u32>, theirs: Option<u32>| {
+            if let Some(n) = theirs {
+                *mine = (n > 0).then_some(n);
+            }
+        };
+        set(&mut self.last, other.last);
+        set(&mut self.hourly, other.hourly);
+        set(&mut self.daily, other.daily);
+        set(&mut self.weekly, other.weekly);
+        set(&mut self.monthly, other.monthly);
+        set(&mut self.yearly, other.yearly);
+        if let Some(w) = other.within {
+            self.within = (w > 0).then_some(w);
+        }
+    }
+}
+
+/// `10 last, 48 hourly, 7 daily, 4 weekly, 24 monthly, 3 yearly, all within 30d`, or
+/// `only the newest`.
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = [
+            (self.last, "last"),
+            (self.hourly, "hourly"),
+            (self.daily, "daily"),
+            (self.weekly, "weekly"),
+            (self.monthly, "monthly"),
+            (self.yearly, "yearly"),
+        ]
+        .iter()
+        .filter_map(|(n, what)| n.map(|n| format!("{n} {what}")))
+        .collect();
+        if let Some(w) = self.within {
+            parts.push(format!("all within {}", crate::compact_duration(w)));
+        }
+        if parts.is_empty() {
+            return f.write_str("only the newest");
+        }
+        f.write_str(&parts.join(", "))
+    }
 }
 
 /// Why a snapshot is kept: the policies that keep it.

@@ -247,6 +247,10 @@ pub struct InitOptions {
     pub default_excludes: Option<bool>,
     /// The machine's own backup interval.
     pub every: Option<Duration>,
+    /// Retention settings given (`--keep-*`): each replaces that one of the policy in
+    /// force (0 turns it off); `retention_default` goes back to the default first.
+    pub retention: swarmbak_core::retention::Policy,
+    pub retention_default: bool,
 }
 
 /// Parses a `--listen` address.
@@ -381,6 +385,14 @@ impl NodeConfig {
         }
         if let Some(e) = opts.every {
             config.backup.every = Some(e.as_secs());
+        }
+        if opts.retention_default {
+            config.retention = None;
+        }
+        if !opts.retention.is_empty() {
+            let mut p = config.retention_policy();
+            p.overlay(&opts.retention);
+            config.retention = Some(p);
         }
         for r in &opts.recovery_recipients {
             if !config.recovery_recipients.iter().any(|x| x == r.trim()) {

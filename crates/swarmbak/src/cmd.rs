@@ -62,7 +62,8 @@ pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>, every: Opti
                "recovery_recipients": c.recovery_recipients,
                "backup": {"paths": c.backup.paths, "exclude": c.exclude_patterns(&ctx.home),
                           "default_excludes": c.backup.default_excludes,
-                          "every": c.backup.every.unwrap_or(DEFAULT_EVERY.as_secs())}}),
+                          "every": c.backup.every.unwrap_or(DEFAULT_EVERY.as_secs())},
+               "retention": c.retention_policy(), "retention_default": c.retention.is_none()}),
         || {
             format!(
                 "{} machine {:?} in {}\npublic key: {}\nrecovery recipients: {}\ntracker: {}{}\ncopies: {}, stripes of {}+{} shards\nquota for other machines' shards: {}",
@@ -104,8 +105,17 @@ pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>, every: Opti
 
 /// What `init` says of the backup set.
 fn backup_set_text(c: &NodeConfig, home: &std::path::Path) -> String {
+    let kept = format!(
+        "\nsnapshots kept: {}{}",
+        c.retention_policy(),
+        if c.retention.is_none() {
+            " (the default)"
+        } else {
+            ""
+        }
+    );
     if c.backup.paths.is_empty() {
-        return "\nbackup set: none (the agent makes no backups by itself; add some with --backup PATH)".into();
+        return format!("\nbackup set: none (the agent makes no backups by itself; add some with --backup PATH){kept}");
     }
     let every = c.backup.every.map_or_else(
         || {
@@ -117,7 +127,7 @@ fn backup_set_text(c: &NodeConfig, home: &std::path::Path) -> String {
         compact_duration,
     );
     format!(
-        "\nbackup set: {}\nbacked up by the agent every {every}\nleft out: {}",
+        "\nbackup set: {}\nbacked up by the agent every {every}\nleft out: {}{kept}",
         c.backup
             .paths
             .iter()
@@ -148,25 +158,16 @@ pub fn status(ctx: &Ctx) -> R {
 }
 
 /// `swarmbak forget`: `policy` from the flags (none given: the configuration's).
-pub fn forget(
-    ctx: &Ctx,
-    mut policy: swarmbak_core::retention::Policy,
-    within: Option<&str>,
-    dry_run: bool,
-) -> R {
+pub fn forget(ctx: &Ctx, policy: swarmbak_core::retention::Policy, dry_run: bool) -> R {
     let node = Node::open(&ctx.home)?;
-    if let Some(w) = within {
-        let d = swarmbak_core::parse_duration(w).ok_or_else(|| {
-            Failure::new(
-                2,
-                format!("--keep-within {w:?}: give a duration like 12h, 30d, 2w"),
-            )
-        })?;
-        policy.within = Some(d.as_secs());
-    }
-    if policy.is_empty() {
-        policy = node.config.retention_policy();
-    }
+    let policy = if policy.is_empty() {
+        node.config.retention_policy()
+    } else {
+        // 0 turns a setting off, as for init.
+        let mut p = swarmbak_core::retention::Policy::default();
+        p.overlay(&policy);
+        p
+    };
     let f = swarmbak_node::retention::forget_here_or_by_agent(&node, &policy, dry_run)
         .map_err(|e| Failure::new(1, e.to_string()))?;
     let v = serde_json::to_value(&f).map_err(|e| Failure::new(1, e.to_string()))?;

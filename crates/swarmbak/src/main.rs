@@ -73,6 +73,60 @@ impl From<Until> for swarmbak_node::seed::Until {
 // Parsed once per process: the size of the largest variant (the tracker's options) costs
 // nothing worth a Box.
 #[allow(clippy::large_enum_variant)]
+/// A retention policy's settings (`forget`, `init`: swarm.md §16.1).
+#[derive(clap::Args, Debug, Default)]
+struct Keep {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the N last hours that have one.
+    #[arg(long, value_name = "N")]
+    keep_hourly: Option<u32>,
+    /// ... of each of the N last days.
+    #[arg(long, value_name = "N")]
+    keep_daily: Option<u32>,
+    /// ... of each of the N last weeks (Monday to Sunday).
+    #[arg(long, value_name = "N")]
+    keep_weekly: Option<u32>,
+    /// ... of each of the N last months.
+    #[arg(long, value_name = "N")]
+    keep_monthly: Option<u32>,
+    /// ... of each of the N last years.
+    #[arg(long, value_name = "N")]
+    keep_yearly: Option<u32>,
+    /// Keep every snapshot taken within DURATION (like 30d) of the newest.
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<String>,
+}
+
+impl Keep {
+    /// The settings given (an empty policy when none is).
+    fn policy(&self) -> Result<swarmbak_core::retention::Policy, failure::Failure> {
+        let within = match &self.keep_within {
+            None => None,
+            Some(w) if w.trim() == "0" => Some(0),
+            Some(w) => Some(
+                swarmbak_core::parse_duration(w)
+                    .ok_or_else(|| {
+                        failure::Failure::usage(format!(
+                            "--keep-within {w:?}: give a duration like 12h, 30d, 2w"
+                        ))
+                    })?
+                    .as_secs(),
+            ),
+        };
+        Ok(swarmbak_core::retention::Policy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create this machine's keys and settings (run again: change only the options given).
@@ -135,6 +189,14 @@ enum Command {
         /// set it at the tracker, and decide whether this setting wins).
         #[arg(long, value_name = "DURATION")]
         every: Option<String>,
+        /// The retention policy the agent applies after each backup, and `forget`
+        /// without --keep-*: each --keep-* given replaces that setting (0 turns it off).
+        #[command(flatten)]
+        keep: Keep,
+        /// Go back to the default retention policy (10 last, 48 hourly, 7 daily, 4
+        /// weekly, 24 monthly, 3 yearly) before any --keep-* given.
+        #[arg(long)]
+        keep_default: bool,
     },
     /// Back up PATHs as a new snapshot, publish it and seed it.
     Seed {
@@ -234,27 +296,8 @@ enum Command {
     /// yearly). Each set of backed-up paths is kept on its own; its newest snapshot
     /// always stays. Holders let go of what no kept snapshot reads after a grace period.
     Forget {
-        /// Keep the N newest snapshots.
-        #[arg(long, value_name = "N")]
-        keep_last: Option<u32>,
-        /// Keep the newest snapshot of each of the N last hours that have one.
-        #[arg(long, value_name = "N")]
-        keep_hourly: Option<u32>,
-        /// ... of each of the N last days.
-        #[arg(long, value_name = "N")]
-        keep_daily: Option<u32>,
-        /// ... of each of the N last weeks (Monday to Sunday).
-        #[arg(long, value_name = "N")]
-        keep_weekly: Option<u32>,
-        /// ... of each of the N last months.
-        #[arg(long, value_name = "N")]
-        keep_monthly: Option<u32>,
-        /// ... of each of the N last years.
-        #[arg(long, value_name = "N")]
-        keep_yearly: Option<u32>,
-        /// Keep every snapshot taken within DURATION (like 30d) of the newest.
-        #[arg(long, value_name = "DURATION")]
-        keep_within: Option<String>,
+        #[command(flatten)]
+        keep: Keep,
         /// Say what would be forgotten and freed; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -336,43 +379,50 @@ fn main() -> ExitCode {
             no_default_excludes,
             default_excludes,
             every,
-        } => cmd::init(
-            &ctx,
-            swarmbak_node::InitOptions {
-                name,
-                tracker,
-                enroll_token: enroll,
-                recovery_recipients: recovery_recipient,
-                copies,
-                k,
-                m,
-                quota: None,
-                listen,
-                peer_trackers: match peer_tracker.as_slice() {
-                    [] => None,
-                    [none] if none == "none" => Some(Vec::new()),
-                    _ => Some(peer_tracker),
+            keep,
+            keep_default,
+        } => match keep.policy() {
+            Err(e) => Err(e),
+            Ok(retention) => cmd::init(
+                &ctx,
+                swarmbak_node::InitOptions {
+                    name,
+                    tracker,
+                    enroll_token: enroll,
+                    recovery_recipients: recovery_recipient,
+                    copies,
+                    k,
+                    m,
+                    quota: None,
+                    listen,
+                    peer_trackers: match peer_tracker.as_slice() {
+                        [] => None,
+                        [none] if none == "none" => Some(Vec::new()),
+                        _ => Some(peer_tracker),
+                    },
+                    backup: match backup.as_slice() {
+                        [] => None,
+                        [none] if none.as_os_str() == "none" => Some(Vec::new()),
+                        _ => Some(backup),
+                    },
+                    exclude: match exclude.as_slice() {
+                        [] => None,
+                        [none] if none == "none" => Some(Vec::new()),
+                        _ => Some(exclude),
+                    },
+                    default_excludes: match (no_default_excludes, default_excludes) {
+                        (true, _) => Some(false),
+                        (_, true) => Some(true),
+                        _ => None,
+                    },
+                    every: None,
+                    retention,
+                    retention_default: keep_default,
                 },
-                backup: match backup.as_slice() {
-                    [] => None,
-                    [none] if none.as_os_str() == "none" => Some(Vec::new()),
-                    _ => Some(backup),
-                },
-                exclude: match exclude.as_slice() {
-                    [] => None,
-                    [none] if none == "none" => Some(Vec::new()),
-                    _ => Some(exclude),
-                },
-                default_excludes: match (no_default_excludes, default_excludes) {
-                    (true, _) => Some(false),
-                    (_, true) => Some(true),
-                    _ => None,
-                },
-                every: None,
-            },
-            quota,
-            every,
-        ),
+                quota,
+                every,
+            ),
+        },
         Command::Seed {
             paths,
             until,
@@ -418,29 +468,10 @@ fn main() -> ExitCode {
         Command::Repair { infohash } => cmd::repair(&ctx, &infohash),
         Command::Agent { listen } => cmd::agent(&ctx, listen.as_deref()),
         Command::Status => cmd::status(&ctx),
-        Command::Forget {
-            keep_last,
-            keep_hourly,
-            keep_daily,
-            keep_weekly,
-            keep_monthly,
-            keep_yearly,
-            keep_within,
-            dry_run,
-        } => cmd::forget(
-            &ctx,
-            swarmbak_core::retention::Policy {
-                last: keep_last,
-                hourly: keep_hourly,
-                daily: keep_daily,
-                weekly: keep_weekly,
-                monthly: keep_monthly,
-                yearly: keep_yearly,
-                within: None,
-            },
-            keep_within.as_deref(),
-            dry_run,
-        ),
+        Command::Forget { keep, dry_run } => match keep.policy() {
+            Ok(policy) => cmd::forget(&ctx, policy, dry_run),
+            Err(e) => Err(e),
+        },
         Command::Tracker {
             action: Some(a), ..
         } => tracker_cmd::admin(&ctx, a),

@@ -350,3 +350,81 @@ fn the_tracker_sets_the_interval_and_asks_for_a_backup() {
         "one backup per request"
     );
 }
+
+/// The agent applies the machine's retention policy after each backup that made a
+/// snapshot (`init --keep-last 2`): a third snapshot retires the first (in the store,
+/// out of `snapshots`); `forget` by hand goes through the running agent, which holds
+/// the store, and its dry run changes nothing.
+#[test]
+fn the_agent_forgets_by_the_machine_s_policy_after_each_backup() {
+    let Desk {
+        t: _t,
+        tracker: _tracker,
+        home,
+        docs,
+    } = desk();
+    let out = common::ok(
+        &home,
+        &[
+            "init",
+            "--backup",
+            docs.to_str().unwrap(),
+            "--every",
+            "1s",
+            "--keep-last",
+            "2",
+            "--keep-hourly",
+            "0",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+            "--keep-monthly",
+            "0",
+            "--keep-yearly",
+            "0",
+        ],
+    );
+    assert!(
+        out.contains("snapshots kept: 2 last\n") || out.ends_with("snapshots kept: 2 last"),
+        "{out}"
+    );
+    let _agent = procs::agent(&home, "desk");
+    wait(&home, 30, "the first backup", |s| {
+        s["backup"]["last_success"]["infohash"].is_string()
+    });
+    let mut made = snapshots(&home);
+    for i in 0..2 {
+        std::fs::write(docs.join("notes.txt"), format!("edit {i}\n")).unwrap();
+        let before = made.last().cloned();
+        wait(&home, 30, "a snapshot of the edit", |s| {
+            s["backup"]["last_success"]["infohash"].as_str() != before.as_deref()
+                && s["backup"]["last_success"]["unchanged"] == false
+        });
+        let ih = status(&home)["backup"]["last_success"]["infohash"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        made.push(ih);
+    }
+    assert_eq!(made.len(), 3, "{made:?}");
+    // The policy ran after the third: the first is retired, the two newest listed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshots(&home).len() > 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(snapshots(&home), made[1..].to_vec());
+    assert!(common::store_dir(&home, &made[0]).join("retired").exists());
+    // By hand, through the agent: a dry run of --keep-last 1 would forget the second and
+    // changes nothing; then it does.
+    let dry = common::ok(
+        &home,
+        &["--json", "forget", "--keep-last", "1", "--dry-run"],
+    );
+    let dry: serde_json::Value = serde_json::from_str(dry.trim()).unwrap();
+    assert_eq!(dry["retired"][0]["infohash"], made[1].as_str(), "{dry}");
+    assert_eq!(snapshots(&home), made[1..].to_vec());
+    let done = common::ok(&home, &["forget", "--keep-last", "1"]);
+    assert!(done.contains("1 snapshot(s) were forgotten"), "{done}");
+    assert_eq!(snapshots(&home), made[2..].to_vec());
+}
