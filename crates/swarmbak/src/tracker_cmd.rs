@@ -90,6 +90,22 @@ pub enum Action {
         #[arg(long, requires = "machine")]
         now: bool,
     },
+    /// List the snapshots machines retired (forgot): when, which stripes stay, and
+    /// whether the administrator cancelled the retirement.
+    Retirements {
+        /// The tracker's data directory (its database, organisation key and admin token).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// Cancel a snapshot's retirement: holders keep all its shards (a retirement signed
+    /// by a stolen or compromised machine key must not destroy the backup).
+    Unretire {
+        /// The tracker's data directory (its database, organisation key and admin token).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The snapshot's info-hash (40 hex digits).
+        infohash: String,
+    },
     /// Replace DATA/admin-token: the old token stops working and every dashboard session
     /// ends (a running tracker reads the new one within a second).
     RotateAdminToken {
@@ -608,6 +624,40 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
             machine_may_override.as_deref(),
             now,
         ),
+        Action::Retirements { data } => {
+            let (mut db, _) = open_db(&data)?;
+            let list = admin::retirements(&mut db).map_err(fail)?;
+            for r in &list {
+                if ctx.json {
+                    say!("{}", r.to_json());
+                } else {
+                    say!("{}", retirement_line(r));
+                }
+            }
+            if list.is_empty() && !ctx.json {
+                say!("no snapshot is retired at this tracker");
+            }
+            Ok(())
+        }
+        Action::Unretire { data, infohash } => {
+            let (mut db, org) = open_db(&data)?;
+            let view =
+                admin::cancel_retirement(&mut db, &infohash, &admin::Actor::cli(), unix_now())
+                    .map_err(fail)?;
+            poke(&mut db, &org);
+            if ctx.json {
+                let mut v = view.to_json();
+                v["event"] = json!("unretired");
+                say!("{v}");
+            } else {
+                say!(
+                    "the retirement of {} ({}) is cancelled: holders keep all its shards",
+                    hex::encode(view.row.infohash),
+                    view.machine
+                );
+            }
+            Ok(())
+        }
         Action::Machines { data } => {
             let (mut db, _) = open_db(&data)?;
             let rows = db.machines().map_err(|e| Failure::new(1, e.to_string()))?;
@@ -645,6 +695,28 @@ pub fn admin(ctx: &Ctx, a: Action) -> R {
             Ok(())
         }
     }
+}
+
+/// One retirement for `swarmbak tracker retirements`: info-hash, machine, signed and
+/// received times, the stripes kept, whether it stands.
+fn retirement_line(r: &admin::RetirementView) -> String {
+    format!(
+        "{} {:<20} retired {} received {} keeps {} of {} stripes{}",
+        hex::encode(r.row.infohash),
+        r.machine,
+        utc(r.row.retired),
+        utc(r.row.received),
+        r.keep_text(),
+        r.stripes,
+        match (r.row.cancelled, &r.row.cancelled_by) {
+            (Some(at), by) => format!(
+                ", CANCELLED {} by {}",
+                utc(at),
+                by.as_deref().unwrap_or("?")
+            ),
+            (None, _) => String::new(),
+        }
+    )
 }
 
 /// `--every DURATION|default`.

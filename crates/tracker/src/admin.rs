@@ -6,7 +6,8 @@ use swarmbak_trust::{Certificate, CertificateFields, EnrollRequest, EnrollToken,
 
 use crate::org::{new_passkey, Org};
 use crate::storage::{
-    AuditRow, MachineKind, MachineRow, NewMachine, Pending, Redeemed, Storage, StorageError,
+    AuditRow, MachineKind, MachineRow, NewMachine, Pending, Redeemed, RetirementRow, Storage,
+    StorageError,
 };
 use crate::store::check_machine_name;
 
@@ -49,6 +50,12 @@ pub enum AdminError {
     /// The enrolment request does not verify.
     #[error("enrolment request refused: {0}")]
     BadRequest(String),
+    /// The snapshot has no retirement standing to cancel.
+    #[error("snapshot {0} has no retirement standing at this tracker (swarmbak tracker retirements lists them)")]
+    NotRetired(String),
+    /// Its retirement was cancelled before.
+    #[error("the retirement of snapshot {0} is cancelled already")]
+    AlreadyCancelled(String),
     /// The token is unknown, used or expired.
     #[error("the enrolment token is unknown, used or expired: ask the administrator for a new one (swarmbak tracker enroll)")]
     UnknownToken,
@@ -480,4 +487,107 @@ pub fn set_org_schedule(
     let target = if vip { "vip" } else { "organisation" };
     audit(db, by, "schedule", target, &change.describe(), now)?;
     Ok(s)
+}
+
+/// A stored retirement as the administrator sees it (`swarmbak tracker retirements`,
+/// `GET /api/v1/retirements`, tracker.md §7.8, §10.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetirementView {
+    /// The row.
+    pub row: RetirementRow,
+    /// Its machine's enrolled name.
+    pub machine: String,
+    /// The snapshot's stripes (from the record; 0 when it no longer parses).
+    pub stripes: u32,
+    /// The stripe ranges `[start, end)` that stay.
+    pub keep: Vec<(u32, u32)>,
+}
+
+impl RetirementView {
+    /// The stripes that stay, as `0-2,7` (inclusive ranges), `none` when none does.
+    pub fn keep_text(&self) -> String {
+        if self.keep.is_empty() {
+            return "none".into();
+        }
+        self.keep
+            .iter()
+            .map(|&(a, b)| {
+                if b == a + 1 {
+                    a.to_string()
+                } else {
+                    format!("{a}-{}", b - 1)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The JSON of tracker.md §10.2.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "infohash": hex::encode(self.row.infohash),
+            "machine": self.machine,
+            "retired": self.row.retired,
+            "received": self.row.received,
+            "stripes": self.stripes,
+            "keep": self.keep_text(),
+            "cancelled": self.row.cancelled,
+            "cancelled_by": self.row.cancelled_by,
+        })
+    }
+}
+
+/// Every stored retirement, in the order received, with its machine's name.
+pub fn retirements(db: &mut dyn Storage) -> Result<Vec<RetirementView>, AdminError> {
+    let names: std::collections::HashMap<i64, String> =
+        db.machines()?.into_iter().map(|m| (m.id, m.name)).collect();
+    Ok(db
+        .retirements()?
+        .into_iter()
+        .map(|row| {
+            let parsed = swarmbak_trust::Retirement::parse_unverified(&row.record).ok();
+            RetirementView {
+                machine: names.get(&row.machine).cloned().unwrap_or_default(),
+                stripes: parsed.as_ref().map_or(0, |r| r.stripes),
+                keep: parsed.map(|r| r.keep).unwrap_or_default(),
+                row,
+            }
+        })
+        .collect())
+}
+
+/// Cancels the standing retirement of the snapshot `infohash` (40 hex digits) names
+/// (`swarmbak tracker unretire`, `POST /api/v1/retirements/<ih>/cancel`), with an audit
+/// line; returns it as cancelled. Holders keep the snapshot's shards.
+pub fn cancel_retirement(
+    db: &mut dyn Storage,
+    infohash: &str,
+    by: &Actor,
+    now: i64,
+) -> Result<RetirementView, AdminError> {
+    let ih: [u8; 20] = hex::decode(infohash.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            AdminError::Invalid(format!(
+                "{infohash:?} is not a snapshot's info-hash: give its 40 hex digits"
+            ))
+        })?;
+    let hex_ih = hex::encode(ih);
+    let mut view = retirements(db)?
+        .into_iter()
+        .find(|v| v.row.infohash == ih)
+        .ok_or_else(|| AdminError::NotRetired(hex_ih.clone()))?;
+    if view.row.cancelled.is_some() || !db.cancel_retirement(&ih, now, &by.actor)? {
+        return Err(AdminError::AlreadyCancelled(hex_ih));
+    }
+    let detail = format!(
+        "retirement by {} signed at {}",
+        view.machine,
+        swarmbak_core::utc(view.row.retired)
+    );
+    audit(db, by, "unretire", &hex_ih, &detail, now)?;
+    view.row.cancelled = Some(now);
+    view.row.cancelled_by = Some(by.actor.clone());
+    Ok(view)
 }

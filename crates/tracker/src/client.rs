@@ -439,15 +439,28 @@ impl TrackerClient {
     /// Sends this machine's signed backup report (trust.md §9) under its passkey:
     /// `true` when the tracker stored it now, `false` when it had it already (a resend).
     pub async fn report(&self, signed: &[u8]) -> Result<bool, ClientError> {
+        self.post_signed("report", signed).await
+    }
+
+    /// `POST PATH/<endpoint>` with a signed record as body: the answer's `new`.
+    async fn post_signed(&self, endpoint: &str, signed: &[u8]) -> Result<bool, ClientError> {
         #[derive(serde::Deserialize)]
         struct Answer {
             new: bool,
         }
-        let target = format!("{}/report", self.api_base);
+        let target = format!("{}/{endpoint}", self.api_base);
         let a: Answer = self
             .json_call(Method::POST, &target, Some(signed), &[])
             .await?;
         Ok(a.new)
+    }
+
+    /// Sends this machine's signed retirement of one of its snapshots (trust.md §12,
+    /// tracker.md §7.8) under its passkey: `true` when the tracker stored it now (new,
+    /// or replacing an earlier one), `false` when it had that record already or the
+    /// administrator cancelled the snapshot's retirement (nothing changed).
+    pub async fn retire(&self, signed: &[u8]) -> Result<bool, ClientError> {
+        self.post_signed("retire", signed).await
     }
 
     /// When this machine should back up (`GET PATH/<passkey>/schedule`, tracker.md §7.7),

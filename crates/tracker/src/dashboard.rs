@@ -433,15 +433,24 @@ pub fn machine(
             what
         );
     }
-    o.push_str("</tbody></table><h2>Snapshots</h2><table id=\"snapshots\"><thead><tr><th>Published</th><th>Info-hash</th><th>Payload</th><th>Copies wanted</th></tr></thead><tbody>");
+    o.push_str("</tbody></table><h2>Snapshots</h2><table id=\"snapshots\"><thead><tr><th>Published</th><th>Info-hash</th><th>Payload</th><th>Copies wanted</th><th>State</th></tr></thead><tbody>");
     for s in snapshots {
+        let state = match (s.retired_at, s.retirement_cancelled) {
+            (Some(at), _) => format!(
+                "<span class=\"st st-revoked\" title=\"holders drop its stripes that no kept snapshot reads once the grace period has passed\">retired {}</span> <span class=\"muted\">holders drop its unreferenced stripes after the grace period</span>",
+                when(Some(at))
+            ),
+            (None, Some(at)) => format!("kept (retirement cancelled {})", when(Some(at))),
+            (None, None) => "kept".to_owned(),
+        };
         let _ = write!(
             o,
-            "<tr><td>{}</td><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            "<tr><td>{}</td><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             when(Some(s.published)),
             esc(&s.infohash),
             size(s.payload_length),
-            s.copies
+            s.copies,
+            state
         );
     }
     o.push_str("</tbody></table>");

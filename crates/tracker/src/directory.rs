@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::proto::InfoHash;
-use crate::storage::{MachineKind, MachineRow, MachineSchedule, OnlineInterval, SnapshotRow};
+use crate::storage::{
+    MachineKind, MachineRow, MachineSchedule, OnlineInterval, RetirementRow, SnapshotRow,
+};
 use crate::store::{MachineRecord, SnapshotRecord};
 
 /// An enrolled machine or client, as the announce path sees it.
@@ -186,11 +188,23 @@ impl Directory {
     }
 }
 
-/// The published snapshots, in publish order.
+/// The published snapshots, in publish order, with their retirements (tracker.md §7.8).
 #[derive(Debug, Default)]
 pub struct Snapshots {
     rows: Vec<SnapshotRow>,
     by_ih: HashMap<InfoHash, usize>,
+    retired: HashMap<InfoHash, Retirement>,
+}
+
+/// What a listing says of a snapshot's retirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Retirement {
+    /// The signed record, base64url.
+    record: String,
+    /// When the tracker took it.
+    received: i64,
+    /// When the administrator cancelled it.
+    cancelled: Option<i64>,
 }
 
 impl From<&SnapshotRow> for SnapshotRecord {
@@ -206,6 +220,9 @@ impl From<&SnapshotRow> for SnapshotRecord {
             copies: r.copies,
             record: r.record.as_deref().map(swarmbak_trust::to_b64),
             certificate: r.certificate.as_deref().map(swarmbak_trust::to_b64),
+            retirement: None,
+            retired_at: None,
+            retirement_cancelled: None,
         }
     }
 }
@@ -234,6 +251,61 @@ impl Snapshots {
         self.by_ih.get(ih).map(|&i| &self.rows[i])
     }
 
+    /// Notes a retirement as stored (new, replaced or cancelled).
+    pub fn set_retirement(&mut self, r: &RetirementRow) {
+        self.retired.insert(
+            InfoHash(r.infohash),
+            Retirement {
+                record: swarmbak_trust::to_b64(&r.record),
+                received: r.received,
+                cancelled: r.cancelled,
+            },
+        );
+    }
+
+    /// Replaces every retirement with `rows` (what the database holds).
+    pub fn set_retirements(&mut self, rows: &[RetirementRow]) {
+        self.retired.clear();
+        for r in rows {
+            self.set_retirement(r);
+        }
+    }
+
+    /// The listing of `ih` (tracker.md §3), its retirement included.
+    pub fn record(&self, ih: &InfoHash) -> Option<SnapshotRecord> {
+        self.get(ih).map(|r| self.record_of(r))
+    }
+
+    fn record_of(&self, r: &SnapshotRow) -> SnapshotRecord {
+        let mut rec = SnapshotRecord::from(r);
+        if let Some(t) = self.retired.get(&InfoHash(r.infohash)) {
+            match t.cancelled {
+                Some(at) => rec.retirement_cancelled = Some(at),
+                None => {
+                    rec.retirement = Some(t.record.clone());
+                    rec.retired_at = Some(t.received);
+                }
+            }
+        }
+        rec
+    }
+
+    /// Where `ih` stands in the order of §3's listing (by `published`, then publish
+    /// order): a larger value is newer.
+    pub fn age_rank(&self, ih: &InfoHash) -> Option<(i64, usize)> {
+        self.by_ih.get(ih).map(|&i| (self.rows[i].published, i))
+    }
+
+    /// The newest snapshot published under `machine_key` (as §3 lists them).
+    pub fn newest_of(&self, machine_key: &str) -> Option<InfoHash> {
+        self.rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.machine_key == machine_key)
+            .max_by_key(|(i, r)| (r.published, *i))
+            .map(|(_, r)| InfoHash(r.infohash))
+    }
+
     /// Every row, in publish order.
     pub fn rows(&self) -> &[SnapshotRow] {
         &self.rows
@@ -249,9 +321,7 @@ impl Snapshots {
             .filter(|(_, r)| machine.is_none_or(|m| r.machine_key == m || r.machine_name == m))
             .collect();
         v.sort_by(|a, b| b.1.published.cmp(&a.1.published).then(b.0.cmp(&a.0)));
-        v.into_iter()
-            .map(|(_, r)| SnapshotRecord::from(r))
-            .collect()
+        v.into_iter().map(|(_, r)| self.record_of(r)).collect()
     }
 
     /// How many machines published (what [`Snapshots::machines`] would list, without

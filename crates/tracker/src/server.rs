@@ -29,8 +29,10 @@ use crate::org::{is_passkey, Org};
 use crate::proto::{encode_failure, AnnounceRequest, InfoHash};
 use crate::query::{decoded_pairs, text_param};
 use crate::sqlite::{ImportReport, Sqlite};
-use crate::storage::{OrgSchedule, Published, SnapshotRow, Storage, StorageError};
-use crate::store::{check_machine_key, check_machine_name, SnapshotRecord};
+use crate::storage::{
+    OrgSchedule, Published, Retired, RetirementRow, SnapshotRow, Storage, StorageError,
+};
+use crate::store::{check_machine_key, check_machine_name};
 use crate::swarm::{PeerAnnounce, Swarms};
 
 /// The failure reason for an announce or scrape of a torrent nobody published.
@@ -299,6 +301,7 @@ impl Tracker {
             .map_err(storage_err)?;
         }
         let rows = db.snapshots().map_err(storage_err)?;
+        let retirements = db.retirements().map_err(storage_err)?;
         let machines = db.machines().map_err(storage_err)?;
         let schedule = org_schedule_or_default(&mut db, OrgSchedule::default());
         let activity = db.activity().map_err(storage_err)?;
@@ -311,11 +314,13 @@ impl Tracker {
                 swarms.add_torrent(InfoHash(r.infohash));
             }
         }
+        let mut snaps = Snapshots::new(rows);
+        snaps.set_retirements(&retirements);
         Ok(Tracker {
             shared: Arc::new(Shared {
                 swarms,
                 db: Mutex::new(Box::new(db)),
-                snaps: RwLock::new(Snapshots::new(rows)),
+                snaps: RwLock::new(snaps),
                 dir: RwLock::new(dir),
                 schedule: RwLock::new(schedule),
                 dir_version: Mutex::new(version),
@@ -722,8 +727,8 @@ fn record_address(sh: &Shared, plain: Option<SocketAddr>, tls: Option<SocketAddr
     }
 }
 
-/// Rebuilds the machine directory from the database when another connection changed it
-/// (or always, with `force`).
+/// Rebuilds the machine directory and the snapshots' retirements from the database when
+/// another connection changed it (or always, with `force`).
 pub(crate) fn reload_if_changed(shared: &Shared, force: bool) -> Result<(), StorageError> {
     let mut db = lock_db(shared);
     let v = db.data_version()?;
@@ -732,12 +737,19 @@ pub(crate) fn reload_if_changed(shared: &Shared, force: bool) -> Result<(), Stor
         return Ok(());
     }
     let rows = db.machines()?;
+    let retirements = db.retirements()?;
     let old = *shared.schedule.read().unwrap_or_else(|p| p.into_inner());
     let schedule = org_schedule_or_default(&mut **db, old);
     let mut dir = shared.dir.write().unwrap_or_else(|p| p.into_inner());
     *dir = Directory::build(&rows, &dir);
     *seen = v;
     drop(dir);
+    // Under the database lock: a retirement being stored now updates `snaps` after this.
+    shared
+        .snaps
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_retirements(&retirements);
     *shared.schedule.write().unwrap_or_else(|p| p.into_inner()) = schedule;
     reload_admin_token(shared);
     Ok(())
@@ -1033,6 +1045,10 @@ async fn handle(
             });
             r
         }
+        (Method::POST, "/retire") => {
+            let pk = passkey_of(&req, path_passkey).map(str::to_owned);
+            retire(shared, req, pk.as_deref()).await
+        }
         (Method::POST, "/api/v1/enroll") => enroll(shared, req).await,
         (Method::POST, "/api/v1/enrollments") => {
             if !matches!(who, Caller::Admin) {
@@ -1097,8 +1113,8 @@ async fn handle(
         (Method::GET | Method::HEAD, "/" | "/health") => health(shared),
         (
             _,
-            "/publish" | "/report" | "/schedule" | "/snapshots" | "/machines" | "/revocations"
-            | "/" | "/health",
+            "/publish" | "/report" | "/retire" | "/schedule" | "/snapshots" | "/machines"
+            | "/revocations" | "/" | "/health",
         ) => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (_, p) if p.starts_with("/metainfo/") || p.starts_with("/api/v1/") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -1314,9 +1330,11 @@ pub(crate) fn admin_status(e: &AdminError) -> StatusCode {
         AdminError::Storage(StorageError::Full) => StatusCode::INSUFFICIENT_STORAGE,
         AdminError::Storage(StorageError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
         AdminError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        AdminError::NameTaken(_) | AdminError::AlreadyRevoked(_) => StatusCode::CONFLICT,
+        AdminError::NameTaken(_)
+        | AdminError::AlreadyRevoked(_)
+        | AdminError::AlreadyCancelled(_) => StatusCode::CONFLICT,
         AdminError::UnknownToken => StatusCode::FORBIDDEN,
-        AdminError::UnknownMachine(_) => StatusCode::NOT_FOUND,
+        AdminError::UnknownMachine(_) | AdminError::NotRetired(_) => StatusCode::NOT_FOUND,
         AdminError::NoRecovery | AdminError::NoUrl => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     }
@@ -1624,6 +1642,41 @@ fn enrolled_machine(
     }
 }
 
+/// What a machine's signed request (a report, a retirement) needs: the texts of its
+/// refusals and its largest body.
+struct SignedPost {
+    /// Why an `--open` tracker has no such endpoint.
+    open_tracker: &'static str,
+    /// Why a client's passkey cannot send one.
+    client: &'static str,
+    /// What it is, for `a <what> declares its Content-Length`.
+    what: &'static str,
+    /// The largest body taken.
+    max: usize,
+}
+
+/// The enrolled machine a signed POST comes from (see [`enrolled_machine`]), its key and
+/// the body: 411 without a declared `Content-Length`, 413 over `p.max`, 408 when it does
+/// not arrive in time.
+#[allow(clippy::result_large_err)]
+async fn signed_post(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    passkey: Option<&str>,
+    now: i64,
+    p: &SignedPost,
+) -> Result<(Arc<Member>, swarmbak_trust::PublicKey, Bytes), Resp> {
+    let (m, key) = enrolled_machine(shared, passkey, now, p.open_tracker, p.client)?;
+    if declared_length(&req).is_none() {
+        return Err(json_error(
+            StatusCode::LENGTH_REQUIRED,
+            format!("a {} declares its Content-Length", p.what),
+        ));
+    }
+    let body = read_body(req, p.max, shared.config.body_timeout).await?;
+    Ok((m, key, body))
+}
+
 /// `POST BASE/<passkey>/report`: a machine's signed backup report (trust.md §9), stored
 /// durably before the answer (tracker.md §7.6): 201 when new, 200 when that attempt was
 /// stored already.
@@ -1635,24 +1688,15 @@ async fn report(
     success: &mut bool,
 ) -> Resp {
     let now = unix_now();
-    let (m, key) = match enrolled_machine(
-        shared,
-        passkey,
-        now,
-        "backup reports need a private tracker (they are signed by enrolled machines)",
-        "a client passkey cannot report backups: only an enrolled machine signs reports",
-    ) {
-        Ok(mk) => mk,
-        Err(r) => return r,
+    let post = SignedPost {
+        open_tracker:
+            "backup reports need a private tracker (they are signed by enrolled machines)",
+        client: "a client passkey cannot report backups: only an enrolled machine signs reports",
+        what: "report",
+        max: MAX_REPORT_BYTES,
     };
-    if declared_length(&req).is_none() {
-        return json_error(
-            StatusCode::LENGTH_REQUIRED,
-            "a report declares its Content-Length",
-        );
-    }
-    let body = match read_body(req, MAX_REPORT_BYTES, shared.config.body_timeout).await {
-        Ok(b) => b,
+    let (m, key, body) = match signed_post(shared, req, passkey, now, &post).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let r = match swarmbak_trust::BackupReport::verify(&body, &key) {
@@ -1694,6 +1738,115 @@ async fn report(
         }
         Some(Err(e)) => storage_error(&e),
         None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "report failed"),
+    }
+}
+
+/// The largest signed retirement taken (a record keeping 65,536 stripe ranges is about
+/// 525 KiB).
+pub const MAX_RETIRE_BYTES: usize = 1024 * 1024;
+
+/// `POST BASE/<passkey>/retire`: a machine's signed retirement of one of its snapshots
+/// (trust.md §12), checked and stored durably before the answer (tracker.md §7.8).
+async fn retire(shared: &Arc<Shared>, req: Request<Incoming>, passkey: Option<&str>) -> Resp {
+    let now = unix_now();
+    let post = SignedPost {
+        open_tracker: "retirements need a private tracker (they are signed by enrolled machines)",
+        client:
+            "a client passkey cannot retire snapshots: only an enrolled machine signs retirements",
+        what: "retirement",
+        max: MAX_RETIRE_BYTES,
+    };
+    let (m, key, body) = match signed_post(shared, req, passkey, now, &post).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let r = match swarmbak_trust::Retirement::verify(&body, &key) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::FORBIDDEN, format!("retirement refused: {e}")),
+    };
+    let ih = InfoHash(r.infohash);
+    let hex_ih = hex::encode(r.infohash);
+    {
+        let snaps = read_snaps(shared);
+        let Some(row) = snaps.get(&ih) else {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                format!("retirement refused: snapshot {hex_ih} is not published at this tracker (publish it first, or forget it locally only)"),
+            );
+        };
+        if row.machine_key != key.to_hex() {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                format!("retirement refused: snapshot {hex_ih} was published by another machine: a machine retires only its own snapshots"),
+            );
+        }
+        if snaps.newest_of(&row.machine_key) == Some(ih) {
+            return json_error(
+                StatusCode::CONFLICT,
+                format!("retirement refused: {hex_ih} is this machine's newest snapshot here, and a machine's newest snapshot is never retired (publish a newer one first)"),
+            );
+        }
+        // The record's own `newest`, when published here by this machine: the snapshot
+        // retired must be older than it.
+        let newest = InfoHash(r.newest);
+        if snaps
+            .get(&newest)
+            .is_some_and(|n| n.machine_key == row.machine_key)
+            && snaps.age_rank(&ih) > snaps.age_rank(&newest)
+        {
+            return json_error(
+                StatusCode::CONFLICT,
+                format!("retirement refused: {hex_ih} is newer than the record's own newest snapshot {} (a machine's newest snapshot is never retired)", hex::encode(r.newest)),
+            );
+        }
+    }
+    if r.retired > now + 86_400 {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "retirement refused: it was signed more than a day after the tracker's clock (check the machine's clock)",
+        );
+    }
+    let row = RetirementRow {
+        infohash: r.infohash,
+        machine: m.id,
+        record: body.to_vec(),
+        retired: r.retired,
+        received: now,
+        cancelled: None,
+        cancelled_by: None,
+    };
+    let stored = blocking(shared, move |sh| {
+        let mut db = lock_db(sh);
+        let out = db.retire(&row);
+        if let Ok(Retired::Stored(_)) = &out {
+            sh.snaps
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_retirement(&row);
+        }
+        out
+    })
+    .await;
+    match stored {
+        Some(Ok(Retired::Stored(_))) => json(
+            StatusCode::CREATED,
+            &serde_json::json!({"infohash": hex_ih, "new": true}),
+        ),
+        Some(Ok(Retired::Same)) => json(
+            StatusCode::OK,
+            &serde_json::json!({"infohash": hex_ih, "new": false}),
+        ),
+        Some(Ok(Retired::Cancelled(s))) => json(
+            StatusCode::OK,
+            &serde_json::json!({"infohash": hex_ih, "new": false, "cancelled": true,
+                "retirement_cancelled": s.cancelled}),
+        ),
+        Some(Ok(Retired::NotLater(s))) => json_error(
+            StatusCode::CONFLICT,
+            format!("retirement refused: an equal or later retirement of {hex_ih} is stored (retired {}); sign a new one with a later time to replace it", s.retired),
+        ),
+        Some(Err(e)) => storage_error(&e),
+        None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "retirement failed"),
     }
 }
 
@@ -1776,11 +1929,7 @@ fn snapshots(shared: &Shared, query: &[u8]) -> Resp {
     };
     let snaps = read_snaps(shared);
     let list = match infohash {
-        Some(ih) => snaps
-            .get(&ih)
-            .map(SnapshotRecord::from)
-            .into_iter()
-            .collect(),
+        Some(ih) => snaps.record(&ih).into_iter().collect(),
         None => snaps.list(machine.as_deref()),
     };
     json(StatusCode::OK, &list)

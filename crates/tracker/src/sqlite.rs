@@ -33,8 +33,8 @@ use swarmbak_metainfo::Metainfo;
 use crate::proto::InfoHash;
 use crate::storage::{
     Activity, AlertRow, Attempt, AuditRow, MachineKind, MachineRow, MachineSchedule, NewMachine,
-    OnlineInterval, OrgSchedule, Pending, Published, Redeemed, ReportRow, SnapshotRow, Storage,
-    StorageError,
+    OnlineInterval, OrgSchedule, Pending, Published, Redeemed, ReportRow, Retired, RetirementRow,
+    SnapshotRow, Storage, StorageError,
 };
 
 /// The database file inside the data directory.
@@ -167,6 +167,19 @@ CREATE UNIQUE INDEX alerts_open ON alerts (machine) WHERE cleared IS NULL;
 ALTER TABLE machines ADD COLUMN backup_every INTEGER;
 ALTER TABLE machines ADD COLUMN every_may_override INTEGER;
 ALTER TABLE machines ADD COLUMN backup_requested INTEGER;
+"#,
+    // 5: snapshot retirements (tracker.md §7.8): the owner's signed record for each
+    // retired snapshot, and the administrator's cancellation.
+    r#"
+CREATE TABLE retirements (
+    infohash     BLOB PRIMARY KEY NOT NULL REFERENCES snapshots (infohash),
+    machine      INTEGER NOT NULL REFERENCES machines (id),
+    record       BLOB NOT NULL,
+    retired      INTEGER NOT NULL,
+    received     INTEGER NOT NULL,
+    cancelled    INTEGER,
+    cancelled_by TEXT
+) STRICT;
 "#,
 ];
 
@@ -332,6 +345,36 @@ fn snapshot_row(r: &Row<'_>) -> Result<SnapshotRow, StorageError> {
         record: r.get(8)?,
         certificate: r.get(9)?,
     })
+}
+
+const RETIREMENT_COLS: &str =
+    "infohash, machine, record, retired, received, cancelled, cancelled_by";
+
+fn retirement_row(r: &Row<'_>) -> Result<RetirementRow, StorageError> {
+    Ok(RetirementRow {
+        infohash: blob(r.get(0)?, "retired info-hash")?,
+        machine: r.get(1)?,
+        record: r.get(2)?,
+        retired: r.get(3)?,
+        received: r.get(4)?,
+        cancelled: r.get(5)?,
+        cancelled_by: r.get(6)?,
+    })
+}
+
+/// Every row the parameterless query `sql` selects, each read by `read`.
+fn every_row<T>(
+    conn: &Connection,
+    sql: &str,
+    read: fn(&Row<'_>) -> Result<T, StorageError>,
+) -> Result<Vec<T>, StorageError> {
+    let mut st = conn.prepare_cached(sql)?;
+    let mut rows = st.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(read(r)?);
+    }
+    Ok(out)
 }
 
 fn pending_row(r: &Row<'_>) -> Result<Pending, StorageError> {
@@ -771,15 +814,11 @@ impl Storage for Sqlite {
     }
 
     fn machines(&mut self) -> Result<Vec<MachineRow>, StorageError> {
-        let mut st = self
-            .write
-            .prepare_cached(&format!("SELECT {MACHINE_COLS} FROM machines ORDER BY id"))?;
-        let mut rows = st.query([])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            out.push(machine_row(r)?);
-        }
-        Ok(out)
+        every_row(
+            &self.write,
+            &format!("SELECT {MACHINE_COLS} FROM machines ORDER BY id"),
+            machine_row,
+        )
     }
 
     /// Marks machine `id` revoked. Revoking a machine that is revoked already keeps the
@@ -928,15 +967,11 @@ impl Storage for Sqlite {
     }
 
     fn snapshots(&mut self) -> Result<Vec<SnapshotRow>, StorageError> {
-        let mut st = self.write.prepare_cached(&format!(
-            "SELECT {SNAPSHOT_COLS} FROM snapshots ORDER BY seq"
-        ))?;
-        let mut rows = st.query([])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            out.push(snapshot_row(r)?);
-        }
-        Ok(out)
+        every_row(
+            &self.write,
+            &format!("SELECT {SNAPSHOT_COLS} FROM snapshots ORDER BY seq"),
+            snapshot_row,
+        )
     }
 
     /// The stored metainfo, checked: bytes that do not hash to `infohash` are never
@@ -998,6 +1033,58 @@ impl Storage for Sqlite {
         )?;
         tx.commit()?;
         Ok(added == 1)
+    }
+
+    fn retire(&mut self, r: &RetirementRow) -> Result<Retired, StorageError> {
+        let tx = immediate(&mut self.write)?;
+        let stored = tx
+            .query_row(
+                &format!("SELECT {RETIREMENT_COLS} FROM retirements WHERE infohash = ?1"),
+                [&r.infohash[..]],
+                |row| Ok(retirement_row(row)),
+            )
+            .optional()?
+            .transpose()?;
+        let outcome = match stored {
+            Some(s) if s.cancelled.is_some() => return Ok(Retired::Cancelled(s)),
+            Some(s) if s.record == r.record => return Ok(Retired::Same),
+            Some(s) if s.retired >= r.retired => return Ok(Retired::NotLater(s)),
+            Some(_) => Retired::Stored(true),
+            None => Retired::Stored(false),
+        };
+        tx.execute(
+            "INSERT INTO retirements (infohash, machine, record, retired, received, cancelled, \
+             cancelled_by) VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL) \
+             ON CONFLICT (infohash) DO UPDATE SET machine = excluded.machine, \
+             record = excluded.record, retired = excluded.retired, received = excluded.received",
+            params![&r.infohash[..], r.machine, r.record, r.retired, r.received],
+        )?;
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn retirements(&mut self) -> Result<Vec<RetirementRow>, StorageError> {
+        every_row(
+            &self.write,
+            &format!("SELECT {RETIREMENT_COLS} FROM retirements ORDER BY received, infohash"),
+            retirement_row,
+        )
+    }
+
+    fn cancel_retirement(
+        &mut self,
+        infohash: &[u8; 20],
+        at: i64,
+        by: &str,
+    ) -> Result<bool, StorageError> {
+        let tx = immediate(&mut self.write)?;
+        let n = tx.execute(
+            "UPDATE retirements SET cancelled = ?2, cancelled_by = ?3 \
+             WHERE infohash = ?1 AND cancelled IS NULL",
+            params![&infohash[..], at, by],
+        )?;
+        tx.commit()?;
+        Ok(n == 1)
     }
 
     fn reports(&mut self, machine: i64, limit: usize) -> Result<Vec<ReportRow>, StorageError> {

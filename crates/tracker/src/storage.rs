@@ -317,6 +317,40 @@ pub struct AlertRow {
     pub cleared: Option<i64>,
 }
 
+/// A snapshot's retirement as stored (tracker.md §7.8): the owner's signed record
+/// (trust.md §12) and what the tracker and its administrator did with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetirementRow {
+    /// The snapshot retired (a published one).
+    pub infohash: [u8; 20],
+    /// [`MachineRow::id`] of its owner (the signer).
+    pub machine: i64,
+    /// The signed record, as received.
+    pub record: Vec<u8>,
+    /// The record's `retired` (the owner's clock), Unix seconds.
+    pub retired: i64,
+    /// When the tracker took it (its clock), Unix seconds.
+    pub received: i64,
+    /// When the administrator cancelled it, Unix seconds (`None`: it stands).
+    pub cancelled: Option<i64>,
+    /// Who cancelled it (an audit actor: `cli`, `admin-token`, `session:…`).
+    pub cancelled_by: Option<String>,
+}
+
+/// What [`Storage::retire`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retired {
+    /// Stored now: the snapshot had no retirement (`false`), or this one replaced an
+    /// earlier one (`true`).
+    Stored(bool),
+    /// The very same record is stored already: nothing changed.
+    Same,
+    /// A retirement with an equal or later `retired` is stored: nothing changed.
+    NotLater(RetirementRow),
+    /// The stored retirement was cancelled by the administrator: nothing changed.
+    Cancelled(RetirementRow),
+}
+
 /// The tracker's persistent state. Blocking calls: the server makes them from
 /// `spawn_blocking` or its writer thread, never on the announce path.
 pub trait Storage: Send {
@@ -370,6 +404,21 @@ pub trait Storage: Send {
     fn add_report(&mut self, r: &ReportRow) -> Result<bool, StorageError>;
     /// A machine's reports, the latest start first, at most `limit`.
     fn reports(&mut self, machine: i64, limit: usize) -> Result<Vec<ReportRow>, StorageError>;
+
+    /// Stores a snapshot's retirement durably before it returns, in one transaction
+    /// with the rules of tracker.md §7.8: a new one, or one with a later `retired` than
+    /// the stored one (which it replaces); never over a cancelled one.
+    fn retire(&mut self, r: &RetirementRow) -> Result<Retired, StorageError>;
+    /// Every stored retirement, cancelled ones included, in the order received.
+    fn retirements(&mut self) -> Result<Vec<RetirementRow>, StorageError>;
+    /// Cancels the standing retirement of `infohash` at `at` by `by`, durably; `false`
+    /// when there is none (none stored, or cancelled already).
+    fn cancel_retirement(
+        &mut self,
+        infohash: &[u8; 20],
+        at: i64,
+        by: &str,
+    ) -> Result<bool, StorageError>;
 
     /// Every machine's activity, by [`MachineRow::id`] (machines with none are left out).
     fn activity(&mut self) -> Result<std::collections::HashMap<i64, Activity>, StorageError>;

@@ -38,6 +38,26 @@ pub struct SnapshotRecord {
     /// The owner's certificate, base64url (trust.md §3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// The owner's signed retirement of this snapshot, base64url (trust.md §12), while it
+    /// stands (tracker.md §7.8); see [`SnapshotRecord::retirement_record`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retirement: Option<String>,
+    /// When the tracker took that retirement, Unix seconds (its clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<i64>,
+    /// When the administrator cancelled the snapshot's retirement, Unix seconds (then
+    /// `retirement` is not listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retirement_cancelled: Option<i64>,
+}
+
+impl SnapshotRecord {
+    /// The signed retirement listed with the snapshot, decoded (`None` when none is
+    /// listed or it is not base64url); unverified: check it with the owner's key
+    /// (`swarmbak_trust::Retirement::verify`).
+    pub fn retirement_record(&self) -> Option<Vec<u8>> {
+        swarmbak_trust::from_b64(self.retirement.as_deref()?).ok()
+    }
 }
 
 /// A machine seen publishing.

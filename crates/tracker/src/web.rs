@@ -329,8 +329,11 @@ pub(crate) async fn route(
         (None, "/") if is_get && wants_html(&req) => {}
         (None, "/logout" | "/alerts" | "/audit") => {}
         (None, p) if p.starts_with("/machines/") || p.starts_with("/alerts/") => {}
-        (Some("/machines" | "/alerts" | "/audit"), _) => {}
-        (Some(p), _) if p.starts_with("/machines/") || p.starts_with("/alerts/") => {}
+        (Some("/machines" | "/alerts" | "/audit" | "/retirements"), _) => {}
+        (Some(p), _)
+            if p.starts_with("/machines/")
+                || p.starts_with("/alerts/")
+                || p.starts_with("/retirements/") => {}
         _ => return Err(req),
     }
     let a = auth(sh, &req);
@@ -521,6 +524,26 @@ async fn action(sh: &Arc<Shared>, remote: SocketAddr, a: &Auth, path: &str, is_a
             ),
         };
     }
+    if let Some(ih) = path
+        .strip_prefix("/retirements/")
+        .and_then(|p| p.strip_suffix("/cancel"))
+        .filter(|_| is_api)
+        .map(str::to_owned)
+    {
+        let r = blocking(sh, move |sh| {
+            let out = admin::cancel_retirement(&mut **lock_db(sh), &ih, &by, unix_now());
+            if out.is_ok() {
+                let _ = reload_if_changed(sh, true);
+            }
+            out
+        })
+        .await;
+        return match r {
+            Some(Ok(view)) => json(StatusCode::OK, &view.to_json()),
+            Some(Err(e)) => admin_error(&e),
+            None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "cancel failed"),
+        };
+    }
     refused(StatusCode::NOT_FOUND, "no such action".into())
 }
 
@@ -581,6 +604,14 @@ async fn api_get(sh: &Arc<Shared>, p: &str, query: &str) -> Resp {
             }
             Some(Err(e)) => storage_error(&e),
             None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "alerts failed"),
+        },
+        "/retirements" => match blocking(sh, |sh| admin::retirements(&mut **lock_db(sh))).await {
+            Some(Ok(list)) => {
+                let v: Vec<serde_json::Value> = list.iter().map(|r| r.to_json()).collect();
+                json(StatusCode::OK, &serde_json::json!({ "retirements": v }))
+            }
+            Some(Err(e)) => admin_error(&e),
+            None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "retirements failed"),
         },
         "/audit" => {
             let limit = limit_of(query, 100);
