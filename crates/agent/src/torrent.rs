@@ -126,6 +126,9 @@ pub struct Inner {
 /// A snapshot this engine takes part in.
 pub struct Torrent {
     pub ih: InfoHash,
+    /// Pieces of the stripes this store let go of (a retired snapshot: swarm.md §16):
+    /// never wanted again.
+    let_go: Vec<bool>,
     /// Bytes of all pieces (the last piece of a plain torrent may be short).
     pub total_length: u64,
     pub torrent_bytes: Vec<u8>,
@@ -283,8 +286,18 @@ impl Torrent {
             }
         }
         let (haves, _) = broadcast::channel(1024);
+        let mut let_go = Vec::new();
+        if let Ok(Some(stripes)) = store.dropped_stripes(&ih) {
+            let_go = vec![false; n as usize];
+            for s in stripes.into_iter().filter(|&s| (s as usize) < l.stripes) {
+                for i in 0..l.n() {
+                    let_go[l.piece(s as usize, i)] = true;
+                }
+            }
+        }
         let t = Arc::new(Torrent {
             ih,
+            let_go,
             total_length,
             info,
             torrent_bytes,
@@ -520,6 +533,9 @@ impl Torrent {
         // already being assembled count against it), so the quota is overshot by at most
         // the pieces in flight.
         let mut want = want;
+        for (w, gone) in want.iter_mut().zip(&self.let_go) {
+            *w &= !gone;
+        }
         if let (Role::Replicate { .. }, Some(q)) = (&role, self.quota.get()) {
             let used = q.used.load(std::sync::atomic::Ordering::Relaxed);
             let in_progress = g.partial.len() as u64 * l.shard_size as u64;

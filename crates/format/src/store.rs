@@ -13,6 +13,7 @@
 //!                                           snapshot, the one this machine signed (`forget`); for a
 //!                                           held one, the owner's, with when it was first seen
 //!                                           (swarm.md §16)
+//! store/snapshots/<infohash>/retired.sent   an own snapshot's retirement as the tracker took it
 //! store/snapshots/<infohash>/dropped        the stripes whose shards were let go (swarm.md §16.3):
 //!                                           written before they are deleted
 //! store/tmp/                                snapshots being built; removed at the next start
@@ -68,6 +69,7 @@ pub struct SnapshotInfo {
 /// The marker of an own snapshot the tracker has not acknowledged yet.
 pub(crate) const UNPUBLISHED: &str = "unpublished";
 const RETIRED: &str = "retired";
+const RETIRED_SENT: &str = "retired.sent";
 const DROPPED: &str = "dropped";
 
 /// Removes a file; one that does not exist is fine.
@@ -459,6 +461,21 @@ impl Store {
     pub fn set_retirement(&self, ih: &InfoHash, bytes: &[u8]) -> Result<(), FormatError> {
         let p = self.snapshot_dir(ih).join(RETIRED);
         write_atomic(&p, bytes, 0o644, true).map_err(|e| FormatError::io(&p, e))
+    }
+
+    /// Whether the tracker took the retirement kept for the snapshot (the very record:
+    /// one signed again since is not).
+    pub fn retirement_sent(&self, ih: &InfoHash) -> Result<bool, FormatError> {
+        let Some(r) = self.retirement(ih)? else {
+            return Ok(true);
+        };
+        Ok(read_optional(&self.snapshot_dir(ih).join(RETIRED_SENT))?.as_deref() == Some(&r[..]))
+    }
+
+    /// The tracker took `record` (a copy is kept beside it).
+    pub fn mark_retirement_sent(&self, ih: &InfoHash, record: &[u8]) -> Result<(), FormatError> {
+        let p = self.snapshot_dir(ih).join(RETIRED_SENT);
+        write_atomic(&p, record, 0o644, true).map_err(|e| FormatError::io(&p, e))
     }
 
     /// Removes a retirement (cancelled before its shards were let go).

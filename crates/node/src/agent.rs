@@ -110,9 +110,27 @@ pub fn over_limits(torrent: &[u8]) -> Option<String> {
 impl Replicate {
     async fn once(&mut self, cx: &JobContext) -> Result<(), FetchError> {
         let copies = cx.node.config.copies as usize;
-        for found in self.discovery.snapshots().await? {
+        let listed = self.discovery.snapshots().await?;
+        // Owners' retirements of what this machine holds (swarm.md §16.4).
+        match crate::retention::holder_step(
+            &cx.store,
+            &listed,
+            cx.node.clock.unix(),
+            cx.node.settings.retire_grace,
+        ) {
+            Ok(events) => {
+                for e in events {
+                    self.retirement_event(cx, e);
+                }
+            }
+            Err(e) => eprintln!("swarmbak agent: owners' retirements: {e}"),
+        }
+        for found in listed {
             let ih = found.infohash;
-            if cx.engine.torrent(&ih).is_some() || found.owner.as_ref() == Some(&cx.me) {
+            if cx.engine.torrent(&ih).is_some()
+                || found.owner.as_ref() == Some(&cx.me)
+                || let_go_whole(&cx.store, &ih)
+            {
                 continue;
             }
             // An enrolled machine holds only snapshots whose owner's record verified
@@ -189,6 +207,47 @@ impl Replicate {
     }
 }
 
+impl Replicate {
+    fn retirement_event(&self, cx: &JobContext, e: crate::retention::HolderEvent) {
+        use crate::retention::HolderEvent;
+        match e {
+            HolderEvent::Seen { ih, until } => eprintln!(
+                "swarmbak agent: {ih} was retired by its owner: what no kept snapshot reads goes at {} (unless the administrator cancels)",
+                swarmbak_core::utc(until)
+            ),
+            HolderEvent::Cancelled { ih } => {
+                eprintln!("swarmbak agent: the retirement of {ih} was cancelled: all of it stays")
+            }
+            HolderEvent::LetGo { ih, bytes, gone } => {
+                eprintln!(
+                    "swarmbak agent: let go of {bytes} bytes of {ih}'s shards (retired by its owner{})",
+                    if gone { "; nothing of it stays" } else { "" }
+                );
+                if let Some(q) = &cx.quota {
+                    let _ = q.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                        Some(u.saturating_sub(bytes))
+                    });
+                }
+                // Opened again (by the next look) without the stripes let go, or not at all.
+                cx.engine.remove(&ih);
+            }
+        }
+    }
+}
+
+/// Whether this store let go of every stripe of the snapshot (a retirement keeping
+/// nothing): what stays of it is a tombstone (torrent, owner record, retirement).
+fn let_go_whole(store: &Store, ih: &InfoHash) -> bool {
+    let Ok(Some(dropped)) = store.dropped_stripes(ih) else {
+        return false;
+    };
+    store
+        .torrent_bytes(ih)
+        .ok()
+        .and_then(|b| swarmbak_format::restore::SnapshotMeta::parse(ih, &b).ok())
+        .is_some_and(|m| dropped.len() >= m.layout.stripes)
+}
+
 impl Job for Replicate {
     fn name(&self) -> &'static str {
         "replicate"
@@ -257,6 +316,8 @@ pub struct PublishPending {
     pub every: Duration,
     /// The last failure said, so a tracker that stays down is said once, not every period.
     pub last_error: Option<String>,
+    /// The same for retirements (swarm.md §16.3).
+    pub last_retire_error: Option<String>,
     /// A scheduled backup made a snapshot: due at once (`Shared::publish_now`).
     pub shared: Arc<crate::schedule::Shared>,
 }
@@ -277,32 +338,58 @@ impl Job for PublishPending {
     ) -> crate::discovery::BoxFuture<'a, Result<(), FetchError>> {
         Box::pin(async move {
             let woken = self.shared.publish_now.swap(false, Ordering::Relaxed);
-            if cx.store.unpublished().map_or(true, |v| v.is_empty()) {
-                return Ok(());
+            self.publish(cx, woken).await;
+            // Retirements after publishes: the tracker takes one only for a snapshot it
+            // has (swarm.md §16.3).
+            let sent = crate::retention::send_retirements(&cx.node, Duration::from_secs(2)).await;
+            if sent.sent > 0 {
+                eprintln!(
+                    "swarmbak agent: the tracker took {} retirement(s)",
+                    sent.sent
+                );
             }
-            // A tracker that is down costs this job at most 2 s each period.
-            match crate::seed::publish_pending(&cx.node, None, Duration::from_secs(2)).await {
-                Ok(done) => {
-                    let late = if woken {
-                        ""
-                    } else {
-                        " (its publish had not gone through)"
-                    };
-                    for ih in done {
-                        eprintln!("swarmbak agent: published {ih}{late}");
-                    }
-                    self.last_error = None;
+            if let Some(e) = sent.error {
+                if self.last_retire_error.as_ref() != Some(&e) {
+                    eprintln!(
+                        "swarmbak agent: {} retirement(s) wait for the tracker: {e}",
+                        sent.waiting
+                    );
+                    self.last_retire_error = Some(e);
                 }
-                Err(e) => {
-                    let e = e.to_string();
-                    if self.last_error.as_ref() != Some(&e) {
-                        eprintln!("swarmbak agent: a snapshot waits to be published: {e}; trying again every {}s", self.every.as_secs_f64());
-                        self.last_error = Some(e);
-                    }
-                }
+            } else {
+                self.last_retire_error = None;
             }
             Ok(())
         })
+    }
+}
+
+impl PublishPending {
+    async fn publish(&mut self, cx: &JobContext, woken: bool) {
+        if cx.store.unpublished().map_or(true, |v| v.is_empty()) {
+            return;
+        }
+        // A tracker that is down costs this job at most 2 s each period.
+        match crate::seed::publish_pending(&cx.node, None, Duration::from_secs(2)).await {
+            Ok(done) => {
+                let late = if woken {
+                    ""
+                } else {
+                    " (its publish had not gone through)"
+                };
+                for ih in done {
+                    eprintln!("swarmbak agent: published {ih}{late}");
+                }
+                self.last_error = None;
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if self.last_error.as_ref() != Some(&e) {
+                    eprintln!("swarmbak agent: a snapshot waits to be published: {e}; trying again every {}s", self.every.as_secs_f64());
+                    self.last_error = Some(e);
+                }
+            }
+        }
     }
 }
 
@@ -346,6 +433,9 @@ fn open_held(
         .collect();
     let mut held = Vec::new();
     for ih in store.list()? {
+        if let_go_whole(store, &ih) {
+            continue;
+        }
         let role = if own.contains(&ih.to_hex()) {
             Role::Seed
         } else {
@@ -472,6 +562,7 @@ pub fn run(
                 Box::new(PublishPending {
                     every: node.settings.poll,
                     last_error: None,
+                    last_retire_error: None,
                     shared: shared.clone(),
                 }),
                 None,
@@ -722,6 +813,10 @@ async fn forget_op(
     match forgot {
         Ok(Ok(f)) => {
             reopen_retired(engine, node, &f);
+            // Its retirements go to the tracker now.
+            if !f.dry_run && !f.retired.is_empty() {
+                shared.publish_now.store(true, Ordering::Relaxed);
+            }
             Response::Forgot {
                 forgot: Box::new(f),
             }
@@ -745,6 +840,9 @@ pub(crate) fn reopen_retired(engine: &Engine, node: &Node, f: &crate::retention:
             continue;
         };
         engine.remove(&ih);
+        if r.keep.is_empty() {
+            continue;
+        }
         match Torrent::open(
             &node.home.store(),
             ih,

@@ -573,6 +573,10 @@ pub fn signing_key(root: &Path) -> Result<swarmbak_trust::SigningKey, ConfigErro
         .map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
+/// How long holders keep what an owner's retirement lets go (swarm.md §16.4): a key stolen
+/// or hit by ransomware destroys nothing for this long, and the administrator can cancel.
+pub const DEFAULT_RETIRE_GRACE: Duration = Duration::from_secs(30 * 86_400);
+
 /// The node's timers and switches, read once per process. Defaults suit an office;
 /// the environment overrides them (tests and the demo run in seconds). Seconds are
 /// decimal numbers; values under 0.05 s count as 0.05 s (swarm.md §11).
@@ -598,6 +602,9 @@ pub struct Settings {
     /// watch saw the edits (docs/benchmarks.md), so every scheduled backup scans (size,
     /// mtime, ctime, inode) until repeated runs show it.
     pub watch: bool,
+    /// Holders: how long an owner's retirement must stand before the shards it lets go are
+    /// deleted (`SWARMBAK_RETIRE_GRACE_SECS`, 30 days; swarm.md §16.4).
+    pub retire_grace: Duration,
     /// Where this process listens for peers (`--listen`, `config.json` `listen`); `None`:
     /// `0.0.0.0:0`.
     pub listen: Option<SocketAddr>,
@@ -614,6 +621,7 @@ impl Default for Settings {
             takeover_grace: Duration::from_secs(30),
             verbose: false,
             watch: false,
+            retire_grace: DEFAULT_RETIRE_GRACE,
             listen: None,
         }
     }
@@ -667,6 +675,7 @@ impl Settings {
                 .max(Duration::from_millis(100)),
             verbose: get("SWARMBAK_VERBOSE").is_some(),
             watch: get("SWARMBAK_WATCH").is_some_and(|v| v.trim() == "1"),
+            retire_grace: secs("SWARMBAK_RETIRE_GRACE_SECS").unwrap_or(d.retire_grace),
             listen: None,
         }
     }

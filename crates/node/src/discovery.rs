@@ -3,6 +3,7 @@
 //! no metainfo (opentracker). The internal DHT plugs in as another [`Discovery`], without
 //! touching fetch or replication.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,6 +28,12 @@ pub struct Found {
     /// The signed publish record and the owner's certificate, verified against the
     /// organisation key (a discovery that trusts one), to keep with the snapshot.
     pub signed: Option<crate::enrol::SignedPublish>,
+    /// The owner's retirement of the snapshot as the tracker lists it (tracker.md §7.8),
+    /// signed by the owner of the verified publish record and naming as `newest` a
+    /// snapshot the same owner published later (swarm.md §16.4); with its bytes.
+    pub retirement: Option<(swarmbak_trust::Retirement, Vec<u8>)>,
+    /// The administrator cancelled the snapshot's retirement.
+    pub retirement_cancelled: bool,
 }
 
 /// A snapshot's metainfo as a source found it.
@@ -116,6 +123,25 @@ impl Discovery for Sources {
     }
 }
 
+/// A listed snapshot's retirement, when it holds (swarm.md §16.4): signed by `owner` (the
+/// machine of the snapshot's verified publish record), for this snapshot, and naming as
+/// `newest` a snapshot the same machine published after it (`order`: each listed
+/// snapshot's place, newest first, and publisher).
+fn listed_retirement(
+    order: &HashMap<String, (usize, String)>,
+    r: &swarmbak_tracker::SnapshotRecord,
+    owner: &swarmbak_trust::PublicKey,
+) -> Option<(swarmbak_trust::Retirement, Vec<u8>)> {
+    let bytes = r.retirement_record()?;
+    let ret = swarmbak_trust::Retirement::verify(&bytes, owner).ok()?;
+    if hex::encode(ret.infohash) != r.infohash {
+        return None;
+    }
+    let (here, by) = order.get(&r.infohash)?;
+    let (newer, newer_by) = order.get(&hex::encode(ret.newest))?;
+    (newer_by == by && newer < here).then_some((ret, bytes))
+}
+
 /// Every torrent of a tracker's full scrape, as snapshots of unknown owner.
 async fn full_scrape(c: &TrackerClient) -> Result<Vec<Found>, ClientError> {
     Ok(c.scrape(&[])
@@ -125,6 +151,8 @@ async fn full_scrape(c: &TrackerClient) -> Result<Vec<Found>, ClientError> {
             infohash: *ih,
             owner: None,
             signed: None,
+            retirement: None,
+            retirement_cancelled: false,
         })
         .collect())
 }
@@ -343,33 +371,51 @@ impl TrackerDiscovery {
 
     async fn list(&self) -> Result<Vec<Found>, FetchError> {
         match self.client.snapshots(None).await {
-            Ok(recs) => Ok(recs
-                .into_iter()
-                .filter_map(|r| {
-                    let infohash = InfoHash::from_hex(&r.infohash).ok()?;
-                    let Some(org) = &self.org else {
-                        return Some(Found {
+            Ok(recs) => {
+                // Newest first: each snapshot's place and publisher, for `newest`.
+                let recs_order: HashMap<String, (usize, String)> = recs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (r.infohash.clone(), (i, r.machine_key.clone())))
+                    .collect();
+                Ok(recs
+                    .into_iter()
+                    .filter_map(|r| {
+                        let infohash = InfoHash::from_hex(&r.infohash).ok()?;
+                        let Some(org) = &self.org else {
+                            return Some(Found {
+                                infohash,
+                                owner: owner_key(&r),
+                                signed: None,
+                                retirement: None,
+                                retirement_cancelled: false,
+                            });
+                        };
+                        // An enrolled machine takes part only in snapshots an enrolled
+                        // machine signed: a tracker that lists others (or lies) cannot
+                        // make it hold them.
+                        let v = crate::enrol::verify_listed(org, &r).ok()?;
+                        let signed = (
+                            swarmbak_trust::from_b64(r.record.as_deref()?).ok()?,
+                            swarmbak_trust::from_b64(r.certificate.as_deref()?).ok()?,
+                        );
+                        Some(Found {
                             infohash,
-                            owner: owner_key(&r),
-                            signed: None,
-                        });
-                    };
-                    // An enrolled machine takes part only in snapshots an enrolled
-                    // machine signed: a tracker that lists others (or lies) cannot
-                    // make it hold them.
-                    let v = crate::enrol::verify_listed(org, &r).ok()?;
-                    let signed = (
-                        swarmbak_trust::from_b64(r.record.as_deref()?).ok()?,
-                        swarmbak_trust::from_b64(r.certificate.as_deref()?).ok()?,
-                    );
-                    Some(Found {
-                        infohash,
-                        owner: MachineKey::from_age_recipient(&v.certificate.fields.age_recipient)
+                            owner: MachineKey::from_age_recipient(
+                                &v.certificate.fields.age_recipient,
+                            )
                             .ok(),
-                        signed: Some(signed),
+                            signed: Some(signed),
+                            retirement: listed_retirement(
+                                &recs_order,
+                                &r,
+                                &v.certificate.fields.machine,
+                            ),
+                            retirement_cancelled: r.retirement_cancelled.is_some(),
+                        })
                     })
-                })
-                .collect()),
+                    .collect())
+            }
             // Not a swarmbak tracker (opentracker) and an enrolled machine: nothing it
             // lists is signed, so nothing is taken here (as a peer-only tracker,
             // `init --peer-tracker`, its snapshots are taken with the owner's record

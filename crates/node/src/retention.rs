@@ -209,6 +209,10 @@ pub struct Forgot {
     pub dry_run: bool,
     pub plan: Plan,
     pub retired: Vec<Retired>,
+    /// Forgotten here (no agent): the retirements sent to the tracker then. By the agent:
+    /// `None` (it sends them at once, and again until the tracker takes them).
+    #[serde(default)]
+    pub sent: Option<Sent>,
 }
 
 /// Why `forget` stopped.
@@ -232,7 +236,16 @@ pub fn forget_here_or_by_agent(
     dry_run: bool,
 ) -> Result<Forgot, ForgetError> {
     match node.home.lock() {
-        Ok(_lock) => forget_node(node, policy, dry_run),
+        Ok(lock) => {
+            let mut f = forget_node(node, policy, dry_run)?;
+            drop(lock);
+            if !dry_run && node.config.enrolment.is_some() {
+                let rt = crate::runtime().map_err(|e| ForgetError::Agent(e.to_string()))?;
+                f.sent =
+                    Some(rt.block_on(send_retirements(node, std::time::Duration::from_secs(10))));
+            }
+            Ok(f)
+        }
         Err(FormatError::Locked(_)) if node.control_socket().exists() => {
             let rt = crate::runtime().map_err(|e| ForgetError::Agent(e.to_string()))?;
             rt.block_on(
@@ -297,7 +310,7 @@ pub fn forget(
         return Ok(Forgot {
             dry_run,
             plan,
-            retired: Vec::new(),
+            ..Forgot::default()
         });
     };
     let mut todo: Vec<(InfoHash, bool)> = Vec::new();
@@ -360,7 +373,180 @@ pub fn forget(
         dry_run,
         plan,
         retired,
+        sent: None,
     })
+}
+
+/// What [`send_retirements`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    pub sent: usize,
+    /// Retirements still waiting (the tracker could not be reached or refused them).
+    pub waiting: usize,
+    /// The last refusal or failure.
+    pub error: Option<String>,
+}
+
+/// Sends this machine's retirements the tracker has not taken yet (tracker.md §7.8),
+/// oldest first; each taken is marked so (`retired.sent`). An enrolled machine only (the
+/// tracker checks the signature against its enrolment). A snapshot not published yet is
+/// skipped: it is published first (the `publish pending` job; `seed`).
+pub async fn send_retirements(node: &crate::config::Node, timeout: std::time::Duration) -> Sent {
+    let mut out = Sent::default();
+    if node.config.enrolment.is_none() {
+        return out;
+    }
+    let Some(tr) = node.config.tracker_ref() else {
+        return out;
+    };
+    let store = node.home.store();
+    let pending: Vec<InfoHash> = match store.retired_snapshots() {
+        Ok(v) => v
+            .iter()
+            .filter_map(|s| InfoHash::from_hex(&s.infohash).ok())
+            .filter(|ih| store.is_published(ih) && !store.retirement_sent(ih).unwrap_or(true))
+            .collect(),
+        Err(e) => {
+            out.error = Some(e.to_string());
+            return out;
+        }
+    };
+    if pending.is_empty() {
+        return out;
+    }
+    let client = match crate::discovery::tracker_client(&tr) {
+        Ok(c) => c.with_retry(swarmbak_tracker::Retry::for_duration(timeout)),
+        Err(e) => {
+            out.waiting = pending.len();
+            out.error = Some(e.to_string());
+            return out;
+        }
+    };
+    for ih in pending {
+        let record = match store.retirement(&ih) {
+            Ok(Some(r)) => r,
+            _ => continue,
+        };
+        match client.retire(&record).await {
+            Ok(_) => match store.mark_retirement_sent(&ih, &record) {
+                Ok(()) => out.sent += 1,
+                Err(e) => {
+                    out.waiting += 1;
+                    out.error = Some(e.to_string());
+                }
+            },
+            Err(e) => {
+                out.waiting += 1;
+                out.error = Some(format!("{ih}: {e}"));
+            }
+        }
+    }
+    out
+}
+
+/// What a holder keeps of an owner's retirement (`store/snapshots/<ih>/retired` of a
+/// held snapshot): the record, and when this holder first saw it (its clock).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SeenRetirement {
+    /// base64url of the signed record.
+    record: String,
+    first_seen: i64,
+}
+
+/// What a holder did about the retirements the tracker lists (swarm.md §16.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HolderEvent {
+    /// First seen: its grace period starts.
+    Seen { ih: InfoHash, until: i64 },
+    /// The grace period is over: the shards of the stripes it lets go are deleted
+    /// (`bytes`); `gone`: no stripe stays.
+    LetGo {
+        ih: InfoHash,
+        bytes: u64,
+        gone: bool,
+    },
+    /// Cancelled (or no longer listed) before its grace period ended: nothing is let go.
+    Cancelled { ih: InfoHash },
+}
+
+/// A holder's step for the retirements listed with the snapshots it holds for other
+/// machines (`found`, from the tracker, each checked by discovery: signed by the owner of
+/// the verified publish record, naming a later snapshot of it as `newest`). A retirement
+/// first seen is kept with the time; once it has stood `grace` since the later of its
+/// `retired` time and that moment, the shards of the stripes outside its `keep` are
+/// deleted by [`Store::drop_stripes`]'s order (list first). A retirement no longer listed
+/// before then is forgotten. Own snapshots are the owner's business (§16.3).
+pub fn holder_step(
+    store: &Store,
+    found: &[crate::discovery::Found],
+    now: i64,
+    grace: std::time::Duration,
+) -> Result<Vec<HolderEvent>, FormatError> {
+    let own: BTreeSet<String> = store
+        .all_own_snapshots()?
+        .into_iter()
+        .map(|s| s.infohash)
+        .collect();
+    let grace = grace.as_secs() as i64;
+    let mut events = Vec::new();
+    for f in found {
+        let ih = f.infohash;
+        if !store.has(&ih) || own.contains(&ih.to_hex()) {
+            continue;
+        }
+        let seen: Option<SeenRetirement> = store
+            .retirement(&ih)?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let Some((ret, bytes)) = &f.retirement else {
+            if seen.is_some() && store.dropped_stripes(&ih)?.is_none() {
+                store.clear_retirement(&ih)?;
+                events.push(HolderEvent::Cancelled { ih });
+            }
+            continue;
+        };
+        let layout = layout_of(store, &ih)?;
+        if ret.stripes as usize != layout.stripes {
+            continue;
+        }
+        let record = swarmbak_trust::to_b64(bytes);
+        let seen = match seen {
+            Some(s) if s.record == record => s,
+            // New, or replaced by a later record: its grace period starts now.
+            _ => {
+                let s = SeenRetirement {
+                    record,
+                    first_seen: now,
+                };
+                let text =
+                    serde_json::to_vec(&s).map_err(|e| FormatError::Invalid(e.to_string()))?;
+                store.set_retirement(&ih, &text)?;
+                events.push(HolderEvent::Seen {
+                    ih,
+                    until: s.first_seen.max(ret.retired) + grace,
+                });
+                continue;
+            }
+        };
+        if now < seen.first_seen.max(ret.retired) + grace {
+            continue;
+        }
+        let drop: BTreeSet<u32> = (0..ret.stripes).filter(|&s| !ret.keeps(s)).collect();
+        let done: BTreeSet<u32> = store
+            .dropped_stripes(&ih)?
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        if drop.is_subset(&done) {
+            continue;
+        }
+        let bytes = store.drop_stripes(&ih, layout.n(), &drop)?;
+        events.push(HolderEvent::LetGo {
+            ih,
+            bytes,
+            gone: ret.keep.is_empty(),
+        });
+    }
+    Ok(events)
 }
 
 #[cfg(test)]

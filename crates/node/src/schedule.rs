@@ -897,6 +897,7 @@ impl ScheduledBackup {
                     freed
                 );
                 crate::agent::reopen_retired(&cx.engine, node, &f);
+                self.shared.publish_now.store(true, Ordering::Relaxed);
             }
             Some(Err(e)) => eprintln!("swarmbak agent: the retention policy forgot nothing: {e}"),
             Some(Ok(_)) | None => {}

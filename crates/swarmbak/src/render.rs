@@ -115,6 +115,16 @@ pub fn forgot_text(f: &swarmbak_node::retention::Forgot) -> String {
     if !f.dry_run {
         o.push_str(&format!("; {} let go here now", human_bytes(here)));
     }
+    if let Some(s) = &f.sent {
+        o.push_str(&format!("\nretirements sent to the tracker: {}", s.sent));
+        if s.waiting > 0 {
+            o.push_str(&format!(
+                "; {} wait (the agent sends them): {}",
+                s.waiting,
+                s.error.as_deref().unwrap_or("")
+            ));
+        }
+    }
     let again = f.retired.len() - n;
     if again > 0 {
         o.push_str(&format!(

@@ -14,27 +14,14 @@ use common::{assert_same, du, fetch_recovery, machine, ok, seed};
 
 const MIB: usize = 1 << 20;
 
-/// Incompressible bytes from a small generator (no dependency).
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s as u8
-        })
-        .collect()
-}
-
 /// Three snapshots of a tree: `a`; `a` and a new `b`; `b` and a small `c` (`a` gone).
 /// The third reads `b` in the second and nothing in the first. (Each snapshot's new
 /// data is one file: files packed side by side may share packs, and a pack stays whole.)
 fn three(m: &common::Machine, tree: &Path) -> [String; 3] {
     fs::create_dir_all(tree).unwrap();
-    fs::write(tree.join("a"), noise(1, 24 * MIB)).unwrap();
+    fs::write(tree.join("a"), common::noise(1, 24 * MIB)).unwrap();
     let s1 = seed(&m.home, &[tree]);
-    fs::write(tree.join("b"), noise(2, 24 * MIB)).unwrap();
+    fs::write(tree.join("b"), common::noise(2, 24 * MIB)).unwrap();
     let s2 = seed(&m.home, &[tree]);
     fs::remove_file(tree.join("a")).unwrap();
     fs::write(tree.join("c"), b"a small file").unwrap();
@@ -47,12 +34,6 @@ fn forget_json(home: &Path, args: &[&str]) -> serde_json::Value {
     all.extend_from_slice(args);
     let out = ok(home, &all);
     serde_json::from_str(out.lines().next().unwrap()).unwrap()
-}
-
-fn shards(home: &Path, ih: &str) -> usize {
-    fs::read_dir(common::store_dir(home, ih).join("shards"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -101,8 +82,8 @@ fn forget_keep_last_1_leaves_one_frees_what_no_kept_snapshot_reads() {
     // `a` (24 MiB of data, more with parity) is read by nothing kept.
     assert!(freed >= (24 * MIB) as u64, "{done}");
     assert!(before - after >= freed - 4096, "{before} {after} {freed}");
-    assert_eq!(shards(&m.home, &s1), 0);
-    assert!(shards(&m.home, &s2) > 0);
+    assert_eq!(common::shards(&m.home, &s1), 0);
+    assert!(common::shards(&m.home, &s2) > 0);
     for ih in [&s1, &s2] {
         assert!(common::store_dir(&m.home, ih).join("retired").exists());
     }
@@ -177,7 +158,7 @@ fn a_forget_killed_at_random_moments_loses_nothing_kept() {
         while !began() && child.try_wait().unwrap().is_none() {
             std::thread::sleep(Duration::from_micros(200));
         }
-        let at = Duration::from_micros(u64::from(noise(trial, 1)[0]) * 16);
+        let at = Duration::from_micros(u64::from(common::noise(trial, 1)[0]) * 16);
         std::thread::sleep(at);
         let _ = child.kill();
         let _ = child.wait();

@@ -283,3 +283,23 @@ pub fn du(dir: &Path) -> u64 {
     }
     n
 }
+
+/// Incompressible bytes from a small generator (xorshift; no dependency).
+pub fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s as u8
+        })
+        .collect()
+}
+
+/// Shard files the store of `home` holds of snapshot `ih`.
+pub fn shards(home: &Path, ih: &str) -> usize {
+    fs::read_dir(store_dir(home, ih).join("shards"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}

@@ -33,9 +33,19 @@ impl Proc {
     /// Starts `swarmbak args` and reads its first `n` lines of stdout (a tracker with
     /// `--listen` and `--tls-listen` prints `listening` and `listening-tls`).
     pub fn start_lines(name: &str, args: &[&str], n: usize) -> (Proc, Vec<String>) {
+        Proc::start_env(name, args, n, &[])
+    }
+
+    /// [`Proc::start_lines`] with more environment (after [`FAST`]).
+    pub fn start_env(
+        name: &str,
+        args: &[&str],
+        n: usize,
+        env: &[(&str, &str)],
+    ) -> (Proc, Vec<String>) {
         let mut c = Command::new(BIN);
         c.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        for (k, v) in FAST {
+        for (k, v) in FAST.iter().chain(env) {
             c.env(k, v);
         }
         let mut child = c.spawn().expect("swarmbak starts");
@@ -221,16 +231,19 @@ pub fn init_with(home: &Path, name: &str, tracker: &Tracker, recovery_pub: &str,
 }
 
 pub fn agent(home: &Path, name: &str) -> Proc {
-    Proc::start(
-        name,
-        &[
-            "--home",
-            home.to_str().unwrap(),
-            "agent",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    )
+    agent_env(home, name, &[])
+}
+
+/// [`agent`] with more environment, e.g. `SWARMBAK_RETIRE_GRACE_SECS`.
+pub fn agent_env(home: &Path, name: &str, env: &[(&str, &str)]) -> Proc {
+    let args = [
+        "--home",
+        home.to_str().unwrap(),
+        "agent",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    Proc::start_env(name, &args, 1, env).0
 }
 
 /// `swarmbak args` with the fast settings; returns the output.
