@@ -565,3 +565,88 @@ fn owner_key(r: &swarmbak_tracker::SnapshotRecord) -> Option<MachineKey> {
         .map(|c| c.fields.age_recipient);
     MachineKey::from_age_recipient(from_cert.as_deref().unwrap_or(&r.machine_key)).ok()
 }
+
+#[cfg(test)]
+mod retirement_tests {
+    use super::*;
+    use swarmbak_trust::{Retirement, SigningKey};
+
+    fn rec(ih: u8, machine: &str, retirement: Option<&[u8]>) -> swarmbak_tracker::SnapshotRecord {
+        swarmbak_tracker::SnapshotRecord {
+            infohash: hex::encode([ih; 20]),
+            machine_key: machine.into(),
+            machine_name: machine.into(),
+            published: 0,
+            total_length: 0,
+            payload_length: 0,
+            name: String::new(),
+            copies: 2,
+            record: None,
+            certificate: None,
+            retirement: retirement.map(swarmbak_trust::to_b64),
+            retired_at: None,
+            retirement_cancelled: None,
+        }
+    }
+
+    fn retire(key: &SigningKey, ih: u8, newest: u8) -> Vec<u8> {
+        Retirement {
+            infohash: [ih; 20],
+            machine: key.public(),
+            retired: 1_800_000_000,
+            newest: [newest; 20],
+            stripes: 4,
+            keep: vec![(1, 2)],
+        }
+        .sign(key)
+    }
+
+    /// What a tracker lists (or a tracker that lies): only a retirement the snapshot's
+    /// owner signed, of that snapshot, naming a later snapshot of the same machine as
+    /// newest, is acted on (swarm.md §16.4).
+    #[test]
+    fn only_the_owner_s_retirement_naming_a_later_snapshot_of_it_holds() {
+        let owner = SigningKey::generate();
+        let other = SigningKey::generate();
+        // Listed newest first: 3 (owner), 9 (other), 2 (owner), 1 (owner).
+        let listed = |r: &swarmbak_tracker::SnapshotRecord| {
+            let all = [
+                rec(3, "o", None),
+                rec(9, "x", None),
+                rec(2, "o", None),
+                r.clone(),
+            ];
+            all.iter()
+                .enumerate()
+                .map(|(i, r)| (r.infohash.clone(), (i, r.machine_key.clone())))
+                .collect::<HashMap<_, _>>()
+        };
+        let check = |bytes: &[u8]| {
+            let r = rec(1, "o", Some(bytes));
+            listed_retirement(&listed(&r), &r, &owner.public()).map(|(ret, _)| ret)
+        };
+        let good = check(&retire(&owner, 1, 3)).expect("the owner's, naming a later one");
+        assert!(good.keeps(1) && !good.keeps(0));
+        assert!(check(&retire(&owner, 1, 2)).is_some());
+        // Signed by another key (a forged or foreign record).
+        assert!(check(&retire(&other, 1, 3)).is_none());
+        // Of another snapshot, listed here.
+        assert!(check(&retire(&owner, 2, 3)).is_none());
+        // Naming another machine's snapshot, an unlisted one, or itself as newest.
+        assert!(check(&retire(&owner, 1, 9)).is_none());
+        assert!(check(&retire(&owner, 1, 7)).is_none());
+        // Bytes altered after signing.
+        let mut bad = retire(&owner, 1, 3);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(check(&bad).is_none());
+        // Naming as newest a snapshot listed before it (older).
+        let r = rec(3, "o", Some(&retire(&owner, 3, 1)));
+        let order: HashMap<_, _> = [rec(3, "o", None), rec(1, "o", None)]
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (x.infohash.clone(), (i, x.machine_key.clone())))
+            .collect();
+        assert!(listed_retirement(&order, &r, &owner.public()).is_none());
+    }
+}

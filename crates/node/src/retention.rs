@@ -630,4 +630,111 @@ mod tests {
             Err(RetentionError::NoManifest(ih)) if ih == third
         ));
     }
+
+    /// A holder keeps a retirement for the grace period counted from when it first saw
+    /// it, even when the record says it was signed long before (a stolen key backdating
+    /// it), then lets go of the stripes outside `keep` only; a retirement no longer
+    /// listed before then is forgotten.
+    #[test]
+    fn holders_wait_the_grace_period_from_first_sight_and_let_go_outside_keep() {
+        let t = tempfile::tempdir().unwrap();
+        let (owner, _) = Home::create(&t.path().join("owner")).unwrap();
+        let (holder, _) = Home::create(&t.path().join("holder")).unwrap();
+        let tree = t.path().join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        let mut x = 1u64;
+        let data: Vec<u8> = (0..20 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(tree.join("f"), data).unwrap();
+        let ih = backup(&owner, &BackupOptions::new(vec![tree]), &NoProgress)
+            .unwrap()
+            .infohash;
+        // The holder has the torrent and every shard (not the owner's local files).
+        let (from, to) = (owner.store(), holder.store());
+        to.add_torrent(&ih, &from.torrent_bytes(&ih).unwrap())
+            .unwrap();
+        let layout = layout_of(&from, &ih).unwrap();
+        assert!(layout.stripes >= 3, "{layout:?}");
+        for p in 0..layout.pieces() {
+            to.write_shard(&ih, p, &from.read_shard(&ih, p).unwrap().unwrap())
+                .unwrap();
+        }
+        let key = swarmbak_trust::SigningKey::generate();
+        let t0 = 1_800_000_000;
+        let record = swarmbak_trust::Retirement {
+            infohash: ih.0,
+            machine: key.public(),
+            // Signed "a year ago".
+            retired: t0 - 365 * 86_400,
+            newest: [9; 20],
+            stripes: layout.stripes as u32,
+            keep: vec![(1, 2)],
+        };
+        let bytes = record.sign(&key);
+        let listed = |with: bool| {
+            vec![crate::discovery::Found {
+                infohash: ih,
+                owner: None,
+                signed: None,
+                retirement: with.then(|| (record.clone(), bytes.clone())),
+                retirement_cancelled: false,
+            }]
+        };
+        let grace = std::time::Duration::from_secs(100);
+        let shards = |s: usize| {
+            (0..layout.n())
+                .filter(|&i| to.read_shard(&ih, layout.piece(s, i)).unwrap().is_some())
+                .count()
+        };
+        let ev = holder_step(&to, &listed(true), t0, grace).unwrap();
+        assert_eq!(
+            ev,
+            vec![HolderEvent::Seen {
+                ih,
+                until: t0 + 100
+            }]
+        );
+        assert!(holder_step(&to, &listed(true), t0 + 99, grace)
+            .unwrap()
+            .is_empty());
+        assert_eq!(shards(0), layout.n());
+        let ev = holder_step(&to, &listed(true), t0 + 100, grace).unwrap();
+        let per_stripe = (layout.n() * layout.shard_size) as u64;
+        let want = per_stripe * (layout.stripes as u64 - 1);
+        assert_eq!(
+            ev,
+            vec![HolderEvent::LetGo {
+                ih,
+                bytes: want,
+                gone: false
+            }]
+        );
+        assert_eq!((shards(0), shards(1), shards(2)), (0, layout.n(), 0));
+        // Once done, nothing more happens.
+        assert!(holder_step(&to, &listed(true), t0 + 200, grace)
+            .unwrap()
+            .is_empty());
+
+        // Another retirement, cancelled before its grace period ended: forgotten, nothing
+        // let go.
+        std::fs::remove_file(to.snapshot_dir(&ih).join("dropped")).unwrap();
+        to.clear_retirement(&ih).unwrap();
+        for p in 0..layout.pieces() {
+            to.write_shard(&ih, p, &from.read_shard(&ih, p).unwrap().unwrap())
+                .unwrap();
+        }
+        holder_step(&to, &listed(true), t0 + 300, grace).unwrap();
+        let ev = holder_step(&to, &listed(false), t0 + 350, grace).unwrap();
+        assert_eq!(ev, vec![HolderEvent::Cancelled { ih }]);
+        assert!(holder_step(&to, &listed(false), t0 + 1000, grace)
+            .unwrap()
+            .is_empty());
+        assert_eq!(shards(0), layout.n());
+    }
 }

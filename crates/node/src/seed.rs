@@ -229,7 +229,11 @@ impl Holders {
             if !store.is_published(r) {
                 return Ok(Some((*r, "is not published".into())));
             }
-            let h = self.get(r).await?;
+            let h = kept_pieces(&store, r, self.get(r).await?);
+            if h.is_empty() && store.is_retired(r) {
+                // Forgotten since, keeping nothing: no snapshot reads any of it.
+                continue;
+            }
             if h.is_empty() || !durable(&h, copies) {
                 let short = h.iter().filter(|&&c| c < copies).count();
                 return Ok(Some((
@@ -244,6 +248,34 @@ impl Holders {
         }
         Ok(None)
     }
+}
+
+/// Holders of each piece of own snapshot `r` that a later snapshot may read: all of them,
+/// or, once `r` is forgotten, those of the stripes its retirement keeps (the others are
+/// let go: swarm.md §16).
+fn kept_pieces(store: &swarmbak_format::Store, r: &InfoHash, holders: Vec<usize>) -> Vec<usize> {
+    let Some(ret) = store
+        .retirement(r)
+        .ok()
+        .flatten()
+        .and_then(|b| swarmbak_trust::Retirement::parse_unverified(&b).ok())
+    else {
+        return holders;
+    };
+    let Some(layout) = store
+        .torrent_bytes(r)
+        .ok()
+        .and_then(|b| swarmbak_format::restore::SnapshotMeta::parse(r, &b).ok())
+        .map(|m| m.layout)
+    else {
+        return holders;
+    };
+    holders
+        .into_iter()
+        .enumerate()
+        .filter(|(p, _)| ret.keeps(layout.locate(*p).0 as u32))
+        .map(|(_, h)| h)
+        .collect()
 }
 
 /// Runs `attempt` (a publish retried for at most the slice it is given) in slices of
