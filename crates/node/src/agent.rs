@@ -481,6 +481,7 @@ pub fn run(
     let lock = node.home.lock()?;
     let store = node.home.store();
     store.clean_tmp()?;
+    crate::schedule::fixed_mmap_threshold();
     let addr = bind_addr(listen, &node)?;
     let me = node.machine_key()?;
     // Homes made before machines had signing keys get theirs now (trust.md §1).

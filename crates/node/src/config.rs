@@ -597,10 +597,8 @@ pub struct Settings {
     pub takeover_grace: Duration,
     /// Connection events and progress on stderr (`SWARMBAK_VERBOSE`).
     pub verbose: bool,
-    /// Agent: watch the backup set for changes (`SWARMBAK_WATCH=1`). Off by default for
-    /// now: one run of tools/bench-changes on 100,000 files could not show that the
-    /// watch saw the edits (docs/benchmarks.md), so every scheduled backup scans (size,
-    /// mtime, ctime, inode) until repeated runs show it.
+    /// Agent: watch the backup set for changes (on; `SWARMBAK_WATCH=0` turns it off, and
+    /// every scheduled backup then scans: size, mtime, ctime, inode; swarm.md §15.3).
     pub watch: bool,
     /// Holders: how long an owner's retirement must stand before the shards it lets go are
     /// deleted (`SWARMBAK_RETIRE_GRACE_SECS`, 30 days; swarm.md §16.4).
@@ -620,7 +618,7 @@ impl Default for Settings {
             stall: Duration::from_secs(20),
             takeover_grace: Duration::from_secs(30),
             verbose: false,
-            watch: false,
+            watch: true,
             retire_grace: DEFAULT_RETIRE_GRACE,
             listen: None,
         }
@@ -674,7 +672,7 @@ impl Settings {
                 .unwrap_or(d.takeover_grace)
                 .max(Duration::from_millis(100)),
             verbose: get("SWARMBAK_VERBOSE").is_some(),
-            watch: get("SWARMBAK_WATCH").is_some_and(|v| v.trim() == "1"),
+            watch: get("SWARMBAK_WATCH").map_or(d.watch, |v| v.trim() != "0"),
             retire_grace: secs("SWARMBAK_RETIRE_GRACE_SECS").unwrap_or(d.retire_grace),
             listen: None,
         }

@@ -14,7 +14,7 @@ pub const FAST: &[(&str, &str)] = &[
     ("SWARMBAK_HEALTH_SECS", "1.5"),
     ("SWARMBAK_FETCH_TIMEOUT_SECS", "60"),
     ("SWARMBAK_TAKEOVER_SECS", "1"),
-    // The agent's change detection (off by default until it is trusted on large trees).
+    // The agent's change detection (the default; said so the tests do not depend on it).
     ("SWARMBAK_WATCH", "1"),
 ];
 
