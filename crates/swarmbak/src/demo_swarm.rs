@@ -9,7 +9,7 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use swarmbak_format::Identity;
 use swarmbak_node::NodeConfig;
@@ -112,6 +112,39 @@ fn dashboard(ctx: &Ctx, data: &Path, taddr: &str) -> Result<(), Failure> {
         ),
     );
     Ok(())
+}
+
+/// Waits (at most a minute) for desk-anna's agent to have made its first scheduled backup,
+/// and says what `swarmbak status` shows of it.
+fn scheduled(ctx: &Ctx, home: &Path) -> Result<(), Failure> {
+    let home_s = home.to_str().unwrap_or(".");
+    let t = Instant::now();
+    loop {
+        let st: serde_json::Value =
+            serde_json::from_str(run_cmd(&["--home", home_s, "--json", "status"])?.trim())
+                .unwrap_or_default();
+        let b = &st["backup"];
+        if let Some(ih) = b["last_success"]["infohash"].as_str() {
+            say(
+                ctx,
+                "scheduled",
+                format!(
+                    "desk-anna backed itself up ({}; {}): snapshot {ih}, {} files read; next backup in an hour (`swarmbak status`)",
+                    b["last_success"]["why"].as_str().unwrap_or("?"),
+                    b["last_success"]["how"].as_str().unwrap_or("?"),
+                    b["last_success"]["files_read"],
+                ),
+            );
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            return Err(Failure::new(
+                1,
+                format!("desk-anna made no scheduled backup within a minute: {st}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 fn run_cmd(args: &[&str]) -> Result<String, Failure> {
@@ -248,6 +281,32 @@ pub fn run(ctx: &Ctx, work: &Path, bytes: u64, tree: Option<PathBuf>) -> Result<
         "machines",
         format!("the administrator's list:\n{}", list.trim_end()),
     );
+    // anna's desktop backs itself up: its backup set and interval, then its agent.
+    let anna_docs = work.join("anna-documents");
+    fs::create_dir_all(anna_docs.join("minutes"))?;
+    for i in 1..=12 {
+        fs::write(
+            anna_docs
+                .join("minutes")
+                .join(format!("meeting-{i:02}.txt")),
+            format!("Minutes of meeting {i}: budget approved, next review in spring.\n").repeat(40),
+        )?;
+    }
+    let anna_docs_s = anna_docs.to_str().unwrap_or(".");
+    run_cmd(&[
+        "--home",
+        homes[1].to_str().unwrap_or("."),
+        "init",
+        "--backup",
+        anna_docs_s,
+        "--every",
+        "1h",
+    ])?;
+    say(
+        ctx,
+        "schedule",
+        format!("desk-anna: `swarmbak init --backup {anna_docs_s} --every 1h`: its agent backs that up by itself, at once the first time, then hourly"),
+    );
     let mut agents = Vec::new();
     for (n, h) in names.iter().zip(&homes).skip(1) {
         let (c, addr) = spawn_listening(
@@ -297,6 +356,7 @@ pub fn run(ctx: &Ctx, work: &Path, bytes: u64, tree: Option<PathBuf>) -> Result<
             format!("  {n} holds {} shards", held(h, &ih).len()),
         );
     }
+    scheduled(ctx, &homes[1])?;
 
     // The laptop is stolen, and some desktops are switched off.
     fs::remove_dir_all(owner)?;

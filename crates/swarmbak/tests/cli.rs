@@ -170,6 +170,12 @@ fn demo_runs_end_to_end() {
         assert!(out.contains(&format!("enrolled {m}")), "{m}: {out}");
     }
     assert!(out.contains("revokes demo-laptop"), "{out}");
+    // desk-anna's agent backs up its set by itself.
+    assert!(
+        out.lines()
+            .any(|l| l.contains("desk-anna backed itself up (first backup")),
+        "{out}"
+    );
     // The administrator's view: every machine's backup status from the admin API.
     assert!(out.contains("the administrator's view"), "{out}");
     assert!(
