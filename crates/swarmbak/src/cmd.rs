@@ -53,9 +53,16 @@ pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>, every: Opti
         let rt = swarmbak_node::runtime()?;
         c = rt.block_on(swarmbak_node::enrol::enroll(&ctx.home, &t, &opts))?;
     }
+    // An agent holding this home read its configuration when it started.
+    let agent_running = !created
+        && matches!(
+            swarmbak_format::Home::open(&ctx.home).and_then(|h| h.lock()),
+            Err(swarmbak_format::FormatError::Locked(_))
+        );
     out(
         ctx,
         json!({"event": "init", "created": created, "home": ctx.home, "name": c.name,
+               "agent_running": agent_running,
                "enrolled": c.enrolment.is_some(),
                "public_key": c.public_key, "tracker": c.tracker, "copies": c.copies,
                "k": c.k, "m": c.m, "quota": c.quota, "listen": c.listen, "peer_trackers": c.peer_trackers,
@@ -98,6 +105,11 @@ pub fn init(ctx: &Ctx, mut opts: InitOptions, quota: Option<String>, every: Opti
                     None => "unlimited (set one with --quota)".to_string(),
                 }
             ) + &backup_set_text(&c, &ctx.home)
+                + if agent_running {
+                    "\nthe agent running on this home uses these settings once restarted (systemctl restart swarmbak-agent, or stop and start `swarmbak agent`)"
+                } else {
+                    ""
+                }
         },
     );
     Ok(())

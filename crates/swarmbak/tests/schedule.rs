@@ -427,4 +427,10 @@ fn the_agent_forgets_by_the_machine_s_policy_after_each_backup() {
     let done = common::ok(&home, &["forget", "--keep-last", "1"]);
     assert!(done.contains("1 snapshot(s) were forgotten"), "{done}");
     assert_eq!(snapshots(&home), made[2..].to_vec());
+    // A setting changed while the agent runs: init says it takes a restart.
+    let out = common::ok(&home, &["init", "--keep-last", "5"]);
+    assert!(out.contains("uses these settings once restarted"), "{out}");
+    drop(_agent);
+    let out = common::ok(&home, &["init", "--keep-last", "5"]);
+    assert!(!out.contains("once restarted"), "{out}");
 }
