@@ -430,14 +430,14 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
             None => t,
         };
         tell!(
-            "swarmbak tracker: {} tracker, data in {}, organisation key {} ({}){}; {:?}",
+            "swarmbak tracker: {} tracker, data in {}, organisation key {} ({}){}{}",
             if s.open { "open" } else { "private" },
             data.display(),
             t.org_key(),
             t.org_key().fingerprint(),
             pin.map(|p| format!(", TLS certificate SHA-256 {p}"))
                 .unwrap_or_default(),
-            t.load_report()
+            t.load_report().summary()
         );
         t.serve_listeners_until(listeners, std::future::pending())
             .await

@@ -217,6 +217,39 @@ pub struct ImportReport {
 }
 
 impl ImportReport {
+    /// For the tracker's start line: empty when no v1 directory was imported.
+    pub fn summary(&self) -> String {
+        if !self.ran {
+            return String::new();
+        }
+        let skipped: Vec<String> = [
+            (self.bad_lines, "unreadable lines"),
+            (self.missing_torrents, "torrent files missing"),
+            (self.bad_torrents, "torrent files not matching"),
+            (self.duplicates, "duplicates"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        format!(
+            "; imported {} snapshot record(s) from the v1 index{}{}",
+            self.imported,
+            if self.torn_tail {
+                " (a torn last line ignored)"
+            } else {
+                ""
+            },
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!(", skipped: {}", skipped.join(", "))
+            }
+        )
+    }
+}
+
+impl ImportReport {
     /// Records (complete lines) that were not imported, whatever the reason.
     pub fn skipped(&self) -> usize {
         self.bad_lines + self.missing_torrents + self.bad_torrents + self.duplicates

@@ -75,6 +75,7 @@ fn round_trip_of_every_method() {
     let dir = tempfile::tempdir().unwrap();
     let (mut db, report) = Sqlite::open(dir.path()).unwrap();
     assert!(!report.ran);
+    assert_eq!(report.summary(), "");
     assert_eq!(
         db.synchronous().unwrap(),
         (2, 1),
@@ -327,6 +328,11 @@ fn v1_data_directory_is_imported_once() {
     assert_eq!(report.bad_torrents, 1);
     assert_eq!(report.duplicates, 1);
     assert_eq!(report.skipped(), 4);
+    // The tracker's start line.
+    assert_eq!(
+        report.summary(),
+        "; imported 3 snapshot record(s) from the v1 index (a torn last line ignored), skipped: 1 unreadable lines, 1 torrent files missing, 1 torrent files not matching, 1 duplicates"
+    );
     let snaps = db.snapshots().unwrap();
     assert_eq!(
         snaps.iter().map(|s| s.infohash).collect::<Vec<_>>(),
