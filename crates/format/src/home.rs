@@ -59,6 +59,10 @@ impl Home {
             let key: [u8; 32] = rand::random();
             write_private(&key_path, hex::encode(key).as_bytes())
                 .map_err(|e| FormatError::io(&key_path, e))?;
+            // A new home is this user's alone: keys, the manifests it keeps unencrypted
+            // and what it holds for others.
+            fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+                .map_err(|e| FormatError::io(root, e))?;
         }
         let home = Home {
             root: root.to_path_buf(),

@@ -14,6 +14,12 @@ fn init_twice_keeps_keys_and_changes_only_what_is_given() {
     let a = ok(&home, &["--json", "init", "--name", "one"]);
     let a: serde_json::Value = serde_json::from_str(a.trim()).unwrap();
     assert_eq!(a["created"], true);
+    // The home is its user's alone.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&home).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     let id = fs::read(home.join("identity.txt")).unwrap();
     // --home after the command works too.
     let o = std::process::Command::new(BIN)
