@@ -445,6 +445,12 @@ impl Store {
         crate::backup::sync_fs(&self.dir)
     }
 
+    /// Whether the snapshot is one of this machine's own (forgotten or not): it has
+    /// `local.json`.
+    pub fn is_own(&self, ih: &InfoHash) -> bool {
+        self.snapshot_dir(ih).join("local.json").exists()
+    }
+
     /// Whether a retirement of the snapshot is kept here.
     pub fn is_retired(&self, ih: &InfoHash) -> bool {
         self.snapshot_dir(ih).join(RETIRED).exists()

@@ -482,16 +482,11 @@ pub fn holder_step(
     now: i64,
     grace: std::time::Duration,
 ) -> Result<Vec<HolderEvent>, FormatError> {
-    let own: BTreeSet<String> = store
-        .all_own_snapshots()?
-        .into_iter()
-        .map(|s| s.infohash)
-        .collect();
     let grace = grace.as_secs() as i64;
     let mut events = Vec::new();
     for f in found {
         let ih = f.infohash;
-        if !store.has(&ih) || own.contains(&ih.to_hex()) {
+        if !store.has(&ih) || store.is_own(&ih) {
             continue;
         }
         let seen: Option<SeenRetirement> = store

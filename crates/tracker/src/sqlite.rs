@@ -247,9 +247,7 @@ impl ImportReport {
             }
         )
     }
-}
 
-impl ImportReport {
     /// Records (complete lines) that were not imported, whatever the reason.
     pub fn skipped(&self) -> usize {
         self.bad_lines + self.missing_torrents + self.bad_torrents + self.duplicates

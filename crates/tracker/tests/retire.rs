@@ -10,27 +10,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::torrents::torrent;
-use common::Server;
+use common::{admin_db, Server};
 use swarmbak_metainfo::Metainfo;
 use swarmbak_tracker::admin::{self, Actor, EnrollOptions};
-use swarmbak_tracker::org::Org;
 use swarmbak_tracker::server::unix_now;
-use swarmbak_tracker::sqlite::Sqlite;
 use swarmbak_tracker::trust::{from_b64, EnrollToken, PublishRecord, Retirement, SigningKey};
 use swarmbak_tracker::{ClientError, SnapshotRecord, TrackerClient};
-
-async fn private(dir: &Path) -> Server {
-    Server::start(dir, |c| {
-        c.open = false;
-        c.recovery_recipients = vec!["age1recoveryrecipientfortests".into()];
-        c.reload_every = Duration::from_millis(50);
-    })
-    .await
-}
-
-fn admin_db(dir: &Path) -> (Sqlite, Org) {
-    (Sqlite::open(dir).unwrap().0, Org::open(dir).unwrap())
-}
 
 /// An enrolled machine: its key, passkey and certificate.
 struct M {
@@ -136,7 +121,7 @@ async fn raw_listing(server: &Server, m: &M, ih: [u8; 20]) -> serde_json::Value 
 #[tokio::test]
 async fn retirements_are_checked_stored_listed_replaced_and_cancelled() {
     let dir = tempfile::tempdir().unwrap();
-    let server = private(dir.path()).await;
+    let server = Server::private(dir.path()).await;
     let a = enrol(&server, dir.path(), "laptop-1").await;
     let b = enrol(&server, dir.path(), "laptop-2").await;
     let old = publish(&server, &a, 1).await;
@@ -277,7 +262,7 @@ async fn retirements_are_checked_stored_listed_replaced_and_cancelled() {
     // A restart keeps it.
     server.stop().await;
     drop(db);
-    let server = private(dir.path()).await;
+    let server = Server::private(dir.path()).await;
     let ca = as_machine(&server, &a);
     let rec = listed(&ca, old).await;
     assert_eq!(rec.retirement_record(), Some(later_signed.clone()));

@@ -8,30 +8,14 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{admin_db, Server};
 use swarmbak_tracker::admin::{self, Actor, EnrollOptions, ScheduleChange};
-use swarmbak_tracker::org::Org;
 use swarmbak_tracker::server::unix_now;
-use swarmbak_tracker::sqlite::Sqlite;
 use swarmbak_tracker::trust::{BackupReport, EnrollToken, SigningKey};
 use swarmbak_tracker::{ClientError, Schedule, TrackerClient};
 
 const DAY: u64 = 86_400;
 const H: u64 = 3600;
-
-async fn private(dir: &Path) -> Server {
-    Server::start(dir, |c| {
-        c.open = false;
-        c.recovery_recipients = vec!["age1recoveryrecipientfortests".into()];
-        c.reload_every = Duration::from_millis(50);
-    })
-    .await
-}
-
-/// The administrator's handle on the data directory (what the CLI opens).
-fn admin_db(dir: &Path) -> (Sqlite, Org) {
-    (Sqlite::open(dir).unwrap().0, Org::open(dir).unwrap())
-}
 
 /// Enrols a machine named `name` through `POST /api/v1/enroll`: its key and passkey.
 async fn enrol(server: &Server, dir: &Path, name: &str, vip: bool) -> (SigningKey, String) {
@@ -101,7 +85,7 @@ fn status_of(e: &ClientError) -> Option<u16> {
 #[tokio::test]
 async fn schedule_follows_reports_and_the_administrator_s_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = private(dir.path()).await;
+    let server = Server::private(dir.path()).await;
     let (key, pk) = enrol(&server, dir.path(), "laptop-1", false).await;
     let c = as_machine(&server, &pk);
 
@@ -227,7 +211,7 @@ async fn schedule_follows_reports_and_the_administrator_s_changes() {
     // A restart keeps the settings and finds the last success in the database.
     server.stop().await;
     drop(db);
-    let server = private(dir.path()).await;
+    let server = Server::private(dir.path()).await;
     let s = as_machine(&server, &pk).schedule(None).await.unwrap();
     assert_eq!((s.every, s.backup_now), (12 * H, false), "{s:?}");
     assert!(s.last_success.is_some_and(|t| t > now), "{s:?}");
@@ -237,7 +221,7 @@ async fn schedule_follows_reports_and_the_administrator_s_changes() {
 #[tokio::test]
 async fn vip_machines_get_the_vip_interval() {
     let dir = tempfile::tempdir().unwrap();
-    let server = private(dir.path()).await;
+    let server = Server::private(dir.path()).await;
     let (_, vip) = enrol(&server, dir.path(), "ceo-laptop", true).await;
     let (_, plain) = enrol(&server, dir.path(), "desk-3", false).await;
     let (mut db, _) = admin_db(dir.path());
@@ -278,7 +262,7 @@ async fn vip_machines_get_the_vip_interval() {
 #[tokio::test]
 async fn client_unknown_revoked_and_bad_requests_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let server = private(dir.path()).await;
+    let server = Server::private(dir.path()).await;
     let (_, pk) = enrol(&server, dir.path(), "laptop-2", false).await;
     let (mut db, org) = admin_db(dir.path());
     let (client, _) = admin::create_client(

@@ -3,6 +3,14 @@
 
 pub mod torrents;
 
+/// The administrator's handle on the data directory (what the CLI opens).
+pub fn admin_db(dir: &Path) -> (swarmbak_tracker::sqlite::Sqlite, swarmbak_tracker::org::Org) {
+    (
+        swarmbak_tracker::sqlite::Sqlite::open(dir).unwrap().0,
+        swarmbak_tracker::org::Org::open(dir).unwrap(),
+    )
+}
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -19,6 +27,17 @@ pub struct Server {
 }
 
 impl Server {
+    /// A private tracker (a recovery recipient, changes another database handle writes
+    /// seen within 50 ms).
+    pub async fn private(dir: &Path) -> Server {
+        Server::start(dir, |c| {
+            c.open = false;
+            c.recovery_recipients = vec!["age1recoveryrecipientfortests".into()];
+            c.reload_every = Duration::from_millis(50);
+        })
+        .await
+    }
+
     pub async fn start(dir: &Path, tweak: impl FnOnce(&mut TrackerConfig)) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         Server::start_on(listener, dir, tweak).await
