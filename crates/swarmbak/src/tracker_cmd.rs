@@ -175,6 +175,11 @@ pub struct Serve {
     /// An open alert is told again at most this often, like 1d (default 1d).
     #[arg(long, value_name = "DURATION")]
     pub alert_repeat: Option<String>,
+    /// An enrolled machine is on the roster (the machines present, which agents place
+    /// backups on) while its latest announce or roster request is at most this old, like
+    /// 5m (default 5m).
+    #[arg(long, value_name = "DURATION")]
+    pub roster_window: Option<String>,
 }
 
 /// Where the UDP tracker listens.
@@ -349,6 +354,7 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
     };
     let alert_every = duration("alert-every", &s.alert_every)?;
     let alert_repeat = duration("alert-repeat", &s.alert_repeat)?;
+    let roster_window = duration("roster-window", &s.roster_window)?;
     let rt = match s.threads {
         None => swarmbak_node::runtime()?,
         Some(0) => return Err(Failure::usage("--threads N: at least 1")),
@@ -376,6 +382,9 @@ pub fn serve(ctx: &Ctx, s: Serve) -> R {
         }
         if let Some(d) = alert_repeat {
             cfg.alert_repeat = d;
+        }
+        if let Some(d) = roster_window {
+            cfg.roster_window = d;
         }
         let t = tokio::task::spawn_blocking(move || swarmbak_tracker::Tracker::open(cfg))
             .await

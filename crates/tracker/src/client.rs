@@ -1,5 +1,6 @@
 //! The tracker client used by swarmbak machines: announce and scrape (any BEP 3 tracker,
-//! opentracker included) and swarmbak's own calls (publish, metainfo, snapshots).
+//! opentracker included) and swarmbak's own calls (publish, metainfo, snapshots, the
+//! schedule and the roster).
 //!
 //! A small HTTP/1.1 exchange per call (hyper's client connection on a tokio
 //! `TcpStream`). `http://` as it always was; `https://` only with the SHA-256 pin of the
@@ -16,7 +17,7 @@ use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 
 use crate::proto::{
@@ -181,6 +182,33 @@ pub struct Published {
     pub new: bool,
     /// When it was first published, Unix seconds.
     pub published: i64,
+}
+
+/// The private tracker's answer to `GET BASE/<passkey>/roster` (tracker.md §7.9): the
+/// enrolled machines present now, so that an agent knows which machines placement may
+/// count on without joining a swarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roster {
+    /// The tracker's roster window, seconds: a machine is listed when it was seen at
+    /// most this long before `now`.
+    pub window: u64,
+    /// The tracker's clock when it answered, Unix seconds.
+    pub now: i64,
+    /// The machines present, by certificate bytes; the one asking among them.
+    pub machines: Vec<RosterEntry>,
+}
+
+/// One machine of a [`Roster`]. The tracker vouches only for its presence: the
+/// certificate (with the machine's age recipient) is to be verified against the
+/// organisation key by whoever uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterEntry {
+    /// The machine's certificate (trust.md §3) as enrolled, base64url
+    /// ([`swarmbak_trust::from_b64`] reads it back).
+    pub certificate: String,
+    /// When the tracker last saw the machine (its latest announce or roster request),
+    /// Unix seconds, the tracker's clock.
+    pub last_seen: i64,
 }
 
 fn url_encode(s: &str) -> String {
@@ -473,6 +501,15 @@ impl TrackerClient {
         if let Some(e) = own_every {
             target.push_str(&format!("?every={e}"));
         }
+        self.json_call(Method::GET, &target, None, &[]).await
+    }
+
+    /// The enrolled machines present now (`GET PATH/<passkey>/roster`, tracker.md §7.9):
+    /// those seen within the tracker's window, this machine included (asking counts as
+    /// being seen). The reply is bounded like every other ([`MAX_REPLY_BYTES`]); the
+    /// certificates are not verified here.
+    pub async fn roster(&self) -> Result<Roster, ClientError> {
+        let target = format!("{}/roster", self.api_base);
         self.json_call(Method::GET, &target, None, &[]).await
     }
 
@@ -860,6 +897,46 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// A roster is read as the tracker writes it (tracker.md §7.9); one missing a field
+    /// is an unreadable reply, and an error status the tracker's message.
+    #[test]
+    fn roster_replies() {
+        let body = br#"{"window": 300, "now": 1763900000, "machines": [{"certificate": "AAEC-_8", "last_seen": 1763899990}]}"#;
+        let r: Roster = json_reply(StatusCode::OK, body).unwrap();
+        assert_eq!(
+            r,
+            Roster {
+                window: 300,
+                now: 1_763_900_000,
+                machines: vec![RosterEntry {
+                    certificate: "AAEC-_8".into(),
+                    last_seen: 1_763_899_990,
+                }],
+            }
+        );
+        assert_eq!(
+            swarmbak_trust::from_b64(&r.machines[0].certificate).unwrap(),
+            [0, 1, 2, 0xfb, 0xff]
+        );
+        let back: Roster = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        let e = json_reply::<Roster>(
+            StatusCode::OK,
+            br#"{"window": 300, "now": 1, "machines": [{"certificate": "AA"}]}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ClientError::BadResponse(_)), "{e}");
+        let e = json_reply::<Roster>(StatusCode::FORBIDDEN, br#"{"error": "passkey revoked"}"#)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ClientError::Http {
+                status: 403,
+                message: "passkey revoked".into()
+            }
+        );
     }
 
     /// An https tracker is never spoken to without a pin: refused before connecting

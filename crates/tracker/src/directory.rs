@@ -1,13 +1,15 @@
 //! What the running tracker keeps in memory from its database: the enrolled machines by
 //! passkey and by key (rebuilt whenever the database changes, so that a revocation
-//! written by `swarmbak tracker revoke` counts on the next request), and the published
-//! snapshots by info-hash.
+//! written by `swarmbak tracker revoke` counts on the next request), with their
+//! certificates for the roster (tracker.md §7.9), and the published snapshots by
+//! info-hash.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::client::RosterEntry;
 use crate::proto::InfoHash;
 use crate::storage::{
     MachineKind, MachineRow, MachineSchedule, OnlineInterval, RetirementRow, SnapshotRow,
@@ -33,16 +35,41 @@ pub struct Member {
     pub vip: bool,
     /// What the administrator set for its scheduled backups.
     pub schedule: MachineSchedule,
+    /// The certificate the organisation key signed for it, as enrolled (machines only):
+    /// what the roster lists (tracker.md §7.9).
+    pub certificate: Option<StoredCertificate>,
     /// Its last successful backup ([`NEVER`]: none known): the later of its latest
     /// successful report's end and its latest published snapshot (as
     /// [`crate::status`] counts it), kept up to date by the running tracker.
     last_success: AtomicI64,
     first_seen: AtomicI64,
     last_seen: AtomicI64,
-    /// The address of its latest announce (for the administrator's search).
+    /// The address of its latest announce or roster request (for the administrator's
+    /// search).
     address: Mutex<Option<IpAddr>>,
     /// The quota its announces give ([`NO_QUOTA`]: none given).
     quota: AtomicU64,
+}
+
+/// An enrolled machine's certificate ([`swarmbak_trust::Certificate`], unparsed): its
+/// bytes as stored (the roster's order) and their base64url text (what the roster lists),
+/// encoded once when the directory is built so that a roster is answered from memory
+/// without encoding anything.
+#[derive(Debug)]
+pub struct StoredCertificate {
+    /// The certificate's bytes, as the database holds them.
+    pub bytes: Box<[u8]>,
+    /// The same bytes in base64url without padding ([`swarmbak_trust::to_b64`]).
+    pub b64: Box<str>,
+}
+
+impl StoredCertificate {
+    fn new(bytes: &[u8]) -> StoredCertificate {
+        StoredCertificate {
+            bytes: bytes.into(),
+            b64: swarmbak_trust::to_b64(bytes).into(),
+        }
+    }
 }
 
 /// [`Member`]'s quota when its announces give none.
@@ -69,7 +96,8 @@ impl Member {
         }
     }
 
-    /// Notes an announce at `now` (Unix seconds) from `ip`.
+    /// Notes an announce (or another request that counts as the machine being seen, as a
+    /// roster request, tracker.md §7.9) at `now` (Unix seconds) from `ip`.
     pub fn seen(&self, now: i64, ip: IpAddr) {
         let _ = self
             .first_seen
@@ -79,6 +107,12 @@ impl Member {
         if *a != Some(ip) {
             *a = Some(ip);
         }
+    }
+
+    /// When it was last seen (its latest announce or roster request, Unix seconds, the
+    /// tracker's clock) by this run of the tracker, if at all.
+    pub fn last_seen(&self) -> Option<i64> {
+        Some(self.last_seen.load(Ordering::Relaxed)).filter(|&t| t != 0)
     }
 
     fn address(&self) -> Option<IpAddr> {
@@ -101,6 +135,9 @@ impl Member {
 pub struct Directory {
     by_passkey: HashMap<String, Arc<Member>>,
     by_key: HashMap<[u8; 32], Arc<Member>>,
+    /// The machines a roster may list (kind machine, with a certificate, not revoked),
+    /// sorted by certificate bytes: a roster only filters them by expiry and presence.
+    rosterable: Vec<Arc<Member>>,
 }
 
 impl Directory {
@@ -119,6 +156,10 @@ impl Directory {
                 expires: r.expires,
                 vip: r.vip,
                 schedule: r.schedule,
+                certificate: match r.kind {
+                    MachineKind::Machine => r.certificate.as_deref().map(StoredCertificate::new),
+                    MachineKind::Client => None,
+                },
                 last_success: AtomicI64::new(
                     prev.map_or(NEVER, |p| p.last_success.load(Ordering::Relaxed)),
                 ),
@@ -135,8 +176,13 @@ impl Directory {
                     d.by_key.insert(k, m.clone());
                 }
             }
+            if m.kind == MachineKind::Machine && !m.revoked && m.certificate.is_some() {
+                d.rosterable.push(m.clone());
+            }
             d.by_passkey.insert(r.passkey.clone(), m);
         }
+        d.rosterable
+            .sort_by(|a, b| cert_bytes(a).cmp(cert_bytes(b)).then(a.id.cmp(&b.id)));
         d
     }
 
@@ -150,6 +196,26 @@ impl Directory {
         self.by_key.get(key)
     }
 
+    /// The roster at `now` (tracker.md §7.9): every enrolled machine with a certificate,
+    /// not revoked, whose certificate has not expired and that was seen (announced or
+    /// asked for the roster) at most `window` seconds before `now`, by certificate bytes.
+    /// From memory only: every agent polls it.
+    pub fn roster(&self, now: i64, window: u64) -> Vec<RosterEntry> {
+        let window = i64::try_from(window).unwrap_or(i64::MAX);
+        self.rosterable
+            .iter()
+            .filter(|m| m.expires.is_none_or(|x| now <= x))
+            .filter_map(|m| {
+                let seen = m.last_seen()?;
+                let cert = m.certificate.as_ref()?;
+                (now.saturating_sub(seen) <= window).then(|| RosterEntry {
+                    certificate: cert.b64.to_string(),
+                    last_seen: seen,
+                })
+            })
+            .collect()
+    }
+
     /// The online spans seen since the last call, one per member seen.
     pub fn take_intervals(&self) -> Vec<OnlineInterval> {
         self.by_passkey
@@ -158,7 +224,8 @@ impl Directory {
             .collect()
     }
 
-    /// What this run saw of each member: its last announce and address.
+    /// What this run saw of each member: its last announce (or roster request) and
+    /// address.
     pub fn live(&self) -> HashMap<i64, crate::status::Live> {
         self.by_passkey
             .values()
@@ -186,6 +253,11 @@ impl Directory {
             .filter(|m| m.kind == MachineKind::Machine && !m.revoked)
             .count()
     }
+}
+
+/// A member's certificate bytes (none: empty), the roster's order.
+fn cert_bytes(m: &Member) -> &[u8] {
+    m.certificate.as_ref().map_or(&[], |c| &c.bytes)
 }
 
 /// The published snapshots, in publish order, with their retirements (tracker.md §7.8).
@@ -362,5 +434,78 @@ impl Snapshots {
                 .then_with(|| a.machine_key.cmp(&b.machine_key))
         });
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, kind: MachineKind, certificate: Option<&[u8]>) -> MachineRow {
+        MachineRow {
+            id,
+            kind,
+            key: (kind == MachineKind::Machine).then_some([id as u8; 32]),
+            age_recipient: None,
+            name: format!("m{id}"),
+            user: None,
+            vip: false,
+            domain: None,
+            passkey: format!("{id:032x}"),
+            certificate: certificate.map(<[u8]>::to_vec),
+            enrolled: 0,
+            expires: None,
+            revoked: None,
+            revocation: None,
+            schedule: MachineSchedule::default(),
+        }
+    }
+
+    /// The roster lists machines with a certificate, not revoked, not expired, seen
+    /// within the window, by certificate bytes (not by their base64url text: `-` and `_`
+    /// sort before letters as text, after them as values); a rebuild keeps who was seen.
+    #[test]
+    fn roster() {
+        let now = 1_763_900_000;
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut expired = row(4, MachineKind::Machine, Some(&[4]));
+        expired.expires = Some(now - 1);
+        let mut revoked = row(3, MachineKind::Machine, Some(&[3]));
+        revoked.revoked = Some(now - 5);
+        let rows = vec![
+            row(1, MachineKind::Machine, Some(&[0xfb])), // "-w" as text
+            row(2, MachineKind::Machine, Some(&[0x00])), // "AA"
+            revoked,
+            expired,
+            row(5, MachineKind::Client, None),
+            row(6, MachineKind::Machine, Some(&[6])), // never seen
+            row(7, MachineKind::Machine, Some(&[7])), // seen too long ago
+            row(8, MachineKind::Machine, None),       // no certificate
+        ];
+        let d = Directory::build(&rows, &Directory::default());
+        for id in [1, 2, 3, 4, 5, 8] {
+            d.by_passkey(&format!("{id:032x}"))
+                .unwrap()
+                .seen(now - 10, ip);
+        }
+        d.by_passkey(&format!("{:032x}", 7))
+            .unwrap()
+            .seen(now - 301, ip);
+        let entry = |b: &[u8]| RosterEntry {
+            certificate: swarmbak_trust::to_b64(b),
+            last_seen: now - 10,
+        };
+        let want = vec![entry(&[0x00]), entry(&[0xfb])];
+        assert_eq!(d.roster(now, 300), want);
+        assert!(
+            want[1].certificate < want[0].certificate,
+            "text order differs"
+        );
+        // The window's edge is in: seen exactly `window` seconds ago.
+        assert_eq!(d.roster(now, 301).len(), 3);
+        assert_eq!(d.roster(now, 9), []);
+        // A rebuild (the database changed) keeps what was seen.
+        let d = Directory::build(&rows, &d);
+        assert_eq!(d.roster(now, 300), want);
     }
 }

@@ -37,7 +37,9 @@ pub mod tls;
 pub mod udp;
 mod web;
 
-pub use client::{ClientError, Published, Retry, TrackerClient, MAX_REPLY_BYTES};
+pub use client::{
+    ClientError, Published, Retry, Roster, RosterEntry, TrackerClient, MAX_REPLY_BYTES,
+};
 #[doc(hidden)]
 pub use plain::{classify_for_fuzzing, FastPathHead};
 pub use proto::{

@@ -98,6 +98,10 @@ pub struct TrackerConfig {
     pub alert_repeat: Duration,
     /// Where alerts are POSTed as JSON (`http://` only), if anywhere.
     pub alert_webhook: Option<String>,
+    /// A machine is on the roster (tracker.md §7.9) when it was seen (announced or asked
+    /// for the roster) at most this long ago (default 5 minutes; whole seconds, at least
+    /// one).
+    pub roster_window: Duration,
 }
 
 impl TrackerConfig {
@@ -129,13 +133,25 @@ impl TrackerConfig {
             alert_every: Duration::from_secs(300),
             alert_repeat: Duration::from_secs(86_400),
             alert_webhook: None,
+            roster_window: Duration::from_secs(DEFAULT_ROSTER_WINDOW),
         }
     }
 
     pub(crate) fn peer_timeout(&self) -> Duration {
         self.peer_timeout.unwrap_or(self.interval * 2)
     }
+
+    /// The roster window in whole seconds, at least one (what the roster answers as
+    /// `window`, tracker.md §7.9).
+    pub(crate) fn roster_window_secs(&self) -> u64 {
+        self.roster_window.as_secs().max(1)
+    }
 }
+
+/// The roster window when none is given, seconds (tracker.md §7.9): five minutes, several
+/// announce intervals (60 s by default), so that a machine up and announcing stays listed
+/// through a late or lost announce.
+pub const DEFAULT_ROSTER_WINDOW: u64 = 300;
 
 /// Why the tracker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -1104,6 +1120,10 @@ async fn handle(
             let pk = passkey_of(&req, path_passkey);
             schedule(shared, pk, query)
         }
+        (Method::GET | Method::HEAD, "/roster") => {
+            let pk = passkey_of(&req, path_passkey);
+            roster(shared, remote, pk)
+        }
         (Method::GET | Method::HEAD, "/revocations") => {
             if !may_read {
                 return private_refusal();
@@ -1113,8 +1133,8 @@ async fn handle(
         (Method::GET | Method::HEAD, "/" | "/health") => health(shared),
         (
             _,
-            "/publish" | "/report" | "/retire" | "/schedule" | "/snapshots" | "/machines"
-            | "/revocations" | "/" | "/health",
+            "/publish" | "/report" | "/retire" | "/schedule" | "/roster" | "/snapshots"
+            | "/machines" | "/revocations" | "/" | "/health",
         ) => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (_, p) if p.starts_with("/metainfo/") || p.starts_with("/api/v1/") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -1610,9 +1630,10 @@ async fn publish(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
 /// The largest signed backup report taken (its error text is at most 2,048 bytes).
 pub const MAX_REPORT_BYTES: usize = 8 * 1024;
 
-/// The enrolled machine a per-machine request (a report, its schedule) comes from, with
-/// its signing key: 404 on an open tracker (`open_tracker` says why), 401 for a missing or
-/// unknown passkey, 403 for a revoked one or a client's (`client` says why).
+/// The enrolled machine a per-machine request (a report, its schedule, the roster) comes
+/// from, with its signing key: 404 on an open tracker (`open_tracker` says why), 401 for
+/// a missing or unknown passkey, 403 for a revoked or expired one or a client's (`client`
+/// says why).
 // The error is the response itself, built once per refused request (as `read_body`'s).
 #[allow(clippy::result_large_err)]
 fn enrolled_machine(
@@ -1891,6 +1912,34 @@ fn schedule(shared: &Shared, passkey: Option<&str>, query: &[u8]) -> Resp {
     )
 }
 
+/// `GET BASE/<passkey>/roster`: the enrolled machines present now (tracker.md §7.9),
+/// from memory only (every agent polls it). Asking counts as the machine being seen, as
+/// an announce does: it is on the roster it gets.
+fn roster(shared: &Shared, remote: SocketAddr, passkey: Option<&str>) -> Resp {
+    let now = unix_now();
+    let m = match enrolled_machine(
+        shared,
+        passkey,
+        now,
+        "rosters need a private tracker (they list enrolled machines)",
+        "a client passkey has no roster: only an enrolled machine places backups",
+    ) {
+        Ok((m, _)) => m,
+        Err(r) => return r,
+    };
+    m.seen(now, canonical(remote));
+    let window = shared.config.roster_window_secs();
+    let machines = read_dir(shared).roster(now, window);
+    json(
+        StatusCode::OK,
+        &crate::client::Roster {
+            window,
+            now,
+            machines,
+        },
+    )
+}
+
 async fn metainfo(shared: &Arc<Shared>, hex_ih: &str) -> Resp {
     let hex_ih = hex_ih.strip_suffix(".torrent").unwrap_or(hex_ih);
     let Ok(ih) = InfoHash::from_hex(hex_ih) else {
@@ -2128,6 +2177,8 @@ mod tests {
         assert_eq!(bt_route("/scr"), Some((Bt::Scrape, None)));
         assert_eq!(bt_route("/schedule"), None);
         assert_eq!(bt_route(&format!("/{pk}/schedule")), None);
+        assert_eq!(bt_route("/roster"), None);
+        assert_eq!(bt_route(&format!("/{pk}/roster")), None);
         assert_eq!(bt_route("/publish"), None);
         assert_eq!(bt_route("/metainfo/ab"), None);
         assert_eq!(bt_route("/api/v1/enroll"), None);

@@ -92,11 +92,14 @@ pub struct MachineStatus {
     pub vip: bool,
     /// `SITE/ROOM`.
     pub domain: Option<String>,
-    /// Announcing now (seen within the tracker's peer timeout).
+    /// Announcing now (seen, by an announce or a roster request, within the tracker's peer
+    /// timeout).
     pub online: bool,
-    /// Its last announce (this run of the tracker, or the online spans it wrote before).
+    /// Its last announce or roster request (this run of the tracker, or the online spans
+    /// it wrote before).
     pub last_seen: Option<i64>,
-    /// The address it last announced from (this run of the tracker only).
+    /// The address it last announced or asked for the roster from (this run of the
+    /// tracker only).
     pub address: Option<String>,
     /// When its latest backup attempt ended.
     pub last_attempt: Option<i64>,
@@ -132,9 +135,9 @@ pub struct MachineStatus {
 /// What the running tracker knows of a machine beyond the database.
 #[derive(Debug, Clone, Default)]
 pub struct Live {
-    /// Its last announce in this run (Unix seconds).
+    /// Its last announce or roster request in this run (Unix seconds).
     pub last_seen: Option<i64>,
-    /// The address it announced from.
+    /// The address it announced or asked for the roster from.
     pub address: Option<String>,
     /// What its announces say it holds of other machines' snapshots.
     pub held: u64,

@@ -30,10 +30,16 @@ impl Server {
     /// A private tracker (a recovery recipient, changes another database handle writes
     /// seen within 50 ms).
     pub async fn private(dir: &Path) -> Server {
+        Server::private_with(dir, |_| {}).await
+    }
+
+    /// [`Server::private`] with `tweak` applied to its configuration after.
+    pub async fn private_with(dir: &Path, tweak: impl FnOnce(&mut TrackerConfig)) -> Server {
         Server::start(dir, |c| {
             c.open = false;
             c.recovery_recipients = vec!["age1recoveryrecipientfortests".into()];
             c.reload_every = Duration::from_millis(50);
+            tweak(c);
         })
         .await
     }
