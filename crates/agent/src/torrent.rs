@@ -285,7 +285,11 @@ impl Torrent {
                 }
             }
         }
-        let (haves, _) = broadcast::channel(1024);
+        // A torrent announces each piece at most once it comes in (a Replicate role's
+        // assigned shards): a slot per piece, up to 1,024, so a receiver of a small
+        // snapshot never lags and an idle swarm does not keep 1,024 empty slots (about
+        // 40 KiB, most of what an idle swarm cost).
+        let (haves, _) = broadcast::channel((n as usize).clamp(1, 1024));
         let mut let_go = Vec::new();
         if let Ok(Some(stripes)) = store.dropped_stripes(&ih) {
             let_go = vec![false; n as usize];

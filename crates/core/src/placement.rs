@@ -80,6 +80,35 @@ pub fn candidates<'a>(
     v
 }
 
+/// Whether placement over `machines` assigns `me` any of a snapshot's `shards` shard
+/// indices (swarm.md §3.3): an agent joins the swarm of a snapshot it holds nothing of
+/// only then. `machines` are the candidates ([`candidates`] of the company tracker's
+/// roster); `me` counts as one whether or not it is among them. The same answer as
+/// [`assigned`] for some index, without sorting: for each index, `me` is assigned unless
+/// `copies` candidates rank above it.
+pub fn assigned_any(
+    ih: &InfoHash,
+    shards: usize,
+    machines: &[MachineKey],
+    copies: usize,
+    me: &MachineKey,
+) -> bool {
+    copies > 0
+        && (0..shards).any(|j| {
+            let mine = score(me, ih, j);
+            let above = machines
+                .iter()
+                .filter(|k| *k != me)
+                .filter(|k| {
+                    let s = score(k, ih, j);
+                    s > mine || (s == mine && *k < me)
+                })
+                .take(copies)
+                .count();
+            above < copies
+        })
+}
+
 /// Distinct machines other than the owner holding each piece (swarm.md §3, "copies").
 pub fn holder_counts(sets: &HolderSets, owner: Option<&MachineKey>) -> Vec<usize> {
     sets.iter()
@@ -230,6 +259,36 @@ mod tests {
 
     fn key(s: &str) -> MachineKey {
         MachineKey::from_age_recipient(s).unwrap()
+    }
+
+    /// `assigned_any` agrees with `assigned` over every index, for every machine of a
+    /// made-up office, and a machine ranked below `copies` everywhere is not assigned.
+    #[test]
+    fn assigned_any_is_assigned_for_some_index() {
+        let keys: Vec<MachineKey> = (0..40u8)
+            .map(|i| MachineKey::from_bytes(format!("machine-{i:02}").as_bytes()).unwrap())
+            .collect();
+        let mut joined = 0;
+        for s in 0..30u8 {
+            let ih = InfoHash([s; 20]);
+            for me in &keys {
+                let slow = (0..12).any(|j| assigned(&ih, j, &keys, 2, me));
+                assert_eq!(assigned_any(&ih, 12, &keys, 2, me), slow);
+                joined += usize::from(slow);
+            }
+            // The swarm.md §3.2 example: anna is assigned 6 of 12, so some index.
+            let three = [key(ANNA), key(BEN), key(CHLOE)];
+            assert!(assigned_any(
+                &InfoHash::from_hex(IH).unwrap(),
+                12,
+                &three,
+                2,
+                &key(ANNA)
+            ));
+            assert!(!assigned_any(&ih, 12, &keys, 0, &keys[0]));
+        }
+        // 40 machines, 12 indices, 2 copies: about 1 − (38/40)^12 ≈ 46% of the pairs.
+        assert!((300..800).contains(&joined), "{joined} of 1200");
     }
 
     /// protocol-spec/swarm.md §3.2, the worked example, checked byte for byte.

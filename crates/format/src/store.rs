@@ -410,6 +410,20 @@ impl Store {
         self.snapshot_dir(ih).join("shards").join(piece.to_string())
     }
 
+    /// Whether this store holds any shard of the snapshot (a file in its `shards/`;
+    /// whether it is intact shows when the snapshot is opened).
+    pub fn holds_shards(&self, ih: &InfoHash) -> bool {
+        fs::read_dir(self.snapshot_dir(ih).join("shards")).is_ok_and(|mut d| {
+            d.any(|e| {
+                e.is_ok_and(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.parse::<u64>().is_ok())
+                })
+            })
+        })
+    }
+
     /// A shard's bytes, or `None` when this store does not hold it.
     pub fn read_shard(&self, ih: &InfoHash, piece: usize) -> Result<Option<Vec<u8>>, FormatError> {
         let p = self.shard_path(ih, piece);

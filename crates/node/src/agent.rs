@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use swarmbak_agent::{Engine, Quota, Role, Torrent};
-use swarmbak_core::{InfoHash, MachineKey};
+use swarmbak_core::{placement, InfoHash, MachineKey};
 use swarmbak_format::{backup, Store};
 use swarmbak_trust::PublicKey;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -72,6 +72,17 @@ pub struct Replicate {
     /// most [`RETRY_LOOKUP`] (a peer-only tracker lists every torrent, and asking means
     /// dialling its peers).
     pub tried: HashMap<InfoHash, Instant>,
+    /// The company tracker's roster as last verified (swarm.md §3.3): with one, a
+    /// snapshot this machine holds nothing of is joined only when placement over it
+    /// assigns this machine a shard index; without one (no such tracker), every listed
+    /// snapshot is joined. Kept while the tracker does not answer.
+    pub roster: Option<Vec<MachineKey>>,
+    /// Shard indices (k + m) of the listed snapshots whose metainfo the store keeps,
+    /// read once each.
+    pub shards: HashMap<InfoHash, usize>,
+    /// Listed snapshots placement does not assign to this machine under `roster`
+    /// (cleared when it changes).
+    pub unassigned: HashSet<InfoHash>,
 }
 
 /// Longest the agent waits before asking again for a snapshot nobody gave it.
@@ -108,9 +119,84 @@ pub fn over_limits(torrent: &[u8]) -> Option<String> {
 }
 
 impl Replicate {
+    /// Polls `discovery` every `every`.
+    pub fn new(discovery: Box<dyn Discovery>, every: Duration) -> Replicate {
+        Replicate {
+            discovery,
+            every,
+            refused: HashSet::new(),
+            tried: HashMap::new(),
+            roster: None,
+            shards: HashMap::new(),
+            unassigned: HashSet::new(),
+        }
+    }
+
+    /// Whether placement over the roster assigns this machine any shard index of `ih`
+    /// (swarm.md §3.3); `true` without a roster, or when the snapshot's layout cannot
+    /// be read (opening it says why).
+    fn assigned(
+        &mut self,
+        cx: &JobContext,
+        ih: &InfoHash,
+        owner: Option<&MachineKey>,
+        copies: usize,
+    ) -> bool {
+        let Some(roster) = &self.roster else {
+            return true;
+        };
+        if self.unassigned.contains(ih) {
+            return false;
+        }
+        let n = match self.shards.get(ih) {
+            Some(&n) => n,
+            None => {
+                let Some(n) = cx
+                    .store
+                    .torrent_bytes(ih)
+                    .ok()
+                    .and_then(|b| swarmbak_format::restore::SnapshotMeta::parse(ih, &b).ok())
+                    .map(|m| m.layout.n())
+                else {
+                    return true;
+                };
+                self.shards.insert(*ih, n);
+                n
+            }
+        };
+        let machines = placement::candidates(roster, Some(&cx.me), owner);
+        let yes = placement::assigned_any(ih, n, &machines, copies, &cx.me);
+        if !yes {
+            self.unassigned.insert(*ih);
+        }
+        yes
+    }
+
+    /// Takes the tracker's roster (swarm.md §3.3). When it changed, the snapshots joined
+    /// but holding nothing that placement no longer assigns here are left (their
+    /// metainfo stays in the store; joined again when assigned again).
+    async fn update_roster(&mut self, cx: &JobContext, copies: usize) {
+        let Some(roster) = self.discovery.roster().await else {
+            return;
+        };
+        if self.roster.as_ref() == Some(&roster) {
+            return;
+        }
+        self.roster = Some(roster);
+        self.unassigned.clear();
+        for t in cx.engine.torrents() {
+            let ih = t.ih;
+            let replicating = matches!(t.inner().role, Role::Replicate { .. });
+            if replicating && t.have().count() == 0 && !self.assigned(cx, &ih, t.owner(), copies) {
+                cx.engine.remove(&ih);
+            }
+        }
+    }
+
     async fn once(&mut self, cx: &JobContext) -> Result<(), FetchError> {
         let copies = cx.node.config.copies as usize;
         let listed = self.discovery.snapshots().await?;
+        self.update_roster(cx, copies).await;
         // Owners' retirements of what this machine holds (swarm.md §16.4).
         match crate::retention::holder_step(
             &cx.store,
@@ -129,6 +215,7 @@ impl Replicate {
             let ih = found.infohash;
             if cx.engine.torrent(&ih).is_some()
                 || found.owner.as_ref() == Some(&cx.me)
+                || self.unassigned.contains(&ih)
                 || let_go_whole(&cx.store, &ih)
             {
                 continue;
@@ -181,6 +268,11 @@ impl Replicate {
                 .owner
                 .clone()
                 .or_else(|| stored_owner(&cx.store, &ih, cx.org.as_ref()));
+            // Joined only when placement assigns this machine some of it, or it holds
+            // some already (swarm.md §3.3); the rest is looked up when asked for.
+            if !cx.store.holds_shards(&ih) && !self.assigned(cx, &ih, owner.as_ref(), copies) {
+                continue;
+            }
             // Not a swarmbak snapshot (someone else's torrent on a shared tracker): left
             // alone.
             match Torrent::open(
@@ -441,6 +533,11 @@ fn open_held(
         } else {
             Role::Replicate { copies }
         };
+        // Another machine's snapshot this one holds nothing of: joined by the first
+        // look at the tracker if placement assigns it here (swarm.md §3.3).
+        if role != Role::Seed && !store.holds_shards(&ih) {
+            continue;
+        }
         let owner = if role == Role::Seed {
             Some(me.clone())
         } else {
@@ -549,12 +646,10 @@ pub fn run(
         }
         if !sources.is_empty() {
             jobs.push((
-                Box::new(Replicate {
-                    discovery: Box::new(Sources(sources)),
-                    every: node.settings.poll,
-                    refused: HashSet::new(),
-                    tried: HashMap::new(),
-                }),
+                Box::new(Replicate::new(
+                    Box::new(Sources(sources)),
+                    node.settings.poll,
+                )),
                 None,
             ));
         }

@@ -53,6 +53,13 @@ pub trait Discovery: Send + Sync {
     fn snapshots(&self) -> BoxFuture<'_, Result<Vec<Found>, FetchError>>;
     /// A snapshot's metainfo, `None` when this source does not know it.
     fn metainfo<'a>(&'a self, ih: &'a InfoHash) -> BoxFuture<'a, Result<Option<Meta>, FetchError>>;
+    /// The placement keys of the enrolled machines present now, each from a certificate
+    /// the organisation key signed (the company tracker's roster, tracker.md §7.9), or
+    /// `None` when this source keeps none (then an agent joins every listed snapshot:
+    /// swarm.md §3.3).
+    fn roster(&self) -> BoxFuture<'_, Option<Vec<MachineKey>>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Several sources as one (the company tracker, peer-only trackers, later the DHT):
@@ -121,6 +128,39 @@ impl Discovery for Sources {
     fn metainfo<'a>(&'a self, ih: &'a InfoHash) -> BoxFuture<'a, Result<Option<Meta>, FetchError>> {
         Box::pin(self.lookup(ih))
     }
+    fn roster(&self) -> BoxFuture<'_, Option<Vec<MachineKey>>> {
+        Box::pin(async {
+            for d in &self.0 {
+                if let Some(r) = d.roster().await {
+                    return Some(r);
+                }
+            }
+            None
+        })
+    }
+}
+
+/// The placement keys of a roster's machines (tracker.md §7.9) whose certificate the
+/// organisation key `org` signed and which is valid at `now`, sorted, each once: a
+/// tracker vouches for presence only, never for membership.
+pub fn verified_roster(
+    org: &swarmbak_trust::PublicKey,
+    roster: &swarmbak_tracker::Roster,
+    now: i64,
+) -> Vec<MachineKey> {
+    let mut keys: Vec<MachineKey> = roster
+        .machines
+        .iter()
+        .filter_map(|m| {
+            let bytes = swarmbak_trust::from_b64(&m.certificate).ok()?;
+            let c = swarmbak_trust::Certificate::verify(&bytes, org).ok()?;
+            c.valid_at(now).ok()?;
+            MachineKey::from_age_recipient(&c.fields.age_recipient).ok()
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// A listed snapshot's retirement, when it holds (swarm.md §16.4): signed by `owner` (the
@@ -490,6 +530,19 @@ impl Discovery for TrackerDiscovery {
     fn metainfo<'a>(&'a self, ih: &'a InfoHash) -> BoxFuture<'a, Result<Option<Meta>, FetchError>> {
         Box::pin(self.lookup(ih))
     }
+    fn roster(&self) -> BoxFuture<'_, Option<Vec<MachineKey>>> {
+        Box::pin(async {
+            // Only an enrolled machine's private tracker keeps one (and only an enrolled
+            // machine can check its certificates); a tracker of an older version
+            // answers 404: no roster, as before.
+            let org = self.org.as_ref()?;
+            let roster = self.client.roster().await.ok()?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            Some(verified_roster(org, &roster, now))
+        })
+    }
 }
 
 /// The peers the tracker lists for `ih`, asked with one announce (port 1, then `stopped`)
@@ -648,5 +701,61 @@ mod retirement_tests {
             .map(|(i, x)| (x.infohash.clone(), (i, x.machine_key.clone())))
             .collect();
         assert!(listed_retirement(&order, &r, &owner.public()).is_none());
+    }
+}
+
+#[cfg(test)]
+mod roster_tests {
+    use super::*;
+    use swarmbak_trust::{Certificate, CertificateFields, SigningKey};
+
+    fn cert(org: &SigningKey, age: &str, expires: Option<i64>) -> String {
+        let fields = CertificateFields {
+            machine: SigningKey::generate().public(),
+            age_recipient: age.into(),
+            name: age.into(),
+            user: None,
+            vip: false,
+            domain: None,
+            issued: 1_000,
+            expires,
+        };
+        swarmbak_trust::to_b64(&Certificate::issue(org, &fields))
+    }
+
+    /// A roster is believed only for certificates the organisation key signed and valid
+    /// now (swarm.md §3.5): another organisation's, an expired one, a tampered one and
+    /// bytes that are no certificate are left out; the rest sorted, each once.
+    #[test]
+    fn only_the_organisations_valid_certificates_count() {
+        let org = SigningKey::generate();
+        let other = SigningKey::generate();
+        let entry = |certificate: String| swarmbak_tracker::RosterEntry {
+            certificate,
+            last_seen: 5_000,
+        };
+        let good_b = cert(&org, "age1bbbb", None);
+        let mut tampered = swarmbak_trust::from_b64(&cert(&org, "age1dddd", None)).unwrap();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        let roster = swarmbak_tracker::Roster {
+            window: 300,
+            now: 5_000,
+            machines: vec![
+                entry(good_b.clone()),
+                entry(cert(&org, "age1aaaa", Some(10_000))),
+                entry(good_b),
+                entry(cert(&other, "age1eeee", None)),
+                entry(cert(&org, "age1cccc", Some(4_000))),
+                entry(swarmbak_trust::to_b64(&tampered)),
+                entry("not base64url!".into()),
+            ],
+        };
+        let keys = verified_roster(&org.public(), &roster, 5_000);
+        let want: Vec<MachineKey> = ["age1aaaa", "age1bbbb"]
+            .iter()
+            .map(|a| MachineKey::from_age_recipient(a).unwrap())
+            .collect();
+        assert_eq!(keys, want);
     }
 }

@@ -486,7 +486,9 @@ pub fn holder_step(
     let mut events = Vec::new();
     for f in found {
         let ih = f.infohash;
-        if !store.has(&ih) || store.is_own(&ih) {
+        // Only the metainfo of a snapshot placement does not assign here (swarm.md
+        // §3.5): nothing to keep or let go.
+        if !store.has(&ih) || store.is_own(&ih) || !store.holds_shards(&ih) {
             continue;
         }
         let seen: Option<SeenRetirement> = store

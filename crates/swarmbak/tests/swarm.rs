@@ -52,7 +52,16 @@ fn org(agents: usize) -> Org {
 fn seed_durable(o: &Org, tree: &Path) -> (std::path::PathBuf, String) {
     let owner = o.dir.path().join("owner");
     init(&owner, "owner", &o.tracker, &o.recovery_pub);
-    let out = run_fast(&owner, &["seed", tree.to_str().unwrap(), "--timeout", "90"]);
+    let ih = seed_on(&owner, tree, &[]);
+    (owner, ih)
+}
+
+/// `owner` backs up `tree` until durable (`seed` with `extra` arguments); returns the
+/// infohash.
+fn seed_on(owner: &Path, tree: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["seed", tree.to_str().unwrap(), "--timeout", "90"];
+    args.extend_from_slice(extra);
+    let out = run_fast(owner, &args);
     let (so, se) = text(&out);
     assert!(
         out.status.success(),
@@ -65,7 +74,7 @@ fn seed_durable(o: &Org, tree: &Path) -> (std::path::PathBuf, String) {
         so.contains("published to") && so.contains("durable"),
         "{so}"
     );
-    (owner, ih)
+    ih
 }
 
 /// A machine enrolled in the organisation (a replacement for a lost one, say).
@@ -602,4 +611,86 @@ fn a_snapshot_is_durable_only_with_every_snapshot_it_builds_on() {
             && se.contains("is not recoverable now"),
         "{se}"
     );
+}
+
+/// What the running agent on `home` holds for others (`status --json`'s `holding`).
+fn holding(home: &Path) -> serde_json::Value {
+    let out = ok(home, &["--json", "status"]);
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()["holding"].clone()
+}
+
+/// An agent joins only the swarms of what it holds or what placement over the tracker's
+/// roster assigns it (swarm.md §3.5), not every snapshot the organisation has: with k + m
+/// = 3 shard indices, copies 1 and six agents, at most three agents are assigned the
+/// snapshot; the others never take part in it, not after a restart either, and the
+/// snapshot is durable and restores all the same. (Before: every agent took part in
+/// every listed snapshot.)
+#[test]
+fn agents_join_only_the_swarms_placement_assigns_them() {
+    let _serial = serial();
+    let o = org(0);
+    let mut agents = Vec::new();
+    let mut keys = Vec::new();
+    for i in 0..6 {
+        let name = format!("agent{i}");
+        let home = new_machine(&o, &name);
+        ok(&home, &["init", "--copies", "1"]);
+        let c: serde_json::Value =
+            serde_json::from_slice(&fs::read(home.join("config.json")).unwrap()).unwrap();
+        keys.push(
+            swarmbak_core::MachineKey::from_age_recipient(c["public_key"].as_str().unwrap())
+                .unwrap(),
+        );
+        let p = agent(&home, &name);
+        agents.push((home, p));
+    }
+    // Every agent has asked for the roster (every 0.3 s) before the snapshot is listed.
+    std::thread::sleep(Duration::from_secs(1));
+    let owner = new_machine(&o, "owner");
+    ok(&owner, &["init", "--k", "2", "--m", "1"]);
+    let tree = o.dir.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("a"), noise(5, 3 << 20)).unwrap();
+    let ih = seed_on(&owner, &tree, &["--copies", "1"]);
+    let infohash = swarmbak_core::InfoHash::from_hex(&ih).unwrap();
+    // Placement over the six (the owner is not a candidate): the first of each index.
+    let assigned: std::collections::BTreeSet<usize> = (0..3)
+        .map(|j| {
+            let first = swarmbak_core::placement::ranking(&infohash, j, &keys)[0];
+            keys.iter().position(|k| k == first).unwrap()
+        })
+        .collect();
+    assert!(assigned.len() <= 3);
+    // A few more polls, then a restart of every agent placement leaves out.
+    std::thread::sleep(Duration::from_secs(2));
+    for (i, (home, p)) in agents.iter_mut().enumerate() {
+        if !assigned.contains(&i) {
+            p.kill();
+            *p = agent(home, &format!("agent{i}"));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for (i, (home, _)) in agents.iter().enumerate() {
+        let h = holding(home);
+        let here = held(home, &ih);
+        if assigned.contains(&i) {
+            assert_eq!(h["snapshots"], 1, "agent{i} is assigned: {h}");
+            assert!(
+                !here.is_empty(),
+                "agent{i} holds nothing of what it is assigned"
+            );
+        } else {
+            assert_eq!(
+                h["snapshots"], 0,
+                "agent{i} is assigned nothing yet takes part: {h}"
+            );
+            assert!(here.is_empty(), "agent{i} holds {here:?}");
+        }
+    }
+    // Restorable with the recovery key by a new machine, from the assigned agents alone
+    // (the owner's `seed` ended when the snapshot was durable; it runs no agent).
+    let new = new_machine(&o, "new");
+    let to = o.dir.path().join("restored");
+    fetch_json(&new, &ih, &to, &o.recovery);
+    assert_same(&tree, &to.join("tree"));
 }
