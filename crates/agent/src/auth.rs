@@ -39,6 +39,8 @@ pub struct Identity {
     pub certificate: Vec<u8>,
     /// Our machine signing key.
     pub key: SigningKey,
+    /// Our failure domain (`SITE/ROOM`), as our certificate names it (swarm.md §3.1).
+    pub domain: Option<std::sync::Arc<str>>,
     /// Machines the organisation revoked (trust.md §5), refreshed from the tracker.
     revoked: RwLock<HashSet<PublicKey>>,
 }
@@ -56,11 +58,17 @@ impl Identity {
         certificate: Vec<u8>,
         key: SigningKey,
     ) -> Arc<Identity> {
+        let domain = swarmbak_trust::Certificate::parse_unverified(&certificate)
+            .ok()
+            .and_then(|c| c.fields.domain)
+            .filter(|d| !d.is_empty())
+            .map(std::sync::Arc::from);
         Arc::new(Identity {
             org_secret,
             org_key,
             certificate,
             key,
+            domain,
             revoked: RwLock::new(HashSet::new()),
         })
     }

@@ -200,6 +200,8 @@ struct Inner {
     slots: Arc<Slots>,
     /// Enrolled: what this process believes each authenticated holder holds.
     proofs: Option<crate::torrent::Proofs>,
+    /// The roster's machines, for every torrent's placement (swarm.md §3.1).
+    present: Arc<crate::torrent::Present>,
 }
 
 /// A running engine. Cheap to clone.
@@ -247,6 +249,7 @@ impl Engine {
             cache: Arc::new(PieceCache::default()),
             announced_quota: std::sync::OnceLock::new(),
             slots: Arc::default(),
+            present: Arc::default(),
             proofs: cfg.identity.clone().map(|identity| crate::torrent::Proofs {
                 possession: crate::possession::Possession::new(
                     cfg.clock.clone(),
@@ -342,6 +345,7 @@ impl Engine {
     pub fn add(&self, t: Arc<Torrent>) {
         let ih = t.ih;
         t.set_takeover(self.0.cfg.takeover_grace, self.0.cfg.clock.clone());
+        t.set_present(self.0.present.clone());
         if let Some(p) = &self.0.proofs {
             t.set_proofs(p.clone());
         }
@@ -374,6 +378,16 @@ impl Engine {
         for tr in self.0.cfg.peer_trackers.clone() {
             let e = self.clone();
             tokio::spawn(async move { e.announce_loop(tr, ih, false).await });
+        }
+    }
+
+    /// The machines the company tracker's roster lists now (verified; `None`: no
+    /// roster): every torrent places with them as well as with its connected machines
+    /// (swarm.md §3.1), from its next look at what it wants on.
+    pub fn set_present(&self, roster: Option<Vec<swarmbak_core::placement::Candidate>>) {
+        self.0.present.set(roster);
+        for t in self.torrents() {
+            t.wanted_is_stale();
         }
     }
 

@@ -260,6 +260,7 @@ pub async fn accepted(conn: Conn, io: PeerIo, theirs: Handshake) -> End {
             uploaded: 0,
             snubbed: false,
             member: None,
+            domain: None,
             // Not enrolled: everyone is served, as any BitTorrent client does.
             servable: conn.identity.is_none(),
         },
@@ -707,6 +708,13 @@ impl Driver {
             v.member = Some(m.key);
             v.servable = true;
             v.machine = placement;
+            v.domain = m
+                .certificate
+                .fields
+                .domain
+                .as_deref()
+                .filter(|d| !d.is_empty())
+                .map(Arc::from);
         }
         self.interest.notify_one();
         self.t.update_wanted();

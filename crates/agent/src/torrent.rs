@@ -88,6 +88,8 @@ pub struct PeerView {
     pub machine: Option<MachineKey>,
     /// The signing key the peer authenticated with (`sb_machine`), if it did.
     pub member: Option<swarmbak_trust::PublicKey>,
+    /// The failure domain its certificate names (swarm.md §3.1), if it authenticated.
+    pub domain: Option<Arc<str>>,
     /// We serve the peer (unchoke it, answer its metadata requests): it authenticated,
     /// the tracker listed it, or we are not enrolled.
     pub servable: bool,
@@ -154,6 +156,9 @@ pub struct Torrent {
     grace: std::sync::OnceLock<std::time::Duration>,
     /// The time source for takeovers, set by the engine (the system clock otherwise).
     clock: std::sync::OnceLock<Arc<dyn Clock>>,
+    /// The machines present by the company tracker's roster, shared by the engine's
+    /// torrents (swarm.md §3.1).
+    present: std::sync::OnceLock<Arc<Present>>,
     /// The peers of this torrent's last two announce answers (wire.md "Authenticated
     /// peers": the peers an enrolled machine serves without authentication).
     listed: Mutex<[HashSet<SocketAddr>; 2]>,
@@ -193,6 +198,21 @@ struct Held {
 pub struct Proofs {
     pub possession: Arc<crate::possession::Possession>,
     pub identity: Arc<crate::auth::Identity>,
+}
+
+/// The machines present by the company tracker's roster (tracker.md §7.9), each
+/// certificate verified: placement candidates besides the connected machines (swarm.md
+/// §3.1). One per engine, shared by its torrents; `None` without a roster.
+#[derive(Default, Debug)]
+pub struct Present(std::sync::RwLock<Option<Arc<Vec<placement::Candidate>>>>);
+
+impl Present {
+    pub fn get(&self) -> Option<Arc<Vec<placement::Candidate>>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    pub fn set(&self, roster: Option<Vec<placement::Candidate>>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = roster.map(Arc::new);
+    }
 }
 
 /// How long a torrent wants nothing after a shard could not be written.
@@ -332,6 +352,7 @@ impl Torrent {
             under_since: Mutex::new(HashMap::new()),
             grace: std::sync::OnceLock::new(),
             clock: std::sync::OnceLock::new(),
+            present: std::sync::OnceLock::new(),
             listed: Mutex::new(Default::default()),
             unflushed: Mutex::new(Vec::new()),
             wanted_stale: std::sync::atomic::AtomicBool::new(false),
@@ -433,6 +454,14 @@ impl Torrent {
         }
     }
 
+    /// Places with the machines `present` lists besides those connected (swarm.md §3.1).
+    /// The first call wins.
+    pub fn set_present(&self, present: Arc<Present>) {
+        if self.present.set(present).is_ok() {
+            self.update_wanted();
+        }
+    }
+
     pub fn layout(&self) -> Layout {
         self.meta.layout
     }
@@ -503,12 +532,36 @@ impl Torrent {
                         (Some((pos, ih)), Some(m)) => !pos.distrusted(&m, ih),
                         _ => true,
                     };
+                    // The roster's machines count as well as the connected ones: every
+                    // agent places with the same machines, whoever it is connected to
+                    // yet; a connected holder that failed a proof is left out of both.
+                    let distrusted: Vec<&MachineKey> = g
+                        .peers
+                        .values()
+                        .filter(|v| !trusted(v))
+                        .filter_map(|v| v.machine.as_ref())
+                        .collect();
+                    let roster = self.present.get().and_then(|p| p.get());
+                    let listed = roster
+                        .iter()
+                        .flat_map(|r| r.iter())
+                        .filter(|c| !distrusted.contains(&&c.key))
+                        .cloned();
                     let machines = placement::candidates(
                         g.peers
                             .values()
                             .filter(trusted)
-                            .filter_map(|p| p.machine.as_ref()),
-                        Some(me),
+                            .filter_map(|p| {
+                                Some(placement::Candidate {
+                                    key: p.machine.clone()?,
+                                    domain: p.domain.clone(),
+                                })
+                            })
+                            .chain(listed),
+                        Some(placement::Candidate {
+                            key: me.clone(),
+                            domain: self.proofs.get().and_then(|p| p.identity.domain.clone()),
+                        }),
                         self.owner(),
                     );
                     let holders = placement::holder_counts(
@@ -516,7 +569,7 @@ impl Torrent {
                         self.owner(),
                     );
                     let view = placement::ReplicateView {
-                        ih: &self.ih,
+                        group: placement::group(self.owner(), &self.ih),
                         layout: &l,
                         machines: &machines,
                         me,

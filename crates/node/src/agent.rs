@@ -53,6 +53,8 @@ pub struct JobContext {
     pub engine: Engine,
     pub store: Store,
     pub me: MachineKey,
+    /// This machine's failure domain, as its certificate names it (swarm.md §3.1).
+    pub domain: Option<Arc<str>>,
     pub quota: Option<Arc<Quota>>,
     /// The organisation key, when enrolled.
     pub org: Option<PublicKey>,
@@ -72,17 +74,30 @@ pub struct Replicate {
     /// most [`RETRY_LOOKUP`] (a peer-only tracker lists every torrent, and asking means
     /// dialling its peers).
     pub tried: HashMap<InfoHash, Instant>,
-    /// The company tracker's roster as last verified (swarm.md §3.3): with one, a
+    /// The company tracker's roster as last verified (swarm.md §3.5): with one, a
     /// snapshot this machine holds nothing of is joined only when placement over it
-    /// assigns this machine a shard index; without one (no such tracker), every listed
-    /// snapshot is joined. Kept while the tracker does not answer.
-    pub roster: Option<Vec<MachineKey>>,
+    /// assigns this machine a shard index; when the sources keep none, every listed
+    /// snapshot is joined; until the first answer, none. Kept while the tracker does not
+    /// answer.
+    pub roster: RosterState,
     /// Shard indices (k + m) of the listed snapshots whose metainfo the store keeps,
     /// read once each.
     pub shards: HashMap<InfoHash, usize>,
     /// Listed snapshots placement does not assign to this machine under `roster`
     /// (cleared when it changes).
     pub unassigned: HashSet<InfoHash>,
+}
+
+/// What the Replicate job knows of the company tracker's roster (swarm.md §3.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RosterState {
+    /// Not answered yet: no snapshot this machine holds nothing of is joined.
+    Unknown,
+    /// The sources keep none (an older or open tracker, peer-only trackers): every
+    /// listed snapshot is joined.
+    None,
+    /// The verified roster.
+    Listed(Vec<placement::Candidate>),
 }
 
 /// Longest the agent waits before asking again for a snapshot nobody gave it.
@@ -126,15 +141,15 @@ impl Replicate {
             every,
             refused: HashSet::new(),
             tried: HashMap::new(),
-            roster: None,
+            roster: RosterState::Unknown,
             shards: HashMap::new(),
             unassigned: HashSet::new(),
         }
     }
 
     /// Whether placement over the roster assigns this machine any shard index of `ih`
-    /// (swarm.md §3.3); `true` without a roster, or when the snapshot's layout cannot
-    /// be read (opening it says why).
+    /// (swarm.md §3.5); `true` when the sources keep no roster, or when the snapshot's
+    /// layout cannot be read (opening it says why); `false` before the first answer.
     fn assigned(
         &mut self,
         cx: &JobContext,
@@ -142,8 +157,10 @@ impl Replicate {
         owner: Option<&MachineKey>,
         copies: usize,
     ) -> bool {
-        let Some(roster) = &self.roster else {
-            return true;
+        let roster = match &self.roster {
+            RosterState::Unknown => return false,
+            RosterState::None => return true,
+            RosterState::Listed(r) => r,
         };
         if self.unassigned.contains(ih) {
             return false;
@@ -164,8 +181,13 @@ impl Replicate {
                 n
             }
         };
-        let machines = placement::candidates(roster, Some(&cx.me), owner);
-        let yes = placement::assigned_any(ih, n, &machines, copies, &cx.me);
+        let me = placement::Candidate {
+            key: cx.me.clone(),
+            domain: cx.domain.clone(),
+        };
+        let machines = placement::candidates(roster.iter().cloned(), Some(me), owner);
+        let yes =
+            placement::assigned_any(placement::group(owner, ih), n, &machines, copies, &cx.me);
         if !yes {
             self.unassigned.insert(*ih);
         }
@@ -175,19 +197,29 @@ impl Replicate {
     /// Takes the tracker's roster (swarm.md §3.3). When it changed, the snapshots joined
     /// but holding nothing that placement no longer assigns here are left (their
     /// metainfo stays in the store; joined again when assigned again).
-    async fn update_roster(&mut self, cx: &JobContext, copies: usize) {
-        let Some(roster) = self.discovery.roster().await else {
-            return;
+    async fn update_roster(&mut self, cx: &JobContext) {
+        let roster = match self.discovery.roster().await {
+            Ok(Some(r)) => RosterState::Listed(r),
+            Ok(None) => RosterState::None,
+            // Not answered now: the last one stands (or, before any, nothing new is
+            // joined: holding nothing, this machine waits to know what is its own).
+            Err(_) => return,
         };
-        if self.roster.as_ref() == Some(&roster) {
+        if self.roster == roster {
             return;
         }
-        self.roster = Some(roster);
+        cx.engine.set_present(match &roster {
+            RosterState::Listed(r) => Some(r.clone()),
+            _ => None,
+        });
+        self.roster = roster;
         self.unassigned.clear();
         for t in cx.engine.torrents() {
             let ih = t.ih;
-            let replicating = matches!(t.inner().role, Role::Replicate { .. });
-            if replicating && t.have().count() == 0 && !self.assigned(cx, &ih, t.owner(), copies) {
+            let Role::Replicate { copies } = t.inner().role else {
+                continue;
+            };
+            if t.have().count() == 0 && !self.assigned(cx, &ih, t.owner(), copies) {
                 cx.engine.remove(&ih);
             }
         }
@@ -196,7 +228,7 @@ impl Replicate {
     async fn once(&mut self, cx: &JobContext) -> Result<(), FetchError> {
         let copies = cx.node.config.copies as usize;
         let listed = self.discovery.snapshots().await?;
-        self.update_roster(cx, copies).await;
+        self.update_roster(cx).await;
         // Owners' retirements of what this machine holds (swarm.md §16.4).
         match crate::retention::holder_step(
             &cx.store,
@@ -264,12 +296,19 @@ impl Replicate {
                 (None, Some(o)) => cx.store.set_owner(&ih, o.as_bytes())?,
                 (None, None) => {}
             }
+            let stored = stored_owner(&cx.store, &ih, cx.org.as_ref());
             let owner = found
                 .owner
                 .clone()
-                .or_else(|| stored_owner(&cx.store, &ih, cx.org.as_ref()));
+                .or_else(|| stored.as_ref().map(|s| s.0.clone()));
+            // The owner's target, not this machine's (swarm.md §3.1).
+            let copies = found
+                .copies
+                .or(stored.and_then(|s| s.1))
+                .filter(|&c| c > 0)
+                .map_or(copies, |c| c as usize);
             // Joined only when placement assigns this machine some of it, or it holds
-            // some already (swarm.md §3.3); the rest is looked up when asked for.
+            // some already (swarm.md §3.5); the rest is looked up when asked for.
             if !cx.store.holds_shards(&ih) && !self.assigned(cx, &ih, owner.as_ref(), copies) {
                 continue;
             }
@@ -485,17 +524,23 @@ impl PublishPending {
     }
 }
 
-/// The owner recorded for a snapshot held for another machine, if any. An enrolled
-/// machine (`org`) believes only a kept publish record that verifies (the plain `owner`
-/// file of older versions may have come from an unauthenticated `sb_owner`).
-fn stored_owner(store: &Store, ih: &InfoHash, org: Option<&PublicKey>) -> Option<MachineKey> {
+/// The owner recorded for a snapshot held for another machine, if any, with the target
+/// copies of its publish record. An enrolled machine (`org`) believes only a kept
+/// publish record that verifies (the plain `owner` file of older versions may have come
+/// from an unauthenticated `sb_owner`, and says no copies).
+fn stored_owner(
+    store: &Store,
+    ih: &InfoHash,
+    org: Option<&PublicKey>,
+) -> Option<(MachineKey, Option<u32>)> {
     match org {
         Some(org) => {
             let (record, cert) = store.owner_record(ih)?;
-            let (c, _) = swarmbak_trust::verify_publish(&record, &cert, org, &ih.0).ok()?;
-            MachineKey::from_age_recipient(&c.fields.age_recipient).ok()
+            let (c, r) = swarmbak_trust::verify_publish(&record, &cert, org, &ih.0).ok()?;
+            let key = MachineKey::from_age_recipient(&c.fields.age_recipient).ok()?;
+            Some((key, Some(r.copies)))
         }
-        None => MachineKey::from_bytes(&store.owner(ih)?).ok(),
+        None => Some((MachineKey::from_bytes(&store.owner(ih)?).ok()?, None)),
     }
 }
 
@@ -528,20 +573,23 @@ fn open_held(
         if let_go_whole(store, &ih) {
             continue;
         }
-        let role = if own.contains(&ih.to_hex()) {
-            Role::Seed
-        } else {
-            Role::Replicate { copies }
-        };
+        let seed = own.contains(&ih.to_hex());
         // Another machine's snapshot this one holds nothing of: joined by the first
-        // look at the tracker if placement assigns it here (swarm.md §3.3).
-        if role != Role::Seed && !store.holds_shards(&ih) {
+        // look at the tracker if placement assigns it here (swarm.md §3.5).
+        if !seed && !store.holds_shards(&ih) {
             continue;
         }
-        let owner = if role == Role::Seed {
-            Some(me.clone())
+        let (role, owner) = if seed {
+            (Role::Seed, Some(me.clone()))
         } else {
-            stored_owner(store, &ih, org)
+            let stored = stored_owner(store, &ih, org);
+            // The owner's target copies (swarm.md §3.1), else this machine's.
+            let copies = stored
+                .as_ref()
+                .and_then(|s| s.1)
+                .filter(|&c| c > 0)
+                .map_or(copies, |c| c as usize);
+            (Role::Replicate { copies }, stored.map(|s| s.0))
         };
         match Torrent::open(store, ih, role.clone(), owner, Some(me.clone())) {
             Ok(t) => {
@@ -686,6 +734,7 @@ pub fn run(
             engine: engine.clone(),
             store: store.clone(),
             me,
+            domain: membership.as_ref().and_then(|m| m.identity.domain.clone()),
             quota,
             org: membership.as_ref().map(|m| m.org),
             shared,

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use swarmbak_core::placement::Candidate;
 use swarmbak_core::{InfoHash, MachineKey, PeerId};
 use swarmbak_tracker::{AnnounceEvent, AnnounceRequest, ClientError, Retry, TrackerClient};
 
@@ -34,6 +35,8 @@ pub struct Found {
     pub retirement: Option<(swarmbak_trust::Retirement, Vec<u8>)>,
     /// The administrator cancelled the snapshot's retirement.
     pub retirement_cancelled: bool,
+    /// The owner's target copies, from its verified publish record (swarm.md §3.1).
+    pub copies: Option<u32>,
 }
 
 /// A snapshot's metainfo as a source found it.
@@ -53,12 +56,12 @@ pub trait Discovery: Send + Sync {
     fn snapshots(&self) -> BoxFuture<'_, Result<Vec<Found>, FetchError>>;
     /// A snapshot's metainfo, `None` when this source does not know it.
     fn metainfo<'a>(&'a self, ih: &'a InfoHash) -> BoxFuture<'a, Result<Option<Meta>, FetchError>>;
-    /// The placement keys of the enrolled machines present now, each from a certificate
-    /// the organisation key signed (the company tracker's roster, tracker.md §7.9), or
-    /// `None` when this source keeps none (then an agent joins every listed snapshot:
-    /// swarm.md §3.3).
-    fn roster(&self) -> BoxFuture<'_, Option<Vec<MachineKey>>> {
-        Box::pin(async { None })
+    /// The placement candidates of the enrolled machines present now, each from a
+    /// certificate the organisation key signed (the company tracker's roster, tracker.md
+    /// §7.9); `Ok(None)` when this source keeps none (then an agent joins every listed
+    /// snapshot: swarm.md §3.5), `Err` when it could not be asked now.
+    fn roster(&self) -> BoxFuture<'_, Result<Option<Vec<Candidate>>, FetchError>> {
+        Box::pin(async { Ok(None) })
     }
 }
 
@@ -128,38 +131,43 @@ impl Discovery for Sources {
     fn metainfo<'a>(&'a self, ih: &'a InfoHash) -> BoxFuture<'a, Result<Option<Meta>, FetchError>> {
         Box::pin(self.lookup(ih))
     }
-    fn roster(&self) -> BoxFuture<'_, Option<Vec<MachineKey>>> {
+    fn roster(&self) -> BoxFuture<'_, Result<Option<Vec<Candidate>>, FetchError>> {
         Box::pin(async {
+            let mut error = None;
             for d in &self.0 {
-                if let Some(r) = d.roster().await {
-                    return Some(r);
+                match d.roster().await {
+                    Ok(Some(r)) => return Ok(Some(r)),
+                    Ok(None) => {}
+                    Err(e) => error = Some(e),
                 }
             }
-            None
+            error.map_or(Ok(None), Err)
         })
     }
 }
 
-/// The placement keys of a roster's machines (tracker.md §7.9) whose certificate the
-/// organisation key `org` signed and which is valid at `now`, sorted, each once: a
-/// tracker vouches for presence only, never for membership.
+/// The placement candidates of a roster's machines (tracker.md §7.9) whose certificate
+/// the organisation key `org` signed and which is valid at `now`, with the domains their
+/// certificates name, sorted by key, each once: a tracker vouches for presence only,
+/// never for membership or rooms.
 pub fn verified_roster(
     org: &swarmbak_trust::PublicKey,
     roster: &swarmbak_tracker::Roster,
     now: i64,
-) -> Vec<MachineKey> {
-    let mut keys: Vec<MachineKey> = roster
+) -> Vec<Candidate> {
+    let mut keys: Vec<Candidate> = roster
         .machines
         .iter()
         .filter_map(|m| {
             let bytes = swarmbak_trust::from_b64(&m.certificate).ok()?;
             let c = swarmbak_trust::Certificate::verify(&bytes, org).ok()?;
             c.valid_at(now).ok()?;
-            MachineKey::from_age_recipient(&c.fields.age_recipient).ok()
+            let key = MachineKey::from_age_recipient(&c.fields.age_recipient).ok()?;
+            Some(Candidate::new(key, c.fields.domain.as_deref()))
         })
         .collect();
     keys.sort();
-    keys.dedup();
+    keys.dedup_by(|a, b| a.key == b.key);
     keys
 }
 
@@ -193,6 +201,7 @@ async fn full_scrape(c: &TrackerClient) -> Result<Vec<Found>, ClientError> {
             signed: None,
             retirement: None,
             retirement_cancelled: false,
+            copies: None,
         })
         .collect())
 }
@@ -429,6 +438,7 @@ impl TrackerDiscovery {
                                 signed: None,
                                 retirement: None,
                                 retirement_cancelled: false,
+                                copies: None,
                             });
                         };
                         // An enrolled machine takes part only in snapshots an enrolled
@@ -452,6 +462,7 @@ impl TrackerDiscovery {
                                 &v.certificate.fields.machine,
                             ),
                             retirement_cancelled: r.retirement_cancelled.is_some(),
+                            copies: Some(v.record.copies),
                         })
                     })
                     .collect())
@@ -530,17 +541,23 @@ impl Discovery for TrackerDiscovery {
     fn metainfo<'a>(&'a self, ih: &'a InfoHash) -> BoxFuture<'a, Result<Option<Meta>, FetchError>> {
         Box::pin(self.lookup(ih))
     }
-    fn roster(&self) -> BoxFuture<'_, Option<Vec<MachineKey>>> {
+    fn roster(&self) -> BoxFuture<'_, Result<Option<Vec<Candidate>>, FetchError>> {
         Box::pin(async {
             // Only an enrolled machine's private tracker keeps one (and only an enrolled
             // machine can check its certificates); a tracker of an older version
             // answers 404: no roster, as before.
-            let org = self.org.as_ref()?;
-            let roster = self.client.roster().await.ok()?;
+            let Some(org) = self.org.as_ref() else {
+                return Ok(None);
+            };
+            let roster = match self.client.roster().await {
+                Ok(r) => r,
+                Err(e) if not_a_swarmbak_tracker(&e) => return Ok(None),
+                Err(e) => return Err(self.failed(format!("roster: {e}"))),
+            };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
-            Some(verified_roster(org, &roster, now))
+            Ok(Some(verified_roster(org, &roster, now)))
         })
     }
 }
@@ -751,7 +768,10 @@ mod roster_tests {
                 entry("not base64url!".into()),
             ],
         };
-        let keys = verified_roster(&org.public(), &roster, 5_000);
+        let keys: Vec<MachineKey> = verified_roster(&org.public(), &roster, 5_000)
+            .into_iter()
+            .map(|c| c.key)
+            .collect();
         let want: Vec<MachineKey> = ["age1aaaa", "age1bbbb"]
             .iter()
             .map(|a| MachineKey::from_age_recipient(a).unwrap())

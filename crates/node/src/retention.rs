@@ -681,6 +681,7 @@ mod tests {
                 signed: None,
                 retirement: with.then(|| (record.clone(), bytes.clone())),
                 retirement_cancelled: false,
+                copies: None,
             }]
         };
         let grace = std::time::Duration::from_secs(100);

@@ -641,22 +641,32 @@ fn agents_join_only_the_swarms_placement_assigns_them() {
             swarmbak_core::MachineKey::from_age_recipient(c["public_key"].as_str().unwrap())
                 .unwrap(),
         );
-        let p = agent(&home, &name);
+        // Takeovers (swarm.md §3.1) would put shards on unassigned agents that
+        // joined; a long grace keeps them out of what this test looks at.
+        let p = agent_env(&home, &name, &[("SWARMBAK_TAKEOVER_SECS", "120")]);
         agents.push((home, p));
     }
     // Every agent has asked for the roster (every 0.3 s) before the snapshot is listed.
     std::thread::sleep(Duration::from_secs(1));
     let owner = new_machine(&o, "owner");
-    ok(&owner, &["init", "--k", "2", "--m", "1"]);
+    // copies 1 in its publish records: the holders' target (swarm.md §3.1).
+    ok(&owner, &["init", "--k", "2", "--m", "1", "--copies", "1"]);
     let tree = o.dir.path().join("tree");
     fs::create_dir_all(&tree).unwrap();
     fs::write(tree.join("a"), noise(5, 3 << 20)).unwrap();
     let ih = seed_on(&owner, &tree, &["--copies", "1"]);
-    let infohash = swarmbak_core::InfoHash::from_hex(&ih).unwrap();
-    // Placement over the six (the owner is not a candidate): the first of each index.
+    // Placement over the six (the owner is not a candidate), under the owner's key:
+    // the first of each index.
+    let c: serde_json::Value =
+        serde_json::from_slice(&fs::read(owner.join("config.json")).unwrap()).unwrap();
+    let group = c["public_key"].as_str().unwrap().as_bytes().to_vec();
+    let candidates: Vec<_> = keys
+        .iter()
+        .map(|k| swarmbak_core::placement::Candidate::new(k.clone(), None))
+        .collect();
     let assigned: std::collections::BTreeSet<usize> = (0..3)
         .map(|j| {
-            let first = swarmbak_core::placement::ranking(&infohash, j, &keys)[0];
+            let first = &swarmbak_core::placement::ranking(&group, j, &candidates)[0].key;
             keys.iter().position(|k| k == first).unwrap()
         })
         .collect();
@@ -666,7 +676,11 @@ fn agents_join_only_the_swarms_placement_assigns_them() {
     for (i, (home, p)) in agents.iter_mut().enumerate() {
         if !assigned.contains(&i) {
             p.kill();
-            *p = agent(home, &format!("agent{i}"));
+            *p = agent_env(
+                home,
+                &format!("agent{i}"),
+                &[("SWARMBAK_TAKEOVER_SECS", "120")],
+            );
         }
     }
     std::thread::sleep(Duration::from_secs(2));
@@ -693,4 +707,62 @@ fn agents_join_only_the_swarms_placement_assigns_them() {
     let to = o.dir.path().join("restored");
     fetch_json(&new, &ih, &to, &o.recovery);
     assert_same(&tree, &to.join("tree"));
+}
+
+/// Placement across rooms, per owner, with the owner's copies (swarm.md §3.1): four
+/// agents, two enrolled in room hq/1 and two in hq/2, each configured for 1 copy; the
+/// owner publishes two snapshots with copies 2. Every shard index of both is held in
+/// both rooms (by score alone, about a third of the indices would have both copies in
+/// one room), by the same machines for both snapshots (one holder group per owner).
+#[test]
+fn copies_are_spread_over_rooms_by_the_owners_holder_group() {
+    let _serial = serial();
+    let o = org(0);
+    let rooms = ["hq/1", "hq/1", "hq/2", "hq/2"];
+    let mut agents = Vec::new();
+    for (i, room) in rooms.iter().enumerate() {
+        let name = format!("agent{i}");
+        let home = o.dir.path().join(&name);
+        init_with(
+            &home,
+            &name,
+            &o.tracker,
+            &o.recovery_pub,
+            &["--domain", room],
+        );
+        ok(&home, &["init", "--copies", "1"]);
+        // No takeover while the assigned holders download (swarm.md §3.1).
+        let p = agent_env(&home, &name, &[("SWARMBAK_TAKEOVER_SECS", "120")]);
+        agents.push((home, p));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let owner = new_machine(&o, "owner");
+    let tree = o.dir.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("a"), noise(6, 1 << 20)).unwrap();
+    let first = seed_on(&owner, &tree, &["--copies", "2"]);
+    fs::write(tree.join("b"), noise(7, 1 << 20)).unwrap();
+    let second = seed_on(&owner, &tree, &["--copies", "2"]);
+    let n = 12;
+    let mut groups = Vec::new();
+    for ih in [&first, &second] {
+        // Which agents hold each shard index.
+        let mut by_index: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); n];
+        for (i, (home, _)) in agents.iter().enumerate() {
+            for p in held(home, ih) {
+                by_index[p % n].insert(i);
+            }
+        }
+        for (j, holders) in by_index.iter().enumerate() {
+            let in_rooms: std::collections::BTreeSet<&str> =
+                holders.iter().map(|&i| rooms[i]).collect();
+            assert_eq!(
+                in_rooms.len(),
+                2,
+                "{ih}: shard index {j} held by {holders:?}"
+            );
+        }
+        groups.push(by_index);
+    }
+    assert_eq!(groups[0], groups[1], "two holder groups for one owner");
 }
