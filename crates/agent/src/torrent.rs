@@ -547,6 +547,13 @@ impl Torrent {
                         .flat_map(|r| r.iter())
                         .filter(|c| !distrusted.contains(&&c.key))
                         .cloned();
+                    let online: std::collections::BTreeSet<MachineKey> = g
+                        .peers
+                        .values()
+                        .filter(trusted)
+                        .filter_map(|v| v.machine.clone())
+                        .chain(std::iter::once(me.clone()))
+                        .collect();
                     let machines = placement::candidates(
                         g.peers
                             .values()
@@ -570,6 +577,7 @@ impl Torrent {
                     );
                     let view = placement::ReplicateView {
                         group: placement::group(self.owner(), &self.ih),
+                        online: roster.is_some().then_some(&online),
                         layout: &l,
                         machines: &machines,
                         me,

@@ -192,8 +192,11 @@ pub struct ReplicateView<'a> {
     pub group: &'a [u8],
     /// Its stripes.
     pub layout: &'a Layout,
-    /// The placement candidates ([`candidates`]).
+    /// The placement candidates ([`candidates`]): the machines present.
     pub machines: &'a [Candidate],
+    /// Those of them online in the swarm (connected, and this machine); `None`: all of
+    /// them (a process without a roster).
+    pub online: Option<&'a BTreeSet<MachineKey>>,
     /// This machine.
     pub me: &'a MachineKey,
     /// Target holders per shard.
@@ -205,8 +208,10 @@ pub struct ReplicateView<'a> {
 }
 
 /// The Replicate role's wanted pieces (swarm.md §3.1): the pieces whose shard index
-/// placement assigns to this machine, and, for a piece short of holders for longer than
-/// `grace × (r − copies + 1)`, the machine at rank `r ≥ copies` takes it over.
+/// placement assigns to this machine, and, for a piece short of holders, the machines
+/// after the assigned ones take it over in turn: the one with `a` machines online in
+/// the swarm ahead of it once the piece has been short for `grace × max(1, a − copies +
+/// 1)`.
 /// `short_since` remembers when each piece was first seen short of holders; it is
 /// updated here (`now` is the caller's clock).
 pub fn replicate_wanted(
@@ -216,8 +221,17 @@ pub fn replicate_wanted(
 ) -> Vec<bool> {
     let l = v.layout;
     // One ranking per shard index, the same for every stripe.
-    let ranks: Vec<Option<usize>> = (0..l.n())
-        .map(|j| rank(v.group, j, v.machines, v.me))
+    // (place in the order of M, machines online in the swarm ahead of it)
+    let ranks: Vec<Option<(usize, usize)>> = (0..l.n())
+        .map(|j| {
+            let order = ranking(v.group, j, v.machines);
+            let r = order.iter().position(|c| c.key == *v.me)?;
+            let ahead = order[..r]
+                .iter()
+                .filter(|c| v.online.is_none_or(|o| o.contains(&c.key)))
+                .count();
+            Some((r, ahead))
+        })
         .collect();
     (0..l.pieces())
         .map(|p| {
@@ -228,10 +242,10 @@ pub fn replicate_wanted(
             }
             let since = *short_since.entry(piece).or_insert(now);
             match ranks[l.locate(p).1] {
-                Some(r) if r < v.copies => true,
-                Some(r) => {
-                    let wait = v.grace * (r - v.copies + 1) as u32;
-                    now.saturating_duration_since(since) > wait
+                Some((r, _)) if r < v.copies => true,
+                Some((_, ahead)) => {
+                    let turns = (ahead + 1).saturating_sub(v.copies).max(1);
+                    now.saturating_duration_since(since) > v.grace * turns as u32
                 }
                 None => false,
             }
@@ -661,6 +675,7 @@ mod tests {
                     group: g,
                     layout: &l,
                     machines: &ms,
+                    online: None,
                     me,
                     copies: 2,
                     holders,
@@ -691,6 +706,42 @@ mod tests {
         assert!(s3.is_empty());
         // Not a candidate (the owner): never.
         assert!(!want(&key("age1owner"), &[0, 0], &mut HashMap::new(), t2)[0]);
+
+        // With a roster, the turns count the machines online in the swarm: the fourth,
+        // with only the first online ahead of it, takes over after one grace, not three;
+        // a machine alone in the swarm (it has just joined) is never at once.
+        let with =
+            |me: &MachineKey, online: &BTreeSet<MachineKey>, since: &mut HashMap<_, _>, now| {
+                replicate_wanted(
+                    &ReplicateView {
+                        group: g,
+                        layout: &l,
+                        machines: &ms,
+                        online: Some(online),
+                        me,
+                        copies: 2,
+                        holders: &[0, 0],
+                        grace,
+                    },
+                    since,
+                    now,
+                )[0]
+            };
+        let online: BTreeSet<MachineKey> = [order[0].clone(), fourth.clone()].into();
+        let mut s = HashMap::new();
+        assert!(!with(&fourth, &online, &mut s, t0));
+        assert!(with(&fourth, &online, &mut s, t1));
+        let alone: BTreeSet<MachineKey> = [third.clone()].into();
+        let mut s = HashMap::new();
+        assert!(!with(&third, &alone, &mut s, t0));
+        assert!(with(&third, &alone, &mut s, t1));
+        // The assigned want it at once, whoever is online.
+        assert!(with(
+            &order[1],
+            &[order[1].clone()].into(),
+            &mut HashMap::new(),
+            t0
+        ));
     }
 
     #[test]
