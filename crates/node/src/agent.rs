@@ -86,6 +86,8 @@ pub struct Replicate {
     /// Listed snapshots placement does not assign to this machine under `roster`
     /// (cleared when it changes).
     pub unassigned: HashSet<InfoHash>,
+    /// Roster requests in a row that got no answer before the first one did.
+    pub roster_misses: u32,
 }
 
 /// What the Replicate job knows of the company tracker's roster (swarm.md §3.5).
@@ -99,6 +101,10 @@ pub enum RosterState {
     /// The verified roster.
     Listed(Vec<placement::Candidate>),
 }
+
+/// Polls without a roster answer after which an agent that never had one joins as if
+/// its sources kept none (swarm.md §3.5).
+pub const ROSTER_PATIENCE: u32 = 3;
 
 /// Longest the agent waits before asking again for a snapshot nobody gave it.
 pub const RETRY_LOOKUP: Duration = Duration::from_secs(60);
@@ -144,6 +150,7 @@ impl Replicate {
             roster: RosterState::Unknown,
             shards: HashMap::new(),
             unassigned: HashSet::new(),
+            roster_misses: 0,
         }
     }
 
@@ -194,16 +201,25 @@ impl Replicate {
         yes
     }
 
-    /// Takes the tracker's roster (swarm.md §3.3). When it changed, the snapshots joined
+    /// Takes the tracker's roster (swarm.md §3.5). When it changed, the snapshots joined
     /// but holding nothing that placement no longer assigns here are left (their
     /// metainfo stays in the store; joined again when assigned again).
     async fn update_roster(&mut self, cx: &JobContext) {
         let roster = match self.discovery.roster().await {
             Ok(Some(r)) => RosterState::Listed(r),
             Ok(None) => RosterState::None,
-            // Not answered now: the last one stands (or, before any, nothing new is
-            // joined: holding nothing, this machine waits to know what is its own).
-            Err(_) => return,
+            // Not answered now: the last one stands. Before any, nothing new is joined
+            // for a few polls (holding nothing, this machine waits to know what is its
+            // own); a tracker down from the start then counts as none, so replication
+            // goes on through the other sources (swarm.md §3.5).
+            Err(_) if self.roster != RosterState::Unknown => return,
+            Err(_) => {
+                self.roster_misses += 1;
+                if self.roster_misses < ROSTER_PATIENCE {
+                    return;
+                }
+                RosterState::None
+            }
         };
         if self.roster == roster {
             return;
