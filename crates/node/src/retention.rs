@@ -74,7 +74,8 @@ fn group_of(s: &SnapshotInfo) -> Vec<String> {
     p
 }
 
-fn layout_of(store: &Store, ih: &InfoHash) -> Result<Layout, FormatError> {
+/// A snapshot's layout, from the torrent this store keeps of it.
+pub(crate) fn layout_of(store: &Store, ih: &InfoHash) -> Result<Layout, FormatError> {
     Ok(SnapshotMeta::parse(ih, &store.torrent_bytes(ih)?)?.layout)
 }
 
