@@ -19,12 +19,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
 use swarmbak_agent::{Engine, EngineConfig, Role, Torrent};
 use swarmbak_core::{InfoHash, MachineKey};
 use swarmbak_format::Home;
-use swarmbak_metainfo::{build_swarmbak_torrent, Metainfo, SwarmbakParams, SwarmbakTorrent};
 use swarmbak_wire::{Handshake, Message};
+
+#[path = "../tests/common/crafted.rs"]
+mod crafted;
 
 /// This process's user + system CPU time (from /proc/self/stat, in clock ticks of 10 ms).
 fn cpu() -> Duration {
@@ -48,50 +49,12 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let pieces: usize = args.next().map_or(49_152, |a| a.parse().expect("PIECES"));
     let haves: usize = args.next().map_or(2_000, |a| a.parse().expect("HAVES"));
-    let (k, m) = (8u16, 4u16);
-    let stripes = pieces / (k + m) as usize;
-    let pieces = stripes * (k + m) as usize;
-    let haves = haves.min(pieces);
-    let shard = 16 * 1024u64;
-
     let dir = tempfile::tempdir().expect("tempdir");
     let (home, _) = Home::create(&dir.path().join("home")).expect("home");
     let store = home.store();
-    let mut rng = rand::thread_rng();
-    let mut random = |n: usize| {
-        let mut b = vec![0u8; n];
-        rng.fill_bytes(&mut b);
-        b
-    };
-    let hashes: Vec<[u8; 20]> = (0..pieces)
-        .map(|_| random(20).try_into().expect("20"))
-        .collect();
-    let roots: Vec<[u8; 32]> = (0..pieces)
-        .map(|_| random(32).try_into().expect("32"))
-        .collect();
-    let payload = stripes as u64 * k as u64 * shard;
-    let bytes = build_swarmbak_torrent(&SwarmbakTorrent {
-        announce: None,
-        creation_date: 0,
-        name: "swarmbak-attack-haves.shards".into(),
-        piece_length: shard,
-        piece_hashes: hashes,
-        params: SwarmbakParams {
-            format: 2,
-            k,
-            m,
-            stripes: stripes as u64,
-            payload_length: payload,
-            // The manifest ends the payload (format-v1.md).
-            manifest_offset: payload - 1024,
-            manifest_length: 1024,
-            id: random(16).try_into().expect("16"),
-            roots: Some(roots),
-        },
-    })
-    .expect("a crafted snapshot builds");
-    let ih = InfoHash(Metainfo::from_bytes(&bytes).expect("parses").info_hash());
-    store.add_torrent(&ih, &bytes).expect("store");
+    let (ih, pieces) = crafted::crafted_snapshot(&store, pieces);
+    let haves = haves.min(pieces);
+    let shard = crafted::SHARD;
     let me = MachineKey::from_age_recipient(&home.recipient().expect("key").to_string())
         .expect("machine key");
     let engine = Engine::start(EngineConfig::new(

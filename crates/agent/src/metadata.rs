@@ -116,10 +116,22 @@ pub async fn from_peer(
                     continue;
                 }
                 let h = ExtensionHandshake::parse(&payload).map_err(protocol)?;
-                let (Some(tid), Some(size)) = (h.extension_id(UT_METADATA), h.metadata_size) else {
+                // An enrolled member tells the size only once we authenticated, in a later
+                // handshake (wire.md "Deferred availability"); the first one opens the
+                // exchange.
+                if let Some(size) = h.metadata_size {
+                    asm = Some(MetadataAssembler::new(ih.0, size).map_err(protocol)?);
+                }
+                if let Some(tid) = ut_tid {
+                    if tagged.is_some() && !asked && asm.is_some() {
+                        request_all(&mut f, tid, asm.as_ref()).await?;
+                        asked = true;
+                    }
+                    continue;
+                }
+                let Some(tid) = h.extension_id(UT_METADATA) else {
                     return Err(MetadataFetchError::NoMetadata);
                 };
-                asm = Some(MetadataAssembler::new(ih.0, size).map_err(protocol)?);
                 ut_tid = Some(tid);
                 match auth.as_mut() {
                     Some(a) => {
@@ -137,6 +149,9 @@ pub async fn from_peer(
                         }
                     }
                     None => {
+                        if asm.is_none() {
+                            return Err(MetadataFetchError::NoMetadata);
+                        }
                         asked = true;
                         request_all(&mut f, tid, asm.as_ref()).await?;
                     }
@@ -168,7 +183,9 @@ pub async fn from_peer(
                     tagged = Tagged::of(a);
                     // The peer sent its record (if any) right after the exchange, so it
                     // arrives before the metadata we ask for now.
-                    if let Some(tid) = ut_tid {
+                    // With the size known (an older peer sent it at once), else at its
+                    // next handshake.
+                    if let (Some(tid), true) = (ut_tid, asm.is_some()) {
                         request_all(&mut f, tid, asm.as_ref()).await?;
                         asked = true;
                     }

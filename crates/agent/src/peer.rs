@@ -40,6 +40,10 @@ const TICK: Duration = Duration::from_millis(250);
 /// An enrolled machine closes a connection whose peer neither authenticated nor was
 /// listed by the tracker within this time (wire.md "Authenticated peers").
 const STRANGER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an enrolled machine waits for the extension handshake of a peer it did not
+/// dial through the tracker before it sends its first messages as to a stranger (wire.md
+/// "Deferred availability").
+const FIRST_MESSAGE_WAIT: Duration = Duration::from_secs(5);
 
 /// Orders the engine gives a connection.
 #[derive(Debug, Clone, Copy)]
@@ -248,7 +252,12 @@ pub async fn accepted(conn: Conn, io: PeerIo, theirs: Handshake) -> End {
         ..defaults
     };
     let n = t.num_pieces();
-    let session = PeerSession::new(conn.key, config, n, common, Instant::now());
+    let mut session = PeerSession::new(conn.key, config, n, common, Instant::now());
+    // Enrolled, and the peer not one the tracker gave us: what we hold and the snapshot's
+    // size wait until we know who it is (wire.md "Deferred availability").
+    if conn.identity.is_some() && !conn.vouched {
+        session.defer_start();
+    }
     t.inner().peers.insert(
         conn.key,
         PeerView {
@@ -283,6 +292,9 @@ pub async fn accepted(conn: Conn, io: PeerIo, theirs: Handshake) -> End {
         since: Instant::now(),
         member: false,
         listed: false,
+        bep10: common.extension_protocol(),
+        outgoing: conn.outgoing,
+        their_handshake: false,
         tagged: None,
         member_key: None,
         member_name: None,
@@ -352,6 +364,12 @@ struct Driver {
     /// The tracker listed the peer for this torrent (we dialled an address it gave, or
     /// the peer's listening address is one it gave).
     listed: bool,
+    /// The peer speaks BEP 10 (its extension handshake tells its listening port).
+    bep10: bool,
+    /// We dialled the peer.
+    outgoing: bool,
+    /// Its (first) extension handshake arrived; later ones change nothing here.
+    their_handshake: bool,
     /// Once authenticated: the session that tags every later `sb_machine` message.
     tagged: Option<crate::auth::Tagged>,
     /// The key and name the peer authenticated with.
@@ -371,7 +389,18 @@ impl Driver {
     async fn run(&mut self, control: &mut mpsc::UnboundedReceiver<Control>) -> Result<(), End> {
         let mut haves = self.t.haves.subscribe();
         let now = Instant::now();
-        let a = self.step(Has::Same, |s, p| s.start(now, p))?;
+        let a = if self.session.is_started() {
+            self.step(Has::Same, |s, p| s.start(now, p))?
+        } else if !self.bep10 || self.outgoing {
+            // No listening port will come (listed or not by its IP alone), or we dialled
+            // an address no tracker of ours vouched for (the peer, if it is swarmbak, waits
+            // for our handshake): now.
+            self.refresh_listed();
+            self.begin(now)?
+        } else {
+            // At its extension handshake, or after FIRST_MESSAGE_WAIT.
+            Vec::new()
+        };
         self.act(a).await?;
         self.flush().await?;
         let mut tick = tokio::time::interval(TICK);
@@ -427,7 +456,8 @@ impl Driver {
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    self.check_standing(now)?;
+                    let a = self.check_standing(now)?;
+                    self.act(a).await?;
                     self.t.update_wanted_if_stale();
                     let key = self.key;
                     let mut a = self.step(Has::Same, |s, p| s.tick(now, p))?;
@@ -590,6 +620,11 @@ impl Driver {
             "reqq": eh.reqq,
             "sb_key": eh.sb_key.is_some(),
         }));
+        // A later handshake (a peer revealing `metadata_size`, wire.md "Deferred
+        // availability") changes nothing here: its port, nonce and keys were the first's.
+        if std::mem::replace(&mut self.their_handshake, true) {
+            return Ok(Vec::new());
+        }
         self.their_listen = eh.port.map(|p| SocketAddr::new(self.addr.ip(), p));
         if let Some(auth) = self.auth.as_mut() {
             // Enrolled: `sb_key` and `sb_owner` are ignored; the peer authenticates or is
@@ -599,7 +634,15 @@ impl Driver {
                 .on_peer_handshake(eh.sb_nonce, offers, Instant::now())
                 .map_err(auth_end)?;
             self.refresh_listed();
-            return Ok(self.send_machine(step.send));
+            let now = Instant::now();
+            // Our first messages before anything of the exchange.
+            let mut out = if self.session.is_started() {
+                self.reveal_if_served(now)?
+            } else {
+                self.begin(now)?
+            };
+            out.extend(self.send_machine(step.send));
+            return Ok(out);
         }
         // A key that is empty or too long is no machine (swarm.md §1).
         let Some(k) = eh.sb_key.and_then(|k| MachineKey::from_bytes(&k).ok()) else {
@@ -639,16 +682,40 @@ impl Driver {
         }
     }
 
-    /// Timer duties of an enrolled machine: an exchange that stalls, and a peer that
-    /// neither authenticated nor was listed for [`STRANGER_TIMEOUT`], are closed (no
-    /// ban: they may be honest and slow, or of another organisation).
-    fn check_standing(&mut self, now: Instant) -> Result<(), End> {
+    /// Our first messages, once we know whether the peer is served: what we hold and the
+    /// snapshot's size to a served peer, `have none` and no size to anyone else (wire.md
+    /// "Deferred availability").
+    fn begin(&mut self, now: Instant) -> Result<Actions, End> {
+        if self.servable() {
+            self.step(Has::Same, |s, p| s.start(now, p))
+        } else {
+            self.step(Has::Same, |s, _| s.start_hidden(now))
+        }
+    }
+
+    /// Tells a peer that was a stranger when we started, and is served now, what we hold:
+    /// a member in one message, a listed standard client a `have` per piece.
+    fn reveal_if_served(&mut self, now: Instant) -> Result<Actions, End> {
+        if !self.session.is_hidden() || !self.servable() {
+            return Ok(Vec::new());
+        }
+        let compact = self.member;
+        self.step(Has::Same, |s, p| s.reveal(now, p, compact))
+    }
+
+    /// Timer duties of an enrolled machine: our first messages to a peer whose extension
+    /// handshake did not come in time; availability to a peer the tracker has listed
+    /// since; an exchange that stalls, and a peer that neither authenticated nor was listed
+    /// for [`STRANGER_TIMEOUT`], are closed (no ban: they may be honest and slow, or of
+    /// another organisation).
+    fn check_standing(&mut self, now: Instant) -> Result<Actions, End> {
         let Some(auth) = &self.auth else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         if auth.timed_out(now) {
             return Err(End::Closed("sb_machine: the exchange stalled".into()));
         }
+        let mut out = Vec::new();
         if !self.member {
             self.refresh_listed();
             if !self.listed && now.saturating_duration_since(self.since) >= STRANGER_TIMEOUT {
@@ -656,8 +723,15 @@ impl Driver {
                     "neither authenticated nor listed by the tracker".into(),
                 ));
             }
+            if !self.session.is_started() {
+                if now.saturating_duration_since(self.since) >= FIRST_MESSAGE_WAIT {
+                    out = self.begin(now)?;
+                }
+            } else {
+                out = self.reveal_if_served(now)?;
+            }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// The `sb_machine` message to send, under the id the peer gave it.
@@ -719,7 +793,8 @@ impl Driver {
         self.interest.notify_one();
         self.t.update_wanted();
         let now = Instant::now();
-        let mut a = self.step(Has::Same, |s, p| s.refresh(now, p))?;
+        let mut a = self.reveal_if_served(now)?;
+        a.extend(self.step(Has::Same, |s, p| s.refresh(now, p))?);
         // The owner's signed record first (wire.md type 5): a member that found this
         // snapshot without a tracker's record (a peer-only tracker, the DHT) checks who
         // owns it from this (trust.md §4).

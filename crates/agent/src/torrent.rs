@@ -170,6 +170,9 @@ pub struct Torrent {
     /// it; the connections' timers recompute, so a flood of `have`s costs one
     /// recomputation per tick, not one each).
     wanted_stale: std::sync::atomic::AtomicBool,
+    /// How many times wanted pieces were recomputed (a peer's flood of `have`s must not
+    /// make it once per message: threat-model.md).
+    wanted_updates: std::sync::atomic::AtomicU64,
     /// Writing shards failed (a full disk): nothing is wanted until then.
     store_backoff: Mutex<Option<std::time::Instant>>,
     /// Enrolled engines: proofs of possession (who counts) and our identity (to sign
@@ -356,6 +359,7 @@ impl Torrent {
             listed: Mutex::new(Default::default()),
             unflushed: Mutex::new(Vec::new()),
             wanted_stale: std::sync::atomic::AtomicBool::new(false),
+            wanted_updates: std::sync::atomic::AtomicU64::new(0),
             store_backoff: Mutex::new(None),
             proofs: std::sync::OnceLock::new(),
             inconsistent: std::sync::atomic::AtomicBool::new(false),
@@ -503,6 +507,8 @@ impl Torrent {
 
     /// Recomputes which pieces we want, from the role and what peers hold.
     pub fn update_wanted(&self) {
+        self.wanted_updates
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut g = self.inner();
         let l = self.meta.layout;
         let role = g.role.clone();
@@ -629,6 +635,12 @@ impl Torrent {
     pub fn wanted_is_stale(&self) {
         self.wanted_stale
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many times wanted pieces have been recomputed since the torrent opened.
+    pub fn wanted_updates(&self) -> u64 {
+        self.wanted_updates
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Recomputes wanted pieces if something changed since the last time.

@@ -72,3 +72,76 @@ async fn a_message_over_the_limits_closes_the_connection_before_it_is_buffered()
     s.write_all(&m).await.unwrap();
     assert!(closed(&mut s, Duration::from_secs(5)).await);
 }
+
+/// Issue 11's `have` flood: 2,000 `have`s (17 KiB) on a 49,152-piece snapshot cost an
+/// agent 34.6 s of CPU, because each one recomputed the wanted pieces under the torrent
+/// lock. Now what a peer has marks them stale and the connection's timer recomputes them
+/// at most once per tick: the flood costs a handful of recomputations, not one per
+/// message. (`examples/attack_haves.rs` measures the CPU time on the full-size snapshot.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_haves_recomputes_wanted_pieces_a_bounded_number_of_times() {
+    use swarmbak_agent::{Engine, EngineConfig, Role, Torrent};
+    use swarmbak_wire::{Handshake, Message};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (home, _) = swarmbak_format::Home::create(&dir.path().join("home")).unwrap();
+    let (ih, pieces) = common::crafted::crafted_snapshot(&home.store(), 12_000);
+    let me = swarmbak_core::MachineKey::from_age_recipient(&home.recipient().unwrap().to_string())
+        .unwrap();
+    let engine = Engine::start(EngineConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        Some(me.clone()),
+    ))
+    .await
+    .unwrap();
+    let t = Torrent::open(
+        &home.store(),
+        ih,
+        Role::Replicate { copies: 2 },
+        None,
+        Some(me),
+    )
+    .unwrap();
+    engine.add(t.clone());
+    let mut s = tokio::net::TcpStream::connect(engine.local_addr())
+        .await
+        .unwrap();
+    let mut hs = Handshake::new(ih.0, [b'A'; 20]);
+    hs.reserved = swarmbak_agent::peer::reserved();
+    s.write_all(&hs.to_bytes()).await.unwrap();
+    let mut theirs = [0u8; 68];
+    s.read_exact(&mut theirs).await.unwrap();
+    let haves = 2_000u32.min(pieces as u32);
+    let before = t.wanted_updates();
+    let flood: Vec<u8> = (0..haves)
+        .flat_map(|p| Message::Have(p).to_bytes())
+        .collect();
+    s.write_all(&flood).await.unwrap();
+    // Until the engine's view of the peer holds every `have`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = t
+            .inner()
+            .peers
+            .values()
+            .map(|p| p.has.count())
+            .max()
+            .unwrap_or(0);
+        if n >= haves {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the engine took {n} of {haves} haves in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A second of the connection's timers (four ticks) after the flood.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let updates = t.wanted_updates() - before;
+    eprintln!("{haves} haves on {pieces} pieces: wanted pieces recomputed {updates} times");
+    assert!(
+        updates <= 20,
+        "{haves} haves recomputed wanted pieces {updates} times"
+    );
+}

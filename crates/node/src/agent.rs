@@ -175,13 +175,7 @@ impl Replicate {
         let n = match self.shards.get(ih) {
             Some(&n) => n,
             None => {
-                let Some(n) = cx
-                    .store
-                    .torrent_bytes(ih)
-                    .ok()
-                    .and_then(|b| swarmbak_format::restore::SnapshotMeta::parse(ih, &b).ok())
-                    .map(|m| m.layout.n())
-                else {
+                let Ok(n) = crate::retention::layout_of(&cx.store, ih).map(|l| l.n()) else {
                     return true;
                 };
                 self.shards.insert(*ih, n);
@@ -388,11 +382,7 @@ fn let_go_whole(store: &Store, ih: &InfoHash) -> bool {
     let Ok(Some(dropped)) = store.dropped_stripes(ih) else {
         return false;
     };
-    store
-        .torrent_bytes(ih)
-        .ok()
-        .and_then(|b| swarmbak_format::restore::SnapshotMeta::parse(ih, &b).ok())
-        .is_some_and(|m| dropped.len() >= m.layout.stripes)
+    crate::retention::layout_of(store, ih).is_ok_and(|l| dropped.len() >= l.stripes)
 }
 
 impl Job for Replicate {

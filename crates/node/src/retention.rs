@@ -74,7 +74,8 @@ fn group_of(s: &SnapshotInfo) -> Vec<String> {
     p
 }
 
-fn layout_of(store: &Store, ih: &InfoHash) -> Result<Layout, FormatError> {
+/// A snapshot's layout, from the torrent this store keeps of it.
+pub(crate) fn layout_of(store: &Store, ih: &InfoHash) -> Result<Layout, FormatError> {
     Ok(SnapshotMeta::parse(ih, &store.torrent_bytes(ih)?)?.layout)
 }
 
@@ -300,10 +301,14 @@ pub fn forget(
     dry_run: bool,
 ) -> Result<Forgot, ForgetError> {
     let plan = plan(store, policy, local_offset(now))?;
+    // The newest kept snapshot, in the plan's order (time, then nanoseconds: snapshots of
+    // one second are told apart by them, not by their info-hashes). The policy always
+    // keeps each set's newest, so this is the machine's newest snapshot.
     let newest = plan
         .snapshots
         .iter()
-        .max_by_key(|f| (f.time, f.infohash.clone()))
+        .rev()
+        .find(|f| f.keep)
         .map(|f| InfoHash::from_hex(&f.infohash))
         .transpose()?;
     let Some(newest) = newest else {
@@ -626,6 +631,50 @@ mod tests {
             plan(&store, &Policy::default(), 0),
             Err(RetentionError::NoManifest(ih)) if ih == third
         ));
+    }
+
+    /// Two snapshots of the same second, the later with the smaller info-hash: keeping the
+    /// last, the earlier's retirement names the later as `newest` (it named itself, taking
+    /// the larger info-hash as the newer: a record that never verifies, signed again by
+    /// every later forget; seen in `forget.rs` on a fast machine).
+    #[test]
+    fn snapshots_of_one_second_are_ordered_by_time_not_by_infohash() {
+        let t = tempfile::tempdir().unwrap();
+        let (home, _) = Home::create(&t.path().join("home")).unwrap();
+        let tree = t.path().join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        let opts = BackupOptions::new(vec![tree.clone()]);
+        let mut made = Vec::new();
+        for i in 0..2u8 {
+            std::fs::write(tree.join("f"), [i; 1000]).unwrap();
+            made.push(backup(&home, &opts, &NoProgress).unwrap().infohash);
+        }
+        made.sort_by_key(|ih| std::cmp::Reverse(ih.to_hex()));
+        let [older, newer] = [made[0], made[1]];
+        let store = home.store();
+        for (ih, ns) in [(&older, 1), (&newer, 2)] {
+            let p = store.snapshot_dir(ih).join("local.json");
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            v["time"] = 1_800_000_000.into();
+            v["time_ns"] = ns.into();
+            std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+        }
+        let key = swarmbak_trust::SigningKey::generate();
+        let last = Policy {
+            last: Some(1),
+            ..Default::default()
+        };
+        let f = forget(&store, &key, &last, 1_800_000_010, false).unwrap();
+        assert_eq!(f.retired.len(), 1, "{f:?}");
+        assert_eq!(f.retired[0].infohash, older.to_hex());
+        let bytes = store.retirement(&older).unwrap().unwrap();
+        let r = swarmbak_trust::Retirement::verify(&bytes, &key.public()).unwrap();
+        assert_eq!(r.newest, newer.0);
+        // Nothing more to do, nothing signed again.
+        let again = forget(&store, &key, &last, 1_800_000_020, false).unwrap();
+        assert!(again.retired.is_empty(), "{again:?}");
+        assert_eq!(store.retirement(&older).unwrap().unwrap(), bytes);
     }
 
     /// A holder keeps a retirement for the grace period counted from when it first saw

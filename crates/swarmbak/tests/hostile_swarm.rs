@@ -44,13 +44,19 @@ struct Seen {
     leaked_identity: AtomicUsize,
     /// `sb_machine` answers to a `member` with a made-up MAC (must be none).
     machine_answers: AtomicUsize,
+    /// What a machine holds (`bitfield`, `have all`, `have`) or the snapshot's size
+    /// (`metadata_size`) told to the fake holder: a stranger must learn neither, a listed
+    /// client both (wire.md "Deferred availability").
+    availability: AtomicUsize,
 }
 
 /// A fake holder: announces with `announce` (a standard client's passkey: how it learns
 /// the swarm's addresses) at port 1, then dials every peer twice, as two machines with
 /// made-up `sb_key`s that "have all", and keeps the connections open. With `member` it
-/// is a stranger: it gives a listening port the tracker never listed and opens the `sb_machine` exchange with a MAC it cannot know; without, it is
-/// the listed standard client (`p` 1, the port it announced).
+/// is a stranger: it gives a listening port the tracker never listed and, on two of
+/// three connections, opens the `sb_machine` exchange with a MAC it cannot know (the
+/// third stays silent); without, it is the listed standard client (`p` 1, the port it
+/// announced).
 ///
 /// Half the connections also claim to own the snapshot (`sb_owner`) under `victim`'s
 /// key (a real holder's age recipient), the issue's `sb_owner` attack: an enrolled
@@ -126,7 +132,11 @@ async fn fake_connection(
     } else {
         eh.sb_key = Some(format!("age1fakeholder{n}").into_bytes());
     }
-    eh.sb_nonce = member.then_some([n; 32]);
+    // A third of the stranger's connections stay silent (no exchange: kept open until
+    // the stranger timeout, so whatever the machine tells them is seen); the others open
+    // the exchange with a made-up MAC (and are closed at once).
+    let opens = member && !n.is_multiple_of(3);
+    eh.sb_nonce = opens.then_some([n; 32]);
     // The stranger gives a listening port no tracker listed (a peer that gives none is
     // matched by its IP alone, and on loopback every honest peer shares it).
     eh.port = Some(if member { 2 } else { 1 });
@@ -144,13 +154,23 @@ async fn fake_connection(
             Frame::Message(Message::Unchoke) => {
                 seen.unchoked.fetch_add(1, Ordering::SeqCst);
             }
+            Frame::Message(Message::Bitfield(_) | Message::HaveAll | Message::Have(_)) => {
+                seen.availability.fetch_add(1, Ordering::SeqCst);
+            }
             Frame::Message(Message::Extended { id: 0, payload }) => {
                 let theirs = ExtensionHandshake::parse(&payload).ok()?;
                 if theirs.sb_key.is_some() || theirs.sb_owner {
                     seen.leaked_identity.fetch_add(1, Ordering::SeqCst);
                 }
+                if theirs.metadata_size.is_some() {
+                    seen.availability.fetch_add(1, Ordering::SeqCst);
+                }
+                if their_sb_machine.is_some() {
+                    // A later handshake (what a served peer is told): no second exchange.
+                    continue;
+                }
                 their_sb_machine = theirs.extension_id(SB_MACHINE);
-                if let (true, Some(id)) = (member, their_sb_machine) {
+                if let (true, Some(id)) = (opens, their_sb_machine) {
                     let m = MachineMessage::Member { mac: [n; 32] };
                     f.send(Frame::Message(Message::Extended {
                         id,
@@ -279,6 +299,21 @@ fn fake_holders_never_make_a_snapshot_durable() {
         stranger.unchoked.load(Ordering::SeqCst),
         0,
         "a stranger was unchoked"
+    );
+    eprintln!(
+        "told what machines hold or the size: stranger {}, listed client {}",
+        stranger.availability.load(Ordering::SeqCst),
+        listed.availability.load(Ordering::SeqCst)
+    );
+    // Nor what they hold, nor how large the snapshot is; the listed client was told.
+    assert_eq!(
+        stranger.availability.load(Ordering::SeqCst),
+        0,
+        "a stranger learnt what a machine holds or the snapshot's size"
+    );
+    assert!(
+        listed.availability.load(Ordering::SeqCst) > 0,
+        "the listed client was never told what the machines hold"
     );
     drop(procs);
 }

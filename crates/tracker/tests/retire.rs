@@ -6,71 +6,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::torrents::torrent;
+use common::machines::{as_machine, enrol, publish, status_of, M};
 use common::{admin_db, Server};
-use swarmbak_metainfo::Metainfo;
-use swarmbak_tracker::admin::{self, Actor, EnrollOptions};
+use swarmbak_tracker::admin::{self, Actor};
 use swarmbak_tracker::server::unix_now;
-use swarmbak_tracker::trust::{from_b64, EnrollToken, PublishRecord, Retirement, SigningKey};
-use swarmbak_tracker::{ClientError, SnapshotRecord, TrackerClient};
-
-/// An enrolled machine: its key, passkey and certificate.
-struct M {
-    key: SigningKey,
-    passkey: String,
-    certificate: Vec<u8>,
-}
-
-async fn enrol(server: &Server, dir: &Path, name: &str) -> M {
-    let (mut db, org) = admin_db(dir);
-    let token = admin::create_token(
-        &mut db,
-        &org,
-        Some(&server.url()),
-        &EnrollOptions {
-            name: name.into(),
-            ..EnrollOptions::default()
-        },
-        &Actor::cli(),
-        unix_now(),
-    )
-    .unwrap();
-    let token = EnrollToken::parse(&token).unwrap();
-    let key = SigningKey::generate();
-    let request = token.request(&key, format!("age1{name}"));
-    let answer = server.client().enroll(&request).await.unwrap();
-    M {
-        key,
-        passkey: answer.passkey,
-        certificate: from_b64(&answer.certificate).unwrap(),
-    }
-}
-
-fn as_machine(server: &Server, m: &M) -> TrackerClient {
-    server.client().with_passkey(&m.passkey)
-}
-
-/// Publishes snapshot `n` (10 stripes) signed by `m`: its info-hash.
-async fn publish(server: &Server, m: &M, n: u32) -> [u8; 20] {
-    let tr = torrent(n, 10);
-    let ih = Metainfo::from_bytes(&tr).unwrap().info_hash();
-    let record = PublishRecord {
-        infohash: ih,
-        machine: m.key.public(),
-        copies: 2,
-        published: unix_now(),
-    }
-    .sign(&m.key);
-    let p = as_machine(server, m)
-        .publish_signed(&tr, &record, &m.certificate)
-        .await
-        .unwrap();
-    assert!(p.new);
-    ih
-}
+use swarmbak_tracker::trust::{Retirement, SigningKey};
+use swarmbak_tracker::{SnapshotRecord, TrackerClient};
 
 fn retirement(m: &M, ih: [u8; 20], newest: [u8; 20], retired: i64) -> Retirement {
     Retirement {
@@ -80,13 +23,6 @@ fn retirement(m: &M, ih: [u8; 20], newest: [u8; 20], retired: i64) -> Retirement
         newest,
         stripes: 10,
         keep: vec![(0, 3), (7, 8)],
-    }
-}
-
-fn status_of(e: &ClientError) -> Option<u16> {
-    match e {
-        ClientError::Http { status, .. } => Some(*status),
-        _ => None,
     }
 }
 
@@ -124,11 +60,11 @@ async fn retirements_are_checked_stored_listed_replaced_and_cancelled() {
     let server = Server::private(dir.path()).await;
     let a = enrol(&server, dir.path(), "laptop-1").await;
     let b = enrol(&server, dir.path(), "laptop-2").await;
-    let old = publish(&server, &a, 1).await;
-    let mid = publish(&server, &a, 2).await;
-    let newest = publish(&server, &a, 3).await;
-    let others = publish(&server, &b, 4).await;
-    let _b_newest = publish(&server, &b, 5).await;
+    let old = publish(&server, &a, 1, 10).await;
+    let mid = publish(&server, &a, 2, 10).await;
+    let newest = publish(&server, &a, 3, 10).await;
+    let others = publish(&server, &b, 4, 10).await;
+    let _b_newest = publish(&server, &b, 5, 10).await;
     let ca = as_machine(&server, &a);
     let now = unix_now();
 

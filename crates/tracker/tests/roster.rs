@@ -6,61 +6,18 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::machines::{as_machine, enrol, publish, status_of, M};
 use common::torrents::torrent;
 use common::{admin_db, Server};
 use swarmbak_metainfo::Metainfo;
-use swarmbak_tracker::admin::{self, Actor, EnrollOptions};
+use swarmbak_tracker::admin::{self, Actor};
 use swarmbak_tracker::server::unix_now;
-use swarmbak_tracker::trust::{from_b64, Certificate, EnrollToken, PublishRecord, SigningKey};
+use swarmbak_tracker::trust::{from_b64, Certificate, PublishRecord};
 use swarmbak_tracker::{
     AnnounceRequest, ClientError, InfoHash, PeerId, Roster, TrackerClient, REVOKED_PASSKEY,
 };
-
-/// An enrolled machine: its key, passkey and certificate.
-struct M {
-    key: SigningKey,
-    passkey: String,
-    certificate: Vec<u8>,
-}
-
-async fn enrol(server: &Server, dir: &Path, name: &str) -> M {
-    let (mut db, org) = admin_db(dir);
-    let token = admin::create_token(
-        &mut db,
-        &org,
-        Some(&server.url()),
-        &EnrollOptions {
-            name: name.into(),
-            ..EnrollOptions::default()
-        },
-        &Actor::cli(),
-        unix_now(),
-    )
-    .unwrap();
-    let token = EnrollToken::parse(&token).unwrap();
-    let key = SigningKey::generate();
-    let request = token.request(&key, format!("age1{name}"));
-    let answer = server.client().enroll(&request).await.unwrap();
-    M {
-        key,
-        passkey: answer.passkey,
-        certificate: from_b64(&answer.certificate).unwrap(),
-    }
-}
-
-fn as_machine(server: &Server, m: &M) -> TrackerClient {
-    server.client().with_passkey(&m.passkey)
-}
-
-fn status_of(e: &ClientError) -> Option<u16> {
-    match e {
-        ClientError::Http { status, .. } => Some(*status),
-        _ => None,
-    }
-}
 
 /// The certificates a roster lists, decoded.
 fn listed(r: &Roster) -> Vec<Vec<u8>> {
@@ -72,22 +29,8 @@ fn listed(r: &Roster) -> Vec<Vec<u8>> {
 
 /// Publishes a snapshot signed by `m` and announces it under `m`'s passkey.
 async fn publish_and_announce(server: &Server, m: &M, n: u32) {
-    let tr = torrent(n, 4);
-    let ih = Metainfo::from_bytes(&tr).unwrap().info_hash();
-    let record = PublishRecord {
-        infohash: ih,
-        machine: m.key.public(),
-        copies: 2,
-        published: unix_now(),
-    }
-    .sign(&m.key);
+    let ih = publish(server, m, n, 4).await;
     let c = as_machine(server, m);
-    assert!(
-        c.publish_signed(&tr, &record, &m.certificate)
-            .await
-            .unwrap()
-            .new
-    );
     let mut pid = *b"-SB0100-000000000000";
     pid[19] = n as u8;
     c.announce(&AnnounceRequest::new(InfoHash(ih), PeerId(pid), 7000, 0))

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{admin_db, Server};
 use swarmbak_tracker::admin::{self, Actor, EnrollOptions, ScheduleChange};
 use swarmbak_tracker::server::unix_now;
-use swarmbak_tracker::trust::{BackupReport, EnrollToken, SigningKey};
+use swarmbak_tracker::trust::{BackupReport, SigningKey};
 use swarmbak_tracker::{ClientError, Schedule, TrackerClient};
 
 const DAY: u64 = 86_400;
@@ -19,25 +19,12 @@ const H: u64 = 3600;
 
 /// Enrols a machine named `name` through `POST /api/v1/enroll`: its key and passkey.
 async fn enrol(server: &Server, dir: &Path, name: &str, vip: bool) -> (SigningKey, String) {
-    let (mut db, org) = admin_db(dir);
-    let token = admin::create_token(
-        &mut db,
-        &org,
-        Some(&server.url()),
-        &EnrollOptions {
-            name: name.into(),
-            vip,
-            ..EnrollOptions::default()
-        },
-        &Actor::cli(),
-        unix_now(),
-    )
-    .unwrap();
-    let token = EnrollToken::parse(&token).unwrap();
-    let key = SigningKey::generate();
-    let request = token.request(&key, format!("age1{name}"));
-    let answer = server.client().enroll(&request).await.unwrap();
-    (key, answer.passkey)
+    let options = EnrollOptions {
+        vip,
+        ..EnrollOptions::default()
+    };
+    let m = common::machines::enrol_with(server, dir, name, options).await;
+    (m.key, m.passkey)
 }
 
 fn as_machine(server: &Server, passkey: &str) -> TrackerClient {

@@ -45,4 +45,6 @@ pub use metadata::{
     metadata_pieces, MetadataAssembler, MetadataMessage, MAX_METADATA_SIZE, METADATA_PIECE_SIZE,
 };
 pub use picker::{BlockOutcome, PiecePicker, MAX_PIECE_LENGTH};
-pub use session::{new_connection_stays, Action, DisconnectReason, PeerSession, SessionConfig};
+pub use session::{
+    new_connection_stays, Action, DisconnectReason, PeerSession, SessionConfig, MAX_HELD,
+};

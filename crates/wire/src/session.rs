@@ -161,9 +161,20 @@ pub struct PeerSession<P> {
     released: bool,
     downloaded: u64,
     uploaded: u64,
+    /// Our first messages are out ([`PeerSession::start`] or
+    /// [`PeerSession::start_hidden`]); until then what we would send waits in `held`.
+    started: bool,
+    held: Vec<Message>,
+    /// Started hidden and not revealed yet: the peer was told `have none` (or nothing)
+    /// and no `metadata_size`, and is sent no `have`.
+    hidden: bool,
 }
 
 const MAX_ALLOWED_FAST: usize = 64;
+
+/// Most messages held before the first ones are sent ([`PeerSession::defer_start`]); a
+/// peer that makes us queue more (requests while choked, each refused) is closed.
+pub const MAX_HELD: usize = 1024;
 
 impl<P: Clone + Eq + Hash> PeerSession<P> {
     /// A session after the handshakes: `common` is our reserved bits and the peer's,
@@ -199,7 +210,29 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
             released: false,
             downloaded: 0,
             uploaded: 0,
+            started: true,
+            held: Vec::new(),
+            hidden: false,
         }
+    }
+
+    /// Holds what we would send until [`PeerSession::start`] or
+    /// [`PeerSession::start_hidden`]: the caller decides what to tell the peer once it
+    /// knows who the peer is (wire.md "Deferred availability"), and our availability
+    /// message still comes first. Call before anything else.
+    pub fn defer_start(&mut self) {
+        self.started = false;
+    }
+
+    /// Whether our first messages are out.
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
+    /// Whether the peer has been told nothing of what we hold ([`PeerSession::start_hidden`]
+    /// and no [`PeerSession::reveal`] since).
+    pub fn is_hidden(&self) -> bool {
+        self.hidden
     }
 
     /// The caller's key for this peer.
@@ -256,36 +289,114 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
     }
 
     fn send(&mut self, now: Instant, out: &mut Vec<Action<P>>, m: Message) {
+        if !self.started {
+            self.held.push(m);
+            return;
+        }
         self.last_sent = now;
         out.push(Action::Send(m));
     }
 
     /// The first messages: our pieces (a `have all`/`have none` when the Fast extension
     /// allows and fits, else a `bitfield` unless we have nothing) and our extension
-    /// handshake.
+    /// handshake; then anything held since [`PeerSession::defer_start`].
     pub fn start(&mut self, now: Instant, picker: &PiecePicker<P>) -> Vec<Action<P>> {
         let mut out = Vec::new();
+        self.started = true;
+        self.send_availability(now, picker, &mut out);
+        let eh = self.config.extensions.clone();
+        self.send_extension_handshake(now, &eh, &mut out);
+        self.send_held(now, &mut out);
+        out
+    }
+
+    /// The first messages to a peer we tell nothing of what we hold yet (wire.md
+    /// "Deferred availability"): `have none` (nothing without the Fast extension) and our
+    /// extension handshake without `metadata_size`; no `have` follows until
+    /// [`PeerSession::reveal`].
+    pub fn start_hidden(&mut self, now: Instant) -> Vec<Action<P>> {
+        let mut out = Vec::new();
+        self.started = true;
+        self.hidden = true;
+        if self.fast {
+            self.send(now, &mut out, Message::HaveNone);
+        }
+        let mut eh = self.config.extensions.clone();
+        eh.metadata_size = None;
+        self.send_extension_handshake(now, &eh, &mut out);
+        self.send_held(now, &mut out);
+        out
+    }
+
+    /// Tells a peer started hidden what we hold: `compact` (a swarmbak member, which
+    /// takes a later availability message) as `have all` or a `bitfield`, else one
+    /// `have` per piece (what every client takes at any time); then our extension
+    /// handshake again, now with `metadata_size`. Nothing when not hidden.
+    pub fn reveal(
+        &mut self,
+        now: Instant,
+        picker: &PiecePicker<P>,
+        compact: bool,
+    ) -> Vec<Action<P>> {
+        let mut out = Vec::new();
+        if !self.hidden || self.closed {
+            return out;
+        }
+        self.hidden = false;
+        if compact {
+            self.send_availability(now, picker, &mut out);
+        } else {
+            for piece in picker.have().iter_ones() {
+                self.send(now, &mut out, Message::Have(piece));
+            }
+        }
+        if self.config.extensions.metadata_size.is_some() {
+            let eh = self.config.extensions.clone();
+            self.send_extension_handshake(now, &eh, &mut out);
+        }
+        out
+    }
+
+    fn send_availability(
+        &mut self,
+        now: Instant,
+        picker: &PiecePicker<P>,
+        out: &mut Vec<Action<P>>,
+    ) {
         let have = picker.have();
         if self.fast && have.has_all() {
-            self.send(now, &mut out, Message::HaveAll);
+            self.send(now, out, Message::HaveAll);
         } else if self.fast && have.has_none() {
-            self.send(now, &mut out, Message::HaveNone);
+            self.send(now, out, Message::HaveNone);
         } else if !have.has_none() {
             let bits = Bytes::copy_from_slice(have.as_bytes());
-            self.send(now, &mut out, Message::Bitfield(bits));
+            self.send(now, out, Message::Bitfield(bits));
         }
+    }
+
+    fn send_extension_handshake(
+        &mut self,
+        now: Instant,
+        eh: &ExtensionHandshake,
+        out: &mut Vec<Action<P>>,
+    ) {
         if self.extended {
-            let payload = Bytes::from(self.config.extensions.encode());
+            let payload = Bytes::from(eh.encode());
             self.send(
                 now,
-                &mut out,
+                out,
                 Message::Extended {
                     id: EXTENSION_HANDSHAKE_ID,
                     payload,
                 },
             );
         }
-        out
+    }
+
+    fn send_held(&mut self, now: Instant, out: &mut Vec<Action<P>>) {
+        for m in std::mem::take(&mut self.held) {
+            self.send(now, out, m);
+        }
     }
 
     fn disconnect(
@@ -392,7 +503,17 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
                 self.set_availability(b, picker);
                 self.update_interest(now, picker, &mut out);
             }
-            Message::Request(block) => self.on_request(now, block, picker, &mut out),
+            Message::Request(block) => {
+                self.on_request(now, block, picker, &mut out);
+                if self.held.len() > MAX_HELD {
+                    return self.disconnect(
+                        picker,
+                        DisconnectReason::ProtocolViolation(
+                            "too many requests before our first message",
+                        ),
+                    );
+                }
+            }
             Message::Cancel(block) => self.incoming.retain(|b| *b != block),
             Message::Piece {
                 piece,
@@ -619,7 +740,11 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
         if self.closed {
             return out;
         }
-        self.send(now, &mut out, Message::Have(piece));
+        // Not started: the first availability message will include it; hidden: the peer
+        // is told nothing until revealed.
+        if self.started && !self.hidden {
+            self.send(now, &mut out, Message::Have(piece));
+        }
         self.update_interest(now, picker, &mut out);
         self.fill_into(now, picker, &mut out);
         out

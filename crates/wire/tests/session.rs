@@ -1012,3 +1012,97 @@ fn a_later_availability_message_replaces_the_earlier() {
     assert_eq!(p.availability(1), 0);
     assert_eq!(sent(&a), vec![Message::NotInterested]);
 }
+
+/// Deferred availability (wire.md): a session whose start is deferred holds what it would
+/// send, so its availability message still comes first; started hidden, the peer learns
+/// `have none`, no `metadata_size` and no `have`; revealed, a member gets the compact
+/// form and a standard client one `have` per piece, then the handshake with the size.
+#[test]
+fn deferred_availability_tells_a_stranger_nothing_and_reveals_in_order() {
+    let t = Instant::now();
+    let with_size = |fast: bool| {
+        let mut ext = ExtensionHandshake::default();
+        ext.extensions.insert(UT_METADATA.into(), 3);
+        ext.metadata_size = Some(1234);
+        let config = SessionConfig {
+            extensions: ext,
+            ..SessionConfig::default()
+        };
+        let mut s = PeerSession::new(1, config, 4, Reserved::SWARMBAK.with_fast(fast), t);
+        s.defer_start();
+        s
+    };
+    let size_of = |m: &Message| match m {
+        Message::Extended { id: 0, payload } => {
+            ExtensionHandshake::parse(payload).unwrap().metadata_size
+        }
+        other => panic!("not an extension handshake: {other:?}"),
+    };
+    let mut p = picker(4, K);
+    for i in [0, 2] {
+        p.piece_verified(i);
+    }
+
+    // Before the start: the peer's bitfield makes us interested, a request while choked
+    // is refused, a piece we complete is not announced: all held, nothing sent.
+    let mut s = with_size(true);
+    assert!(!s.is_started());
+    assert!(
+        sent(&s.on_message(t, Message::Bitfield(Bytes::from_static(&[0x10])), &mut p)).is_empty()
+    );
+    let b = BlockRef::new(0, 0, BLOCK_SIZE);
+    assert!(sent(&s.on_message(t, Message::Request(b), &mut p)).is_empty());
+    assert!(sent(&s.we_have(t, 2, &mut p)).is_empty());
+    // Hidden: have none, the handshake without metadata_size, then what was held.
+    let start = sent(&s.start_hidden(t));
+    assert_eq!(start[0], Message::HaveNone);
+    assert_eq!(size_of(&start[1]), None);
+    assert_eq!(start[2..], [Message::Interested, Message::Reject(b)]);
+    assert!(s.is_hidden());
+    // No `have` while hidden.
+    assert!(sent(&s.we_have(t, 2, &mut p)).is_empty());
+    // Revealed to a member: the bitfield, then the size.
+    let r = sent(&s.reveal(t, &p, true));
+    assert_eq!(r[0], Message::Bitfield(Bytes::from_static(&[0xa0])));
+    assert_eq!(size_of(&r[1]), Some(1234));
+    assert_eq!(r.len(), 2);
+    assert!(!s.is_hidden());
+    assert!(s.reveal(t, &p, true).is_empty(), "revealed once");
+    assert_eq!(sent(&s.we_have(t, 1, &mut p))[0], Message::Have(1));
+
+    // Revealed to a standard client: a `have` per piece (always legal after have none).
+    let mut s = with_size(true);
+    s.start_hidden(t);
+    let r = sent(&s.reveal(t, &p, false));
+    assert_eq!(r[..2], [Message::Have(0), Message::Have(2)]);
+    assert_eq!(size_of(&r[2]), Some(1234));
+
+    // Without the Fast extension a hidden start sends no availability message at all.
+    let mut s = with_size(false);
+    let start = sent(&s.start_hidden(t));
+    assert_eq!(start.len(), 1);
+    assert_eq!(size_of(&start[0]), None);
+
+    // Started plainly after a deferral: the real availability first, then the held.
+    let mut s = with_size(true);
+    s.on_message(t, Message::Bitfield(Bytes::from_static(&[0x10])), &mut p);
+    let start = sent(&s.start(t, &p));
+    assert_eq!(start[0], Message::Bitfield(Bytes::from_static(&[0xa0])));
+    assert_eq!(size_of(&start[1]), Some(1234));
+    assert_eq!(start[2], Message::Interested);
+
+    // A peer that floods requests before our first message is closed.
+    let mut s = with_size(true);
+    let mut closed = None;
+    for _ in 0..=swarmbak_wire::MAX_HELD {
+        let a = s.on_message(t, Message::Request(b), &mut p);
+        if let Some(r) = banned(&a) {
+            closed = Some(r);
+            break;
+        }
+    }
+    assert!(
+        matches!(closed, Some(DisconnectReason::ProtocolViolation(_))),
+        "{closed:?}"
+    );
+}

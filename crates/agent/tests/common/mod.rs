@@ -1,5 +1,9 @@
 //! What the agent's integration tests share: an engine on loopback seeding a snapshot of
-//! a small test tree.
+//! a small test tree; a crafted snapshot of many pieces.
+
+#![allow(dead_code)]
+
+pub mod crafted;
 
 use swarmbak_agent::{Engine, EngineConfig, Role, Torrent};
 use swarmbak_format::{backup, BackupOptions, Home, InfoHash};

@@ -1,6 +1,7 @@
 //! A tracker served on 127.0.0.1 for the tests, stopped on request.
 #![allow(dead_code)] // each test crate uses its own part
 
+pub mod machines;
 pub mod torrents;
 
 /// The administrator's handle on the data directory (what the CLI opens).
