@@ -11,7 +11,6 @@
 //! messages.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -443,17 +442,9 @@ impl Possession {
             "seq": l.seq,
             "why": l.why,
         });
-        // One write of the whole line: with O_APPEND the kernel appends it in one piece,
-        // so checkers writing at once (the connections of one process, or a seed and the
-        // agent sharing a home) never interleave their lines. `writeln!` on the file
-        // wrote each JSON token separately and did interleave them.
-        let line = format!("{line}\n");
-        let r = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = r {
+        // One write of the whole line: checkers writing at once (the connections of one
+        // process, or a seed and the agent sharing a home) never interleave their lines.
+        if let Err(e) = swarmbak_format::append_line(path, &line.to_string()) {
             eprintln!(
                 "swarmbak: cannot record a proof of possession in {}: {e}",
                 path.display()

@@ -39,6 +39,22 @@ pub enum BlockError {
     Incomplete(u32),
 }
 
+/// What the scrub of one shard found (swarm.md §17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scrubbed {
+    /// Not ours (never had, or already given up): nothing to check.
+    NotHeld,
+    /// On disk, the right size, its SHA-1 and (format 2) Merkle root match.
+    Good,
+    /// Damaged (or missing) and rebuilt in place from k good shards of its stripe on this
+    /// disk (an owner holds every shard of its snapshots): no key needed.
+    Rebuilt,
+    /// Its file is gone: given up, wanted again when assigned.
+    Missing,
+    /// Its bytes no longer match: given up (the file removed), wanted again when assigned.
+    Corrupt,
+}
+
 /// A connection's key (unique per engine).
 pub type PeerKey = u64;
 
@@ -740,10 +756,12 @@ impl Torrent {
             return;
         };
         let have = self.have();
-        if have.has_none() {
+        let mut g = lock(&self.statement);
+        // Nothing held and nothing stated yet: nothing to say. Something stated and now
+        // nothing held (the scrub gave it up): say so.
+        if have.has_none() && g.is_none() && self.store.held(&self.ih).is_none() {
             return;
         }
-        let mut g = lock(&self.statement);
         if g.as_ref().is_some_and(|h| h.have == have.as_bytes()) {
             return;
         }
@@ -806,6 +824,92 @@ impl Torrent {
             .ok()?
             .ok()?
             .map(bytes::Bytes::from)
+    }
+
+    /// Re-reads shard `piece` from disk and checks it (SHA-1, and the Merkle root of
+    /// format 2; swarm.md §17). One that is missing or damaged is rebuilt in place when
+    /// this disk holds k good shards of its stripe (the owner does: no key is needed);
+    /// otherwise it is no longer ours: its file is removed, the picker no longer has it
+    /// (nothing of it is served), the quota gets its bytes back, a new held statement
+    /// leaves it out, and it is wanted again if assigned (replicated like any missing
+    /// shard). The caller drops its cached copy.
+    pub fn scrub_piece(&self, piece: u32) -> Result<Scrubbed, TorrentError> {
+        use swarmbak_format::restore::ShardCheck;
+        if piece >= self.num_pieces() || !self.inner().picker.have().get(piece) {
+            return Ok(Scrubbed::NotHeld);
+        }
+        let p = piece as usize;
+        let found = match self.store.read_shard(&self.ih, p)? {
+            None => Scrubbed::Missing,
+            Some(b) => match self.meta.check_shard(piece, &b) {
+                ShardCheck::Good => return Ok(Scrubbed::Good),
+                ShardCheck::Bad | ShardCheck::Inconsistent => Scrubbed::Corrupt,
+            },
+        };
+        if self.rebuild_from_local(piece)? {
+            return Ok(Scrubbed::Rebuilt);
+        }
+        self.store.remove_shard(&self.ih, p)?;
+        self.inner().picker.piece_lost(piece);
+        if let (Some(q), Role::Replicate { .. }) = (self.quota.get(), &self.inner().role) {
+            let size = self.piece_size(piece) as u64;
+            let _ = q.used.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |u| Some(u.saturating_sub(size)),
+            );
+        }
+        self.restate();
+        self.update_wanted();
+        Ok(found)
+    }
+
+    /// Rebuilds shard `piece` on disk from k good shards of its stripe held here, if there
+    /// are that many; checks the rebuilt shard against its piece hash before it is written.
+    fn rebuild_from_local(&self, piece: u32) -> Result<bool, TorrentError> {
+        use swarmbak_format::restore::ShardCheck;
+        let l = self.meta.layout;
+        let (stripe, index) = l.locate(piece as usize);
+        let have = self.have();
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; l.n()];
+        let mut good = 0;
+        for (i, slot) in shards.iter_mut().enumerate() {
+            let q = l.piece(stripe, i);
+            if i == index || !have.get(q as u32) {
+                continue;
+            }
+            if let Some(b) = self.store.read_shard(&self.ih, q)? {
+                if self.meta.check_shard(q as u32, &b) == ShardCheck::Good {
+                    *slot = Some(b);
+                    good += 1;
+                }
+            }
+            if good == l.k {
+                break;
+            }
+        }
+        if good < l.k {
+            return Ok(false);
+        }
+        // Shards are padded to the shard size in a stripe; the last piece of the torrent
+        // may be shorter on disk.
+        let size = l.shard_size;
+        for s in shards.iter_mut().flatten() {
+            s.resize(size, 0);
+        }
+        if swarmbak_format::erasure::reconstruct(stripe, l.k, l.m, &mut shards).is_err() {
+            return Ok(false);
+        }
+        let Some(mut rebuilt) = shards[index].take() else {
+            return Ok(false);
+        };
+        rebuilt.truncate(self.piece_size(piece));
+        if self.meta.check_shard(piece, &rebuilt) != ShardCheck::Good {
+            return Ok(false);
+        }
+        self.store.write_shard(&self.ih, piece as usize, &rebuilt)?;
+        self.store.sync()?;
+        Ok(true)
     }
 
     /// Bytes we hold for others (the holder's proof budget is a share of it).

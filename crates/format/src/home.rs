@@ -37,6 +37,18 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     fs::rename(&tmp, path)
 }
 
+/// Appends one line (a newline is added) to the log at `path`, made if absent, in one
+/// write: with `O_APPEND` the kernel appends it whole, so processes and threads writing
+/// at once never interleave their lines (`writeln!` writes each formatted piece apart).
+pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    let line = format!("{line}\n");
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+}
+
 impl Home {
     /// Creates the machine's keys and store the first time; afterwards leaves them as
     /// they are (keys are never replaced). Returns the home and whether the keys were

@@ -30,7 +30,7 @@ pub use backup::{
 pub use crypto::{CryptoError, Identities, Identity, Recipient};
 pub use erasure::{ErasureError, Layout};
 pub use exclude::Excludes;
-pub use home::{write_private, Home};
+pub use home::{append_line, write_private, Home};
 pub use manifest::Manifest;
 pub use restore::{restore, RestoreOptions, RestoreReport};
 pub use store::{SnapshotInfo, Store};

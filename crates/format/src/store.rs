@@ -455,6 +455,16 @@ impl Store {
     }
 
     /// Flushes the file system holding the store.
+    /// Removes shard `piece` of `ih` from the disk (given up: found damaged); absent is
+    /// fine.
+    pub fn remove_shard(&self, ih: &InfoHash, piece: usize) -> Result<(), FormatError> {
+        let p = self.shard_path(ih, piece);
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(FormatError::io(&p, e)),
+            _ => Ok(()),
+        }
+    }
+
     pub fn sync(&self) -> Result<(), FormatError> {
         crate::backup::sync_fs(&self.dir)
     }

@@ -729,6 +729,15 @@ pub fn run(
                 ));
             }
         }
+        // The scrub (swarm.md §17).
+        jobs.push((
+            Box::new(crate::scrub::Scrub {
+                every: node.settings.scrub_every,
+                period: node.settings.scrub_period,
+                running: None,
+            }),
+            None,
+        ));
         // Scheduled backups (swarm.md §15): the job also says, in `status`, that there
         // is no backup set.
         jobs.push((

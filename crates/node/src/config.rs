@@ -603,6 +603,11 @@ pub struct Settings {
     /// Holders: how long an owner's retirement must stand before the shards it lets go are
     /// deleted (`SWARMBAK_RETIRE_GRACE_SECS`, 30 days; swarm.md §16.4).
     pub retire_grace: Duration,
+    /// Agent: every shard on this disk is re-verified at least this often
+    /// (`SWARMBAK_SCRUB_PERIOD_SECS`, 21 days; swarm.md §17).
+    pub scrub_period: Duration,
+    /// Agent: how often the scrub verifies its next batch (`SWARMBAK_SCRUB_SECS`, 1 hour).
+    pub scrub_every: Duration,
     /// Where this process listens for peers (`--listen`, `config.json` `listen`); `None`:
     /// `0.0.0.0:0`.
     pub listen: Option<SocketAddr>,
@@ -620,6 +625,8 @@ impl Default for Settings {
             verbose: false,
             watch: true,
             retire_grace: DEFAULT_RETIRE_GRACE,
+            scrub_period: crate::scrub::DEFAULT_PERIOD,
+            scrub_every: crate::scrub::DEFAULT_EVERY,
             listen: None,
         }
     }
@@ -674,6 +681,8 @@ impl Settings {
             verbose: get("SWARMBAK_VERBOSE").is_some(),
             watch: get("SWARMBAK_WATCH").map_or(d.watch, |v| v.trim() != "0"),
             retire_grace: secs("SWARMBAK_RETIRE_GRACE_SECS").unwrap_or(d.retire_grace),
+            scrub_period: secs("SWARMBAK_SCRUB_PERIOD_SECS").unwrap_or(d.scrub_period),
+            scrub_every: secs("SWARMBAK_SCRUB_SECS").unwrap_or(d.scrub_every),
             listen: None,
         }
     }

@@ -26,6 +26,7 @@ pub mod plain;
 mod report;
 pub mod retention;
 pub mod schedule;
+pub mod scrub;
 pub mod seed;
 pub mod status;
 pub mod watch;

@@ -25,6 +25,9 @@ pub struct AgentStatus {
     /// Distinct peers connected, and connections (a peer has one per snapshot).
     pub peers: usize,
     pub connections: usize,
+    /// The scrub's progress and findings (swarm.md §17).
+    #[serde(default)]
+    pub scrub: crate::scrub::ScrubState,
 }
 
 /// What the agent holds for other machines.
@@ -80,5 +83,6 @@ pub fn of_agent(engine: &Engine, node: &Node, shared: &Shared) -> AgentStatus {
         holding,
         peers: peers.len(),
         connections: conns.len(),
+        scrub: crate::scrub::ScrubState::load(&node.root),
     }
 }

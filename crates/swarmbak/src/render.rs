@@ -218,6 +218,15 @@ pub fn status_text(st: &swarmbak_node::status::AgentStatus) -> String {
             h.replicating, h.shards_wanted
         ));
     }
+    let sc = &st.scrub;
+    o.push_str(&format!(
+        "scrub: {} shards verified, last whole pass {}; {} damaged, {} missing, {} rebuilt here\n",
+        sc.verified,
+        sc.last_pass.map_or("not yet".to_string(), utc),
+        sc.corrupt,
+        sc.missing,
+        sc.rebuilt
+    ));
     o.push_str(&format!(
         "peers: {} connected ({} connections)\ntracker: {}",
         st.peers,

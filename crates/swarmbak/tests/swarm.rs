@@ -766,3 +766,134 @@ fn copies_are_spread_over_rooms_by_the_owners_holder_group() {
     }
     assert_eq!(groups[0], groups[1], "two holder groups for one owner");
 }
+
+/// Issue 13 point 5: disks rot. A holder loses m + 1 shards of a stripe (one overwritten
+/// in place, m deleted), so fewer than k good ones of it are left on its disk; one of the
+/// owner's own shards is overwritten. The agents' scrub (here a whole pass every 2 s)
+/// finds every one, says so and logs it; the holder gives up the first it meets (its disk
+/// cannot rebuild it) and fetches it again from the others (later ones it may rebuild
+/// itself once k good shards of the stripe are back), the owner rebuilds its own from the
+/// other shards of the stripe on its disk (no key), and every file ends with its right
+/// bytes.
+#[test]
+fn the_scrub_finds_rotten_shards_and_they_come_back() {
+    let _serial = serial();
+    let scrub = [
+        ("SWARMBAK_SCRUB_SECS", "0.2"),
+        ("SWARMBAK_SCRUB_PERIOD_SECS", "2"),
+    ];
+    // Two holders: with copies 2 each holds every shard.
+    let o = org(0);
+    let holders: Vec<std::path::PathBuf> = (0..2)
+        .map(|i| {
+            let home = o.dir.path().join(format!("holder{i}"));
+            init(&home, &format!("holder{i}"), &o.tracker, &o.recovery_pub);
+            home
+        })
+        .collect();
+    let agents: Vec<Proc> = holders
+        .iter()
+        .enumerate()
+        .map(|(i, h)| agent_env(h, &format!("holder{i}"), &scrub))
+        .collect();
+    let tree = o.dir.path().join("tree");
+    swarmbak_gentree::office(&tree, 3 << 20, 41).unwrap();
+    let (owner, ih) = seed_durable(&o, &tree);
+    let owner_agent = agent_env(&owner, "owner", &scrub);
+    let shard = |home: &Path, p: usize| store_dir(home, &ih).join("shards").join(p.to_string());
+    let meta = inspect_json(&owner, &ih);
+    let pieces = meta["pieces"].as_u64().unwrap() as usize;
+    let m = meta["swarmbak"]["m"].as_u64().unwrap() as usize;
+    let lost = m + 1;
+    assert!(pieces > lost, "{meta}");
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting: {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for("both holders hold every shard", &|| {
+        holders.iter().all(|h| held(h, &ih).len() == pieces)
+    });
+    let original: Vec<Vec<u8>> = (0..pieces)
+        .map(|p| fs::read(shard(&owner, p)).unwrap())
+        .collect();
+
+    // The rot: holder0's piece 0 overwritten in place, its pieces 1..=m gone (stripe 0 is
+    // pieces 0..k+m); the owner's piece 2 overwritten. The two agents are stopped
+    // meanwhile, so that no scrub sees the rot half done (a holder that still has k good
+    // shards of the stripe rebuilds the others itself).
+    let signal = |p: &Proc, sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &p.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    signal(&agents[0], "-STOP");
+    signal(&owner_agent, "-STOP");
+    let flip = |path: &Path| {
+        let mut b = fs::read(path).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0xff;
+        fs::write(path, b).unwrap();
+    };
+    flip(&shard(&holders[0], 0));
+    for p in 1..lost {
+        fs::remove_file(shard(&holders[0], p)).unwrap();
+    }
+    flip(&shard(&owner, 2));
+    signal(&agents[0], "-CONT");
+    signal(&owner_agent, "-CONT");
+
+    let log = |home: &Path| fs::read_to_string(home.join("scrub.log")).unwrap_or_default();
+    let found = |home: &Path, piece: usize, what: &[&str]| {
+        log(home).lines().any(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["infohash"] == ih.as_str()
+                && v["piece"] == piece
+                && what.iter().any(|w| v["found"] == *w)
+        })
+    };
+    wait_for(
+        "holder0's scrub finds its damaged and missing shards",
+        &|| {
+            found(&holders[0], 0, &["corrupt", "rebuilt"])
+                && (1..lost).all(|p| found(&holders[0], p, &["missing", "rebuilt"]))
+        },
+    );
+    wait_for("the owner's scrub rebuilds its damaged shard", &|| {
+        found(&owner, 2, &["rebuilt"])
+    });
+    // Back, with their right bytes: fetched again by the holder, rebuilt by the owner.
+    wait_for("the shards come back with their right bytes", &|| {
+        (0..lost).all(|p| fs::read(shard(&holders[0], p)).ok().as_ref() == Some(&original[p]))
+            && fs::read(shard(&owner, 2)).ok().as_ref() == Some(&original[2])
+    });
+    // Nothing else was found wanting, anywhere.
+    assert_eq!(
+        log(&holders[0]).lines().count(),
+        lost,
+        "{}",
+        log(&holders[0])
+    );
+    assert_eq!(log(&holders[1]), "");
+    assert_eq!(log(&owner).lines().count(), 1, "{}", log(&owner));
+    // `status` says what the scrub did.
+    let st: serde_json::Value =
+        serde_json::from_str(&ok(&holders[0], &["--json", "status"])).unwrap();
+    let sc = &st["scrub"];
+    assert!(sc["verified"].as_u64().unwrap() >= pieces as u64, "{st}");
+    let n = |k: &str| sc[k].as_u64().unwrap();
+    assert_eq!(
+        n("corrupt") + n("missing") + n("rebuilt"),
+        lost as u64,
+        "{st}"
+    );
+    assert!(
+        n("corrupt") + n("missing") >= 1,
+        "nothing given up and fetched again: {st}"
+    );
+    assert!(sc["last_pass"].as_i64().is_some(), "{st}");
+}

@@ -400,6 +400,12 @@ impl<P: Clone + Eq + Hash> PiecePicker<P> {
         self.have.set(piece, true);
     }
 
+    /// A piece we had is gone (found damaged or missing on disk): we no longer have it,
+    /// and it is downloaded again if wanted.
+    pub fn piece_lost(&mut self, piece: u32) {
+        self.have.set(piece, false);
+    }
+
     /// The piece failed its hash check. Returns the peers that sent its blocks. The piece
     /// is downloaded again, from a single peer.
     pub fn piece_failed(&mut self, piece: u32) -> Vec<P> {
