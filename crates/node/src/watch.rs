@@ -36,8 +36,10 @@ struct Dirty {
     /// Changes are missed for good (a directory could not be watched): every take is
     /// unknown until the watch is started again.
     broken: Option<String>,
-    /// Events seen in the barrier directory (see [`Watch::take`]).
+    /// The highest barrier number an event was seen for (see [`Watch::take`]).
     barriers: u64,
+    /// The number of the next take's barrier.
+    next_barrier: u64,
 }
 
 /// How long a take waits for the watch to catch up with the kernel's queue.
@@ -89,6 +91,13 @@ impl Watch {
         std::fs::create_dir_all(barrier)
             .map_err(|e| format!("cannot make {}: {e}", barrier.display()))?;
         let barrier = std::fs::canonicalize(barrier).unwrap_or_else(|_| barrier.to_path_buf());
+        // Barrier files of an earlier watch (numbers start again at 1): before the watch
+        // starts, so their removal raises no event.
+        if let Ok(rd) = std::fs::read_dir(&barrier) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         for r in roots {
             if let Some(fs) = without_events(r) {
                 return Err(format!(
@@ -103,8 +112,25 @@ impl Watch {
         let handler = move |res: notify::Result<notify::Event>| {
             let ev = match res {
                 Ok(ev) if ev.paths.iter().any(|p| p.starts_with(&b)) => {
-                    lock(&d.0).barriers += 1;
-                    d.1.notify_all();
+                    // Only the barrier's own number counts: a late event of an earlier
+                    // take's barrier (its write raises several) must not end a later take
+                    // before the events queued ahead of that take's barrier are seen.
+                    let n = ev
+                        .paths
+                        .iter()
+                        .filter_map(|p| {
+                            p.file_name()?
+                                .to_str()?
+                                .strip_prefix("barrier-")?
+                                .parse()
+                                .ok()
+                        })
+                        .max();
+                    if let Some(n) = n {
+                        let mut g = lock(&d.0);
+                        g.barriers = g.barriers.max(n);
+                        d.1.notify_all();
+                    }
                     return;
                 }
                 Ok(ev) => ev,
@@ -194,15 +220,21 @@ impl Watch {
     /// does not catch up in time says so (unknown: the backup scans).
     pub fn take(&self) -> Changes {
         let (m, cv) = &*self.dirty;
-        let before = lock(m).barriers;
-        let mark = self.barrier.join("barrier");
-        if let Err(e) = std::fs::write(&mark, before.to_string()) {
+        let n = {
+            let mut g = lock(m);
+            g.next_barrier += 1;
+            g.next_barrier
+        };
+        let mark = self.barrier.join(format!("barrier-{n}"));
+        if let Err(e) = std::fs::write(&mark, b"") {
             lock(m).paths.clear();
             return Changes::Unknown(format!("cannot write {}: {e}", mark.display()));
         }
+        // The earlier take's barrier file goes (its removal is an event of a lower number).
+        let _ = std::fs::remove_file(self.barrier.join(format!("barrier-{}", n - 1)));
         let deadline = std::time::Instant::now() + BARRIER_WAIT;
         let mut g = lock(m);
-        while g.barriers == before {
+        while g.barriers < n {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 g.paths.clear();
