@@ -454,7 +454,6 @@ impl Store {
         write_atomic_parts(&p, parts, 0o644, false).map_err(|e| FormatError::io(&p, e))
     }
 
-    /// Flushes the file system holding the store.
     /// Removes shard `piece` of `ih` from the disk (given up: found damaged); absent is
     /// fine.
     pub fn remove_shard(&self, ih: &InfoHash, piece: usize) -> Result<(), FormatError> {
@@ -465,6 +464,7 @@ impl Store {
         }
     }
 
+    /// Flushes the file system holding the store.
     pub fn sync(&self) -> Result<(), FormatError> {
         crate::backup::sync_fs(&self.dir)
     }
