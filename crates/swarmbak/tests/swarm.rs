@@ -880,11 +880,16 @@ fn the_scrub_finds_rotten_shards_and_they_come_back() {
     );
     assert_eq!(log(&holders[1]), "");
     assert_eq!(log(&owner).lines().count(), 1, "{}", log(&owner));
-    // `status` says what the scrub did.
-    let st: serde_json::Value =
-        serde_json::from_str(&ok(&holders[0], &["--json", "status"])).unwrap();
+    // `status` says what the scrub did (once it has gone through every shard at least
+    // once: a batch here is a sixth of them).
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&ok(&holders[0], &["--json", "status"])).unwrap()
+    };
+    wait_for("a whole pass in status", &|| {
+        status()["scrub"]["verified"].as_u64().unwrap_or(0) >= pieces as u64
+    });
+    let st = status();
     let sc = &st["scrub"];
-    assert!(sc["verified"].as_u64().unwrap() >= pieces as u64, "{st}");
     let n = |k: &str| sc[k].as_u64().unwrap();
     assert_eq!(
         n("corrupt") + n("missing") + n("rebuilt"),
