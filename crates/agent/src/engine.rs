@@ -381,28 +381,27 @@ impl Engine {
         }
     }
 
-    /// The machines the company tracker's roster lists now (verified; `None`: no
-    /// roster): every torrent places with them as well as with its connected machines
-    /// (swarm.md §3.1), from its next look at what it wants on.
-    /// Scrubs shard `piece` of a snapshot the engine runs ([`Torrent::scrub_piece`]);
-    /// `None` when it runs no such snapshot. A shard given up or rebuilt leaves no cached
-    /// copy behind.
+    /// Scrubs shard `piece` of `t`, one of the engine's torrents
+    /// ([`Torrent::scrub_piece`]). A shard given up or rebuilt leaves no cached copy
+    /// behind.
     pub fn scrub_piece(
         &self,
-        ih: &InfoHash,
+        t: &Torrent,
         piece: u32,
-    ) -> Option<Result<crate::torrent::Scrubbed, crate::TorrentError>> {
-        let t = self.torrent(ih)?;
+    ) -> Result<crate::torrent::Scrubbed, crate::TorrentError> {
         let r = t.scrub_piece(piece);
         if !matches!(
             r,
             Ok(crate::torrent::Scrubbed::Good | crate::torrent::Scrubbed::NotHeld)
         ) {
-            self.0.cache.forget(ih);
+            self.0.cache.forget(&t.ih);
         }
-        Some(r)
+        r
     }
 
+    /// The machines the company tracker's roster lists now (verified; `None`: no
+    /// roster): every torrent places with them as well as with its connected machines
+    /// (swarm.md §3.1), from its next look at what it wants on.
     pub fn set_present(&self, roster: Option<Vec<swarmbak_core::placement::Candidate>>) {
         self.0.present.set(roster);
         for t in self.torrents() {

@@ -292,7 +292,6 @@ pub async fn accepted(conn: Conn, io: PeerIo, theirs: Handshake) -> End {
         since: Instant::now(),
         member: false,
         listed: false,
-        bep10: common.extension_protocol(),
         outgoing: conn.outgoing,
         their_handshake: false,
         tagged: None,
@@ -364,8 +363,6 @@ struct Driver {
     /// The tracker listed the peer for this torrent (we dialled an address it gave, or
     /// the peer's listening address is one it gave).
     listed: bool,
-    /// The peer speaks BEP 10 (its extension handshake tells its listening port).
-    bep10: bool,
     /// We dialled the peer.
     outgoing: bool,
     /// Its (first) extension handshake arrived; later ones change nothing here.
@@ -391,7 +388,7 @@ impl Driver {
         let now = Instant::now();
         let a = if self.session.is_started() {
             self.step(Has::Same, |s, p| s.start(now, p))?
-        } else if !self.bep10 || self.outgoing {
+        } else if !self.session.extension_protocol() || self.outgoing {
             // No listening port will come (listed or not by its IP alone), or we dialled
             // an address no tracker of ours vouched for (the peer, if it is swarmbak, waits
             // for our handshake): now.

@@ -78,6 +78,15 @@ impl Quota {
     pub fn full(&self) -> bool {
         self.used.load(std::sync::atomic::Ordering::Relaxed) >= self.limit
     }
+
+    /// Gives back `bytes` no longer held (let go, or given up by the scrub).
+    pub fn release(&self, bytes: u64) {
+        let _ = self.used.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |u| Some(u.saturating_sub(bytes)),
+        );
+    }
 }
 
 /// What this machine does with a snapshot.
@@ -852,61 +861,26 @@ impl Torrent {
         self.store.remove_shard(&self.ih, p)?;
         self.inner().picker.piece_lost(piece);
         if let (Some(q), Role::Replicate { .. }) = (self.quota.get(), &self.inner().role) {
-            let size = self.piece_size(piece) as u64;
-            let _ = q.used.fetch_update(
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-                |u| Some(u.saturating_sub(size)),
-            );
+            q.release(self.piece_size(piece) as u64);
         }
         self.restate();
         self.update_wanted();
         Ok(found)
     }
 
-    /// Rebuilds shard `piece` on disk from k good shards of its stripe held here, if there
-    /// are that many; checks the rebuilt shard against its piece hash before it is written.
+    /// Rebuilds shard `piece` on disk from k good shards of its stripe held here
+    /// ([`SnapshotMeta::rebuild_shard`]), if there are that many.
     fn rebuild_from_local(&self, piece: u32) -> Result<bool, TorrentError> {
-        use swarmbak_format::restore::ShardCheck;
-        let l = self.meta.layout;
-        let (stripe, index) = l.locate(piece as usize);
         let have = self.have();
-        let mut shards: Vec<Option<Vec<u8>>> = vec![None; l.n()];
-        let mut good = 0;
-        for (i, slot) in shards.iter_mut().enumerate() {
-            let q = l.piece(stripe, i);
-            if i == index || !have.get(q as u32) {
-                continue;
-            }
-            if let Some(b) = self.store.read_shard(&self.ih, q)? {
-                if self.meta.check_shard(q as u32, &b) == ShardCheck::Good {
-                    *slot = Some(b);
-                    good += 1;
-                }
-            }
-            if good == l.k {
-                break;
-            }
-        }
-        if good < l.k {
-            return Ok(false);
-        }
-        // Shards are padded to the shard size in a stripe; the last piece of the torrent
-        // may be shorter on disk.
-        let size = l.shard_size;
-        for s in shards.iter_mut().flatten() {
-            s.resize(size, 0);
-        }
-        if swarmbak_format::erasure::reconstruct(stripe, l.k, l.m, &mut shards).is_err() {
-            return Ok(false);
-        }
-        let Some(mut rebuilt) = shards[index].take() else {
+        let rebuilt = self
+            .meta
+            .rebuild_shard(piece, |q| match have.get(q as u32) {
+                true => self.store.read_shard(&self.ih, q),
+                false => Ok(None),
+            })?;
+        let Some(rebuilt) = rebuilt else {
             return Ok(false);
         };
-        rebuilt.truncate(self.piece_size(piece));
-        if self.meta.check_shard(piece, &rebuilt) != ShardCheck::Good {
-            return Ok(false);
-        }
         self.store.write_shard(&self.ih, piece as usize, &rebuilt)?;
         self.store.sync()?;
         Ok(true)

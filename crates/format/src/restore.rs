@@ -176,6 +176,43 @@ impl SnapshotMeta {
         }
     }
 
+    /// Rebuilds shard `piece` from k good shards of its stripe, read through `read` (a
+    /// piece index; `None`: not here), the others only: Reed-Solomon over the ciphertext,
+    /// no key. The result must pass [`SnapshotMeta::check_shard`] like any shard.
+    /// `Ok(None)`: fewer than k good shards, or a rebuilt shard that does not match (the
+    /// snapshot is inconsistent); nothing is to be written then.
+    pub fn rebuild_shard(
+        &self,
+        piece: u32,
+        mut read: impl FnMut(usize) -> Result<Option<Vec<u8>>, FormatError>,
+    ) -> Result<Option<Vec<u8>>, FormatError> {
+        let l = self.layout;
+        let (stripe, index) = l.locate(piece as usize);
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; l.n()];
+        let mut good = 0;
+        for (i, slot) in shards.iter_mut().enumerate() {
+            if good == l.k {
+                break;
+            }
+            let q = l.piece(stripe, i);
+            if i == index {
+                continue;
+            }
+            if let Some(b) = read(q)? {
+                if self.check_shard(q as u32, &b) == ShardCheck::Good {
+                    *slot = Some(b);
+                    good += 1;
+                }
+            }
+        }
+        if good < l.k || erasure::reconstruct(stripe, l.k, l.m, &mut shards).is_err() {
+            return Ok(None);
+        }
+        Ok(shards[index]
+            .take()
+            .filter(|b| self.check_shard(piece, b) == ShardCheck::Good))
+    }
+
     /// Whether a shard's bytes are good: [`SnapshotMeta::check_shard`] is [`ShardCheck::Good`].
     pub fn shard_ok(&self, piece: u32, bytes: &[u8]) -> bool {
         self.check_shard(piece, bytes) == ShardCheck::Good

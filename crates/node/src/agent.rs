@@ -365,9 +365,7 @@ impl Replicate {
                     if gone { "; nothing of it stays" } else { "" }
                 );
                 if let Some(q) = &cx.quota {
-                    let _ = q.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
-                        Some(u.saturating_sub(bytes))
-                    });
+                    q.release(bytes);
                 }
                 // Opened again (by the next look) without the stripes let go, or not at all.
                 cx.engine.remove(&ih);

@@ -96,14 +96,14 @@ pub fn batch(engine: &Engine, state: &mut ScrubState, budget: u64, now: i64) -> 
                 return out;
             }
             left -= 1;
-            match engine.scrub_piece(&t.ih, p) {
-                Some(Ok(Scrubbed::Good | Scrubbed::NotHeld)) | None => {}
-                Some(Ok(found)) => out.push(Finding {
+            match engine.scrub_piece(&t, p) {
+                Ok(Scrubbed::Good | Scrubbed::NotHeld) => {}
+                Ok(found) => out.push(Finding {
                     infohash: t.ih,
                     piece: p,
                     found,
                 }),
-                Some(Err(e)) => eprintln!("swarmbak agent: scrub: shard {p} of {}: {e}", t.ih),
+                Err(e) => eprintln!("swarmbak agent: scrub: shard {p} of {}: {e}", t.ih),
             }
             state.verified += 1;
         }
@@ -117,30 +117,19 @@ pub fn batch(engine: &Engine, state: &mut ScrubState, budget: u64, now: i64) -> 
 /// Says and records what a batch found.
 pub fn report(root: &Path, state: &mut ScrubState, found: &[Finding], now: i64) {
     for f in found {
-        let (what, then) = match f.found {
-            Scrubbed::Corrupt => {
-                state.corrupt += 1;
-                (
-                    "damaged",
-                    "given up; it is fetched again from other holders",
-                )
-            }
-            Scrubbed::Missing => {
-                state.missing += 1;
-                (
-                    "missing",
-                    "given up; it is fetched again from other holders",
-                )
-            }
-            Scrubbed::Rebuilt => {
-                state.rebuilt += 1;
-                (
-                    "damaged or missing",
-                    "rebuilt from the other shards of its stripe here",
-                )
-            }
+        const GIVEN_UP: &str = "given up; it is fetched again from other holders";
+        let (count, name, what, then) = match f.found {
+            Scrubbed::Corrupt => (&mut state.corrupt, "corrupt", "damaged", GIVEN_UP),
+            Scrubbed::Missing => (&mut state.missing, "missing", "missing", GIVEN_UP),
+            Scrubbed::Rebuilt => (
+                &mut state.rebuilt,
+                "rebuilt",
+                "damaged or missing",
+                "rebuilt from the other shards of its stripe here",
+            ),
             Scrubbed::Good | Scrubbed::NotHeld => continue,
         };
+        *count += 1;
         eprintln!(
             "swarmbak agent: scrub: shard {} of snapshot {} was {what} on this disk: {then}",
             f.piece, f.infohash
@@ -149,11 +138,7 @@ pub fn report(root: &Path, state: &mut ScrubState, found: &[Finding], now: i64) 
             "time": now,
             "infohash": f.infohash.to_hex(),
             "piece": f.piece,
-            "found": match f.found {
-                Scrubbed::Corrupt => "corrupt",
-                Scrubbed::Missing => "missing",
-                _ => "rebuilt",
-            },
+            "found": name,
         });
         if let Err(e) = swarmbak_format::append_line(&root.join(LOG_FILE), &line.to_string()) {
             eprintln!("swarmbak agent: scrub: cannot write {LOG_FILE}: {e}");
@@ -195,7 +180,7 @@ impl crate::agent::Job for Scrub {
                 let held: u64 = engine
                     .torrents()
                     .iter()
-                    .map(|t| t.have().count() as u64)
+                    .map(|t| t.inner().picker.have().count() as u64)
                     .sum();
                 let now = clock.unix();
                 let found = batch(&engine, &mut state, batch_size(held, every, period), now);

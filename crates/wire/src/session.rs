@@ -224,6 +224,11 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
         self.started = false;
     }
 
+    /// Whether both sides speak the extension protocol (BEP 10).
+    pub fn extension_protocol(&self) -> bool {
+        self.extended
+    }
+
     /// Whether our first messages are out.
     pub fn is_started(&self) -> bool {
         self.started
@@ -304,8 +309,7 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
         let mut out = Vec::new();
         self.started = true;
         self.send_availability(now, picker, &mut out);
-        let eh = self.config.extensions.clone();
-        self.send_extension_handshake(now, &eh, &mut out);
+        self.send_extension_handshake(now, true, &mut out);
         self.send_held(now, &mut out);
         out
     }
@@ -321,9 +325,7 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
         if self.fast {
             self.send(now, &mut out, Message::HaveNone);
         }
-        let mut eh = self.config.extensions.clone();
-        eh.metadata_size = None;
-        self.send_extension_handshake(now, &eh, &mut out);
+        self.send_extension_handshake(now, false, &mut out);
         self.send_held(now, &mut out);
         out
     }
@@ -351,8 +353,7 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
             }
         }
         if self.config.extensions.metadata_size.is_some() {
-            let eh = self.config.extensions.clone();
-            self.send_extension_handshake(now, &eh, &mut out);
+            self.send_extension_handshake(now, true, &mut out);
         }
         out
     }
@@ -374,14 +375,24 @@ impl<P: Clone + Eq + Hash> PeerSession<P> {
         }
     }
 
+    /// Our extension handshake (BEP 10 negotiated), `with_size` or without its
+    /// `metadata_size`.
     fn send_extension_handshake(
         &mut self,
         now: Instant,
-        eh: &ExtensionHandshake,
+        with_size: bool,
         out: &mut Vec<Action<P>>,
     ) {
         if self.extended {
-            let payload = Bytes::from(eh.encode());
+            let payload = Bytes::from(
+                if with_size || self.config.extensions.metadata_size.is_none() {
+                    self.config.extensions.encode()
+                } else {
+                    let mut eh = self.config.extensions.clone();
+                    eh.metadata_size = None;
+                    eh.encode()
+                },
+            );
             self.send(
                 now,
                 out,
