@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::cache::PieceCache;
 use crate::io::PeerIo;
 use crate::peer::{self, Conn, Control, End};
-use crate::torrent::{PeerKey, Torrent};
+use crate::torrent::{PeerKey, RepairSettings, Torrent};
 
 #[derive(Clone)]
 pub struct EngineConfig {
@@ -48,6 +48,9 @@ pub struct EngineConfig {
     /// Where an enrolled engine records the proofs of possession it checked
     /// (`HOME/possession.log`; swarm.md §14); `None`: in memory only.
     pub possession_log: Option<std::path::PathBuf>,
+    /// Repair with no key (swarm.md §18): the grace, the rate and the log; `None`: this
+    /// engine never repairs (fetch, health).
+    pub repair: Option<RepairSettings>,
 }
 
 impl EngineConfig {
@@ -65,6 +68,7 @@ impl EngineConfig {
             announce_every: Duration::from_secs(30),
             verbose: false,
             possession_log: None,
+            repair: None,
         }
     }
 }
@@ -202,6 +206,45 @@ struct Inner {
     proofs: Option<crate::torrent::Proofs>,
     /// The roster's machines, for every torrent's placement (swarm.md §3.1).
     present: Arc<crate::torrent::Present>,
+    /// What repairs may still download (swarm.md §18).
+    repair_budget: Mutex<RepairBudget>,
+}
+
+/// Most stripes an engine repairs at once (each keeps up to k helper shards on disk).
+pub const MAX_REPAIRS: usize = 16;
+
+/// A token bucket over the bytes repairs download (swarm.md §18): it fills at the repair
+/// rate, holds at most one second of it, and a repair is admitted while it is not in
+/// debt (the repair then takes its whole cost: k shards), so over time repairs download
+/// at most the rate, and a stripe larger than one second of it is not held back for
+/// ever.
+#[derive(Debug)]
+pub struct RepairBudget {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RepairBudget {
+    pub fn new(rate: u64, now: Instant) -> RepairBudget {
+        RepairBudget {
+            rate: rate as f64,
+            tokens: rate as f64,
+            last: now,
+        }
+    }
+
+    /// Takes `cost` bytes if the bucket is not in debt.
+    pub fn take(&mut self, cost: u64, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.rate);
+        if self.tokens < 0.0 {
+            return false;
+        }
+        self.tokens -= cost as f64;
+        true
+    }
 }
 
 /// A running engine. Cheap to clone.
@@ -250,6 +293,10 @@ impl Engine {
             announced_quota: std::sync::OnceLock::new(),
             slots: Arc::default(),
             present: Arc::default(),
+            repair_budget: Mutex::new(RepairBudget::new(
+                cfg.repair.as_ref().map_or(0, |r| r.rate),
+                Instant::now(),
+            )),
             proofs: cfg.identity.clone().map(|identity| crate::torrent::Proofs {
                 possession: crate::possession::Possession::new(
                     cfg.clock.clone(),
@@ -346,6 +393,9 @@ impl Engine {
         let ih = t.ih;
         t.set_takeover(self.0.cfg.takeover_grace, self.0.cfg.clock.clone());
         t.set_present(self.0.present.clone());
+        if let Some(r) = &self.0.cfg.repair {
+            t.set_repair(r.clone());
+        }
         if let Some(p) = &self.0.proofs {
             t.set_proofs(p.clone());
         }
@@ -690,6 +740,7 @@ impl Engine {
                 t.update_wanted();
             }
         }
+        self.repair_round();
         let mut decisions: Vec<(PeerKey, ChokeDecision)> = Vec::new();
         {
             let mut g = lock(&self.0.torrents);
@@ -711,6 +762,47 @@ impl Engine {
             }
         }
         self.send_decisions(decisions);
+    }
+
+    /// Repairs (swarm.md §18): moves those under way on, then admits the stripes due,
+    /// fewest spare shards first across every snapshot, while the budget and
+    /// [`MAX_REPAIRS`] allow.
+    fn repair_round(&self) {
+        if self.0.cfg.repair.is_none() {
+            return;
+        }
+        let mut due = Vec::new();
+        let mut under_way = 0;
+        for t in self.torrents() {
+            t.advance_repairs();
+            under_way += t.repairs_under_way();
+            due.extend(t.repairs_due().into_iter().map(|d| (d, t.clone())));
+        }
+        due.sort_by_key(|(d, t)| (d.spare, t.ih, d.stripe));
+        let now = Instant::now();
+        for (d, t) in due {
+            if under_way >= MAX_REPAIRS {
+                break;
+            }
+            let l = t.layout();
+            let cost = (l.k * l.shard_size) as u64;
+            if !lock(&self.0.repair_budget).take(cost, now) {
+                break;
+            }
+            t.start_repair(d.stripe);
+            under_way += 1;
+        }
+    }
+
+    /// Stripes being repaired and shards rebuilt by repair (this process), over every
+    /// snapshot.
+    pub fn repairs(&self) -> (usize, u64) {
+        self.torrents().iter().fold((0, 0), |(u, r), t| {
+            (
+                u + t.repairs_under_way(),
+                r + t.repaired.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Between rounds: free unchoke slots go to newly interested peers at once (rates

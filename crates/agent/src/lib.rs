@@ -13,4 +13,4 @@ pub mod torrent;
 pub use auth::{Identity, Member};
 pub use engine::{Engine, EngineConfig};
 pub use metadata::MetadataFetchError;
-pub use torrent::{BlockError, Quota, Role, Scrubbed, Torrent, TorrentError};
+pub use torrent::{BlockError, Quota, RepairSettings, Role, Scrubbed, Torrent, TorrentError};

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha1::{Digest, Sha1};
 use swarmbak_core::placement::{self, HolderSets};
+use swarmbak_core::repair;
 use swarmbak_core::{Clock, MachineKey, SystemClock};
 use swarmbak_format::restore::SnapshotMeta;
 use swarmbak_format::{InfoHash, Layout, Store};
@@ -212,6 +213,42 @@ pub struct Torrent {
     /// The owner's publish record and certificate, once kept in the store (read from it
     /// once: every member connection sends it).
     record: std::sync::OnceLock<(Vec<u8>, Vec<u8>)>,
+    /// Repair with no key (swarm.md §18): what is missing since when, the stripes being
+    /// repaired.
+    repair: Mutex<RepairState>,
+    /// The repair grace and log, set by the engine; unset: this torrent never repairs.
+    repair_settings: std::sync::OnceLock<RepairSettings>,
+    /// Shards this torrent rebuilt by repair (this process).
+    pub repaired: std::sync::atomic::AtomicU64,
+}
+
+/// How an engine repairs (swarm.md §18).
+#[derive(Clone, Debug)]
+pub struct RepairSettings {
+    /// The repair grace `R`: a shard held by nobody in sight for this long (times the
+    /// machine's turn) is rebuilt.
+    pub grace: std::time::Duration,
+    /// Bytes per second repairs may download, over every snapshot (the engine's budget).
+    pub rate: u64,
+    /// Where each repaired stripe is logged (`HOME/repair.log`), if anywhere.
+    pub log: Option<std::path::PathBuf>,
+}
+
+/// A torrent's repair bookkeeping.
+#[derive(Default)]
+struct RepairState {
+    /// The pieces placement wanted here at the last [`Torrent::update_wanted`] (before
+    /// the quota's cut).
+    wanted: Vec<bool>,
+    /// This machine's place in each shard index's order ([`placement::places`]).
+    places: Vec<Option<(usize, usize)>>,
+    /// When each wanted piece was first seen held by nobody in sight.
+    missing_since: HashMap<u32, std::time::Instant>,
+    /// The stripes being repaired, each with the helper shards fetched so far (kept in
+    /// the store's repair directory).
+    jobs: std::collections::BTreeMap<usize, std::collections::BTreeSet<u32>>,
+    /// Stripes whose rebuild is running on a blocking thread.
+    rebuilding: HashSet<usize>,
 }
 
 /// A held statement we signed: its `seq`, the bitfield it states, the envelope.
@@ -390,6 +427,9 @@ impl Torrent {
             inconsistent: std::sync::atomic::AtomicBool::new(false),
             statement: Mutex::new(None),
             record: std::sync::OnceLock::new(),
+            repair: Mutex::new(RepairState::default()),
+            repair_settings: std::sync::OnceLock::new(),
+            repaired: std::sync::atomic::AtomicU64::new(0),
         });
         t.update_wanted();
         Ok(t)
@@ -483,6 +523,20 @@ impl Torrent {
         }
     }
 
+    /// Repairs shards nobody in sight holds (swarm.md §18) with these settings. The first
+    /// call wins.
+    pub fn set_repair(&self, r: RepairSettings) {
+        let _ = self.repair_settings.set(r);
+    }
+
+    /// Now, by the clock takeovers and repairs are measured with.
+    fn now(&self) -> std::time::Instant {
+        match self.clock.get() {
+            Some(c) => c.instant(),
+            None => std::time::Instant::now(),
+        }
+    }
+
     /// Places with the machines `present` lists besides those connected (swarm.md §3.1).
     /// The first call wins.
     pub fn set_present(&self, present: Arc<Present>) {
@@ -537,6 +591,7 @@ impl Torrent {
         let mut g = self.inner();
         let l = self.meta.layout;
         let role = g.role.clone();
+        let mut places = Vec::new();
         let want: Vec<bool> = match role {
             Role::Seed => vec![false; l.pieces()],
             _ if self.inconsistent.load(std::sync::atomic::Ordering::Relaxed) => {
@@ -617,11 +672,8 @@ impl Torrent {
                         grace: self.grace.get().copied().unwrap_or(DEFAULT_GRACE),
                     };
                     let mut under = lock(&self.under_since);
-                    let now = match self.clock.get() {
-                        Some(c) => c.instant(),
-                        None => std::time::Instant::now(),
-                    };
-                    placement::replicate_wanted(&view, &mut under, now)
+                    places = placement::places(&view);
+                    placement::replicate_wanted_at(&view, &places, &mut under, self.now())
                 }
             },
         };
@@ -631,6 +683,30 @@ impl Torrent {
         let mut want = want;
         for (w, gone) in want.iter_mut().zip(&self.let_go) {
             *w &= !gone;
+        }
+        if let Role::Replicate { .. } = role {
+            // Repairs under way want their helper shards too (swarm.md §18).
+            let mut rs = lock(&self.repair);
+            let mut helpers = Vec::new();
+            for (&stripe, fetched) in &rs.jobs {
+                helpers.extend(repair::helpers(
+                    &l,
+                    stripe,
+                    // A piece placement wants and some peer has comes anyway (and is
+                    // then held): no helper in its place.
+                    |p| {
+                        g.picker.have().get(p as u32)
+                            || fetched.contains(&(p as u32))
+                            || (want[p] && g.picker.availability(p as u32) > 0)
+                    },
+                    |p| g.picker.availability(p as u32),
+                ));
+            }
+            rs.wanted = want.clone();
+            rs.places = places;
+            for p in helpers {
+                want[p as usize] = true;
+            }
         }
         if let (Role::Replicate { .. }, Some(q)) = (&role, self.quota.get()) {
             let used = q.used.load(std::sync::atomic::Ordering::Relaxed);
@@ -1089,6 +1165,9 @@ impl Torrent {
         if !root_ok {
             return Err(TorrentError::Inconsistent(self.ih, piece));
         }
+        if self.is_helper(piece) {
+            return self.keep_helper(piece, blocks).map(|()| true);
+        }
         self.store
             .write_shard_parts(&self.ih, piece as usize, blocks)?;
         self.downloaded
@@ -1108,6 +1187,262 @@ impl Torrent {
         let _ = self.haves.send(piece);
         self.update_wanted();
         Ok(true)
+    }
+
+    /// Is `piece` a helper of a repair under way: of a stripe being repaired, and not a
+    /// piece placement wants here (those are held, not helpers)?
+    fn is_helper(&self, piece: u32) -> bool {
+        let stripe = self.meta.layout.locate(piece as usize).0;
+        let rs = lock(&self.repair);
+        rs.jobs.contains_key(&stripe) && !rs.wanted.get(piece as usize).copied().unwrap_or(false)
+    }
+
+    /// Keeps a verified helper shard in the store's repair directory (swarm.md §18): not
+    /// had, not announced, not stated, not served; its bytes count against the quota
+    /// while it is there.
+    fn keep_helper<B: AsRef<[u8]>>(&self, piece: u32, blocks: &[B]) -> Result<(), TorrentError> {
+        let bytes: Vec<u8> = blocks
+            .iter()
+            .flat_map(|b| b.as_ref().iter().copied())
+            .collect();
+        self.store.write_repair(&self.ih, piece as usize, &bytes)?;
+        let len = bytes.len() as u64;
+        self.downloaded
+            .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        let stripe = self.meta.layout.locate(piece as usize).0;
+        let kept = match lock(&self.repair).jobs.get_mut(&stripe) {
+            Some(fetched) => fetched.insert(piece),
+            None => false,
+        };
+        if kept {
+            if let Some(q) = self.quota.get() {
+                q.used.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+            }
+        } else {
+            // The repair ended meanwhile (its shards came back): not needed.
+            let _ = self.store.remove_repair(&self.ih, piece as usize);
+        }
+        // Neither had nor wanted any more: its progress is forgotten.
+        self.inner().picker.set_wanted(piece, false);
+        self.update_wanted();
+        Ok(())
+    }
+
+    /// Which pieces some connected peer that counts has: for an enrolled machine, an
+    /// authenticated member (a stranger's `have all` must not hold a repair back);
+    /// otherwise any peer.
+    fn seen_by_members(&self, g: &Inner) -> Vec<bool> {
+        let enrolled = self.proofs.get().is_some();
+        let mut seen = vec![false; self.num_pieces() as usize];
+        for v in g.peers.values().filter(|v| !enrolled || v.member.is_some()) {
+            for i in v.has.iter_ones() {
+                if let Some(x) = seen.get_mut(i as usize) {
+                    *x = true;
+                }
+            }
+        }
+        seen
+    }
+
+    /// The stripes due for repair here and not under way (swarm.md §18), fewest spare
+    /// shards first; none when this torrent does not repair (not a Replicate role, or no
+    /// repair settings).
+    pub fn repairs_due(&self) -> Vec<repair::Due> {
+        let Some(cfg) = self.repair_settings.get() else {
+            return Vec::new();
+        };
+        let now = self.now();
+        let pending = self.pending();
+        let g = self.inner();
+        if !matches!(g.role, Role::Replicate { .. }) {
+            return Vec::new();
+        }
+        let seen = self.seen_by_members(&g);
+        let mut rs = lock(&self.repair);
+        let mut since = std::mem::take(&mut rs.missing_since);
+        let have = |p: usize| g.picker.have().get(p as u32) || pending.contains(&(p as u32));
+        let reachable = |p: usize| seen.get(p).copied().unwrap_or(false);
+        let turns = |j: usize| placement::turns(&rs.places, j);
+        let view = repair::RepairView {
+            layout: &self.meta.layout,
+            wanted: &rs.wanted,
+            have: &have,
+            reachable: &reachable,
+            turns: &turns,
+            grace: cfg.grace,
+        };
+        let mut due = repair::due(&view, &mut since, now);
+        rs.missing_since = since;
+        due.retain(|d| !rs.jobs.contains_key(&d.stripe));
+        due
+    }
+
+    /// Starts repairing `stripe` (admitted by the engine): its helper shards are wanted.
+    pub fn start_repair(&self, stripe: usize) {
+        lock(&self.repair).jobs.entry(stripe).or_default();
+        self.update_wanted();
+    }
+
+    /// Stripes being repaired here.
+    pub fn repairs_under_way(&self) -> usize {
+        lock(&self.repair).jobs.len()
+    }
+
+    /// Moves the repairs under way on: one whose shards came back (or that placement no
+    /// longer wants here) ends; one with k shards of its stripe here (held or helpers) is
+    /// rebuilt on a blocking thread.
+    pub fn advance_repairs(self: &Arc<Self>) {
+        let l = self.meta.layout;
+        let pending = self.pending();
+        let (ended, ready) = {
+            let g = self.inner();
+            let seen = self.seen_by_members(&g);
+            let mut rs = lock(&self.repair);
+            let (mut ended, mut ready) = (Vec::new(), Vec::new());
+            for (&stripe, fetched) in &rs.jobs {
+                if rs.rebuilding.contains(&stripe) {
+                    continue;
+                }
+                let pieces = (0..l.n()).map(|i| l.piece(stripe, i));
+                let targets = pieces
+                    .clone()
+                    .filter(|&p| rs.wanted.get(p).copied().unwrap_or(false))
+                    .filter(|&p| !g.picker.have().get(p as u32) && !seen[p])
+                    .filter(|&p| !pending.contains(&(p as u32)))
+                    .count();
+                let here = pieces
+                    .filter(|&p| g.picker.have().get(p as u32) || fetched.contains(&(p as u32)))
+                    .count();
+                if targets == 0 {
+                    ended.push((stripe, fetched.clone()));
+                } else if here >= l.k {
+                    ready.push(stripe);
+                }
+            }
+            for (stripe, _) in &ended {
+                rs.jobs.remove(stripe);
+            }
+            rs.rebuilding.extend(ready.iter().copied());
+            (ended, ready)
+        };
+        for (_, fetched) in ended {
+            self.drop_helpers(&fetched);
+        }
+        if !ready.is_empty() {
+            self.update_wanted();
+        }
+        for stripe in ready {
+            let t = self.clone();
+            tokio::task::spawn_blocking(move || t.rebuild_stripe(stripe));
+        }
+    }
+
+    /// Shards written and verified, waiting for their flush (§13): had in a second.
+    fn pending(&self) -> HashSet<u32> {
+        lock(&self.unflushed).iter().copied().collect()
+    }
+
+    /// Deletes helper shards and gives their bytes back to the quota.
+    fn drop_helpers(&self, fetched: &std::collections::BTreeSet<u32>) {
+        for &p in fetched {
+            let _ = self.store.remove_repair(&self.ih, p as usize);
+            if let Some(q) = self.quota.get() {
+                q.release(self.piece_size(p) as u64);
+            }
+        }
+    }
+
+    /// Rebuilds the missing wanted shards of `stripe` from k good shards here (held, or
+    /// helpers): Reed-Solomon over the ciphertext, no key; each rebuilt shard must match
+    /// its piece hash (and root) before it is written; then it is flushed and announced
+    /// like a replicated shard. The repair ends either way: its helpers are deleted, and
+    /// a failed one is tried again when next due.
+    fn rebuild_stripe(&self, stripe: usize) {
+        let l = self.meta.layout;
+        let (fetched, targets) = {
+            let g = self.inner();
+            let rs = lock(&self.repair);
+            let fetched = rs.jobs.get(&stripe).cloned().unwrap_or_default();
+            let targets: Vec<u32> = (0..l.n())
+                .map(|i| l.piece(stripe, i))
+                .filter(|&p| rs.wanted.get(p).copied().unwrap_or(false))
+                .filter(|&p| !g.picker.have().get(p as u32))
+                .map(|p| p as u32)
+                .collect();
+            (fetched, targets)
+        };
+        let have = self.have();
+        let mut rebuilt = Vec::new();
+        let mut failed = None;
+        for &t in &targets {
+            let shard = self.meta.rebuild_shard(t, |q| {
+                if have.get(q as u32) {
+                    self.store.read_shard(&self.ih, q)
+                } else if fetched.contains(&(q as u32)) {
+                    self.store.read_repair(&self.ih, q)
+                } else {
+                    Ok(None)
+                }
+            });
+            match shard {
+                Ok(Some(b)) => match self.store.write_shard(&self.ih, t as usize, &b) {
+                    Ok(()) => {
+                        if let Some(q) = self.quota.get() {
+                            q.used
+                                .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        rebuilt.push(t);
+                    }
+                    Err(e) => failed = Some(e.to_string()),
+                },
+                Ok(None) => {
+                    failed = Some("fewer than k good shards of its stripe, or a rebuilt shard that does not match its hash".into())
+                }
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        {
+            let mut rs = lock(&self.repair);
+            rs.jobs.remove(&stripe);
+            rs.rebuilding.remove(&stripe);
+        }
+        self.drop_helpers(&fetched);
+        self.repaired
+            .fetch_add(rebuilt.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        // Claimed once durable, like a replicated shard (swarm.md §13).
+        lock(&self.unflushed).extend(rebuilt.iter().copied());
+        self.log_repair(stripe, &rebuilt, fetched.len(), failed.as_deref());
+        self.update_wanted();
+    }
+
+    /// Says what a repair did, on stderr and in the repair log.
+    fn log_repair(&self, stripe: usize, rebuilt: &[u32], helpers: usize, failed: Option<&str>) {
+        match failed {
+            None => eprintln!(
+                "swarmbak: repaired stripe {stripe} of {}: rebuilt {} shard(s) from {helpers} fetched",
+                self.ih,
+                rebuilt.len()
+            ),
+            Some(e) => eprintln!(
+                "swarmbak: repair of stripe {stripe} of {} rebuilt {} shard(s), then failed: {e}; tried again later",
+                self.ih,
+                rebuilt.len()
+            ),
+        }
+        let Some(path) = self.repair_settings.get().and_then(|r| r.log.as_ref()) else {
+            return;
+        };
+        let line = serde_json::json!({
+            "time": self.clock.get().map_or_else(|| SystemClock.unix(), |c| c.unix()),
+            "infohash": self.ih.to_hex(),
+            "stripe": stripe,
+            "rebuilt": rebuilt,
+            "helpers": helpers,
+            "error": failed,
+        });
+        if let Err(e) = swarmbak_format::append_line(path, &line.to_string()) {
+            eprintln!("swarmbak: cannot write {}: {e}", path.display());
+        }
     }
 
     /// Bans a peer from this torrent (wire.md, "Disconnect and ban"): the address its

@@ -6,6 +6,7 @@
 //!   a snapshot's shards sit among its pieces (protocol-spec/format-v1.md §9.1).
 //! - [`merkle`]: per-shard Merkle roots (BEP 52's piece layer), format-v2.md.
 //! - [`placement`]: rendezvous placement, holder counting and health (swarm.md §3, §7).
+//! - [`repair`]: when a shard nobody holds is rebuilt, and from which (swarm.md §18).
 //! - [`retention`]: which snapshots a forget policy keeps (swarm.md §16).
 //! - [`Clock`]: the time source, injectable so that schedules, grace periods and overdue
 //!   thresholds are testable in seconds.
@@ -19,6 +20,7 @@ mod ids;
 mod layout;
 pub mod merkle;
 pub mod placement;
+pub mod repair;
 pub mod retention;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod spec;

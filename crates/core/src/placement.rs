@@ -166,20 +166,14 @@ pub fn fetch_wanted(
 ) -> Vec<bool> {
     let mut w = vec![false; l.pieces()];
     for s in 0..l.stripes {
-        let here = (0..l.n())
-            .filter(|&i| have(l.piece(s, i) as PieceIndex))
-            .count();
-        if here >= l.k {
-            continue;
-        }
-        let mut cands: Vec<(bool, u32, usize)> = (0..l.n())
-            .filter(|&i| !have(l.piece(s, i) as PieceIndex))
-            .map(|i| (i >= l.k, availability(l.piece(s, i) as PieceIndex), i))
-            .filter(|(_, a, _)| *a > 0)
-            .collect();
-        cands.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
-        for (_, _, i) in cands.into_iter().take(l.k - here) {
-            w[l.piece(s, i)] = true;
+        // The same choice as a repair's helpers (swarm.md §18).
+        for p in crate::repair::helpers(
+            l,
+            s,
+            |p| have(p as PieceIndex),
+            |p| availability(p as PieceIndex),
+        ) {
+            w[p as usize] = true;
         }
     }
     w
@@ -219,20 +213,17 @@ pub fn replicate_wanted(
     short_since: &mut HashMap<PieceIndex, Instant>,
     now: Instant,
 ) -> Vec<bool> {
+    replicate_wanted_at(v, &places(v), short_since, now)
+}
+
+/// [`replicate_wanted`] with this machine's [`places`] already computed.
+pub fn replicate_wanted_at(
+    v: &ReplicateView<'_>,
+    ranks: &[Option<(usize, usize)>],
+    short_since: &mut HashMap<PieceIndex, Instant>,
+    now: Instant,
+) -> Vec<bool> {
     let l = v.layout;
-    // One ranking per shard index, the same for every stripe.
-    // (place in the order of M, machines online in the swarm ahead of it)
-    let ranks: Vec<Option<(usize, usize)>> = (0..l.n())
-        .map(|j| {
-            let order = ranking(v.group, j, v.machines);
-            let r = order.iter().position(|c| c.key == *v.me)?;
-            let ahead = order[..r]
-                .iter()
-                .filter(|c| v.online.is_none_or(|o| o.contains(&c.key)))
-                .count();
-            Some((r, ahead))
-        })
-        .collect();
     (0..l.pieces())
         .map(|p| {
             let piece = p as PieceIndex;
@@ -241,7 +232,7 @@ pub fn replicate_wanted(
                 return false;
             }
             let since = *short_since.entry(piece).or_insert(now);
-            match ranks[l.locate(p).1] {
+            match ranks.get(l.locate(p).1).copied().flatten() {
                 Some((r, _)) if r < v.copies => true,
                 Some((_, ahead)) => {
                     let turns = (ahead + 1).saturating_sub(v.copies).max(1);
@@ -251,6 +242,34 @@ pub fn replicate_wanted(
             }
         })
         .collect()
+}
+
+/// For each shard index (one ranking per index, the same for every stripe): this
+/// machine's place in the order of `M`, and how many machines online in the swarm are
+/// ahead of it; `None` when it is not a candidate.
+pub fn places(v: &ReplicateView<'_>) -> Vec<Option<(usize, usize)>> {
+    (0..v.layout.n())
+        .map(|j| {
+            let order = ranking(v.group, j, v.machines);
+            let r = order.iter().position(|c| c.key == *v.me)?;
+            let ahead = order[..r]
+                .iter()
+                .filter(|c| v.online.is_none_or(|o| o.contains(&c.key)))
+                .count();
+            Some((r, ahead))
+        })
+        .collect()
+}
+
+/// How many repair graces this machine waits for shard index `j` (swarm.md §18): one
+/// more than the machines online in the swarm ahead of it ([`places`]); the first one in
+/// line that is there waits one grace.
+pub fn turns(places: &[Option<(usize, usize)>], j: usize) -> u32 {
+    places
+        .get(j)
+        .copied()
+        .flatten()
+        .map_or(u32::MAX, |(_, ahead)| ahead as u32 + 1)
 }
 
 /// A snapshot's health as one process sees it (swarm.md §7): recoverable now from what

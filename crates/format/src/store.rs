@@ -17,6 +17,9 @@
 //! store/snapshots/<infohash>/dropped        the stripes whose shards were let go (swarm.md §16.3):
 //!                                           written before they are deleted
 //! store/tmp/                                snapshots being built; removed at the next start
+//! store/repair/<infohash>/<piece>           helper shards a repair fetched (swarm.md §18): never
+//!                                           had, stated or served; removed when the repair ends
+//!                                           and at the agent's next start
 //! ```
 //!
 //! A snapshot becomes visible in one step: it is built under `tmp/`, synced, and renamed
@@ -140,6 +143,14 @@ fn write_atomic_parts<B: AsRef<[u8]>>(
         let _ = fs::remove_file(&tmp);
     }
     written
+}
+
+/// Removes a file; one that is not there is fine.
+fn remove_if_there(p: &Path) -> Result<(), FormatError> {
+    match fs::remove_file(p) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(FormatError::io(p, e)),
+        _ => Ok(()),
+    }
 }
 
 impl Store {
@@ -457,8 +468,55 @@ impl Store {
     /// Removes shard `piece` of `ih` from the disk (given up: found damaged); absent is
     /// fine.
     pub fn remove_shard(&self, ih: &InfoHash, piece: usize) -> Result<(), FormatError> {
-        let p = self.shard_path(ih, piece);
-        match fs::remove_file(&p) {
+        remove_if_there(&self.shard_path(ih, piece))
+    }
+
+    /// Where a repair keeps helper shard `piece` of `ih` (swarm.md §18).
+    pub fn repair_path(&self, ih: &InfoHash, piece: usize) -> PathBuf {
+        self.dir
+            .join("repair")
+            .join(ih.to_hex())
+            .join(piece.to_string())
+    }
+
+    /// Keeps a helper shard a repair fetched (checked by the caller); not synced: a crash
+    /// only means fetching it again.
+    pub fn write_repair(
+        &self,
+        ih: &InfoHash,
+        piece: usize,
+        data: &[u8],
+    ) -> Result<(), FormatError> {
+        let p = self.repair_path(ih, piece);
+        if let Some(d) = p.parent() {
+            fs::create_dir_all(d).map_err(|e| FormatError::io(d, e))?;
+        }
+        write_atomic(&p, data, 0o600, false).map_err(|e| FormatError::io(&p, e))
+    }
+
+    /// A helper shard kept by [`Store::write_repair`], if it is there.
+    pub fn read_repair(&self, ih: &InfoHash, piece: usize) -> Result<Option<Vec<u8>>, FormatError> {
+        let p = self.repair_path(ih, piece);
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FormatError::io(&p, e)),
+        }
+    }
+
+    /// Removes helper shard `piece` of `ih`; absent is fine.
+    pub fn remove_repair(&self, ih: &InfoHash, piece: usize) -> Result<(), FormatError> {
+        remove_if_there(&self.repair_path(ih, piece))
+    }
+
+    /// Removes helper shards: those of `ih`, or every snapshot's (`None`, at the agent's
+    /// start). Absent is fine.
+    pub fn clean_repair(&self, ih: Option<&InfoHash>) -> Result<(), FormatError> {
+        let mut p = self.dir.join("repair");
+        if let Some(ih) = ih {
+            p = p.join(ih.to_hex());
+        }
+        match fs::remove_dir_all(&p) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(FormatError::io(&p, e)),
             _ => Ok(()),
         }

@@ -621,6 +621,9 @@ fn open_held(
     Ok(quota)
 }
 
+/// Where the agent logs each stripe it repaired (swarm.md §18), under the home.
+pub const REPAIR_LOG: &str = "repair.log";
+
 /// Runs the agent until SIGTERM or Ctrl-C. `listening` is called once peers can connect.
 pub fn run(
     node: Node,
@@ -630,6 +633,8 @@ pub fn run(
     let lock = node.home.lock()?;
     let store = node.home.store();
     store.clean_tmp()?;
+    // A repair's helpers do not outlive the process that fetched them (swarm.md §18).
+    store.clean_repair(None)?;
     crate::schedule::fixed_mmap_threshold();
     let addr = bind_addr(listen, &node)?;
     let me = node.machine_key()?;
@@ -647,6 +652,10 @@ pub fn run(
             &node.settings,
             node.settings.announce,
             node.clock.clone(),
+            Some(
+                node.settings
+                    .repair(node.root.join(crate::agent::REPAIR_LOG)),
+            ),
         )
         .await
         .map_err(|e| match e {

@@ -608,10 +608,23 @@ pub struct Settings {
     pub scrub_period: Duration,
     /// Agent: how often the scrub verifies its next batch (`SWARMBAK_SCRUB_SECS`, 1 hour).
     pub scrub_every: Duration,
+    /// Agent: how long a shard this machine should hold is held by nobody in sight before
+    /// it is rebuilt from its stripe (`SWARMBAK_REPAIR_SECS`, 72 hours; swarm.md §18).
+    pub repair_grace: Duration,
+    /// Agent: bytes per second repairs may download (`SWARMBAK_REPAIR_RATE`, 10 MB/s;
+    /// swarm.md §18).
+    pub repair_rate: u64,
     /// Where this process listens for peers (`--listen`, `config.json` `listen`); `None`:
     /// `0.0.0.0:0`.
     pub listen: Option<SocketAddr>,
 }
+
+/// The repair grace (swarm.md §18): a weekend and a night, so that machines taken home
+/// on Friday evening are back before anything is rebuilt.
+pub const DEFAULT_REPAIR_GRACE: Duration = Duration::from_secs(72 * 3600);
+
+/// Bytes per second repairs may download (swarm.md §18): a tenth of a gigabit link.
+pub const DEFAULT_REPAIR_RATE: u64 = 10_000_000;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -627,6 +640,8 @@ impl Default for Settings {
             retire_grace: DEFAULT_RETIRE_GRACE,
             scrub_period: crate::scrub::DEFAULT_PERIOD,
             scrub_every: crate::scrub::DEFAULT_EVERY,
+            repair_grace: DEFAULT_REPAIR_GRACE,
+            repair_rate: DEFAULT_REPAIR_RATE,
             listen: None,
         }
     }
@@ -636,6 +651,15 @@ impl Settings {
     /// Fetch and health announce at least this often: the announce period, at most 5 s.
     pub fn fetch_announce(&self) -> Duration {
         self.announce.min(Duration::from_secs(5))
+    }
+
+    /// How the agent repairs (swarm.md §18), logging to `log`.
+    pub fn repair(&self, log: PathBuf) -> swarmbak_agent::RepairSettings {
+        swarmbak_agent::RepairSettings {
+            grace: self.repair_grace,
+            rate: self.repair_rate,
+            log: Some(log),
+        }
     }
 
     /// Where this process listens for peers.
@@ -683,6 +707,11 @@ impl Settings {
             retire_grace: secs("SWARMBAK_RETIRE_GRACE_SECS").unwrap_or(d.retire_grace),
             scrub_period: secs("SWARMBAK_SCRUB_PERIOD_SECS").unwrap_or(d.scrub_period),
             scrub_every: secs("SWARMBAK_SCRUB_SECS").unwrap_or(d.scrub_every),
+            repair_grace: secs("SWARMBAK_REPAIR_SECS").unwrap_or(d.repair_grace),
+            repair_rate: get("SWARMBAK_REPAIR_RATE")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|r| r.is_finite() && *r >= 1.0)
+                .map_or(d.repair_rate, |r| r.min(1e15) as u64),
             listen: None,
         }
     }
@@ -742,8 +771,15 @@ mod tests {
             "SWARMBAK_FETCH_TIMEOUT_SECS" => Some("7".into()),
             "SWARMBAK_TAKEOVER_SECS" => Some("nonsense".into()),
             "SWARMBAK_VERBOSE" => Some("1".into()),
+            "SWARMBAK_REPAIR_SECS" => Some("3".into()),
+            "SWARMBAK_REPAIR_RATE" => Some("0.5".into()),
             _ => None,
         });
+        assert_eq!(d.repair_grace, Duration::from_secs(72 * 3600));
+        assert_eq!(d.repair_rate, 10_000_000);
+        assert_eq!(s.repair_grace, Duration::from_secs(3));
+        // A rate under a byte a second is no rate: the default stands.
+        assert_eq!(s.repair_rate, 10_000_000);
         assert_eq!(s.announce, Duration::from_millis(500));
         assert_eq!(s.fetch_announce(), Duration::from_millis(500));
         assert_eq!(s.poll, Duration::from_millis(50));

@@ -29,7 +29,8 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 /// and to the peer-only trackers `peer_trackers` (swarm.md §5.1.1).
 /// `machine`: the key sent as `sb_key`; `None` for processes that are not holders
 /// (fetch, health), so they never move placement (swarm.md §3.1). `clock`: what
-/// takeovers are measured with (the node's, which tests move by hand).
+/// takeovers are measured with (the node's, which tests move by hand). `repair`: how
+/// the agent repairs (swarm.md §18); `None` for every other process.
 ///
 /// `membership`: an enrolled machine's; its peers then authenticate (wire.md
 /// "Authenticated peers"), and its revocations are refreshed while the engine runs.
@@ -43,6 +44,7 @@ pub async fn start_engine(
     settings: &Settings,
     announce_every: Duration,
     clock: Arc<dyn Clock>,
+    repair: Option<swarmbak_agent::RepairSettings>,
 ) -> Result<Engine, FetchError> {
     let client = match tracker {
         Some(t) => Some(tracker_client(t)?),
@@ -63,6 +65,7 @@ pub async fn start_engine(
         announce_every,
         verbose: settings.verbose,
         possession_log: membership.map(Membership::possession_log),
+        repair,
     })
     .await
     .map_err(FetchError::Listen)?;
@@ -357,6 +360,7 @@ pub fn fetch_into_store(
             settings,
             settings.fetch_announce(),
             Arc::new(SystemClock),
+            None,
         )
         .await?;
         let mut got = download(&engine, store, ih, left(), settings, report).await?;

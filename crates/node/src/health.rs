@@ -73,6 +73,7 @@ pub fn swarm_health(
             settings,
             std::time::Duration::from_secs(2),
             std::sync::Arc::new(swarmbak_core::SystemClock),
+            None,
         )
         .await?;
         let t = Torrent::open(store, *ih, Role::Seed, None, None).map_err(FetchError::from)?;

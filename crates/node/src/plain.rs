@@ -77,6 +77,7 @@ pub fn fetch_plain(
             settings,
             settings.fetch_announce(),
             std::sync::Arc::new(swarmbak_core::SystemClock),
+            None,
         )
         .await?;
         engine.add(t.clone());

@@ -409,6 +409,7 @@ pub fn publish_and_seed(
                     &node.settings,
                     node.settings.announce,
                     node.clock.clone(),
+                    None,
                 )
                 .await?;
                 let t = Torrent::open(

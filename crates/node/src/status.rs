@@ -28,6 +28,18 @@ pub struct AgentStatus {
     /// The scrub's progress and findings (swarm.md §17).
     #[serde(default)]
     pub scrub: crate::scrub::ScrubState,
+    /// Repair with no key (swarm.md §18).
+    #[serde(default)]
+    pub repair: Repairs,
+}
+
+/// Repairs of shards nobody in sight holds (swarm.md §18).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repairs {
+    /// Stripes being repaired now.
+    pub under_way: usize,
+    /// Shards rebuilt since the agent started (`HOME/repair.log` has every one).
+    pub rebuilt: u64,
 }
 
 /// What the agent holds for other machines.
@@ -72,6 +84,7 @@ pub fn of_agent(engine: &Engine, node: &Node, shared: &Shared) -> AgentStatus {
             Role::Fetch => {}
         }
     }
+    let (under_way, rebuilt) = engine.repairs();
     let conns = engine.connections();
     let peers: HashSet<_> = conns.iter().map(|(_, a)| *a).collect();
     AgentStatus {
@@ -84,5 +97,6 @@ pub fn of_agent(engine: &Engine, node: &Node, shared: &Shared) -> AgentStatus {
         peers: peers.len(),
         connections: conns.len(),
         scrub: crate::scrub::ScrubState::load(&node.root),
+        repair: Repairs { under_way, rebuilt },
     }
 }

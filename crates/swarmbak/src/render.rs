@@ -227,6 +227,12 @@ pub fn status_text(st: &swarmbak_node::status::AgentStatus) -> String {
         sc.missing,
         sc.rebuilt
     ));
+    if st.repair.under_way > 0 || st.repair.rebuilt > 0 {
+        o.push_str(&format!(
+            "repair: {} stripes under way, {} shards rebuilt since start (repair.log)\n",
+            st.repair.under_way, st.repair.rebuilt
+        ));
+    }
     o.push_str(&format!(
         "peers: {} connected ({} connections)\ntracker: {}",
         st.peers,
