@@ -840,3 +840,36 @@ impl Engine {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Repairs download at most the repair rate over time (swarm.md §18): a stripe is
+    /// admitted while the bucket is not in debt and takes its whole cost, so one larger
+    /// than a second of the rate still goes, and the next waits until the debt is paid.
+    #[test]
+    fn the_repair_budget_holds_repairs_to_its_rate() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // 10 MB/s; stripes of 8 MB (k = 8 shards of 1 MB).
+        let mut b = RepairBudget::new(10_000_000, t0);
+        assert!(b.take(8_000_000, t0));
+        assert!(b.take(8_000_000, t0), "2 MB left: not in debt");
+        assert!(!b.take(8_000_000, t0), "6 MB in debt");
+        assert!(!b.take(8_000_000, t0 + ms(500)), "1 MB in debt");
+        assert!(b.take(8_000_000, t0 + ms(600)));
+        // Over 10 s, about 100 MB worth: 12 or 13 stripes, never more.
+        let mut b = RepairBudget::new(10_000_000, t0);
+        let admitted = (0..=1000)
+            .filter(|i| b.take(8_000_000, t0 + ms(10 * i)))
+            .count();
+        assert!((12..=14).contains(&admitted), "{admitted}");
+        // Idle time banks at most one second of the rate.
+        let mut b = RepairBudget::new(10_000_000, t0);
+        let later = t0 + Duration::from_secs(3600);
+        assert!(b.take(8_000_000, later));
+        assert!(b.take(8_000_000, later));
+        assert!(!b.take(8_000_000, later));
+    }
+}

@@ -1229,12 +1229,18 @@ impl Torrent {
     }
 
     /// Which pieces some connected peer that counts has: for an enrolled machine, an
-    /// authenticated member (a stranger's `have all` must not hold a repair back);
-    /// otherwise any peer.
+    /// authenticated member that has not failed a proof of this snapshot (a stranger's
+    /// `have all` must not hold a repair back); otherwise any peer.
     fn seen_by_members(&self, g: &Inner) -> Vec<bool> {
-        let enrolled = self.proofs.get().is_some();
+        let proofs = self.proofs.get();
+        let counts = |v: &&PeerView| match (proofs, v.member) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            // A member that failed a proof of this snapshot is in sight of nothing.
+            (Some(p), Some(m)) => !p.possession.distrusted(&m, &self.ih),
+        };
         let mut seen = vec![false; self.num_pieces() as usize];
-        for v in g.peers.values().filter(|v| !enrolled || v.member.is_some()) {
+        for v in g.peers.values().filter(counts) {
             for i in v.has.iter_ones() {
                 if let Some(x) = seen.get_mut(i as usize) {
                     *x = true;
@@ -1375,14 +1381,26 @@ impl Torrent {
         let mut rebuilt = Vec::new();
         let mut failed = None;
         for &t in &targets {
-            let shard = self.meta.rebuild_shard(t, |q| {
-                if have.get(q as u32) {
-                    self.store.read_shard(&self.ih, q)
-                } else if fetched.contains(&(q as u32)) {
-                    self.store.read_repair(&self.ih, q)
-                } else {
-                    Ok(None)
-                }
+            // A helper that placement wants here since it was fetched (a takeover) is
+            // already the shard: kept as it is, checked again.
+            let fetched_target = match fetched.contains(&t) {
+                true => self
+                    .store
+                    .read_repair(&self.ih, t as usize)
+                    .map(|b| b.filter(|b| self.meta.shard_ok(t, b))),
+                false => Ok(None),
+            };
+            let shard = fetched_target.and_then(|b| match b {
+                Some(b) => Ok(Some(b)),
+                None => self.meta.rebuild_shard(t, |q| {
+                    if have.get(q as u32) {
+                        self.store.read_shard(&self.ih, q)
+                    } else if fetched.contains(&(q as u32)) {
+                        self.store.read_repair(&self.ih, q)
+                    } else {
+                        Ok(None)
+                    }
+                }),
             });
             match shard {
                 Ok(Some(b)) => match self.store.write_shard(&self.ih, t as usize, &b) {

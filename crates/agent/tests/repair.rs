@@ -134,3 +134,84 @@ async fn a_shard_nobody_holds_is_rebuilt_from_its_stripe_with_no_key() {
         assert!(v["error"].is_null(), "{v}");
     }
 }
+
+/// An enrolled agent counts only authenticated members as holders in sight: a stranger
+/// that says it has every shard (a `have all` costs nothing) does not hold a repair back
+/// (threat-model.md). Here a member has k shards of the stripe and a stranger claims
+/// all: the other shards are missing, and due once the grace has passed.
+#[test]
+fn a_strangers_have_all_does_not_hold_a_repair_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    swarmbak_gentree::office(&tree, 1 << 20, 12).unwrap();
+    let (owner, _) = Home::create(&dir.path().join("owner")).unwrap();
+    let r = backup::backup(&owner, &BackupOptions::new(vec![tree]), &backup::NoProgress).unwrap();
+    let (holder, _) = Home::create(&dir.path().join("holder")).unwrap();
+    let torrent = owner.store().torrent_bytes(&r.infohash).unwrap();
+    holder.store().add_torrent(&r.infohash, &torrent).unwrap();
+    let t = Torrent::open(
+        &holder.store(),
+        r.infohash,
+        Role::Replicate { copies: 2 },
+        Some(key(&owner)),
+        Some(key(&holder)),
+    )
+    .unwrap();
+    let clock = std::sync::Arc::new(swarmbak_core::ManualClock::new(std::time::SystemTime::now()));
+    t.set_takeover(Duration::from_secs(1), clock.clone());
+    let signing = swarmbak_trust::SigningKey::from_seed([4; 32]);
+    t.set_proofs(swarmbak_agent::torrent::Proofs {
+        possession: swarmbak_agent::possession::Possession::new(clock.clone(), None),
+        identity: swarmbak_agent::Identity::new([1; 32], signing.public(), Vec::new(), signing),
+    });
+    t.set_repair(RepairSettings {
+        grace: Duration::from_secs(10),
+        rate: 1 << 30,
+        log: None,
+    });
+    let l = t.layout();
+    let n = t.num_pieces();
+    let mut member_has = swarmbak_wire::Bitfield::new(n);
+    for i in 0..l.k {
+        member_has.set(l.piece(0, i) as u32, true);
+    }
+    let (other, _) = Home::create(&dir.path().join("member")).unwrap();
+    let peer = |port: u16, machine, member, has: swarmbak_wire::Bitfield| {
+        swarmbak_agent::torrent::PeerView {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            machine,
+            member,
+            domain: None,
+            servable: true,
+            has,
+            interested: false,
+            downloaded: 0,
+            uploaded: 0,
+            snubbed: false,
+        }
+    };
+    {
+        let mut g = t.inner();
+        let member = peer(
+            1,
+            Some(key(&other)),
+            Some(swarmbak_trust::SigningKey::from_seed([5; 32]).public()),
+            member_has.clone(),
+        );
+        g.picker.add_peer(&member.has);
+        g.peers.insert(1, member);
+        let stranger = peer(2, None, None, swarmbak_wire::Bitfield::full(n));
+        g.picker.add_peer(&stranger.has);
+        g.peers.insert(2, stranger);
+    }
+    t.update_wanted();
+    assert!(t.repairs_due().is_empty(), "due before the grace");
+    clock.advance(Duration::from_secs(25));
+    t.update_wanted();
+    let due = t.repairs_due();
+    let missing: Vec<u32> = (l.k..l.n()).map(|i| l.piece(0, i) as u32).collect();
+    assert_eq!(due.len(), 1, "the stranger's have all held the repair back");
+    assert_eq!(due[0].stripe, 0);
+    assert_eq!(due[0].spare, 0);
+    assert_eq!(due[0].targets, missing);
+}
